@@ -1,0 +1,71 @@
+//! The table of every setting: its key, environment names and meaning.
+//!
+//! `docs/configuration.md` is checked against this table by a test, and the environment
+//! mapping in `env.rs` is driven by it, so the three cannot drift apart.
+
+/// How an environment variable's text becomes a setting value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvKind {
+    /// Taken as it is.
+    Text,
+    /// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+    Bool,
+    /// A whole number.
+    Int,
+    /// A number of seconds.
+    Seconds,
+    /// A list separated by `;`.
+    List,
+    /// Open WebUI's `AIOHTTP_CLIENT_TIMEOUT`: seconds, or empty for no limit.
+    OptionalSeconds,
+    /// Open WebUI's `MODELS_CACHE_TTL`: seconds, or empty for "until restart".
+    CacheTtl,
+}
+
+/// One documented setting.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingDoc {
+    /// Dotted key as in the TOML file, e.g. `server.port`.
+    pub key: &'static str,
+    /// Environment variables that set it, strongest first.
+    pub env: &'static [&'static str],
+    /// How the environment text is read.
+    pub kind: EnvKind,
+    /// The default, as shown in the docs.
+    pub default: &'static str,
+    /// One sentence on what it does.
+    pub doc: &'static str,
+}
+
+/// Every setting Corral reads.
+pub const SETTINGS: &[SettingDoc] = &[
+    SettingDoc { key: "server.host", env: &["CORRAL_SERVER__HOST", "HOST"], kind: EnvKind::Text, default: "127.0.0.1", doc: "Address to listen on." },
+    SettingDoc { key: "server.port", env: &["CORRAL_SERVER__PORT", "PORT"], kind: EnvKind::Int, default: "8080", doc: "Port to listen on." },
+    SettingDoc { key: "server.data_dir", env: &["CORRAL_SERVER__DATA_DIR", "DATA_DIR"], kind: EnvKind::Text, default: "./data", doc: "Directory for Corral's own files, including the default SQLite database." },
+    SettingDoc { key: "server.cors_allow_origin", env: &["CORRAL_SERVER__CORS_ALLOW_ORIGIN", "CORS_ALLOW_ORIGIN"], kind: EnvKind::List, default: "*", doc: "Origins a browser may call Corral from, separated by `;`; `*` allows any." },
+    SettingDoc { key: "server.log", env: &["CORRAL_SERVER__LOG", "RUST_LOG"], kind: EnvKind::Text, default: "info", doc: "Log filter in `tracing` EnvFilter syntax." },
+    SettingDoc { key: "server.workers", env: &["CORRAL_SERVER__WORKERS"], kind: EnvKind::Int, default: "0", doc: "Worker threads; 0 means one per core." },
+    SettingDoc { key: "database.url", env: &["CORRAL_DATABASE__URL", "DATABASE_URL"], kind: EnvKind::Text, default: "(empty: `<data_dir>/corral.db`)", doc: "`postgres://…` selects PostgreSQL; `sqlite://PATH` or a path selects SQLite." },
+    SettingDoc { key: "database.pool_size", env: &["CORRAL_DATABASE__POOL_SIZE"], kind: EnvKind::Int, default: "0 (8 for PostgreSQL, 4 for SQLite)", doc: "Connections kept in the pool." },
+    SettingDoc { key: "ollama.enable", env: &["CORRAL_OLLAMA__ENABLE", "ENABLE_OLLAMA_API"], kind: EnvKind::Bool, default: "true", doc: "Whether the Ollama API is served at all." },
+    SettingDoc { key: "ollama.base_urls", env: &["CORRAL_OLLAMA__BASE_URLS", "OLLAMA_BASE_URLS", "OLLAMA_BASE_URL"], kind: EnvKind::List, default: "http://127.0.0.1:11434", doc: "The instances' base URLs separated by `;`; the position is the instance's `url_idx`." },
+    SettingDoc { key: "ollama.api_configs", env: &[], kind: EnvKind::Text, default: "{}", doc: "Per-connection settings keyed by index: `enable`, `key`, `connection_type`, `prefix_id`, `tags`, `model_ids` (file or admin API only)." },
+    SettingDoc { key: "ollama.models_cache_ttl", env: &["CORRAL_OLLAMA__MODELS_CACHE_TTL", "MODELS_CACHE_TTL"], kind: EnvKind::CacheTtl, default: "1", doc: "Seconds a merged model listing is reused; empty keeps it until a change or restart." },
+    SettingDoc { key: "upstream.connect_timeout", env: &["CORRAL_UPSTREAM__CONNECT_TIMEOUT"], kind: EnvKind::Seconds, default: "5", doc: "Seconds to open a connection to an instance." },
+    SettingDoc { key: "upstream.first_byte_timeout", env: &["CORRAL_UPSTREAM__FIRST_BYTE_TIMEOUT", "AIOHTTP_CLIENT_TIMEOUT"], kind: EnvKind::OptionalSeconds, default: "600", doc: "Seconds to wait for an instance's response headers (sent with the first token, after any model load); 0 or empty waits without limit." },
+    SettingDoc { key: "upstream.idle_timeout", env: &["CORRAL_UPSTREAM__IDLE_TIMEOUT", "AIOHTTP_CLIENT_TIMEOUT"], kind: EnvKind::OptionalSeconds, default: "300", doc: "Seconds a response may stay silent between two chunks; a stream that keeps producing is never cut. 0 or empty waits without limit." },
+    SettingDoc { key: "upstream.discovery_timeout", env: &["CORRAL_UPSTREAM__DISCOVERY_TIMEOUT", "AIOHTTP_CLIENT_TIMEOUT_MODEL_LIST"], kind: EnvKind::Seconds, default: "3", doc: "Seconds each instance gets to answer a model listing before it is left out of it." },
+    SettingDoc { key: "auth.webui_auth", env: &["CORRAL_AUTH__WEBUI_AUTH", "WEBUI_AUTH"], kind: EnvKind::Bool, default: "true", doc: "With false, Corral runs in Open WebUI's single-user mode." },
+    SettingDoc { key: "auth.secret_key", env: &["CORRAL_AUTH__SECRET_KEY", "CORRAL_SECRET_KEY", "WEBUI_SECRET_KEY"], kind: EnvKind::Text, default: "(empty: generated once, kept in the database)", doc: "Secret that signs session tokens." },
+    SettingDoc { key: "auth.enable_signup", env: &["CORRAL_AUTH__ENABLE_SIGNUP", "ENABLE_SIGNUP"], kind: EnvKind::Bool, default: "true", doc: "Whether new accounts may sign up (the first account always may, and becomes admin)." },
+    SettingDoc { key: "auth.default_user_role", env: &["CORRAL_AUTH__DEFAULT_USER_ROLE", "DEFAULT_USER_ROLE"], kind: EnvKind::Text, default: "pending", doc: "Role of accounts after the first: pending, user or admin." },
+    SettingDoc { key: "auth.jwt_expires_in", env: &["CORRAL_AUTH__JWT_EXPIRES_IN", "JWT_EXPIRES_IN"], kind: EnvKind::Text, default: "4w", doc: "Session token lifetime (`<n><ms|s|m|h|d|w>`…; `-1` for none)." },
+    SettingDoc { key: "auth.enable_api_keys", env: &["CORRAL_AUTH__ENABLE_API_KEYS", "ENABLE_API_KEYS"], kind: EnvKind::Bool, default: "true", doc: "Whether users may create and use `sk-` API keys." },
+    SettingDoc { key: "auth.bypass_model_access_control", env: &["CORRAL_AUTH__BYPASS_MODEL_ACCESS_CONTROL", "BYPASS_MODEL_ACCESS_CONTROL"], kind: EnvKind::Bool, default: "false", doc: "Let every user see and use every model." },
+    SettingDoc { key: "auth.forward_user_info_headers", env: &["CORRAL_AUTH__FORWARD_USER_INFO_HEADERS", "ENABLE_FORWARD_USER_INFO_HEADERS"], kind: EnvKind::Bool, default: "false", doc: "Send `X-OpenWebUI-User-*` and chat id headers upstream." },
+];
+
+/// The documented setting with this dotted key.
+pub fn find(key: &str) -> Option<&'static SettingDoc> {
+    SETTINGS.iter().find(|s| s.key == key)
+}

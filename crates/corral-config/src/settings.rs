@@ -1,0 +1,366 @@
+//! The settings value and its validation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ConfigError;
+
+/// Everything Corral can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Where Corral listens and keeps its files.
+    pub server: ServerSettings,
+    /// Where Corral keeps its state.
+    pub database: DatabaseSettings,
+    /// The Ollama instances behind Corral.
+    pub ollama: OllamaSettings,
+    /// How Corral talks to the instances.
+    pub upstream: UpstreamSettings,
+    /// Who may call Corral.
+    pub auth: AuthSettings,
+}
+
+/// Where Corral listens and keeps its files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub host: String,
+    /// Port to listen on.
+    pub port: u16,
+    /// Directory for Corral's own files (the SQLite database by default).
+    pub data_dir: String,
+    /// Origins a browser may call Corral from; `*` allows any.
+    pub cors_allow_origin: Vec<String>,
+    /// Log filter, in `tracing` `EnvFilter` syntax.
+    pub log: String,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            host: "127.0.0.1".to_owned(),
+            port: 8080,
+            data_dir: "./data".to_owned(),
+            cors_allow_origin: vec!["*".to_owned()],
+            log: "info".to_owned(),
+            workers: 0,
+        }
+    }
+}
+
+/// Where Corral keeps its state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `postgres://…` for PostgreSQL, `sqlite://PATH` or a path for SQLite.
+    /// Empty means a SQLite file `corral.db` in `server.data_dir`.
+    pub url: String,
+    /// Connections kept in the pool.
+    pub pool_size: u32,
+}
+
+/// The Ollama instances behind Corral, in Open WebUI's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OllamaSettings {
+    /// Whether the Ollama API is served at all.
+    pub enable: bool,
+    /// The instances' base URLs; the index in this list is the instance's `url_idx`.
+    pub base_urls: Vec<String>,
+    /// Per-connection settings keyed by index (`"0"`, `"1"`, …).
+    pub api_configs: BTreeMap<String, ConnectionSettings>,
+    /// Seconds a merged model listing is reused; 0 fetches every time.
+    pub models_cache_ttl: u64,
+}
+
+impl Default for OllamaSettings {
+    fn default() -> Self {
+        OllamaSettings {
+            enable: true,
+            base_urls: vec!["http://127.0.0.1:11434".to_owned()],
+            api_configs: BTreeMap::new(),
+            models_cache_ttl: 1,
+        }
+    }
+}
+
+/// Settings of one Ollama connection (Open WebUI's `OLLAMA_API_CONFIGS` entry).
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct ConnectionSettings {
+    /// A disabled connection is never contacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable: Option<bool>,
+    /// Sent upstream as `Authorization: Bearer <key>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `local` or `external`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_type: Option<String>,
+    /// Prepended as `<prefix_id>.` to this connection's model ids.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_id: Option<String>,
+    /// Tags attached to this connection's models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<Value>>,
+    /// When non-empty, only these (unprefixed) model ids are served from this connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_ids: Option<Vec<String>>,
+    /// Fields Corral does not use (e.g. `auth_type`), kept so they round-trip.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl ConnectionSettings {
+    /// Whether the connection may be contacted (`enable` defaults to true).
+    pub fn enabled(&self) -> bool {
+        self.enable.unwrap_or(true)
+    }
+
+    /// The key, if non-empty.
+    pub fn bearer(&self) -> Option<&str> {
+        self.key.as_deref().filter(|k| !k.is_empty())
+    }
+
+    /// The prefix, if non-empty.
+    pub fn prefix(&self) -> Option<&str> {
+        self.prefix_id.as_deref().filter(|p| !p.is_empty())
+    }
+}
+
+impl fmt::Debug for ConnectionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionSettings")
+            .field("enable", &self.enable)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("connection_type", &self.connection_type)
+            .field("prefix_id", &self.prefix_id)
+            .field("tags", &self.tags)
+            .field("model_ids", &self.model_ids)
+            .field("extra", &self.extra.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// How Corral talks to the instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// Seconds to establish a TCP connection to an instance.
+    pub connect_timeout: f64,
+    /// Seconds to wait for an instance's response headers; 0 waits without limit.
+    /// Ollama sends headers with the first token, after any model load.
+    pub first_byte_timeout: f64,
+    /// Seconds a response may go silent between two chunks; 0 waits without limit.
+    /// A long generation is never cut while chunks keep coming.
+    pub idle_timeout: f64,
+    /// Seconds each instance gets to answer a model listing before it is left out.
+    pub discovery_timeout: f64,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            connect_timeout: 5.0,
+            first_byte_timeout: 600.0,
+            idle_timeout: 300.0,
+            discovery_timeout: 3.0,
+        }
+    }
+}
+
+/// Who may call Corral.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// With `false`, Corral runs in Open WebUI's single-user mode.
+    pub webui_auth: bool,
+    /// The JWT signing secret; empty means generated once and kept in the database.
+    pub secret_key: String,
+    /// Whether new accounts may sign up.
+    pub enable_signup: bool,
+    /// Role given to accounts after the first: `pending`, `user` or `admin`.
+    pub default_user_role: String,
+    /// Token lifetime, e.g. `4w`, `12h`, `-1` for no expiry.
+    pub jwt_expires_in: String,
+    /// Whether users may create and use `sk-` API keys.
+    pub enable_api_keys: bool,
+    /// Let every user see and use every model.
+    pub bypass_model_access_control: bool,
+    /// Send `X-OpenWebUI-User-*` headers upstream.
+    pub forward_user_info_headers: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            webui_auth: true,
+            secret_key: String::new(),
+            enable_signup: true,
+            default_user_role: "pending".to_owned(),
+            jwt_expires_in: "4w".to_owned(),
+            enable_api_keys: true,
+            bypass_model_access_control: false,
+            forward_user_info_headers: false,
+        }
+    }
+}
+
+impl fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = if self.secret_key.is_empty() {
+            "<unset>"
+        } else {
+            "<redacted>"
+        };
+        f.debug_struct("AuthSettings")
+            .field("webui_auth", &self.webui_auth)
+            .field("secret_key", &secret)
+            .field("enable_signup", &self.enable_signup)
+            .field("default_user_role", &self.default_user_role)
+            .field("jwt_expires_in", &self.jwt_expires_in)
+            .field("enable_api_keys", &self.enable_api_keys)
+            .field(
+                "bypass_model_access_control",
+                &self.bypass_model_access_control,
+            )
+            .field("forward_user_info_headers", &self.forward_user_info_headers)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Checks what types alone cannot; the error names the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.host.trim().is_empty() {
+            return Err(ConfigError::key("server.host", "must not be empty"));
+        }
+        if self.server.data_dir.trim().is_empty() {
+            return Err(ConfigError::key("server.data_dir", "must not be empty"));
+        }
+        for (i, origin) in self.server.cors_allow_origin.iter().enumerate() {
+            if origin != "*" && url::Url::parse(origin).is_err() {
+                return Err(ConfigError::key(
+                    format!("server.cors_allow_origin[{i}]"),
+                    format!("{origin:?} is neither `*` nor an origin such as https://app.example"),
+                ));
+            }
+        }
+        let db = self.database.url.trim();
+        if !db.is_empty()
+            && !(db.starts_with("postgres://")
+                || db.starts_with("postgresql://")
+                || db.starts_with("sqlite://")
+                || db.starts_with('/')
+                || db.starts_with('.'))
+        {
+            return Err(ConfigError::key(
+                "database.url",
+                "must start with postgres://, postgresql://, sqlite:// or be a file path",
+            ));
+        }
+        self.ollama.validate()?;
+        let timeouts = [
+            (
+                "upstream.connect_timeout",
+                self.upstream.connect_timeout,
+                false,
+            ),
+            (
+                "upstream.first_byte_timeout",
+                self.upstream.first_byte_timeout,
+                true,
+            ),
+            ("upstream.idle_timeout", self.upstream.idle_timeout, true),
+            (
+                "upstream.discovery_timeout",
+                self.upstream.discovery_timeout,
+                false,
+            ),
+        ];
+        for (key, value, zero_ok) in timeouts {
+            if !value.is_finite() || value < 0.0 || (!zero_ok && value == 0.0) {
+                let want = if zero_ok {
+                    "a number of seconds, 0 or more"
+                } else {
+                    "a positive number of seconds"
+                };
+                return Err(ConfigError::key(key, format!("{value} is not {want}")));
+            }
+        }
+        if !["pending", "user", "admin"].contains(&self.auth.default_user_role.as_str()) {
+            return Err(ConfigError::key(
+                "auth.default_user_role",
+                format!(
+                    "{:?} is not one of pending, user, admin",
+                    self.auth.default_user_role
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Replaces the Ollama connection settings with what admins saved, after validating them.
+    pub fn with_stored_ollama(&self, stored: OllamaSettings) -> Result<Settings, ConfigError> {
+        stored.validate()?;
+        let mut next = self.clone();
+        next.ollama = stored;
+        Ok(next)
+    }
+}
+
+impl OllamaSettings {
+    /// Checks URLs and that every per-connection entry names an existing URL.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, raw) in self.base_urls.iter().enumerate() {
+            check_base_url(raw)
+                .map_err(|p| ConfigError::key(format!("ollama.base_urls[{i}]"), p))?;
+        }
+        for key in self.api_configs.keys() {
+            let known = match key.parse::<usize>() {
+                Ok(i) => i < self.base_urls.len(),
+                Err(_) => false,
+            };
+            if !known {
+                return Err(ConfigError::key(
+                    format!("ollama.api_configs.{key}"),
+                    format!(
+                        "names no connection: there are {} base URLs",
+                        self.base_urls.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings of connection `idx`, or the defaults.
+    pub fn connection(&self, idx: usize) -> ConnectionSettings {
+        self.api_configs
+            .get(&idx.to_string())
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A base URL must be absolute http(s) with a host and no query or fragment.
+fn check_base_url(raw: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{raw:?} must use http or https"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("{raw:?} must not have a query or fragment"));
+    }
+    Ok(())
+}

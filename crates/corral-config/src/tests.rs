@@ -1,0 +1,165 @@
+//! Layering, validation and docs tests for the settings.
+
+use std::collections::HashMap;
+
+use crate::{load, ConfigError, Settings, SETTINGS};
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn key_err(result: Result<Settings, ConfigError>) -> String {
+    match result {
+        Err(ConfigError::Key { key, .. }) => key,
+        Err(ConfigError::Env { var, .. }) => var,
+        other => panic!("expected a key error, got {other:?}"),
+    }
+}
+
+#[test]
+fn defaults_are_valid() {
+    let s = load(None, &env(&[])).unwrap();
+    assert_eq!(s, Settings::default());
+    assert_eq!(s.server.port, 8080);
+    assert_eq!(s.ollama.base_urls, vec!["http://127.0.0.1:11434"]);
+}
+
+#[test]
+fn precedence_default_file_env_key_by_key() {
+    let file = "[server]\nport = 9000\nhost = \"0.0.0.0\"\n[upstream]\nidle_timeout = 12\n";
+    let s = load(Some(file), &env(&[("PORT", "9100")])).unwrap();
+    assert_eq!(s.server.port, 9100, "env beats file");
+    assert_eq!(s.server.host, "0.0.0.0", "file beats default");
+    assert_eq!(s.upstream.idle_timeout, 12.0);
+    assert_eq!(s.upstream.connect_timeout, 5.0, "default kept");
+    let s = load(
+        Some(file),
+        &env(&[("CORRAL_SERVER__PORT", "9200"), ("PORT", "9100")]),
+    )
+    .unwrap();
+    assert_eq!(
+        s.server.port, 9200,
+        "CORRAL_ name beats the Open WebUI name"
+    );
+}
+
+#[test]
+fn open_webui_names() {
+    let s = load(
+        None,
+        &env(&[
+            ("OLLAMA_BASE_URLS", "http://a:11434; http://b:11434/"),
+            ("ENABLE_OLLAMA_API", "false"),
+            ("AIOHTTP_CLIENT_TIMEOUT", "30"),
+            ("MODELS_CACHE_TTL", ""),
+            ("WEBUI_AUTH", "False"),
+            ("WEBUI_SECRET_KEY", "s3cret"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.ollama.base_urls, vec!["http://a:11434", "http://b:11434"]);
+    assert!(!s.ollama.enable);
+    assert_eq!(s.upstream.first_byte_timeout, 30.0);
+    assert_eq!(s.upstream.idle_timeout, 30.0);
+    assert_eq!(s.ollama.models_cache_ttl, u64::from(u32::MAX));
+    assert!(!s.auth.webui_auth);
+    assert_eq!(s.auth.secret_key, "s3cret");
+    assert!(
+        !format!("{s:?}").contains("s3cret"),
+        "secrets are redacted in Debug"
+    );
+    let s = load(None, &env(&[("OLLAMA_BASE_URL", "http://one:11434/")])).unwrap();
+    assert_eq!(s.ollama.base_urls, vec!["http://one:11434"]);
+    let s = load(None, &env(&[("AIOHTTP_CLIENT_TIMEOUT", "")])).unwrap();
+    assert_eq!(s.upstream.first_byte_timeout, 0.0, "empty means no limit");
+}
+
+#[test]
+fn bad_input_names_the_key() {
+    assert_eq!(
+        key_err(load(Some("[server]\nprot = 1\n"), &env(&[]))),
+        "server.prot"
+    );
+    assert_eq!(
+        key_err(load(Some("[server]\nport = \"x\"\n"), &env(&[]))),
+        "server.port"
+    );
+    assert_eq!(key_err(load(None, &env(&[("PORT", "eighty")]))), "PORT");
+    assert_eq!(
+        key_err(load(None, &env(&[("CORRAL_SERVER__PROT", "1")]))),
+        "CORRAL_SERVER__PROT"
+    );
+    assert_eq!(
+        key_err(load(None, &env(&[("ENABLE_OLLAMA_API", "maybe")]))),
+        "ENABLE_OLLAMA_API"
+    );
+    assert_eq!(
+        key_err(load(
+            None,
+            &env(&[("OLLAMA_BASE_URLS", "http://ok:1;ftp://bad")])
+        )),
+        "ollama.base_urls[1]"
+    );
+    assert_eq!(
+        key_err(load(Some("[upstream]\nconnect_timeout = -1\n"), &env(&[]))),
+        "upstream.connect_timeout"
+    );
+    assert_eq!(
+        key_err(load(
+            Some("[auth]\ndefault_user_role = \"root\"\n"),
+            &env(&[])
+        )),
+        "auth.default_user_role"
+    );
+    let cfg = "[ollama]\nbase_urls = [\"http://a:1\"]\n[ollama.api_configs.3]\nkey = \"k\"\n";
+    assert_eq!(key_err(load(Some(cfg), &env(&[]))), "ollama.api_configs.3");
+    assert!(matches!(
+        load(Some("[server"), &env(&[])),
+        Err(ConfigError::File(_))
+    ));
+}
+
+#[test]
+fn every_setting_is_documented_in_the_table() {
+    let value = serde_json::to_value(Settings::default()).unwrap();
+    let mut leaves = Vec::new();
+    for (section, fields) in value.as_object().unwrap() {
+        for field in fields.as_object().unwrap().keys() {
+            leaves.push(format!("{section}.{field}"));
+        }
+    }
+    let documented: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+    for leaf in &leaves {
+        assert!(
+            documented.contains(&leaf.as_str()),
+            "{leaf} is not in SETTINGS"
+        );
+    }
+    assert_eq!(
+        leaves.len(),
+        documented.len(),
+        "SETTINGS lists keys that do not exist"
+    );
+}
+
+#[test]
+fn docs_configuration_md_lists_every_setting() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/configuration.md");
+    let text = std::fs::read_to_string(path).expect("docs/configuration.md exists");
+    for s in SETTINGS {
+        assert!(
+            text.contains(&format!("`{}`", s.key)),
+            "docs/configuration.md misses `{}`",
+            s.key
+        );
+        for var in s.env {
+            assert!(
+                text.contains(&format!("`{var}`")),
+                "docs/configuration.md misses `{var}`"
+            );
+        }
+    }
+}

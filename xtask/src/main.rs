@@ -1,0 +1,25 @@
+//! `cargo xtask`: developer tasks for the Corral workspace.
+//!
+//! Run `cargo xtask help` for the list.
+
+mod tidy;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("tidy") => tidy::run(&tidy::workspace_root()),
+        _ => {
+            eprintln!("usage: cargo xtask <tidy>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -10,7 +10,7 @@ mod keys;
 mod settings;
 
 pub use env::{env_overrides, Env};
-pub use keys::{EnvKind, SettingDoc, SETTINGS};
+pub use keys::{reference_markdown, EnvKind, SettingDoc, SETTINGS};
 pub use settings::{
     AuthSettings, ConnectionSettings, DatabaseSettings, OllamaSettings, ServerSettings, Settings,
     UpstreamSettings,

@@ -1,0 +1,135 @@
+//! The `corral` binary: command line, configuration loading, start.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use corral_config::Settings;
+
+/// One authenticated, load-balanced front door for a fleet of Ollama servers.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about)]
+struct Cli {
+    /// A TOML configuration file (also `CORRAL_CONFIG`).
+    #[arg(long, global = true, env = "CORRAL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the gateway (the default).
+    Serve(ServeArgs),
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Default, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (overrides `HOST`).
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to listen on (overrides `PORT`).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Validate the configuration and exit: 0 if valid, 1 with the problem otherwise.
+    Check,
+    /// Print the effective configuration (secrets redacted).
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("corral: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = load_settings(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Config {
+            action: ConfigAction::Check,
+        } => {
+            eprintln!("configuration is valid");
+            Ok(())
+        }
+        Command::Config {
+            action: ConfigAction::Show,
+        } => {
+            eprintln!("{settings:#?}");
+            Ok(())
+        }
+        Command::Serve(args) => serve(settings, args),
+    }
+}
+
+fn load_settings(path: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+    let file = match path {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    corral_config::load(file.as_deref(), &env).context("invalid configuration")
+}
+
+fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(host) = args.host {
+        settings.server.host = host;
+    }
+    if let Some(port) = args.port {
+        settings.server.port = port;
+    }
+    init_tracing(&settings.server.log);
+    let addr = (settings.server.host.as_str(), settings.server.port);
+    let listener = TcpListener::bind(addr).with_context(|| {
+        format!(
+            "cannot listen on {}:{}",
+            settings.server.host, settings.server.port
+        )
+    })?;
+    let local = listener.local_addr()?;
+    actix_rt::System::new().block_on(async move {
+        let corral = corral_server::Corral::new(settings);
+        corral.start();
+        tracing::info!(address = %local, "corral listening on http://{local}");
+        corral.serve(listener).await
+    })?;
+    Ok(())
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

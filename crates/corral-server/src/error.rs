@@ -1,0 +1,95 @@
+//! Every error the gateway itself answers with, and its HTTP status, in one place.
+//!
+//! The body carries the message twice: `error` is what Ollama's clients read, `detail` is
+//! what Open WebUI's frontend reads. Errors from an upstream are passed through unchanged
+//! and never become an `AppError`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// An error answered by the gateway itself.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Nothing matches the request (an unknown model, an instance index out of range).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request body is larger than the gateway accepts.
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The Ollama API is switched off, or no instance is configured.
+    #[error("{0}")]
+    Disabled(String),
+    /// An instance could not be reached or broke the connection before answering.
+    #[error("Ollama instance {idx} ({url}) is unreachable: {reason}")]
+    UpstreamUnreachable {
+        /// The instance's index.
+        idx: usize,
+        /// The instance's base URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An instance accepted the connection but sent no response headers in time.
+    #[error("Ollama instance {idx} ({url}) did not answer within {secs}s")]
+    UpstreamTimeout {
+        /// The instance's index.
+        idx: usize,
+        /// The instance's base URL.
+        url: String,
+        /// The timeout that ran out.
+        secs: f64,
+    },
+    /// A bug in the gateway.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// A short, stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AppError::BadRequest(_) => "bad_request",
+            AppError::NotFound(_) => "not_found",
+            AppError::PayloadTooLarge { .. } => "payload_too_large",
+            AppError::Disabled(_) => "disabled",
+            AppError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            AppError::UpstreamTimeout { .. } => "upstream_timeout",
+            AppError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Disabled(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            AppError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = self.to_string();
+        match self {
+            AppError::Internal(_) => {
+                tracing::error!(kind = self.kind(), %message, "request failed")
+            }
+            AppError::UpstreamUnreachable { .. } | AppError::UpstreamTimeout { .. } => {
+                tracing::warn!(kind = self.kind(), %message, "upstream failed")
+            }
+            _ => tracing::debug!(kind = self.kind(), %message, "request refused"),
+        }
+        HttpResponse::build(self.status_code()).json(json!({ "error": message, "detail": message }))
+    }
+}

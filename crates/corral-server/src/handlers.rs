@@ -1,0 +1,134 @@
+//! Request handlers and the helpers they share: reading and checking bodies, choosing the
+//! instance, forwarding.
+
+pub mod meta;
+pub mod native;
+
+use actix_web::web;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use crate::error::AppError;
+use crate::proxy::Target;
+use crate::state::Shared;
+
+/// The largest JSON request body the gateway reads (images travel inside chat bodies).
+pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads the whole request body, refusing more than [`BODY_LIMIT`] bytes.
+pub async fn read_body(mut payload: web::Payload) -> Result<Bytes, AppError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| AppError::BadRequest(format!("could not read the request body: {e}")))?;
+        if buf.len() + chunk.len() > BODY_LIMIT {
+            return Err(AppError::PayloadTooLarge { limit: BODY_LIMIT });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The fields of a request body the gateway routes on; everything else is forwarded untouched.
+#[derive(Debug, Default, Deserialize)]
+pub struct ModelRef {
+    /// The model, as Ollama's current API names it.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The model, as older clients (and ollama-js for pull/push/delete) name it.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl ModelRef {
+    /// `model`, else `name`, if non-empty.
+    pub fn get(&self) -> Option<&str> {
+        self.model
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .or(self.name.as_deref().filter(|n| !n.is_empty()))
+    }
+}
+
+/// Checks that `body` is a JSON object and returns its model fields.
+///
+/// An empty body gets Ollama's own `missing request body`; anything that is not a JSON
+/// object gets a 400 that says why.
+pub fn check_json(body: &[u8]) -> Result<ModelRef, AppError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(AppError::BadRequest("missing request body".to_owned()));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| AppError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(AppError::BadRequest(
+            "request body must be a JSON object".to_owned(),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| AppError::BadRequest(format!("request body has a bad model field: {e}")))
+}
+
+/// The `{url_idx}` path segment, if the route has one, resolved against the connections.
+///
+/// Negative values count from the end, as Open WebUI's Python indexing does.
+pub fn url_idx(
+    req: &actix_web::HttpRequest,
+    connections: usize,
+) -> Result<Option<usize>, AppError> {
+    let Some(raw) = req.match_info().get("url_idx") else {
+        return Ok(None);
+    };
+    let n: i64 = raw
+        .parse()
+        .map_err(|_| AppError::BadRequest(format!("url_idx must be an integer, got {raw:?}")))?;
+    let len = i64::try_from(connections).unwrap_or(i64::MAX);
+    let idx = if n < 0 { len + n } else { n };
+    if idx < 0 || idx >= len {
+        return Err(AppError::NotFound(format!(
+            "no Ollama connection at index {n}: there are {connections}"
+        )));
+    }
+    Ok(usize::try_from(idx).ok())
+}
+
+/// The instance at `idx`, with its key.
+pub fn target(shared: &Shared, idx: usize) -> Result<Target, AppError> {
+    let settings = shared.settings();
+    let url = settings
+        .ollama
+        .base_urls
+        .get(idx)
+        .ok_or_else(|| AppError::NotFound(format!("no Ollama connection at index {idx}")))?;
+    let conn = settings.ollama.connection(idx);
+    Ok(Target {
+        idx,
+        base_url: url.trim_end_matches('/').to_owned(),
+        key: conn.bearer().map(str::to_owned),
+    })
+}
+
+/// The first enabled instance: where requests go when nothing else decides.
+pub fn default_target(shared: &Shared) -> Result<Target, AppError> {
+    let settings = shared.settings();
+    if !settings.ollama.enable {
+        return Err(AppError::Disabled(
+            "the Ollama API is disabled (ENABLE_OLLAMA_API=false)".to_owned(),
+        ));
+    }
+    let idx = (0..settings.ollama.base_urls.len())
+        .find(|i| settings.ollama.connection(*i).enabled())
+        .ok_or_else(|| {
+            AppError::Disabled("no Ollama connection is configured and enabled".to_owned())
+        })?;
+    target(shared, idx)
+}
+
+/// Path and query for the upstream: `path` plus the client's query string, if any.
+pub fn upstream_path(req: &actix_web::HttpRequest, path: &str) -> String {
+    match req.query_string() {
+        "" => path.to_owned(),
+        q => format!("{path}?{q}"),
+    }
+}

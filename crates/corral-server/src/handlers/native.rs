@@ -1,0 +1,161 @@
+//! Ollama's native API (`/api/*`), at the root and under `/ollama` with `/{url_idx}` variants.
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::Value;
+
+use super::{check_json, default_target, read_body, target, upstream_path, url_idx};
+use crate::error::AppError;
+use crate::proxy::{self, Body, Outgoing};
+use crate::state::Shared;
+
+/// What a route does beyond forwarding its body to the same path upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quirk {
+    /// Forward as it is.
+    None,
+    /// Open WebUI's `/ollama/api/pull`: `insecure` forced true, `model` filled from `name`.
+    OwuiPull,
+    /// Open WebUI's `/ollama/api/copy` and `/ollama/api/delete`: success answers `true`.
+    OwuiTrue,
+}
+
+/// One native route.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    /// The method upstream.
+    pub method: &'static str,
+    /// The path upstream.
+    pub path: &'static str,
+    /// Whether the request carries a JSON body.
+    pub json_body: bool,
+    /// Extra behaviour.
+    pub quirk: Quirk,
+}
+
+impl Spec {
+    /// A JSON-bodied POST forwarded to the same path.
+    pub const fn post(path: &'static str) -> Spec {
+        Spec {
+            method: "POST",
+            path,
+            json_body: true,
+            quirk: Quirk::None,
+        }
+    }
+
+    /// A body-less GET (or HEAD, as the client asked) forwarded to the same path.
+    pub const fn get(path: &'static str) -> Spec {
+        Spec {
+            method: "GET",
+            path,
+            json_body: false,
+            quirk: Quirk::None,
+        }
+    }
+
+    /// The same route with a quirk.
+    pub const fn with(self, quirk: Quirk) -> Spec {
+        Spec { quirk, ..self }
+    }
+
+    /// The same route with another upstream method.
+    pub const fn method(self, method: &'static str) -> Spec {
+        Spec { method, ..self }
+    }
+}
+
+/// Forwards a native request to the chosen instance and relays the answer.
+pub async fn forward(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    client: web::Data<awc::Client>,
+    spec: Spec,
+) -> Result<HttpResponse, AppError> {
+    let body = if spec.json_body {
+        let bytes = read_body(payload).await?;
+        check_json(&bytes)?;
+        match spec.quirk {
+            Quirk::OwuiPull => Body::Bytes(owui_pull_body(&bytes)?),
+            _ => Body::Bytes(bytes),
+        }
+    } else {
+        Body::Empty
+    };
+    let settings = shared.settings();
+    let target = match url_idx(&req, settings.ollama.base_urls.len())? {
+        Some(idx) => target(&shared, idx)?,
+        None => default_target(&shared)?,
+    };
+    // HEAD stays HEAD; everything else uses the route's upstream method.
+    let method = if req.method() == Method::HEAD {
+        Method::HEAD
+    } else {
+        Method::from_bytes(spec.method.as_bytes()).map_err(|e| AppError::Internal(e.to_string()))?
+    };
+    let out = Outgoing {
+        method,
+        path_and_query: upstream_path(&req, spec.path),
+        client_headers: req.headers(),
+        extra_headers: Vec::new(),
+        body,
+    };
+    let resp = proxy::send(&client, &settings.upstream, &target, out).await?;
+    if spec.quirk == Quirk::OwuiTrue && resp.status().is_success() {
+        return Ok(HttpResponse::Ok().json(true));
+    }
+    Ok(proxy::relay(resp, &settings.upstream, &target))
+}
+
+/// `HEAD`/`POST /api/blobs/{digest}`: the body (a model file of many GB) is streamed through.
+pub async fn blob(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    client: web::Data<awc::Client>,
+) -> Result<HttpResponse, AppError> {
+    let digest = req
+        .match_info()
+        .get("digest")
+        .unwrap_or_default()
+        .to_owned();
+    let settings = shared.settings();
+    let target = match url_idx(&req, settings.ollama.base_urls.len())? {
+        Some(idx) => target(&shared, idx)?,
+        None => default_target(&shared)?,
+    };
+    let body = if req.method() == Method::POST {
+        Body::Stream(payload)
+    } else {
+        Body::Empty
+    };
+    let out = Outgoing {
+        method: req.method().clone(),
+        path_and_query: upstream_path(&req, &format!("/api/blobs/{digest}")),
+        client_headers: req.headers(),
+        extra_headers: Vec::new(),
+        body,
+    };
+    let resp = proxy::send(&client, &settings.upstream, &target, out).await?;
+    Ok(proxy::relay(resp, &settings.upstream, &target))
+}
+
+/// Open WebUI forces `insecure: true` on admin pulls and fills `model` from `name`.
+fn owui_pull_body(bytes: &[u8]) -> Result<bytes::Bytes, AppError> {
+    let mut value: Value =
+        serde_json::from_slice(bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    if let Some(obj) = value.as_object_mut() {
+        let model = obj
+            .get("model")
+            .filter(|m| !m.is_null())
+            .or_else(|| obj.get("name"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        obj.insert("model".to_owned(), model);
+        obj.insert("insecure".to_owned(), Value::Bool(true));
+    }
+    serde_json::to_vec(&value)
+        .map(bytes::Bytes::from)
+        .map_err(|e| AppError::Internal(e.to_string()))
+}

@@ -1,0 +1,85 @@
+//! Corral's HTTP server.
+#![doc = include_str!("../README.md")]
+
+mod cors;
+mod error;
+mod handlers;
+mod proxy;
+mod routes;
+mod state;
+
+use std::io;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+use corral_config::Settings;
+
+pub use error::AppError;
+pub use state::Shared;
+
+/// A configured gateway: shared state plus the routes that serve it.
+///
+/// Clone it into every worker's app factory; clones share one state.
+#[derive(Clone)]
+pub struct Corral {
+    shared: Arc<Shared>,
+}
+
+impl Corral {
+    /// Builds a gateway from validated settings.
+    pub fn new(settings: Settings) -> Corral {
+        Corral {
+            shared: Arc::new(Shared::new(settings)),
+        }
+    }
+
+    /// The state every request reads.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Registers Corral's state and routes on an app or scope.
+    ///
+    /// Call it inside the `HttpServer` app factory: it creates this worker's upstream client.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        let client = proxy::client(&self.shared.settings().upstream);
+        cfg.app_data(web::Data::from(self.shared.clone()))
+            .app_data(web::Data::new(client));
+        routes::configure(cfg);
+    }
+
+    /// Starts the gateway's background work (catalogue refresh, health checks) on the
+    /// current actix system. Call it once, before serving.
+    pub fn start(&self) {}
+
+    /// Serves the gateway on `listener` until the process is stopped.
+    pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
+        self.server(listener)?.await
+    }
+
+    /// Builds the HTTP server on `listener` without awaiting it; the caller runs it and may
+    /// stop it through its handle (tests do).
+    pub fn server(self, listener: TcpListener) -> io::Result<actix_web::dev::Server> {
+        let settings = self.shared.settings();
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let cors_origins = settings.server.cors_allow_origin.clone();
+        let corral = self.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(cors::cors(&cors_origins))
+                .wrap(
+                    actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms")
+                        .log_target("corral::access"),
+                )
+                .configure(|cfg| corral.configure(cfg))
+        })
+        .workers(workers)
+        .listen(listener)?
+        .run();
+        Ok(server)
+    }
+}

@@ -1,0 +1,183 @@
+//! Forwarding one request to one Ollama instance, and relaying its answer as it arrives.
+//!
+//! The response body is relayed chunk by chunk: nothing is buffered, re-framed or split into
+//! lines, so no line is too long and no chunk waits for another. Dropping the response (the
+//! client went away) drops the upstream connection, which cancels the generation upstream.
+
+mod relay;
+
+use std::time::Duration;
+
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::{web, HttpResponse};
+use awc::error::SendRequestError;
+use bytes::Bytes;
+use corral_config::UpstreamSettings;
+use futures_util::StreamExt;
+
+use crate::error::AppError;
+use relay::{Framing, Relay};
+
+/// The instance a request goes to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Its index in `ollama.base_urls`.
+    pub idx: usize,
+    /// Its base URL, without a trailing slash.
+    pub base_url: String,
+    /// Its bearer key, if any.
+    pub key: Option<String>,
+}
+
+/// What is sent upstream as the request body.
+pub enum Body {
+    /// No body.
+    Empty,
+    /// A body already read (and checked) by the gateway.
+    Bytes(Bytes),
+    /// A body streamed through as it arrives (blob uploads of many GB).
+    Stream(web::Payload),
+}
+
+/// A request to forward.
+pub struct Outgoing<'a> {
+    /// The HTTP method upstream.
+    pub method: Method,
+    /// Path and query upstream, e.g. `/api/chat` or `/api/tags?x=1`.
+    pub path_and_query: String,
+    /// The client's headers; only end-to-end content headers are copied.
+    pub client_headers: &'a HeaderMap,
+    /// Extra headers to send (user information).
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The body.
+    pub body: Body,
+}
+
+/// Builds this worker's upstream client: connect timeout from the settings, no overall
+/// timeout (each request sets its own), no redirects, no decompression.
+pub fn client(settings: &UpstreamSettings) -> awc::Client {
+    let connector = awc::Connector::new()
+        .timeout(secs(settings.connect_timeout).unwrap_or(Duration::from_secs(5)))
+        .limit(0);
+    awc::Client::builder()
+        .connector(connector)
+        .disable_timeout()
+        .disable_redirects()
+        .max_http_version(awc::http::Version::HTTP_11)
+        .finish()
+}
+
+/// Client headers that are about the content and so travel upstream. Everything else
+/// (Host, Authorization, cookies, Origin, hop-by-hop headers) stays at the gateway.
+const FORWARDED_HEADERS: [HeaderName; 3] =
+    [header::CONTENT_TYPE, header::ACCEPT, header::USER_AGENT];
+
+/// Sends `out` to `target` and waits for the response headers.
+pub async fn send(
+    client: &awc::Client,
+    settings: &UpstreamSettings,
+    target: &Target,
+    out: Outgoing<'_>,
+) -> Result<awc::ClientResponse, AppError> {
+    let url = format!("{}{}", target.base_url, out.path_and_query);
+    let mut req = client.request(out.method, url.as_str());
+    for name in &FORWARDED_HEADERS {
+        if let Some(value) = out.client_headers.get(name) {
+            req = req.insert_header((name.clone(), value.clone()));
+        }
+    }
+    if matches!(out.body, Body::Bytes(_)) && !out.client_headers.contains_key(header::CONTENT_TYPE)
+    {
+        req = req.insert_header((header::CONTENT_TYPE, "application/json"));
+    }
+    if let Some(key) = target.key.as_deref().filter(|k| !k.is_empty()) {
+        req = req.insert_header((header::AUTHORIZATION, format!("Bearer {key}")));
+    }
+    for (name, value) in out.extra_headers {
+        req = req.insert_header((name, value));
+    }
+    let first_byte = secs(settings.first_byte_timeout);
+    if let Some(limit) = first_byte {
+        req = req.timeout(limit);
+    }
+    let sent = match out.body {
+        Body::Empty => req.send().await,
+        Body::Bytes(bytes) => req.send_body(bytes).await,
+        Body::Stream(payload) => req.send_stream(payload).await,
+    };
+    sent.map_err(|err| send_error(target, err, settings.first_byte_timeout))
+}
+
+/// Relays an upstream response to the client as it arrives.
+pub fn relay(
+    resp: awc::ClientResponse,
+    settings: &UpstreamSettings,
+    upstream: &Target,
+) -> HttpResponse {
+    let mut builder = HttpResponse::build(resp.status());
+    let mut length = None;
+    for (name, value) in resp.headers() {
+        if name == header::CONTENT_LENGTH {
+            length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+            continue;
+        }
+        if is_hop_by_hop(name) || name == header::DATE || name == header::SERVER {
+            continue;
+        }
+        builder.append_header((name.clone(), value.clone()));
+    }
+    let framing = Framing::of(resp.headers().get(header::CONTENT_TYPE));
+    let body = Relay::new(resp, secs(settings.idle_timeout), framing, upstream.idx);
+    match length {
+        Some(len) => builder.body(actix_web::body::SizedStream::new(len, body)),
+        None => builder.streaming(body),
+    }
+}
+
+/// Reads a whole response body (for the small JSON answers the gateway merges), with a limit.
+pub async fn read_all(resp: &mut awc::ClientResponse, limit: usize) -> Result<Bytes, String> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if buf.len() + chunk.len() > limit {
+            return Err(format!("response larger than {limit} bytes"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn send_error(target: &Target, err: SendRequestError, timeout: f64) -> AppError {
+    match err {
+        SendRequestError::Timeout => AppError::UpstreamTimeout {
+            idx: target.idx,
+            url: target.base_url.clone(),
+            secs: timeout,
+        },
+        other => AppError::UpstreamUnreachable {
+            idx: target.idx,
+            url: target.base_url.clone(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Seconds from the settings as a duration; 0 means no limit.
+pub fn secs(value: f64) -> Option<Duration> {
+    (value > 0.0 && value.is_finite()).then(|| Duration::from_secs_f64(value))
+}

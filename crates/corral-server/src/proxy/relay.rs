@@ -1,0 +1,128 @@
+//! The response body relay: upstream chunks out as they come, with an idle timeout.
+//!
+//! When the upstream breaks off mid-stream (reset, idle timeout), a stream the client reads
+//! line by line gets a last error line in its own framing, so Ollama's and OpenAI's clients
+//! raise an error instead of seeing a silently truncated answer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::http::header::HeaderValue;
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
+
+/// How the client reads the body, which decides how a late error is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Ollama's NDJSON: a last `{"error":"…"}` line.
+    NdJson,
+    /// Server-sent events: a last `data: {"error":{…}}` event.
+    Sse,
+    /// Anything else: the connection is aborted.
+    Opaque,
+}
+
+impl Framing {
+    /// The framing of a response with this content type.
+    pub fn of(content_type: Option<&HeaderValue>) -> Framing {
+        let ct = content_type
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if ct.contains("ndjson") {
+            Framing::NdJson
+        } else if ct.contains("event-stream") {
+            Framing::Sse
+        } else {
+            Framing::Opaque
+        }
+    }
+}
+
+/// Relays a body stream, ending it with an error line if the upstream fails or goes silent.
+pub struct Relay<S> {
+    inner: S,
+    idle: Option<Duration>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    framing: Framing,
+    at_line_start: bool,
+    done: bool,
+    upstream: usize,
+}
+
+impl<S> Relay<S> {
+    /// Wraps `inner`; `idle` is the longest silence allowed between two chunks.
+    pub fn new(inner: S, idle: Option<Duration>, framing: Framing, upstream: usize) -> Relay<S> {
+        Relay {
+            inner,
+            idle,
+            sleep: idle.map(|d| Box::pin(tokio::time::sleep(d))),
+            framing,
+            at_line_start: true,
+            done: false,
+            upstream,
+        }
+    }
+
+    fn fail(&mut self, message: String) -> Option<Result<Bytes, actix_web::Error>> {
+        self.done = true;
+        tracing::warn!(upstream = self.upstream, %message, "upstream stream ended early");
+        let lead = if self.at_line_start { "" } else { "\n" };
+        let text = serde_json::Value::String(message.clone()).to_string();
+        match self.framing {
+            Framing::NdJson => Some(Ok(Bytes::from(format!("{lead}{{\"error\":{text}}}\n")))),
+            Framing::Sse => Some(Ok(Bytes::from(format!(
+                "{lead}data: {{\"error\":{{\"message\":{text},\"type\":\"api_error\",\"param\":null,\"code\":null}}}}\n\n"
+            )))),
+            Framing::Opaque => Some(Err(actix_web::error::ErrorBadGateway(message))),
+        }
+    }
+}
+
+impl<S, E> Stream for Relay<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let (Some(sleep), Some(idle)) = (this.sleep.as_mut(), this.idle) {
+                    sleep.as_mut().reset(Instant::now() + idle);
+                }
+                if let Some(last) = chunk.last() {
+                    this.at_line_start = *last == b'\n';
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                Poll::Ready(this.fail(format!("the Ollama instance broke off the response: {err}")))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let timed_out = match this.sleep.as_mut() {
+                    Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if timed_out {
+                    let secs = this.idle.map_or(0.0, |d| d.as_secs_f64());
+                    return Poll::Ready(this.fail(format!(
+                        "the Ollama instance sent nothing for {secs}s and the gateway gave up"
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! The streaming pass-through: chunks relayed whole and unbuffered, errors passed on,
+//! cancellation, bad input and dead upstreams.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use corral_sim::{Faults, SimConfig, SimHandle};
+use serde_json::{json, Value};
+
+use crate::support::{
+    body_of, chat_body, client, dead_url, eventually, lines, read_lines, settings_for, sim, Gateway,
+};
+
+#[actix_web::test]
+async fn a_200_chunk_stream_arrives_whole_chunk_for_chunk() {
+    let sim = sim().await;
+    let gw = Gateway::in_front_of(&sim.url()).await;
+    let c = client();
+    let direct = body_of(
+        &mut c
+            .post(format!("{}/api/chat", sim.url()))
+            .send_json(&chat_body("llama3.2", 200, true))
+            .await
+            .unwrap(),
+    )
+    .await;
+    for path in ["/api/chat", "/ollama/api/chat"] {
+        let mut resp = c
+            .post(gw.at(path))
+            .send_json(&chat_body("llama3.2", 200, true))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers().get("content-type").unwrap(),
+            "application/x-ndjson"
+        );
+        let through = body_of(&mut resp).await;
+        let (direct, through) = (lines(&direct), lines(&through));
+        assert_eq!(through.len(), 201, "200 content chunks and the final one");
+        assert_eq!(direct.len(), through.len());
+        for (d, t) in direct.iter().zip(&through) {
+            assert_eq!(d["message"], t["message"], "same chunk, same content");
+            assert_eq!(d["done"], t["done"]);
+        }
+        assert_eq!(through.last().unwrap()["done_reason"], "length");
+    }
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn chunks_are_relayed_before_the_upstream_finishes() {
+    let sim = SimHandle::start(SimConfig {
+        faults: Faults {
+            latch_after_chunks: Some(5),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::in_front_of(&sim.url()).await;
+    let mut resp = client()
+        .post(gw.at("/api/chat"))
+        .send_json(&chat_body("llama3.2", 20, true))
+        .await
+        .unwrap();
+    // The simulator holds the rest of the stream until the latch is released.
+    let first = read_lines(&mut resp, 5, Duration::from_secs(5)).await;
+    assert_eq!(
+        first.len(),
+        5,
+        "five chunks reached the client while the upstream waits"
+    );
+    sim.release_latch();
+    let rest = read_lines(&mut resp, 16, Duration::from_secs(5)).await;
+    assert_eq!(rest.len(), 16);
+    let last: Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(last["done"], true);
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn an_upstream_404_reaches_the_client_unchanged() {
+    let sim = sim().await;
+    let gw = Gateway::in_front_of(&sim.url()).await;
+    let c = client();
+    let body = json!({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]});
+    let mut direct = c
+        .post(format!("{}/api/chat", sim.url()))
+        .send_json(&body)
+        .await
+        .unwrap();
+    let mut through = c.post(gw.at("/api/chat")).send_json(&body).await.unwrap();
+    assert_eq!(through.status(), StatusCode::NOT_FOUND);
+    assert_eq!(direct.status(), through.status());
+    let through_body = body_of(&mut through).await;
+    assert_eq!(body_of(&mut direct).await, through_body);
+    assert_eq!(
+        &through_body[..],
+        br#"{"error":"model 'no-such-model' not found"}"#
+    );
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_client_that_drops_a_stream_cancels_the_upstream() {
+    let sim = SimHandle::start(SimConfig {
+        tokens_per_sec: 50.0,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::in_front_of(&sim.url()).await;
+    let mut resp = client()
+        .post(gw.at("/api/chat"))
+        .send_json(&chat_body("llama3.2", 1000, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_lines(&mut resp, 2, Duration::from_secs(5)).await.len(),
+        2
+    );
+    assert_eq!(sim.stats().cancelled, 0);
+    drop(resp);
+    assert!(
+        eventually(|| sim.stats().cancelled == 1).await,
+        "the simulator saw the cancellation: {:?}",
+        sim.stats()
+    );
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn malformed_json_gets_a_4xx_json_error() {
+    let sim = sim().await;
+    let gw = Gateway::in_front_of(&sim.url()).await;
+    let c = client();
+    for (path, body) in [
+        ("/api/chat", "{not json"),
+        ("/api/generate", "[1, 2]"),
+        ("/ollama/api/chat", "\"just a string\""),
+        ("/api/embed", ""),
+        ("/api/show", "{\"model\": 12}"),
+    ] {
+        let mut resp = c
+            .post(gw.at(path))
+            .content_type("application/json")
+            .send_body(body)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path} {body:?}");
+        let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+        assert!(v["error"].as_str().unwrap().len() > 5, "{v}");
+    }
+    assert_eq!(
+        sim.stats().requests.values().sum::<u64>(),
+        0,
+        "nothing bad reached the upstream"
+    );
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn an_unreachable_upstream_gets_a_json_502() {
+    let gw = Gateway::in_front_of(&dead_url()).await;
+    let mut resp = client()
+        .post(gw.at("/api/chat"))
+        .send_json(&chat_body("llama3.2", 3, true))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("unreachable"), "{v}");
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn slow_headers_time_out_with_a_json_504_but_a_slow_stream_is_not_cut() {
+    let sim = SimHandle::start(SimConfig {
+        faults: Faults {
+            header_delay: Duration::from_millis(1500),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.upstream.first_byte_timeout = 0.5;
+    let gw = Gateway::start(settings).await;
+    let mut resp = client()
+        .post(gw.at("/api/chat"))
+        .send_json(&chat_body("llama3.2", 3, true))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    assert!(v["error"].is_string());
+    gw.stop().await;
+
+    // 10 tokens/s for 15 chunks takes 1.5 s, three times the idle timeout, and is never cut.
+    let slow = SimHandle::start(SimConfig {
+        tokens_per_sec: 10.0,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut settings = settings_for(&[&slow.url()]);
+    settings.upstream.idle_timeout = 0.5;
+    let gw = Gateway::start(settings).await;
+    let mut resp = client()
+        .post(gw.at("/api/chat"))
+        .send_json(&chat_body("llama3.2", 15, true))
+        .await
+        .unwrap();
+    let all = lines(&body_of(&mut resp).await);
+    assert_eq!(all.len(), 16);
+    assert_eq!(all.last().unwrap()["done"], true);
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_stalled_stream_ends_with_an_error_line() {
+    let sim = SimHandle::start(SimConfig {
+        faults: Faults {
+            stall_after_chunks: Some(3),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.upstream.idle_timeout = 0.5;
+    let gw = Gateway::start(settings).await;
+    let mut resp = client()
+        .post(gw.at("/api/chat"))
+        .send_json(&chat_body("llama3.2", 10, true))
+        .await
+        .unwrap();
+    let all = lines(&body_of(&mut resp).await);
+    assert_eq!(all.len(), 4, "three chunks and the error line: {all:?}");
+    assert!(all[3]["error"].as_str().unwrap().contains("sent nothing"));
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn upstream_sees_its_own_host_and_no_client_credentials() {
+    let sim = sim().await;
+    let gw = Gateway::in_front_of(&sim.url()).await;
+    let resp = client()
+        .post(gw.at("/api/chat"))
+        .insert_header(("Authorization", "Bearer client-secret"))
+        .insert_header(("Cookie", "token=abc"))
+        .send_json(&chat_body("llama3.2", 2, false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let last = sim.stats().last_request.unwrap();
+    let header = |name: &str| {
+        last.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header("host").unwrap(), sim.addr().to_string());
+    assert_eq!(header("authorization"), None);
+    assert_eq!(header("cookie"), None);
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn root_and_status_routes_answer_locally() {
+    let gw = Gateway::in_front_of(&dead_url()).await;
+    let c = client();
+    let mut resp = c.get(gw.at("/")).send().await.unwrap();
+    assert_eq!(body_of(&mut resp).await, "Ollama is running");
+    assert_eq!(
+        c.head(gw.at("/")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let mut resp = c.get(gw.at("/ollama/")).send().await.unwrap();
+    assert_eq!(body_of(&mut resp).await, r#"{"status":true}"#);
+    let mut resp = c.get(gw.at("/health")).send().await.unwrap();
+    assert_eq!(body_of(&mut resp).await, r#"{"status":true}"#);
+    let mut resp = c.get(gw.at("/no/such/route")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    assert!(v["error"].is_string());
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn cors_preflight_is_answered() {
+    let gw = Gateway::in_front_of(&dead_url()).await;
+    let resp = client()
+        .request(actix_web::http::Method::OPTIONS, gw.at("/api/chat"))
+        .insert_header(("Origin", "https://app.example"))
+        .insert_header(("Access-Control-Request-Method", "POST"))
+        .insert_header((
+            "Access-Control-Request-Headers",
+            "content-type,authorization",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(
+        resp.headers().get("access-control-allow-origin").unwrap(),
+        "https://app.example"
+    );
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn url_idx_variants_pin_the_instance_and_refuse_bad_indices() {
+    let a = sim().await;
+    let b = sim().await;
+    let gw = Gateway::start(settings_for(&[&a.url(), &b.url()])).await;
+    let c = client();
+    let resp = c
+        .post(gw.at("/ollama/api/chat/1"))
+        .send_json(&chat_body("llama3.2", 2, false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(b.stats().requests.get("/api/chat").copied().unwrap_or(0), 1);
+    assert_eq!(a.stats().requests.get("/api/chat").copied().unwrap_or(0), 0);
+    let resp = c
+        .post(gw.at("/ollama/api/chat/-1"))
+        .send_json(&chat_body("llama3.2", 2, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "negative indices count from the end"
+    );
+    assert_eq!(b.stats().requests.get("/api/chat").copied().unwrap_or(0), 2);
+    for (path, status) in [
+        ("/ollama/api/chat/7", StatusCode::NOT_FOUND),
+        ("/ollama/api/chat/abc", StatusCode::BAD_REQUEST),
+    ] {
+        let mut resp = c
+            .post(gw.at(path))
+            .send_json(&chat_body("llama3.2", 2, false))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+        assert!(v["error"].is_string());
+    }
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn delete_forwards_its_body_and_owui_answers_true() {
+    let sim = sim().await;
+    let gw = Gateway::in_front_of(&sim.url()).await;
+    let c = client();
+    let copy = json!({"source": "llama3.2", "destination": "llama-copy"});
+    let mut resp = c
+        .post(gw.at("/ollama/api/copy"))
+        .send_json(&copy)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body_of(&mut resp).await, "true");
+    let resp = c
+        .delete(gw.at("/api/delete"))
+        .send_json(&json!({"model": "llama-copy"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "root delete keeps Ollama's empty 200"
+    );
+    let resp = c
+        .delete(gw.at("/api/delete"))
+        .send_json(&json!({"model": "llama-copy"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::NOT_FOUND,
+        "the body reached the upstream"
+    );
+    gw.stop().await;
+}

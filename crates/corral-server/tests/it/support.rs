@@ -1,0 +1,133 @@
+//! Test harness: a gateway on a loopback port in front of simulators, and small client helpers.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use awc::Client;
+use bytes::Bytes;
+use corral_config::Settings;
+use corral_server::Corral;
+use corral_sim::{SimConfig, SimHandle};
+use futures_util::StreamExt;
+
+/// A gateway running in this test's actix system.
+pub struct Gateway {
+    pub url: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Gateway {
+    /// Starts a gateway with `settings` on a free loopback port.
+    pub async fn start(mut settings: Settings) -> Gateway {
+        settings.server.workers = 1;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let corral = Corral::new(settings);
+        corral.start();
+        let server = corral.server(listener).unwrap();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Gateway { url, handle }
+    }
+
+    /// Starts a gateway whose only instance is `upstream`.
+    pub async fn in_front_of(upstream: &str) -> Gateway {
+        Gateway::start(settings_for(&[upstream])).await
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Settings with these instances and fast timeouts.
+pub fn settings_for(upstreams: &[&str]) -> Settings {
+    let mut settings = Settings::default();
+    settings.ollama.base_urls = upstreams.iter().map(|u| (*u).to_owned()).collect();
+    settings.upstream.connect_timeout = 1.0;
+    settings.upstream.discovery_timeout = 1.0;
+    settings
+}
+
+/// A simulator holding `llama3.2` and `all-minilm`, answering as fast as it can.
+pub async fn sim() -> SimHandle {
+    SimHandle::start(SimConfig::default()).await.unwrap()
+}
+
+/// A client without an overall timeout (streams may be long).
+pub fn client() -> Client {
+    Client::builder().disable_timeout().finish()
+}
+
+/// A chat body for `model` asking for `chunks` content chunks.
+pub fn chat_body(model: &str, chunks: usize, stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "Tell me about corrals."}],
+        "stream": stream,
+        "options": {"num_predict": chunks, "seed": 7},
+    })
+}
+
+/// Reads a response body to its end.
+pub async fn body_of<S>(resp: &mut awc::ClientResponse<S>) -> Bytes
+where
+    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    resp.body().limit(64 * 1024 * 1024).await.unwrap()
+}
+
+/// Reads NDJSON lines as they arrive until `n` full lines are in, or the timeout ends.
+pub async fn read_lines<S>(
+    resp: &mut awc::ClientResponse<S>,
+    n: usize,
+    timeout: Duration,
+) -> Vec<String>
+where
+    S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
+{
+    let mut buf = Vec::new();
+    let mut lines = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while lines.len() < n {
+        let next = tokio::time::timeout_at(deadline, resp.next()).await;
+        let Ok(Some(chunk)) = next else { break };
+        buf.extend_from_slice(&chunk.unwrap());
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            lines.push(String::from_utf8(line[..line.len() - 1].to_vec()).unwrap());
+        }
+    }
+    lines
+}
+
+/// Every line of an NDJSON body.
+pub fn lines(body: &[u8]) -> Vec<serde_json::Value> {
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+/// Polls `cond` until it holds or two seconds pass.
+pub async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..200 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+/// An address nothing listens on.
+pub fn dead_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
+}

@@ -254,13 +254,10 @@ impl Settings {
             }
         }
         let db = self.database.url.trim();
-        if !db.is_empty()
-            && !(db.starts_with("postgres://")
-                || db.starts_with("postgresql://")
-                || db.starts_with("sqlite://")
-                || db.starts_with('/')
-                || db.starts_with('.'))
-        {
+        let known_scheme = ["postgres://", "postgresql://", "sqlite://", "/", "."]
+            .iter()
+            .any(|p| db.starts_with(p));
+        if !db.is_empty() && !known_scheme {
             return Err(ConfigError::key(
                 "database.url",
                 "must start with postgres://, postgresql://, sqlite:// or be a file path",

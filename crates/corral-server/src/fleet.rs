@@ -1,0 +1,105 @@
+//! The fleet's model catalogue, kept in memory and refreshed off the request path.
+//!
+//! A background task refreshes the catalogue on a timer. Requests read the current snapshot
+//! without locking; one that needs a fresher one (a listing past its TTL, a model that is not
+//! in the snapshot) triggers a refresh and waits for it, and concurrent requests share that
+//! one refresh instead of each asking every instance.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use corral_registry::Catalogue;
+use tokio::sync::Notify;
+
+use crate::discovery::{fetch_listings, Listings};
+use crate::state::Shared;
+
+/// One merged view of the fleet, as fetched at one moment.
+pub struct Snapshot {
+    /// The merged catalogue.
+    pub catalogue: Catalogue,
+    /// The raw listings it was merged from.
+    pub listings: Listings,
+    /// When the listings were fetched.
+    pub fetched_at: Instant,
+    /// The settings generation it was fetched with.
+    pub generation: u64,
+}
+
+/// The catalogue and the machinery that keeps it fresh.
+#[derive(Default)]
+pub struct Fleet {
+    snapshot: ArcSwapOption<Snapshot>,
+    refreshing: AtomicBool,
+    refreshed: Notify,
+    generation: AtomicU64,
+}
+
+impl Fleet {
+    /// The current snapshot, if any refresh has completed.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.load_full()
+    }
+
+    /// Marks the settings as changed: the next read refreshes.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The settings generation, bumped by [`Fleet::invalidate`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A snapshot no older than `max_age` and taken with the current settings, refreshing
+    /// (once, shared with concurrent callers) if needed.
+    pub async fn fresh(&self, shared: &Shared, client: &awc::Client, max_age: Duration) -> Arc<Snapshot> {
+        loop {
+            if let Some(snap) = self.snapshot() {
+                if snap.generation == self.generation() && snap.fetched_at.elapsed() <= max_age {
+                    return snap;
+                }
+            }
+            let notified = self.refreshed.notified();
+            if self.refreshing.swap(true, Ordering::AcqRel) {
+                // Someone else is refreshing; wait for them, then look again.
+                notified.await;
+                continue;
+            }
+            let snap = self.refresh_now(shared, client).await;
+            self.refreshing.store(false, Ordering::Release);
+            self.refreshed.notify_waiters();
+            return snap;
+        }
+    }
+
+    /// Fetches every instance's listings and swaps in the merged catalogue.
+    pub async fn refresh_now(&self, shared: &Shared, client: &awc::Client) -> Arc<Snapshot> {
+        let generation = self.generation();
+        let settings = shared.settings();
+        let listings = fetch_listings(client, &settings).await;
+        let catalogue = crate::catalogue::merge(&settings, &listings);
+        let snap = Arc::new(Snapshot { catalogue, listings, fetched_at: Instant::now(), generation });
+        self.snapshot.store(Some(snap.clone()));
+        snap
+    }
+}
+
+/// Keeps the catalogue fresh in the background, on the current actix system.
+pub fn spawn_refresher(shared: Arc<Shared>) {
+    actix_rt::spawn(async move {
+        let client = crate::proxy::client(&shared.settings().upstream);
+        loop {
+            shared.fleet.refresh_now(&shared, &client).await;
+            tokio::time::sleep(refresh_interval(&shared)).await;
+        }
+    });
+}
+
+/// How often the background task refreshes: the cache TTL, within 2 to 30 seconds.
+fn refresh_interval(shared: &Shared) -> Duration {
+    let ttl = shared.settings().ollama.models_cache_ttl;
+    Duration::from_secs(ttl.clamp(2, 30))
+}

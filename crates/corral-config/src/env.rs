@@ -96,9 +96,7 @@ pub fn env_overrides(env: &dyn Env) -> Result<Vec<(String, Value)>, ConfigError>
                     Value::from(i64::from(u32::MAX))
                 } else {
                     let secs = raw.trim().parse::<i64>().ok().filter(|s| *s >= 0);
-                    Value::from(secs.ok_or_else(|| {
-                        problem(format!("{raw:?} is not a whole number of seconds"))
-                    })?)
+                    Value::from(secs.ok_or_else(|| problem(format!("{raw:?} is not a whole number of seconds")))?)
                 }
             }
             EnvKind::List => {
@@ -118,9 +116,7 @@ pub fn env_overrides(env: &dyn Env) -> Result<Vec<(String, Value)>, ConfigError>
 
 /// `CORRAL_SERVER__DATA_DIR` → `server.data_dir`.
 fn key_of(var: &str) -> String {
-    var.trim_start_matches(PREFIX)
-        .to_ascii_lowercase()
-        .replace("__", ".")
+    var.trim_start_matches(PREFIX).to_ascii_lowercase().replace("__", ".")
 }
 
 fn parse_bool(raw: &str) -> Result<bool, String> {

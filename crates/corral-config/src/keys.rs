@@ -72,22 +72,14 @@ pub fn find(key: &str) -> Option<&'static SettingDoc> {
 
 /// The reference section of `docs/configuration.md`, generated from [`SETTINGS`].
 pub fn reference_markdown() -> String {
-    let mut out =
-        String::from("| key | environment | default | meaning |\n| --- | --- | --- | --- |\n");
+    let mut out = String::from("| key | environment | default | meaning |\n| --- | --- | --- | --- |\n");
     for s in SETTINGS {
         let env = if s.env.is_empty() {
             "(file or admin API only)".to_owned()
         } else {
-            s.env
-                .iter()
-                .map(|e| format!("`{e}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            s.env.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
         };
-        out.push_str(&format!(
-            "| `{}` | {} | {} | {} |\n",
-            s.key, env, s.default, s.doc
-        ));
+        out.push_str(&format!("| `{}` | {} | {} | {} |\n", s.key, env, s.default, s.doc));
     }
     out
 }

@@ -12,8 +12,7 @@ mod settings;
 pub use env::{env_overrides, Env};
 pub use keys::{reference_markdown, EnvKind, SettingDoc, SETTINGS};
 pub use settings::{
-    AuthSettings, ConnectionSettings, DatabaseSettings, OllamaSettings, ServerSettings, Settings,
-    UpstreamSettings,
+    AuthSettings, ConnectionSettings, DatabaseSettings, OllamaSettings, ServerSettings, Settings, UpstreamSettings,
 };
 
 /// Why a configuration was refused. Every variant names the key and the problem.
@@ -60,8 +59,8 @@ impl ConfigError {
 
 /// Layers defaults, then `file` (TOML text, if any), then `env`, and validates the result.
 pub fn load(file: Option<&str>, env: &dyn Env) -> Result<Settings, ConfigError> {
-    let defaults = config::Config::try_from(&Settings::default())
-        .map_err(|e| ConfigError::key("<defaults>", e.to_string()))?;
+    let defaults =
+        config::Config::try_from(&Settings::default()).map_err(|e| ConfigError::key("<defaults>", e.to_string()))?;
     let mut builder = config::Config::builder().add_source(defaults);
     if let Some(text) = file {
         // Parse once on our own so a syntax error names its line, then hand it to `config`.
@@ -73,16 +72,10 @@ pub fn load(file: Option<&str>, env: &dyn Env) -> Result<Settings, ConfigError> 
             .set_override(key.clone(), value)
             .map_err(|e| ConfigError::key(key, e.to_string()))?;
     }
-    let layered = builder
-        .build()
-        .map_err(|e| ConfigError::File(e.to_string()))?;
+    let layered = builder.build().map_err(|e| ConfigError::File(e.to_string()))?;
     let settings: Settings = serde_path_to_error::deserialize(layered).map_err(|e| {
         let path = e.path().to_string();
-        let key = if path == "." {
-            "<root>".to_owned()
-        } else {
-            path
-        };
+        let key = if path == "." { "<root>".to_owned() } else { path };
         ConfigError::key(key, e.into_inner().to_string())
     })?;
     settings.validate()?;

@@ -227,10 +227,7 @@ impl fmt::Debug for AuthSettings {
             .field("default_user_role", &self.default_user_role)
             .field("jwt_expires_in", &self.jwt_expires_in)
             .field("enable_api_keys", &self.enable_api_keys)
-            .field(
-                "bypass_model_access_control",
-                &self.bypass_model_access_control,
-            )
+            .field("bypass_model_access_control", &self.bypass_model_access_control)
             .field("forward_user_info_headers", &self.forward_user_info_headers)
             .finish()
     }
@@ -265,22 +262,10 @@ impl Settings {
         }
         self.ollama.validate()?;
         let timeouts = [
-            (
-                "upstream.connect_timeout",
-                self.upstream.connect_timeout,
-                false,
-            ),
-            (
-                "upstream.first_byte_timeout",
-                self.upstream.first_byte_timeout,
-                true,
-            ),
+            ("upstream.connect_timeout", self.upstream.connect_timeout, false),
+            ("upstream.first_byte_timeout", self.upstream.first_byte_timeout, true),
             ("upstream.idle_timeout", self.upstream.idle_timeout, true),
-            (
-                "upstream.discovery_timeout",
-                self.upstream.discovery_timeout,
-                false,
-            ),
+            ("upstream.discovery_timeout", self.upstream.discovery_timeout, false),
         ];
         for (key, value, zero_ok) in timeouts {
             if !value.is_finite() || value < 0.0 || (!zero_ok && value == 0.0) {
@@ -295,10 +280,7 @@ impl Settings {
         if !["pending", "user", "admin"].contains(&self.auth.default_user_role.as_str()) {
             return Err(ConfigError::key(
                 "auth.default_user_role",
-                format!(
-                    "{:?} is not one of pending, user, admin",
-                    self.auth.default_user_role
-                ),
+                format!("{:?} is not one of pending, user, admin", self.auth.default_user_role),
             ));
         }
         Ok(())
@@ -317,8 +299,7 @@ impl OllamaSettings {
     /// Checks URLs and that every per-connection entry names an existing URL.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (i, raw) in self.base_urls.iter().enumerate() {
-            check_base_url(raw)
-                .map_err(|p| ConfigError::key(format!("ollama.base_urls[{i}]"), p))?;
+            check_base_url(raw).map_err(|p| ConfigError::key(format!("ollama.base_urls[{i}]"), p))?;
         }
         for key in self.api_configs.keys() {
             let known = match key.parse::<usize>() {
@@ -328,10 +309,7 @@ impl OllamaSettings {
             if !known {
                 return Err(ConfigError::key(
                     format!("ollama.api_configs.{key}"),
-                    format!(
-                        "names no connection: there are {} base URLs",
-                        self.base_urls.len()
-                    ),
+                    format!("names no connection: there are {} base URLs", self.base_urls.len()),
                 ));
             }
         }
@@ -340,10 +318,7 @@ impl OllamaSettings {
 
     /// The settings of connection `idx`, or the defaults.
     pub fn connection(&self, idx: usize) -> ConnectionSettings {
-        self.api_configs
-            .get(&idx.to_string())
-            .cloned()
-            .unwrap_or_default()
+        self.api_configs.get(&idx.to_string()).cloned().unwrap_or_default()
     }
 }
 

@@ -5,10 +5,7 @@ use std::collections::HashMap;
 use crate::{load, ConfigError, Settings, SETTINGS};
 
 fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 fn key_err(result: Result<Settings, ConfigError>) -> String {
@@ -35,15 +32,8 @@ fn precedence_default_file_env_key_by_key() {
     assert_eq!(s.server.host, "0.0.0.0", "file beats default");
     assert_eq!(s.upstream.idle_timeout, 12.0);
     assert_eq!(s.upstream.connect_timeout, 5.0, "default kept");
-    let s = load(
-        Some(file),
-        &env(&[("CORRAL_SERVER__PORT", "9200"), ("PORT", "9100")]),
-    )
-    .unwrap();
-    assert_eq!(
-        s.server.port, 9200,
-        "CORRAL_ name beats the Open WebUI name"
-    );
+    let s = load(Some(file), &env(&[("CORRAL_SERVER__PORT", "9200"), ("PORT", "9100")])).unwrap();
+    assert_eq!(s.server.port, 9200, "CORRAL_ name beats the Open WebUI name");
 }
 
 #[test]
@@ -67,10 +57,7 @@ fn open_webui_names() {
     assert_eq!(s.ollama.models_cache_ttl, u64::from(u32::MAX));
     assert!(!s.auth.webui_auth);
     assert_eq!(s.auth.secret_key, "s3cret");
-    assert!(
-        !format!("{s:?}").contains("s3cret"),
-        "secrets are redacted in Debug"
-    );
+    assert!(!format!("{s:?}").contains("s3cret"), "secrets are redacted in Debug");
     let s = load(None, &env(&[("OLLAMA_BASE_URL", "http://one:11434/")])).unwrap();
     assert_eq!(s.ollama.base_urls, vec!["http://one:11434"]);
     let s = load(None, &env(&[("AIOHTTP_CLIENT_TIMEOUT", "")])).unwrap();
@@ -79,10 +66,7 @@ fn open_webui_names() {
 
 #[test]
 fn bad_input_names_the_key() {
-    assert_eq!(
-        key_err(load(Some("[server]\nprot = 1\n"), &env(&[]))),
-        "server.prot"
-    );
+    assert_eq!(key_err(load(Some("[server]\nprot = 1\n"), &env(&[]))), "server.prot");
     assert_eq!(
         key_err(load(Some("[server]\nport = \"x\"\n"), &env(&[]))),
         "server.port"
@@ -97,10 +81,7 @@ fn bad_input_names_the_key() {
         "ENABLE_OLLAMA_API"
     );
     assert_eq!(
-        key_err(load(
-            None,
-            &env(&[("OLLAMA_BASE_URLS", "http://ok:1;ftp://bad")])
-        )),
+        key_err(load(None, &env(&[("OLLAMA_BASE_URLS", "http://ok:1;ftp://bad")]))),
         "ollama.base_urls[1]"
     );
     assert_eq!(
@@ -108,18 +89,12 @@ fn bad_input_names_the_key() {
         "upstream.connect_timeout"
     );
     assert_eq!(
-        key_err(load(
-            Some("[auth]\ndefault_user_role = \"root\"\n"),
-            &env(&[])
-        )),
+        key_err(load(Some("[auth]\ndefault_user_role = \"root\"\n"), &env(&[]))),
         "auth.default_user_role"
     );
     let cfg = "[ollama]\nbase_urls = [\"http://a:1\"]\n[ollama.api_configs.3]\nkey = \"k\"\n";
     assert_eq!(key_err(load(Some(cfg), &env(&[]))), "ollama.api_configs.3");
-    assert!(matches!(
-        load(Some("[server"), &env(&[])),
-        Err(ConfigError::File(_))
-    ));
+    assert!(matches!(load(Some("[server"), &env(&[])), Err(ConfigError::File(_))));
 }
 
 #[test]
@@ -133,16 +108,9 @@ fn every_setting_is_documented_in_the_table() {
     }
     let documented: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
     for leaf in &leaves {
-        assert!(
-            documented.contains(&leaf.as_str()),
-            "{leaf} is not in SETTINGS"
-        );
+        assert!(documented.contains(&leaf.as_str()), "{leaf} is not in SETTINGS");
     }
-    assert_eq!(
-        leaves.len(),
-        documented.len(),
-        "SETTINGS lists keys that do not exist"
-    );
+    assert_eq!(leaves.len(), documented.len(), "SETTINGS lists keys that do not exist");
 }
 
 /// `docs/configuration.md` holds the generated reference between markers; a stale copy is
@@ -155,12 +123,7 @@ fn docs_configuration_md_is_current() {
     let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
         panic!("docs/configuration.md lacks the settings markers");
     };
-    let fresh = format!(
-        "{}{start}{}{}",
-        &text[..a],
-        crate::reference_markdown(),
-        &text[b..]
-    );
+    let fresh = format!("{}{start}{}{}", &text[..a], crate::reference_markdown(), &text[b..]);
     if fresh != text {
         std::fs::write(path, &fresh).unwrap();
         panic!("docs/configuration.md was stale and has been regenerated; commit it");

@@ -20,10 +20,7 @@ async fn main() -> std::io::Result<()> {
     HttpServer::new(move || {
         let corral = corral.clone();
         App::new()
-            .route(
-                "/hello",
-                web::get().to(|| async { "hello from the host app" }),
-            )
+            .route("/hello", web::get().to(|| async { "hello from the host app" }))
             .service(web::scope("/llm").configure(move |cfg| corral.configure(cfg)))
     })
     .workers(2)

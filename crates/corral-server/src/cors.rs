@@ -15,8 +15,6 @@ pub fn cors(origins: &[String]) -> Cors {
         // Reflects the caller's origin, which works with credentials where a literal `*` would not.
         base.allow_any_origin()
     } else {
-        origins
-            .iter()
-            .fold(base, |cors, origin| cors.allowed_origin(origin))
+        origins.iter().fold(base, |cors, origin| cors.allowed_origin(origin))
     }
 }

@@ -65,7 +65,13 @@ pub async fn fetch_json(client: &awc::Client, settings: &Settings, idx: usize, p
             None
         }
         Err(_) => {
-            tracing::warn!(instance = idx, url = base, path, timeout_secs = timeout.as_secs_f64(), "instance too slow; left out of the listing");
+            tracing::warn!(
+                instance = idx,
+                url = base,
+                path,
+                timeout_secs = timeout.as_secs_f64(),
+                "instance too slow; left out of the listing"
+            );
             None
         }
     }

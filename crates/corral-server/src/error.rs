@@ -46,6 +46,14 @@ pub enum AppError {
         /// The timeout that ran out.
         secs: f64,
     },
+    /// The model is on no instance that answered, and some enabled instances did not answer.
+    #[error("model '{model}' is not on any reachable Ollama instance; instance(s) {silent:?} did not answer")]
+    NoInstance {
+        /// The model asked for.
+        model: String,
+        /// Enabled instances that did not answer the last listing.
+        silent: Vec<usize>,
+    },
     /// A bug in the gateway.
     #[error("internal error: {0}")]
     Internal(String),
@@ -61,6 +69,7 @@ impl AppError {
             AppError::Disabled(_) => "disabled",
             AppError::UpstreamUnreachable { .. } => "upstream_unreachable",
             AppError::UpstreamTimeout { .. } => "upstream_timeout",
+            AppError::NoInstance { .. } => "no_instance",
             AppError::Internal(_) => "internal",
         }
     }
@@ -75,6 +84,7 @@ impl ResponseError for AppError {
             AppError::Disabled(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             AppError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            AppError::NoInstance { .. } => StatusCode::BAD_GATEWAY,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,7 +95,7 @@ impl ResponseError for AppError {
             AppError::Internal(_) => {
                 tracing::error!(kind = self.kind(), %message, "request failed")
             }
-            AppError::UpstreamUnreachable { .. } | AppError::UpstreamTimeout { .. } => {
+            AppError::UpstreamUnreachable { .. } | AppError::UpstreamTimeout { .. } | AppError::NoInstance { .. } => {
                 tracing::warn!(kind = self.kind(), %message, "upstream failed")
             }
             _ => tracing::debug!(kind = self.kind(), %message, "request refused"),

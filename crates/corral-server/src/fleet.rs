@@ -81,7 +81,12 @@ impl Fleet {
         let settings = shared.settings();
         let listings = fetch_listings(client, &settings).await;
         let catalogue = crate::catalogue::merge(&settings, &listings);
-        let snap = Arc::new(Snapshot { catalogue, listings, fetched_at: Instant::now(), generation });
+        let snap = Arc::new(Snapshot {
+            catalogue,
+            listings,
+            fetched_at: Instant::now(),
+            generation,
+        });
         self.snapshot.store(Some(snap.clone()));
         snap
     }

@@ -1,6 +1,7 @@
 //! Request handlers and the helpers they share: reading and checking bodies, choosing the
 //! instance, forwarding.
 
+pub mod fleet;
 pub mod meta;
 pub mod native;
 
@@ -13,6 +14,103 @@ use crate::error::AppError;
 use crate::proxy::Target;
 use crate::state::Shared;
 
+/// How often a request for a model missing from the catalogue may trigger a refresh.
+const MISS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Chooses an instance holding `model`: the first holder when `first`, else by the policy.
+/// `None` when no enabled instance holds it, even after a refresh.
+pub async fn choose(
+    shared: &Shared,
+    client: &awc::Client,
+    model: &str,
+    first: bool,
+) -> Result<Option<Target>, AppError> {
+    let settings = shared.settings();
+    if !settings.ollama.enable {
+        return Err(AppError::Disabled(
+            "the Ollama API is disabled (ENABLE_OLLAMA_API=false)".to_owned(),
+        ));
+    }
+    let current = shared
+        .fleet
+        .snapshot()
+        .filter(|s| s.generation == shared.fleet.generation());
+    let snap = match current {
+        Some(snap) if snap.catalogue.resolve(model).is_some() => snap,
+        _ => shared.fleet.fresh(shared, client, MISS_REFRESH).await,
+    };
+    let Some(entry) = snap.catalogue.resolve(model) else {
+        // The model may be on an instance that did not answer: say so rather than "not found".
+        let silent: Vec<usize> = (0..settings.ollama.base_urls.len())
+            .filter(|&i| settings.ollama.connection(i).enabled())
+            .filter(|&i| snap.listings.tags.get(i).is_none_or(Option::is_none))
+            .collect();
+        if !silent.is_empty() {
+            return Err(AppError::NoInstance {
+                model: model.to_owned(),
+                silent,
+            });
+        }
+        return Ok(None);
+    };
+    let candidates: Vec<corral_balance::Candidate> = entry
+        .urls
+        .iter()
+        .filter(|&&idx| idx < settings.ollama.base_urls.len() && settings.ollama.connection(idx).enabled())
+        .map(|&idx| corral_balance::Candidate { idx, in_flight: 0 })
+        .collect();
+    let picked = if first {
+        candidates.first().map(|c| c.idx)
+    } else {
+        shared.policy.pick(&candidates, &mut rand::thread_rng())
+    };
+    let Some(idx) = picked else {
+        return Ok(None);
+    };
+    target(shared, idx).map(Some)
+}
+
+/// Replaces the model-naming fields of a JSON body (`model`, `name`, `source`,
+/// `destination`) by what instance `idx` calls them: the instance's prefix, where it leads,
+/// removed. The body is left byte for byte as it was when nothing changes.
+pub fn strip_body_prefix(shared: &Shared, idx: usize, body: bytes::Bytes) -> Result<bytes::Bytes, AppError> {
+    let settings = shared.settings();
+    let conn = settings.ollama.connection(idx);
+    let Some(prefix) = conn.prefix() else {
+        return Ok(body);
+    };
+    let mut value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| AppError::BadRequest(format!("request body is not valid JSON: {e}")))?;
+    let mut changed = false;
+    if let Some(obj) = value.as_object_mut() {
+        for key in ["model", "name", "source", "destination"] {
+            if let Some(serde_json::Value::String(s)) = obj.get_mut(key) {
+                let stripped = corral_registry::strip_prefix(s, Some(prefix));
+                if stripped.len() != s.len() {
+                    *s = stripped.to_owned();
+                    changed = true;
+                }
+            }
+        }
+    }
+    if !changed {
+        return Ok(body);
+    }
+    serde_json::to_vec(&value)
+        .map(bytes::Bytes::from)
+        .map_err(|e| AppError::Internal(e.to_string()))
+}
+
+/// The answer for a model no enabled instance holds: Ollama's own 404 at the root, Open
+/// WebUI's 400 under `/ollama`.
+pub fn unknown_model(model: &str, owui: bool) -> AppError {
+    if owui {
+        AppError::BadRequest(format!("Model '{}' was not found", corral_registry::with_latest(model)))
+    } else {
+        AppError::NotFound(format!("model '{model}' not found"))
+    }
+}
+
 /// The largest JSON request body the gateway reads (images travel inside chat bodies).
 pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
@@ -20,8 +118,7 @@ pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
 pub async fn read_body(mut payload: web::Payload) -> Result<Bytes, AppError> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|e| AppError::BadRequest(format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| AppError::BadRequest(format!("could not read the request body: {e}")))?;
         if buf.len() + chunk.len() > BODY_LIMIT {
             return Err(AppError::PayloadTooLarge { limit: BODY_LIMIT });
         }
@@ -39,6 +136,9 @@ pub struct ModelRef {
     /// The model, as older clients (and ollama-js for pull/push/delete) name it.
     #[serde(default)]
     pub name: Option<String>,
+    /// The model a copy starts from.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 impl ModelRef {
@@ -62,21 +162,15 @@ pub fn check_json(body: &[u8]) -> Result<ModelRef, AppError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| AppError::BadRequest(format!("request body is not valid JSON: {e}")))?;
     if !value.is_object() {
-        return Err(AppError::BadRequest(
-            "request body must be a JSON object".to_owned(),
-        ));
+        return Err(AppError::BadRequest("request body must be a JSON object".to_owned()));
     }
-    serde_json::from_value(value)
-        .map_err(|e| AppError::BadRequest(format!("request body has a bad model field: {e}")))
+    serde_json::from_value(value).map_err(|e| AppError::BadRequest(format!("request body has a bad model field: {e}")))
 }
 
 /// The `{url_idx}` path segment, if the route has one, resolved against the connections.
 ///
 /// Negative values count from the end, as Open WebUI's Python indexing does.
-pub fn url_idx(
-    req: &actix_web::HttpRequest,
-    connections: usize,
-) -> Result<Option<usize>, AppError> {
+pub fn url_idx(req: &actix_web::HttpRequest, connections: usize) -> Result<Option<usize>, AppError> {
     let Some(raw) = req.match_info().get("url_idx") else {
         return Ok(None);
     };
@@ -119,9 +213,7 @@ pub fn default_target(shared: &Shared) -> Result<Target, AppError> {
     }
     let idx = (0..settings.ollama.base_urls.len())
         .find(|i| settings.ollama.connection(*i).enabled())
-        .ok_or_else(|| {
-            AppError::Disabled("no Ollama connection is configured and enabled".to_owned())
-        })?;
+        .ok_or_else(|| AppError::Disabled("no Ollama connection is configured and enabled".to_owned()))?;
     target(shared, idx)
 }
 

@@ -1,8 +1,11 @@
 //! Corral's HTTP server.
 #![doc = include_str!("../README.md")]
 
+mod catalogue;
 mod cors;
+mod discovery;
 mod error;
+mod fleet;
 mod handlers;
 mod proxy;
 mod routes;
@@ -51,7 +54,9 @@ impl Corral {
 
     /// Starts the gateway's background work (catalogue refresh, health checks) on the
     /// current actix system. Call it once, before serving.
-    pub fn start(&self) {}
+    pub fn start(&self) {
+        fleet::spawn_refresher(self.shared.clone());
+    }
 
     /// Serves the gateway on `listener` until the process is stopped.
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
@@ -71,10 +76,7 @@ impl Corral {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(cors::cors(&cors_origins))
-                .wrap(
-                    actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms")
-                        .log_target("corral::access"),
-                )
+                .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("corral::access"))
                 .configure(|cfg| corral.configure(cfg))
         })
         .workers(workers)

@@ -70,8 +70,7 @@ pub fn client(settings: &UpstreamSettings) -> awc::Client {
 
 /// Client headers that are about the content and so travel upstream. Everything else
 /// (Host, Authorization, cookies, Origin, hop-by-hop headers) stays at the gateway.
-const FORWARDED_HEADERS: [HeaderName; 3] =
-    [header::CONTENT_TYPE, header::ACCEPT, header::USER_AGENT];
+const FORWARDED_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::ACCEPT, header::USER_AGENT];
 
 /// Sends `out` to `target` and waits for the response headers.
 pub async fn send(
@@ -87,8 +86,7 @@ pub async fn send(
             req = req.insert_header((name.clone(), value.clone()));
         }
     }
-    if matches!(out.body, Body::Bytes(_)) && !out.client_headers.contains_key(header::CONTENT_TYPE)
-    {
+    if matches!(out.body, Body::Bytes(_)) && !out.client_headers.contains_key(header::CONTENT_TYPE) {
         req = req.insert_header((header::CONTENT_TYPE, "application/json"));
     }
     if let Some(key) = target.key.as_deref().filter(|k| !k.is_empty()) {
@@ -110,10 +108,16 @@ pub async fn send(
 }
 
 /// Relays an upstream response to the client as it arrives.
-pub fn relay(
+pub fn relay(resp: awc::ClientResponse, settings: &UpstreamSettings, upstream: &Target) -> HttpResponse {
+    relay_with(resp, settings, upstream, None)
+}
+
+/// [`relay`], running `on_end` once the body has been relayed or abandoned.
+pub fn relay_with(
     resp: awc::ClientResponse,
     settings: &UpstreamSettings,
     upstream: &Target,
+    on_end: Option<Box<dyn FnOnce()>>,
 ) -> HttpResponse {
     let mut builder = HttpResponse::build(resp.status());
     let mut length = None;
@@ -128,7 +132,10 @@ pub fn relay(
         builder.append_header((name.clone(), value.clone()));
     }
     let framing = Framing::of(resp.headers().get(header::CONTENT_TYPE));
-    let body = Relay::new(resp, secs(settings.idle_timeout), framing, upstream.idx);
+    let mut body = Relay::new(resp, secs(settings.idle_timeout), framing, upstream.idx);
+    if let Some(hook) = on_end {
+        body = body.on_drop(hook);
+    }
     match length {
         Some(len) => builder.body(actix_web::body::SizedStream::new(len, body)),
         None => builder.streaming(body),

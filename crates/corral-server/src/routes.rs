@@ -3,8 +3,8 @@
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest};
 
-use crate::handlers::meta;
-use crate::handlers::native::{self, Quirk, Spec};
+use crate::handlers::native::{self, Quirk, Routing, Spec};
+use crate::handlers::{fleet, meta};
 use crate::state::Shared;
 
 /// Registers every route on `cfg`.
@@ -15,203 +15,156 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(meta::root))
             .route(web::head().to(meta::root)),
     );
-    cfg.service(owui_scope());
-    native_routes(cfg, "", false);
+    cfg.service(web::scope("/ollama").configure(owui_routes));
+    root_routes(cfg);
     cfg.default_service(web::to(meta::not_found));
 }
 
-/// Open WebUI's `/ollama` router.
-fn owui_scope() -> actix_web::Scope {
-    web::scope("/ollama")
-        .service(
-            web::resource(["", "/"])
-                .route(web::get().to(meta::owui_status))
-                .route(web::head().to(meta::owui_status)),
-        )
-        .configure(|cfg| {
-            native_routes(cfg, "", true);
-            // The OpenAI-compatible layer of the instance itself, passed through.
-            forward(
-                cfg,
-                &["/v1/completions"],
-                &[Method::POST],
-                Spec::post("/v1/completions"),
-                true,
-            );
-            forward(
-                cfg,
-                &["/v1/chat/completions"],
-                &[Method::POST],
-                Spec::post("/v1/chat/completions"),
-                true,
-            );
-            forward(
-                cfg,
-                &["/v1/models"],
-                &[Method::GET],
-                Spec::get("/v1/models"),
-                true,
-            );
-        })
+/// Ollama's native API at the root, for plain Ollama clients.
+fn root_routes(cfg: &mut web::ServiceConfig) {
+    listings(cfg, "");
+    for path in [
+        "/api/show",
+        "/api/chat",
+        "/api/generate",
+        "/api/embed",
+        "/api/embeddings",
+    ] {
+        forward(cfg, path, &[Method::POST], Spec::post(path), false);
+    }
+    forward(
+        cfg,
+        "/api/pull",
+        &[Method::POST],
+        Spec::post("/api/pull").routed(Routing::Default),
+        false,
+    );
+    forward(
+        cfg,
+        "/api/create",
+        &[Method::POST],
+        Spec::post("/api/create").routed(Routing::Default),
+        false,
+    );
+    forward(
+        cfg,
+        "/api/push",
+        &[Method::POST],
+        Spec::post("/api/push").routed(Routing::FirstHolder),
+        false,
+    );
+    forward(
+        cfg,
+        "/api/copy",
+        &[Method::POST],
+        Spec::post("/api/copy").routed(Routing::FirstHolder),
+        false,
+    );
+    let delete = Spec::post("/api/delete").method("DELETE").routed(Routing::FirstHolder);
+    forward(cfg, "/api/delete", &[Method::DELETE], delete, false);
+    cfg.service(
+        web::resource("/api/blobs/{digest}")
+            .route(web::head().to(native::blob))
+            .route(web::post().to(native::blob)),
+    );
+    // Until Corral converts the OpenAI API itself, root `/v1/*` reaches the chosen
+    // instance's own OpenAI-compatible layer.
+    for path in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"] {
+        forward(cfg, path, &[Method::POST], Spec::post(path), false);
+    }
+    cfg.route("/v1/models", web::get().to(fleet::v1_models));
 }
 
-/// The native `/api/*` routes. Under `/ollama` (`owui`), the Open WebUI variants apply:
-/// `/{url_idx}` paths, push as DELETE, `true` answers for copy and delete, forced
-/// `insecure` pulls.
-fn native_routes(cfg: &mut web::ServiceConfig, prefix: &str, owui: bool) {
-    let p = |s: &str| format!("{prefix}{s}");
+/// Open WebUI's `/ollama` router: `/{url_idx}` variants, push as DELETE, `true` answers for
+/// copy and delete, forced `insecure` pulls, Open WebUI's texts for unknown models.
+fn owui_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(["", "/"])
+            .route(web::get().to(meta::owui_status))
+            .route(web::head().to(meta::owui_status)),
+    );
+    listings(cfg, "");
     let get_head = [Method::GET, Method::HEAD];
-    forward(
-        cfg,
-        &[&p("/api/version")],
-        &get_head,
-        Spec::get("/api/version"),
-        owui,
-    );
-    forward(
-        cfg,
-        &[&p("/api/tags")],
-        &get_head,
-        Spec::get("/api/tags"),
-        owui,
-    );
-    forward(
-        cfg,
-        &[&p("/api/ps")],
-        &[Method::GET],
-        Spec::get("/api/ps"),
-        false,
-    );
-    forward(
-        cfg,
-        &[&p("/api/show")],
-        &[Method::POST],
-        Spec::post("/api/show"),
-        false,
-    );
+    forward_idx_only(cfg, "/api/tags", &get_head, Spec::get("/api/tags"));
+    forward_idx_only(cfg, "/api/version", &get_head, Spec::get("/api/version"));
+    forward_idx_only(cfg, "/v1/models", &[Method::GET], Spec::get("/v1/models"));
+    cfg.route("/v1/models", web::get().to(fleet::v1_models));
+    cfg.route("/api/unload", web::post().to(fleet::unload));
+    cfg.route("/api/pull/all", web::post().to(fleet::pull_all));
+    cfg.route("/api/delete/all", web::delete().to(fleet::delete_all));
+
+    let owui = |spec: Spec| spec.owui(true);
+    forward(cfg, "/api/show", &[Method::POST], owui(Spec::post("/api/show")), false);
     for path in [
         "/api/chat",
         "/api/generate",
         "/api/embed",
         "/api/embeddings",
-        "/api/create",
+        "/v1/completions",
+        "/v1/chat/completions",
     ] {
-        forward(cfg, &[&p(path)], &[Method::POST], Spec::post(path), owui);
+        forward(cfg, path, &[Method::POST], owui(Spec::post(path)), true);
     }
-    if owui {
-        forward(
-            cfg,
-            &[&p("/api/pull")],
-            &[Method::POST],
-            Spec::post("/api/pull").with(Quirk::OwuiPull),
-            true,
-        );
-        // Open WebUI exposes push as DELETE; POST is accepted too, as Ollama's clients send it.
-        forward(
-            cfg,
-            &[&p("/api/push")],
-            &[Method::DELETE, Method::POST],
-            Spec::post("/api/push"),
-            true,
-        );
-        forward(
-            cfg,
-            &[&p("/api/copy")],
-            &[Method::POST],
-            Spec::post("/api/copy").with(Quirk::OwuiTrue),
-            true,
-        );
-        let delete = Spec::post("/api/delete")
-            .method("DELETE")
-            .with(Quirk::OwuiTrue);
-        forward(cfg, &[&p("/api/delete")], &[Method::DELETE], delete, true);
-    } else {
-        forward(
-            cfg,
-            &[&p("/api/pull")],
-            &[Method::POST],
-            Spec::post("/api/pull"),
-            false,
-        );
-        forward(
-            cfg,
-            &[&p("/api/push")],
-            &[Method::POST],
-            Spec::post("/api/push"),
-            false,
-        );
-        forward(
-            cfg,
-            &[&p("/api/copy")],
-            &[Method::POST],
-            Spec::post("/api/copy"),
-            false,
-        );
-        forward(
-            cfg,
-            &[&p("/api/delete")],
-            &[Method::DELETE],
-            Spec::post("/api/delete").method("DELETE"),
-            false,
-        );
-        cfg.service(
-            web::resource(p("/api/blobs/{digest}"))
-                .route(web::head().to(native::blob))
-                .route(web::post().to(native::blob)),
-        );
-        // Until the OpenAI layer lands, root `/v1/*` reaches the instance's own `/v1`.
-        forward(
-            cfg,
-            &["/v1/completions"],
-            &[Method::POST],
-            Spec::post("/v1/completions"),
-            false,
-        );
-        forward(
-            cfg,
-            &["/v1/chat/completions"],
-            &[Method::POST],
-            Spec::post("/v1/chat/completions"),
-            false,
-        );
-        forward(
-            cfg,
-            &["/v1/embeddings"],
-            &[Method::POST],
-            Spec::post("/v1/embeddings"),
-            false,
-        );
-        forward(
-            cfg,
-            &["/v1/models"],
-            &[Method::GET],
-            Spec::get("/v1/models"),
-            false,
-        );
-    }
+    let pull = Spec::post("/api/pull").with(Quirk::OwuiPull).routed(Routing::Default);
+    forward(cfg, "/api/pull", &[Method::POST], owui(pull), true);
+    forward(
+        cfg,
+        "/api/create",
+        &[Method::POST],
+        owui(Spec::post("/api/create").routed(Routing::Default)),
+        true,
+    );
+    // Open WebUI exposes push as DELETE; POST is accepted too, as Ollama's clients send it.
+    let push = Spec::post("/api/push").routed(Routing::FirstHolder);
+    forward(cfg, "/api/push", &[Method::DELETE, Method::POST], owui(push), true);
+    let copy = Spec::post("/api/copy")
+        .with(Quirk::OwuiTrue)
+        .routed(Routing::FirstHolder);
+    forward(cfg, "/api/copy", &[Method::POST], owui(copy), true);
+    let delete = Spec::post("/api/delete")
+        .method("DELETE")
+        .with(Quirk::OwuiTrue)
+        .routed(Routing::FirstHolder);
+    forward(cfg, "/api/delete", &[Method::DELETE], owui(delete), true);
 }
 
-/// Registers `spec` on each path for each method, plus the `/{url_idx}` variant if asked.
-fn forward(
-    cfg: &mut web::ServiceConfig,
-    paths: &[&str],
-    methods: &[Method],
-    spec: Spec,
-    with_idx: bool,
-) {
-    let mut patterns: Vec<String> = paths.iter().map(|p| (*p).to_owned()).collect();
+/// The merged listings: tags, ps and version.
+fn listings(cfg: &mut web::ServiceConfig, prefix: &str) {
+    cfg.service(
+        web::resource(format!("{prefix}/api/tags"))
+            .route(web::get().to(fleet::tags))
+            .route(web::head().to(fleet::tags)),
+    )
+    .route(&format!("{prefix}/api/ps"), web::get().to(fleet::ps))
+    .service(
+        web::resource(format!("{prefix}/api/version"))
+            .route(web::get().to(fleet::version))
+            .route(web::head().to(fleet::version)),
+    );
+}
+
+/// Registers `spec` on `path` (and `path/{url_idx}` if `with_idx`) for each method.
+fn forward(cfg: &mut web::ServiceConfig, path: &str, methods: &[Method], spec: Spec, with_idx: bool) {
+    let mut patterns = vec![path.to_owned()];
     if with_idx {
-        patterns.extend(paths.iter().map(|p| format!("{p}/{{url_idx}}")));
+        patterns.push(format!("{path}/{{url_idx}}"));
     }
+    register(cfg, patterns, methods, spec);
+}
+
+/// Registers `spec` on `path/{url_idx}` only (the bare path is served by another handler).
+fn forward_idx_only(cfg: &mut web::ServiceConfig, path: &str, methods: &[Method], spec: Spec) {
+    register(cfg, vec![format!("{path}/{{url_idx}}")], methods, spec);
+}
+
+fn register(cfg: &mut web::ServiceConfig, patterns: Vec<String>, methods: &[Method], spec: Spec) {
     let mut resource = web::resource(patterns);
     for method in methods {
         resource = resource.route(web::method(method.clone()).to(
             move |req: HttpRequest,
                   payload: web::Payload,
                   shared: web::Data<Shared>,
-                  client: web::Data<awc::Client>| {
-                native::forward(req, payload, shared, client, spec)
-            },
+                  client: web::Data<awc::Client>| { native::forward(req, payload, shared, client, spec) },
         ));
     }
     cfg.service(resource);

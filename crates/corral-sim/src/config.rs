@@ -59,11 +59,7 @@ impl SimModel {
     pub fn thinking(name: &str) -> SimModel {
         let mut m = SimModel::chat(name);
         m.family = "qwen3".to_owned();
-        m.capabilities = vec![
-            "completion".to_owned(),
-            "tools".to_owned(),
-            "thinking".to_owned(),
-        ];
+        m.capabilities = vec!["completion".to_owned(), "tools".to_owned(), "thinking".to_owned()];
         m
     }
 

@@ -70,9 +70,7 @@ struct Args {
 fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let mut config = match &args.config {
-        Some(path) => {
-            serde_json::from_str(&std::fs::read_to_string(path)?).map_err(std::io::Error::other)?
-        }
+        Some(path) => serde_json::from_str(&std::fs::read_to_string(path)?).map_err(std::io::Error::other)?,
         None => SimConfig::default(),
     };
     if !args.models.is_empty() {

@@ -98,10 +98,7 @@ pub fn decode(body: &[u8]) -> Result<Map<String, Value>, HttpResponse> {
             ))
         }
         Err(e) if e.is_eof() => Err(error(StatusCode::BAD_REQUEST, "unexpected EOF")),
-        Err(e) => Err(error(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid character: {e}"),
-        )),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, &format!("invalid character: {e}"))),
     }
 }
 
@@ -144,8 +141,7 @@ pub fn admit(
     if faults.error_rate > 0.0 && rand::thread_rng().gen_bool(faults.error_rate.min(1.0)) {
         sim.count_injected();
         ticket.finish();
-        let status =
-            StatusCode::from_u16(faults.error_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(faults.error_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = if faults.error_message.is_empty() {
             "injected fault"
         } else {
@@ -308,10 +304,7 @@ async fn embed(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpRespon
         ticket.finish();
         return ok_json(&json!({ "model": name, "embeddings": [] }));
     }
-    let dims = map
-        .get("dimensions")
-        .and_then(Value::as_u64)
-        .map(|d| d as usize);
+    let dims = map.get("dimensions").and_then(Value::as_u64).map(|d| d as usize);
     let vectors: Vec<Vec<f64>> = inputs
         .iter()
         .map(|t| {
@@ -322,10 +315,7 @@ async fn embed(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpRespon
             }
         })
         .collect();
-    let tokens: usize = inputs
-        .iter()
-        .map(|t| t.split_whitespace().count().max(1))
-        .sum();
+    let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count().max(1)).sum();
     ticket.finish();
     ok_json(&json!({
         "model": name,

@@ -56,47 +56,28 @@ async fn generate(sim: Arc<Sim>, req: HttpRequest, body: Bytes, chat: bool) -> H
         Ok(m) => m,
         Err(_) => return oai_error(StatusCode::BAD_REQUEST, "invalid request body"),
     };
-    let name = map
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let name = map.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
     let ticket = match admit(&sim, &req, route, &body, Some(&name)) {
         Ok(t) => t,
         Err(resp) => return resp,
     };
     ticket.finish();
-    if chat
-        && map
-            .get("messages")
-            .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty)
-    {
+    if chat && map.get("messages").and_then(Value::as_array).is_none_or(Vec::is_empty) {
         return oai_error(StatusCode::BAD_REQUEST, "[] is too short - 'messages'");
     }
     let Some(m) = sim.find(&name) else {
         return oai_error(StatusCode::NOT_FOUND, &format!("model '{name}' not found"));
     };
     sim.load(&m).await;
-    let max = map
-        .get("max_tokens")
-        .and_then(Value::as_u64)
-        .map(|n| n as usize);
+    let max = map.get("max_tokens").and_then(Value::as_u64).map(|n| n as usize);
     let chunks = max.unwrap_or(sim.config.default_chunks);
     let reason = if max.is_some() { "length" } else { "stop" };
     let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let usage_wanted = map["stream_options"]["include_usage"]
-        .as_bool()
-        .unwrap_or(false);
+    let usage_wanted = map["stream_options"]["include_usage"].as_bool().unwrap_or(false);
     let mut words = Words::new(text::hash(&body.escape_ascii().to_string()));
     let tokens: Vec<String> = (0..chunks).map(|i| words.token(i == 0)).collect();
-    let id = format!(
-        "{}-{}",
-        if chat { "chatcmpl" } else { "cmpl" },
-        sim.next() % 999
-    );
-    let usage =
-        json!({ "prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks });
+    let id = format!("{}-{}", if chat { "chatcmpl" } else { "cmpl" }, sim.next() % 999);
+    let usage = json!({ "prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks });
     let t = created();
     let model = name.clone();
     if !stream {
@@ -106,11 +87,7 @@ async fn generate(sim: Arc<Sim>, req: HttpRequest, body: Bytes, chat: bool) -> H
         } else {
             json!({ "text": text, "index": 0, "finish_reason": reason })
         };
-        let object = if chat {
-            "chat.completion"
-        } else {
-            "text_completion"
-        };
+        let object = if chat { "chat.completion" } else { "text_completion" };
         return HttpResponse::Ok().content_type("application/json").body(
             json!({ "id": id, "object": object, "created": t, "model": model, "system_fingerprint": "fp_ollama", "choices": [choice], "usage": usage })
                 .to_string(),
@@ -145,21 +122,16 @@ async fn generate(sim: Arc<Sim>, req: HttpRequest, body: Bytes, chat: bool) -> H
         .map(|e| Bytes::from(format!("data: {e}\n\n")))
         .collect();
     frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    let delay = (sim.config.tokens_per_sec > 0.0)
-        .then(|| std::time::Duration::from_secs_f64(1.0 / sim.config.tokens_per_sec));
-    let body = futures_util::stream::unfold(
-        (frames.into_iter(), true),
-        move |(mut it, first)| async move {
-            let next = it.next()?;
-            if let (Some(d), false) = (delay, first) {
-                tokio::time::sleep(d).await;
-            }
-            Some((Ok::<Bytes, actix_web::Error>(next), (it, false)))
-        },
-    );
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .streaming(body)
+    let delay =
+        (sim.config.tokens_per_sec > 0.0).then(|| std::time::Duration::from_secs_f64(1.0 / sim.config.tokens_per_sec));
+    let body = futures_util::stream::unfold((frames.into_iter(), true), move |(mut it, first)| async move {
+        let next = it.next()?;
+        if let (Some(d), false) = (delay, first) {
+            tokio::time::sleep(d).await;
+        }
+        Some((Ok::<Bytes, actix_web::Error>(next), (it, false)))
+    });
+    HttpResponse::Ok().content_type("text/event-stream").streaming(body)
 }
 
 async fn embeddings(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpResponse {
@@ -167,11 +139,7 @@ async fn embeddings(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpR
     let Ok(map) = decode(&body) else {
         return oai_error(StatusCode::BAD_REQUEST, "invalid request body");
     };
-    let name = map
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let name = map.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
     let ticket = match admit(&sim, &req, "/v1/embeddings", &body, Some(&name)) {
         Ok(t) => t,
         Err(resp) => return resp,
@@ -179,11 +147,7 @@ async fn embeddings(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpR
     ticket.finish();
     let inputs: Vec<String> = match map.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) if !a.is_empty() => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
+        Some(Value::Array(a)) if !a.is_empty() => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
         _ => return oai_error(StatusCode::BAD_REQUEST, "invalid input"),
     };
     let Some(m) = sim.find(&name) else {
@@ -199,7 +163,8 @@ async fn embeddings(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpR
         .collect();
     let n = inputs.len() * 4;
     HttpResponse::Ok().content_type("application/json").body(
-        json!({ "object": "list", "data": data, "model": name, "usage": { "prompt_tokens": n, "total_tokens": n } }).to_string(),
+        json!({ "object": "list", "data": data, "model": name, "usage": { "prompt_tokens": n, "total_tokens": n } })
+            .to_string(),
     )
 }
 

@@ -165,9 +165,7 @@ impl Sim {
 
     pub fn add_model(&self, model: SimModel) {
         let mut inner = self.inner.lock();
-        inner
-            .models
-            .retain(|m| !m.name.eq_ignore_ascii_case(&model.name));
+        inner.models.retain(|m| !m.name.eq_ignore_ascii_case(&model.name));
         inner.models.push(model);
     }
 
@@ -182,12 +180,7 @@ impl Sim {
     }
 
     pub fn loaded_models(&self) -> Vec<String> {
-        self.inner
-            .lock()
-            .loaded
-            .iter()
-            .map(|l| l.name.clone())
-            .collect()
+        self.inner.lock().loaded.iter().map(|l| l.name.clone()).collect()
     }
 
     /// Loaded models with their expiry, latest expiry first.
@@ -292,13 +285,7 @@ impl Sim {
     }
 
     /// Counts a request and remembers it; the ticket counts it finished or cancelled.
-    pub fn begin(
-        self: &Arc<Self>,
-        req: &HttpRequest,
-        route: &str,
-        body: &[u8],
-        model: Option<&str>,
-    ) -> Ticket {
+    pub fn begin(self: &Arc<Self>, req: &HttpRequest, route: &str, body: &[u8], model: Option<&str>) -> Ticket {
         let headers = req
             .headers()
             .iter()
@@ -321,11 +308,7 @@ impl Sim {
         let mut inner = self.inner.lock();
         *inner.stats.requests.entry(route.to_owned()).or_default() += 1;
         if let Some(m) = model {
-            *inner
-                .stats
-                .requests_by_model
-                .entry(m.to_owned())
-                .or_default() += 1;
+            *inner.stats.requests_by_model.entry(m.to_owned()).or_default() += 1;
         }
         inner.stats.in_flight += 1;
         inner.stats.max_in_flight = inner.stats.max_in_flight.max(inner.stats.in_flight);

@@ -7,10 +7,10 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 
 const WORDS: &[&str] = &[
-    "the", "herd", "rests", "in", "a", "wide", "corral", "while", "gentle", "rain", "falls", "on",
-    "green", "hills", "and", "riders", "tell", "stories", "of", "distant", "valleys", "where",
-    "rivers", "shine", "under", "a", "pale", "moon", "every", "fence", "post", "holds", "memory",
-    "light", "wind", "carries", "dust", "across", "quiet", "plains",
+    "the", "herd", "rests", "in", "a", "wide", "corral", "while", "gentle", "rain", "falls", "on", "green", "hills",
+    "and", "riders", "tell", "stories", "of", "distant", "valleys", "where", "rivers", "shine", "under", "a", "pale",
+    "moon", "every", "fence", "post", "holds", "memory", "light", "wind", "carries", "dust", "across", "quiet",
+    "plains",
 ];
 
 /// A seeded word source for one response.
@@ -130,12 +130,7 @@ fn parse_go_duration(s: &str) -> Result<Option<Duration>, String> {
             "m" => 60.0,
             "h" => 3600.0,
             "" => return Err(format!("time: missing unit in duration {s:?}")),
-            _ => {
-                return Err(format!(
-                    "time: unknown unit {:?} in duration {s:?}",
-                    &rest[..unit_len]
-                ))
-            }
+            _ => return Err(format!("time: unknown unit {:?} in duration {s:?}", &rest[..unit_len])),
         };
         total += n * scale;
         rest = &rest[unit_len..];

@@ -4,7 +4,9 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
-use super::{check_json, default_target, read_body, target, upstream_path, url_idx};
+use super::{
+    check_json, choose, default_target, read_body, strip_body_prefix, target, unknown_model, upstream_path, url_idx,
+};
 use crate::error::AppError;
 use crate::proxy::{self, Body, Outgoing};
 use crate::state::Shared;
@@ -20,6 +22,17 @@ pub enum Quirk {
     OwuiTrue,
 }
 
+/// How a route picks its instance when no `/{url_idx}` pins it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// The first enabled instance (pull, create: Open WebUI's index 0).
+    Default,
+    /// An instance holding the body's model, by the balancing policy.
+    ByModel,
+    /// The lowest-index instance holding the body's model (push, copy, delete).
+    FirstHolder,
+}
+
 /// One native route.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec {
@@ -31,6 +44,10 @@ pub struct Spec {
     pub json_body: bool,
     /// Extra behaviour.
     pub quirk: Quirk,
+    /// How the instance is chosen.
+    pub routing: Routing,
+    /// Served under `/ollama` (Open WebUI's error texts).
+    pub owui: bool,
 }
 
 impl Spec {
@@ -41,6 +58,8 @@ impl Spec {
             path,
             json_body: true,
             quirk: Quirk::None,
+            routing: Routing::ByModel,
+            owui: false,
         }
     }
 
@@ -51,12 +70,32 @@ impl Spec {
             path,
             json_body: false,
             quirk: Quirk::None,
+            routing: Routing::Default,
+            owui: false,
         }
+    }
+
+    /// Whether the route changes the models an instance holds.
+    pub fn changes_models(&self) -> bool {
+        matches!(
+            self.path,
+            "/api/pull" | "/api/push" | "/api/create" | "/api/copy" | "/api/delete"
+        )
     }
 
     /// The same route with a quirk.
     pub const fn with(self, quirk: Quirk) -> Spec {
         Spec { quirk, ..self }
+    }
+
+    /// The same route with another way of choosing the instance.
+    pub const fn routed(self, routing: Routing) -> Spec {
+        Spec { routing, ..self }
+    }
+
+    /// The same route as served under `/ollama`.
+    pub const fn owui(self, owui: bool) -> Spec {
+        Spec { owui, ..self }
     }
 
     /// The same route with another upstream method.
@@ -73,20 +112,36 @@ pub async fn forward(
     client: web::Data<awc::Client>,
     spec: Spec,
 ) -> Result<HttpResponse, AppError> {
-    let body = if spec.json_body {
-        let bytes = read_body(payload).await?;
-        check_json(&bytes)?;
-        match spec.quirk {
-            Quirk::OwuiPull => Body::Bytes(owui_pull_body(&bytes)?),
-            _ => Body::Bytes(bytes),
-        }
-    } else {
-        Body::Empty
-    };
     let settings = shared.settings();
-    let target = match url_idx(&req, settings.ollama.base_urls.len())? {
-        Some(idx) => target(&shared, idx)?,
-        None => default_target(&shared)?,
+    let pinned = url_idx(&req, settings.ollama.base_urls.len())?;
+    let (target, body) = if spec.json_body {
+        let bytes = read_body(payload).await?;
+        let fields = check_json(&bytes)?;
+        let bytes = match spec.quirk {
+            Quirk::OwuiPull => owui_pull_body(&bytes)?,
+            _ => bytes,
+        };
+        let model = fields.source.as_deref().filter(|s| !s.is_empty()).or(fields.get());
+        let target = match (pinned, spec.routing, model) {
+            (Some(idx), _, _) => target(&shared, idx)?,
+            (None, Routing::Default, _) => default_target(&shared)?,
+            (None, _, None) => return Err(AppError::BadRequest("model is required".to_owned())),
+            (None, routing, Some(model)) => {
+                let first = routing == Routing::FirstHolder;
+                match choose(&shared, &client, model, first).await? {
+                    Some(target) => target,
+                    None => return Err(unknown_model(model, spec.owui)),
+                }
+            }
+        };
+        let bytes = strip_body_prefix(&shared, target.idx, bytes)?;
+        (target, Body::Bytes(bytes))
+    } else {
+        let target = match pinned {
+            Some(idx) => target(&shared, idx)?,
+            None => default_target(&shared)?,
+        };
+        (target, Body::Empty)
     };
     // HEAD stays HEAD; everything else uses the route's upstream method.
     let method = if req.method() == Method::HEAD {
@@ -102,10 +157,19 @@ pub async fn forward(
         body,
     };
     let resp = proxy::send(&client, &settings.upstream, &target, out).await?;
+    // Pull, push, create, copy and delete change what instances hold: the catalogue is
+    // marked stale once the operation has ended, so the next lookup sees the change.
+    let on_end: Option<Box<dyn FnOnce()>> = if spec.changes_models() {
+        shared.fleet.invalidate();
+        let shared = shared.clone();
+        Some(Box::new(move || shared.fleet.invalidate()))
+    } else {
+        None
+    };
     if spec.quirk == Quirk::OwuiTrue && resp.status().is_success() {
         return Ok(HttpResponse::Ok().json(true));
     }
-    Ok(proxy::relay(resp, &settings.upstream, &target))
+    Ok(proxy::relay_with(resp, &settings.upstream, &target, on_end))
 }
 
 /// `HEAD`/`POST /api/blobs/{digest}`: the body (a model file of many GB) is streamed through.
@@ -115,11 +179,7 @@ pub async fn blob(
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
 ) -> Result<HttpResponse, AppError> {
-    let digest = req
-        .match_info()
-        .get("digest")
-        .unwrap_or_default()
-        .to_owned();
+    let digest = req.match_info().get("digest").unwrap_or_default().to_owned();
     let settings = shared.settings();
     let target = match url_idx(&req, settings.ollama.base_urls.len())? {
         Some(idx) => target(&shared, idx)?,
@@ -143,8 +203,7 @@ pub async fn blob(
 
 /// Open WebUI forces `insecure: true` on admin pulls and fills `model` from `name`.
 fn owui_pull_body(bytes: &[u8]) -> Result<bytes::Bytes, AppError> {
-    let mut value: Value =
-        serde_json::from_slice(bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let mut value: Value = serde_json::from_slice(bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
     if let Some(obj) = value.as_object_mut() {
         let model = obj
             .get("model")

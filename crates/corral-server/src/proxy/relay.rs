@@ -28,9 +28,7 @@ pub enum Framing {
 impl Framing {
     /// The framing of a response with this content type.
     pub fn of(content_type: Option<&HeaderValue>) -> Framing {
-        let ct = content_type
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
+        let ct = content_type.and_then(|v| v.to_str().ok()).unwrap_or_default();
         if ct.contains("ndjson") {
             Framing::NdJson
         } else if ct.contains("event-stream") {
@@ -50,6 +48,15 @@ pub struct Relay<S> {
     at_line_start: bool,
     done: bool,
     upstream: usize,
+    on_drop: Option<Box<dyn FnOnce()>>,
+}
+
+impl<S> Drop for Relay<S> {
+    fn drop(&mut self) {
+        if let Some(hook) = self.on_drop.take() {
+            hook();
+        }
+    }
 }
 
 impl<S> Relay<S> {
@@ -63,7 +70,14 @@ impl<S> Relay<S> {
             at_line_start: true,
             done: false,
             upstream,
+            on_drop: None,
         }
+    }
+
+    /// Runs `hook` when the relay ends (the body finished, failed, or the client went away).
+    pub fn on_drop(mut self, hook: Box<dyn FnOnce()>) -> Relay<S> {
+        self.on_drop = Some(hook);
+        self
     }
 
     fn fail(&mut self, message: String) -> Option<Result<Bytes, actix_web::Error>> {

@@ -1,4 +1,7 @@
 //! Integration tests: the gateway over real HTTP in front of real simulators.
 
+// Test helpers fail the test on any error, which is what `unwrap` says.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod passthrough;
 mod support;

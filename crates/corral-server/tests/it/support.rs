@@ -82,11 +82,7 @@ where
 }
 
 /// Reads NDJSON lines as they arrive until `n` full lines are in, or the timeout ends.
-pub async fn read_lines<S>(
-    resp: &mut awc::ClientResponse<S>,
-    n: usize,
-    timeout: Duration,
-) -> Vec<String>
+pub async fn read_lines<S>(resp: &mut awc::ClientResponse<S>, n: usize, timeout: Duration) -> Vec<String>
 where
     S: futures_util::Stream<Item = Result<Bytes, awc::error::PayloadError>> + Unpin,
 {

@@ -120,12 +120,7 @@ enum Validated {
     },
 }
 
-fn validate(
-    sim: &Sim,
-    map: &Map<String, Value>,
-    kind: Kind,
-    name: &str,
-) -> Result<Validated, HttpResponse> {
+fn validate(sim: &Sim, map: &Map<String, Value>, kind: Kind, name: &str) -> Result<Validated, HttpResponse> {
     if name.is_empty() {
         return Err(match kind {
             Kind::Chat => error(StatusCode::BAD_REQUEST, "model is required"),
@@ -133,18 +128,11 @@ fn validate(
         });
     }
     let Some(model) = sim.find(name) else {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            &format!("model '{name}' not found"),
-        ));
+        return Err(error(StatusCode::NOT_FOUND, &format!("model '{name}' not found")));
     };
-    let keep_alive =
-        text::keep_alive(map.get("keep_alive")).map_err(|e| error(StatusCode::BAD_REQUEST, &e))?;
+    let keep_alive = text::keep_alive(map.get("keep_alive")).map_err(|e| error(StatusCode::BAD_REQUEST, &e))?;
     let full = format!("registry.ollama.ai/library/{}", model.name);
-    let tools = map
-        .get("tools")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty());
+    let tools = map.get("tools").and_then(Value::as_array).filter(|t| !t.is_empty());
     if kind == Kind::Chat && tools.is_some() && !model.can("tools") {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -152,11 +140,7 @@ fn validate(
         ));
     }
     if !model.can("completion") {
-        let what = if kind == Kind::Chat {
-            "chat"
-        } else {
-            "generate"
-        };
+        let what = if kind == Kind::Chat { "chat" } else { "generate" };
         return Err(error(
             StatusCode::BAD_REQUEST,
             &format!("\"{name}\" does not support {what}"),
@@ -169,7 +153,9 @@ fn validate(
         Some(other) => {
             return Err(error(
                 StatusCode::BAD_REQUEST,
-                &format!("invalid think value: {other} (must be \"high\", \"medium\", \"low\", \"max\", true, or false)"),
+                &format!(
+                    "invalid think value: {other} (must be \"high\", \"medium\", \"low\", \"max\", true, or false)"
+                ),
             ))
         }
     };
@@ -215,10 +201,7 @@ fn validate(
         Kind::Generate => str_field(map, "prompt").map(str::to_owned),
     };
     let empty = match kind {
-        Kind::Chat => map
-            .get("messages")
-            .and_then(Value::as_array)
-            .is_none_or(Vec::is_empty),
+        Kind::Chat => map.get("messages").and_then(Value::as_array).is_none_or(Vec::is_empty),
         Kind::Generate => prompt_text.as_deref().is_none_or(str::is_empty),
     };
     if empty {
@@ -242,9 +225,7 @@ fn validate(
         .and_then(Value::as_u64)
         .unwrap_or_else(|| text::hash(&prompt_text))
         ^ sim.config.seed;
-    let format = map
-        .get("format")
-        .filter(|f| !f.is_null() && f.as_str() != Some(""));
+    let format = map.get("format").filter(|f| !f.is_null() && f.as_str() != Some(""));
     if let Some(f) = format {
         if !(f.as_str() == Some("json") || f.is_object()) {
             return Err(error(
@@ -264,11 +245,7 @@ fn validate(
         kind,
         echo: name.to_owned(),
         think_chunks: if think { 3 } else { 0 },
-        content_chunks: if tool_call.is_some() {
-            0
-        } else {
-            content_chunks
-        },
+        content_chunks: if tool_call.is_some() { 0 } else { content_chunks },
         length: length && tool_call.is_none(),
         tool_call,
         json_format: format.is_some(),
@@ -353,10 +330,7 @@ enum Step {
 
 impl Gen {
     fn total(&self) -> usize {
-        self.plan.think_chunks
-            + self.plan.content_chunks
-            + usize::from(self.plan.tool_call.is_some())
-            + 1
+        self.plan.think_chunks + self.plan.content_chunks + usize::from(self.plan.tool_call.is_some()) + 1
     }
 
     /// The next step of the stream, after pacing and faults.
@@ -465,20 +439,14 @@ impl Gen {
 
     fn metrics(&self, v: &mut Value) {
         let total = self.started.elapsed();
-        let eval_count = self.plan.content_chunks
-            + self.plan.think_chunks
-            + usize::from(self.plan.tool_call.is_some());
+        let eval_count = self.plan.content_chunks + self.plan.think_chunks + usize::from(self.plan.tool_call.is_some());
         let eval = self
             .delay
-            .map_or(Duration::from_micros(5) * eval_count as u32, |d| {
-                d * eval_count as u32
-            });
+            .map_or(Duration::from_micros(5) * eval_count as u32, |d| d * eval_count as u32);
         v["total_duration"] = json!(text::nanos(total.max(self.load + eval)));
         v["load_duration"] = json!(text::nanos(self.load));
         v["prompt_eval_count"] = json!(self.plan.prompt_tokens);
-        v["prompt_eval_duration"] = json!(text::nanos(
-            Duration::from_micros(40) * self.plan.prompt_tokens as u32
-        ));
+        v["prompt_eval_duration"] = json!(text::nanos(Duration::from_micros(40) * self.plan.prompt_tokens as u32));
         if eval_count > 0 {
             v["eval_count"] = json!(eval_count);
             v["eval_duration"] = json!(text::nanos(eval));
@@ -505,9 +473,7 @@ async fn stream_response(mut gen: Gen) -> HttpResponse {
             Step::Drop => {
                 gen.sent = gen.total();
                 Some((
-                    Err(actix_web::error::ErrorInternalServerError(
-                        "simulated connection drop",
-                    )),
+                    Err(actix_web::error::ErrorInternalServerError("simulated connection drop")),
                     gen,
                 ))
             }
@@ -518,9 +484,7 @@ async fn stream_response(mut gen: Gen) -> HttpResponse {
         futures_util::stream::once(async move { Ok::<Bytes, actix_web::Error>(first) }),
         rest,
     );
-    HttpResponse::Ok()
-        .content_type("application/x-ndjson")
-        .streaming(body)
+    HttpResponse::Ok().content_type("application/x-ndjson").streaming(body)
 }
 
 async fn single_response(mut gen: Gen) -> HttpResponse {

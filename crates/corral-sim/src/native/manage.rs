@@ -34,30 +34,24 @@ fn progress(lines: Vec<Value>, stream: bool, pace: Duration) -> HttpResponse {
             .content_type("application/json")
             .body(last.to_string());
     }
-    let body = futures_util::stream::unfold(
-        (lines.into_iter(), true),
-        move |(mut it, first)| async move {
-            let next = it.next()?;
-            if !first && !pace.is_zero() {
-                tokio::time::sleep(pace).await;
-            }
-            Some((
-                Ok::<Bytes, actix_web::Error>(Bytes::from(format!("{next}\n"))),
-                (it, false),
-            ))
-        },
-    );
-    HttpResponse::Ok()
-        .content_type("application/x-ndjson")
-        .streaming(body)
+    let body = futures_util::stream::unfold((lines.into_iter(), true), move |(mut it, first)| async move {
+        let next = it.next()?;
+        if !first && !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
+        Some((
+            Ok::<Bytes, actix_web::Error>(Bytes::from(format!("{next}\n"))),
+            (it, false),
+        ))
+    });
+    HttpResponse::Ok().content_type("application/x-ndjson").streaming(body)
 }
 
 fn layer_lines(verb: &str, model: &SimModel) -> Vec<Value> {
     let digest = format!("sha256:{}", model.digest);
     let short = &model.digest[..12.min(model.digest.len())];
     let total = model.size;
-    let mut out =
-        vec![json!({ "status": format!("{verb} {short}"), "digest": digest, "total": total })];
+    let mut out = vec![json!({ "status": format!("{verb} {short}"), "digest": digest, "total": total })];
     for step in 1..=4u64 {
         out.push(json!({ "status": format!("{verb} {short}"), "digest": digest, "total": total, "completed": total * step / 4 }));
     }
@@ -150,22 +144,14 @@ pub async fn create(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpR
     }
     let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(true);
     let from = str_field(&map, "from").filter(|f| !f.is_empty());
-    let files = map
-        .get("files")
-        .and_then(Value::as_object)
-        .filter(|f| !f.is_empty());
+    let files = map.get("files").and_then(Value::as_object).filter(|f| !f.is_empty());
     let base = match (from, files) {
         (Some(f), _) => match sim.find(f) {
             Some(m) => m,
             None => return error(StatusCode::BAD_REQUEST, &format!("model '{f}' not found")),
         },
         (None, Some(_)) => SimModel::chat(&name),
-        (None, None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "neither 'from' or 'files' was specified",
-            )
-        }
+        (None, None) => return error(StatusCode::BAD_REQUEST, "neither 'from' or 'files' was specified"),
     };
     let mut model = base.clone();
     model.name = with_tag(&name);
@@ -195,22 +181,13 @@ pub async fn copy(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpRes
     ticket.finish();
     let dest = str_field(&map, "destination").unwrap_or_default();
     if source.is_empty() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("source \"{source}\" is invalid"),
-        );
+        return error(StatusCode::BAD_REQUEST, &format!("source \"{source}\" is invalid"));
     }
     if dest.is_empty() || dest.contains(' ') {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("destination \"{dest}\" is invalid"),
-        );
+        return error(StatusCode::BAD_REQUEST, &format!("destination \"{dest}\" is invalid"));
     }
     let Some(mut model) = sim.find(&source) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("model \"{source}\" not found"),
-        );
+        return error(StatusCode::NOT_FOUND, &format!("model \"{source}\" not found"));
     };
     model.name = with_tag(dest);
     sim.add_model(model);
@@ -247,11 +224,7 @@ fn valid_digest(digest: &str) -> Option<String> {
         .then(|| format!("sha256:{}", hexpart.to_ascii_lowercase()))
 }
 
-pub async fn blob_head(
-    sim: web::Data<Sim>,
-    req: HttpRequest,
-    path: web::Path<String>,
-) -> HttpResponse {
+pub async fn blob_head(sim: web::Data<Sim>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
     let sim: Arc<Sim> = sim.into_inner();
     let ticket = match admit(&sim, &req, "/api/blobs", b"", None) {
         Ok(t) => t,
@@ -265,12 +238,7 @@ pub async fn blob_head(
     }
 }
 
-pub async fn blob_post(
-    sim: web::Data<Sim>,
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: Bytes,
-) -> HttpResponse {
+pub async fn blob_post(sim: web::Data<Sim>, req: HttpRequest, path: web::Path<String>, body: Bytes) -> HttpResponse {
     let sim: Arc<Sim> = sim.into_inner();
     let ticket = match admit(&sim, &req, "/api/blobs", b"", None) {
         Ok(t) => t,

@@ -1,0 +1,364 @@
+//! Routes that speak for the whole fleet: merged listings, the lowest version, fleet-wide
+//! pull and delete, and unload.
+
+use std::time::Duration;
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use futures_util::{stream, StreamExt};
+use serde_json::{json, Value};
+
+use super::{check_json, read_body, target, unknown_model};
+use crate::discovery::fetch_json;
+use crate::error::AppError;
+use crate::proxy::{self, Body, Outgoing};
+use crate::state::Shared;
+
+/// How old a merged listing may be, from `ollama.models_cache_ttl`.
+fn ttl(shared: &Shared) -> Duration {
+    Duration::from_secs(shared.settings().ollama.models_cache_ttl)
+}
+
+/// `GET /api/tags`, `GET /ollama/api/tags`: every enabled instance's models, merged.
+pub async fn tags(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> HttpResponse {
+    if !shared.settings().ollama.enable {
+        return HttpResponse::Ok().json(json!({ "models": [] }));
+    }
+    let snap = shared.fleet.fresh(&shared, &client, ttl(&shared)).await;
+    HttpResponse::Ok().json(json!({ "models": snap.catalogue.models_json() }))
+}
+
+/// `GET /api/ps`, `GET /ollama/api/ps`: every enabled instance's loaded models, merged.
+pub async fn ps(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> HttpResponse {
+    if !shared.settings().ollama.enable {
+        return HttpResponse::Ok().json(json!({ "models": [] }));
+    }
+    let snap = shared.fleet.fresh(&shared, &client, ttl(&shared)).await;
+    HttpResponse::Ok().json(json!({ "models": snap.catalogue.ps_json() }))
+}
+
+/// `GET /ollama/v1/models`: the merged catalogue in OpenAI's list shape, as Open WebUI
+/// answers it.
+pub async fn v1_models(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> HttpResponse {
+    let data: Vec<Value> = if shared.settings().ollama.enable {
+        let snap = shared.fleet.fresh(&shared, &client, ttl(&shared)).await;
+        let now = chrono_now();
+        snap.catalogue
+            .entries()
+            .iter()
+            .map(|e| json!({ "id": e.id, "object": "model", "created": now, "owned_by": "openai" }))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    HttpResponse::Ok().json(json!({ "data": data, "object": "list" }))
+}
+
+fn chrono_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `GET /api/version`, `GET /ollama/api/version`: the lowest version among the enabled
+/// instances that answer within the discovery timeout.
+pub async fn version(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> Result<HttpResponse, AppError> {
+    let settings = shared.settings();
+    if !settings.ollama.enable {
+        return Ok(HttpResponse::Ok().json(json!({ "version": false })));
+    }
+    let answers = futures_util::future::join_all(
+        (0..settings.ollama.base_urls.len()).map(|idx| fetch_json(&client, &settings, idx, "/api/version")),
+    )
+    .await;
+    let versions: Vec<(usize, String)> = answers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(idx, v)| Some((idx, v?.get("version")?.as_str()?.to_owned())))
+        .collect();
+    match corral_registry::lowest_version(&versions) {
+        Some((_, v)) => Ok(HttpResponse::Ok().json(json!({ "version": v }))),
+        None => Err(AppError::UpstreamUnreachable {
+            idx: 0,
+            url: "every instance".to_owned(),
+            reason: "no Ollama instance answered /api/version".to_owned(),
+        }),
+    }
+}
+
+/// The instances a fleet-wide operation addresses: `urls` from the body when given, else
+/// every enabled instance.
+fn chosen_instances(shared: &Shared, body: &Value) -> Result<Vec<usize>, AppError> {
+    let settings = shared.settings();
+    let n = settings.ollama.base_urls.len();
+    let enabled = |i: usize| settings.ollama.connection(i).enabled();
+    match body.get("urls") {
+        None | Some(Value::Null) => Ok((0..n).filter(|&i| enabled(i)).collect()),
+        Some(Value::Array(items)) => {
+            let mut out = Vec::new();
+            for item in items {
+                let idx = item
+                    .as_u64()
+                    .and_then(|i| usize::try_from(i).ok())
+                    .filter(|&i| i < n)
+                    .ok_or_else(|| AppError::BadRequest(format!("urls: {item} is not an instance index below {n}")))?;
+                if !enabled(idx) {
+                    return Err(AppError::BadRequest(format!("urls: instance {idx} is disabled")));
+                }
+                if !out.contains(&idx) {
+                    out.push(idx);
+                }
+            }
+            Ok(out)
+        }
+        Some(other) => Err(AppError::BadRequest(format!(
+            "urls must be a list of instance indices, got {other}"
+        ))),
+    }
+}
+
+/// `POST /ollama/api/pull/all`: pulls on every enabled instance (or on `urls`) at once and
+/// streams one merged NDJSON progress stream whose lines name their instance (`url_idx`).
+/// It ends with `{"status":"success"}` when every instance succeeded, else an error line.
+pub async fn pull_all(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    client: web::Data<awc::Client>,
+) -> Result<HttpResponse, AppError> {
+    let bytes = read_body(payload).await?;
+    let fields = check_json(&bytes)?;
+    let model = fields
+        .get()
+        .ok_or_else(|| AppError::BadRequest("model is required".to_owned()))?
+        .to_owned();
+    let mut body: Value = serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let instances = chosen_instances(&shared, &body)?;
+    if instances.is_empty() {
+        return Err(AppError::Disabled("no enabled Ollama instance to pull to".to_owned()));
+    }
+    if let Some(obj) = body.as_object_mut() {
+        obj.remove("urls");
+        obj.insert("model".to_owned(), Value::String(model.clone()));
+        obj.insert("stream".to_owned(), Value::Bool(true));
+        obj.insert("insecure".to_owned(), Value::Bool(true));
+    }
+    let payload = Bytes::from(body.to_string());
+    let settings = shared.settings();
+    let mut streams = Vec::new();
+    for idx in instances {
+        let target = target(&shared, idx)?;
+        let out = Outgoing {
+            method: Method::POST,
+            path_and_query: "/api/pull".to_owned(),
+            client_headers: req.headers(),
+            extra_headers: Vec::new(),
+            body: Body::Bytes(payload.clone()),
+        };
+        let lines: stream::LocalBoxStream<'static, Value> =
+            match proxy::send(&client, &settings.upstream, &target, out).await {
+                Ok(resp) if resp.status().is_success() => tagged_lines(resp, idx).boxed_local(),
+                Ok(mut resp) => {
+                    let status = resp.status();
+                    let text = proxy::read_all(&mut resp, 64 * 1024).await.unwrap_or_default();
+                    let message = serde_json::from_slice::<Value>(&text)
+                        .ok()
+                        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                        .unwrap_or_else(|| format!("answered {status}"));
+                    stream::iter([json!({ "error": message, "url_idx": idx })]).boxed_local()
+                }
+                Err(err) => stream::iter([json!({ "error": err.to_string(), "url_idx": idx })]).boxed_local(),
+            };
+        streams.push(lines);
+    }
+    let outcome = std::rc::Rc::new(std::cell::RefCell::new(Outcome::default()));
+    let seen = outcome.clone();
+    let lines = stream::select_all(streams).map(move |line| {
+        seen.borrow_mut().record(&line);
+        line
+    });
+    let last = stream::once(async move {
+        let failed = &outcome.borrow().failed;
+        if failed.is_empty() {
+            json!({ "status": "success" })
+        } else {
+            json!({ "error": format!("pull failed on instance(s) {failed:?}") })
+        }
+    });
+    let body = lines
+        .chain(last)
+        .map(|line| Ok::<Bytes, actix_web::Error>(Bytes::from(format!("{line}\n"))));
+    Ok(HttpResponse::Ok().content_type("application/x-ndjson").streaming(body))
+}
+
+/// Which instances have reported an error so far.
+#[derive(Default)]
+struct Outcome {
+    failed: Vec<usize>,
+}
+
+impl Outcome {
+    fn record(&mut self, line: &Value) {
+        if line.get("error").is_some() {
+            if let Some(idx) = line
+                .get("url_idx")
+                .and_then(Value::as_u64)
+                .and_then(|i| usize::try_from(i).ok())
+            {
+                if !self.failed.contains(&idx) {
+                    self.failed.push(idx);
+                }
+            }
+        }
+    }
+}
+
+/// An upstream NDJSON body as JSON lines, each tagged with its instance. An instance whose
+/// stream ends without `success` counts as failed.
+fn tagged_lines(resp: awc::ClientResponse, idx: usize) -> impl futures_util::Stream<Item = Value> {
+    let state = (resp, Vec::<u8>::new(), false, false);
+    stream::unfold(state, move |(mut resp, mut buf, mut succeeded, mut done)| async move {
+        loop {
+            if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let Ok(mut value) = serde_json::from_slice::<Value>(&line[..line.len() - 1]) else {
+                    continue;
+                };
+                if value.get("status").and_then(Value::as_str) == Some("success") {
+                    succeeded = true;
+                }
+                if let Some(obj) = value.as_object_mut() {
+                    obj.insert("url_idx".to_owned(), json!(idx));
+                }
+                return Some((value, (resp, buf, succeeded, done)));
+            }
+            if done {
+                return None;
+            }
+            match resp.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    done = true;
+                    let value = json!({ "error": format!("the instance broke off: {e}"), "url_idx": idx });
+                    return Some((value, (resp, buf, succeeded, done)));
+                }
+                None => {
+                    done = true;
+                    if !buf.is_empty() {
+                        buf.push(b'\n');
+                        continue;
+                    }
+                    if !succeeded {
+                        let value = json!({ "error": "the instance ended the pull without success", "url_idx": idx });
+                        return Some((value, (resp, buf, succeeded, done)));
+                    }
+                    return None;
+                }
+            }
+        }
+    })
+}
+
+/// `DELETE /ollama/api/delete/all`: deletes the model from every enabled instance that holds
+/// it (or from `urls`), and reports each instance's answer.
+pub async fn delete_all(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    client: web::Data<awc::Client>,
+) -> Result<HttpResponse, AppError> {
+    let bytes = read_body(payload).await?;
+    let fields = check_json(&bytes)?;
+    let model = fields
+        .get()
+        .ok_or_else(|| AppError::BadRequest("model is required".to_owned()))?
+        .to_owned();
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let snap = shared.fleet.fresh(&shared, &client, Duration::from_secs(1)).await;
+    let entry = snap
+        .catalogue
+        .resolve(&model)
+        .ok_or_else(|| unknown_model(&model, true))?;
+    let wanted = chosen_instances(&shared, &body)?;
+    let holders: Vec<usize> = entry.urls.iter().copied().filter(|i| wanted.contains(i)).collect();
+    let settings = shared.settings();
+    let mut results = Vec::new();
+    let mut all_ok = true;
+    for idx in holders {
+        let target = target(&shared, idx)?;
+        let name = snap.catalogue.upstream_name(idx, &entry.id).to_owned();
+        let out = Outgoing {
+            method: Method::DELETE,
+            path_and_query: "/api/delete".to_owned(),
+            client_headers: req.headers(),
+            extra_headers: Vec::new(),
+            body: Body::Bytes(Bytes::from(json!({ "model": name }).to_string())),
+        };
+        let result = match proxy::send(&client, &settings.upstream, &target, out).await {
+            Ok(resp) if resp.status().is_success() => json!({ "url_idx": idx, "status": true }),
+            Ok(resp) => json!({ "url_idx": idx, "status": false, "error": format!("answered {}", resp.status()) }),
+            Err(e) => json!({ "url_idx": idx, "status": false, "error": e.to_string() }),
+        };
+        all_ok &= result["status"] == json!(true);
+        results.push(result);
+    }
+    shared.fleet.invalidate();
+    let status = if all_ok {
+        actix_web::http::StatusCode::OK
+    } else {
+        actix_web::http::StatusCode::BAD_GATEWAY
+    };
+    Ok(HttpResponse::build(status).json(json!({ "status": all_ok, "results": results })))
+}
+
+/// `POST /ollama/api/unload`: unloads the model on every instance holding it.
+pub async fn unload(
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    client: web::Data<awc::Client>,
+) -> Result<HttpResponse, AppError> {
+    let bytes = read_body(payload).await?;
+    let fields = check_json(&bytes)?;
+    let model = fields
+        .get()
+        .ok_or_else(|| AppError::BadRequest("Missing name of the model to unload.".to_owned()))?
+        .to_owned();
+    let snap = shared.fleet.fresh(&shared, &client, Duration::from_secs(1)).await;
+    let entry = snap
+        .catalogue
+        .resolve(&model)
+        .ok_or_else(|| unknown_model(&model, true))?;
+    let settings = shared.settings();
+    let mut failures = Vec::new();
+    for &idx in &entry.urls {
+        let target = target(&shared, idx)?;
+        let name = snap.catalogue.upstream_name(idx, &entry.id).to_owned();
+        let out = Outgoing {
+            method: Method::POST,
+            path_and_query: "/api/generate".to_owned(),
+            client_headers: req.headers(),
+            extra_headers: Vec::new(),
+            body: Body::Bytes(Bytes::from(
+                json!({ "model": name, "keep_alive": 0, "prompt": "" }).to_string(),
+            )),
+        };
+        match proxy::send(&client, &settings.upstream, &target, out).await {
+            Ok(resp) if resp.status().is_success() => {}
+            Ok(resp) => failures.push(json!({ "url_idx": idx, "error": format!("answered {}", resp.status()) })),
+            Err(e) => failures.push(json!({ "url_idx": idx, "error": e.to_string() })),
+        }
+    }
+    shared.fleet.invalidate();
+    if failures.is_empty() {
+        Ok(HttpResponse::Ok().json(json!({ "status": true })))
+    } else {
+        let message = format!(
+            "Failed to unload model on {} nodes: {}",
+            failures.len(),
+            Value::from(failures)
+        );
+        Ok(HttpResponse::BadGateway().json(json!({ "error": message, "detail": message })))
+    }
+}

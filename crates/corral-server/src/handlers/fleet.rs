@@ -146,9 +146,12 @@ pub async fn pull_all(
     }
     let payload = Bytes::from(body.to_string());
     let settings = shared.settings();
-    let mut streams = Vec::new();
-    for idx in instances {
-        let target = target(&shared, idx)?;
+    let targets = instances
+        .iter()
+        .map(|&idx| target(&shared, idx))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Every instance is asked at once; a slow one does not hold the others' progress back.
+    let sends = targets.iter().map(|target| {
         let out = Outgoing {
             method: Method::POST,
             path_and_query: "/api/pull".to_owned(),
@@ -156,22 +159,29 @@ pub async fn pull_all(
             extra_headers: Vec::new(),
             body: Body::Bytes(payload.clone()),
         };
-        let lines: stream::LocalBoxStream<'static, Value> =
-            match proxy::send(&client, &settings.upstream, &target, out).await {
-                Ok(resp) if resp.status().is_success() => tagged_lines(resp, idx).boxed_local(),
-                Ok(mut resp) => {
-                    let status = resp.status();
-                    let text = proxy::read_all(&mut resp, 64 * 1024).await.unwrap_or_default();
-                    let message = serde_json::from_slice::<Value>(&text)
-                        .ok()
-                        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-                        .unwrap_or_else(|| format!("answered {status}"));
-                    stream::iter([json!({ "error": message, "url_idx": idx })]).boxed_local()
-                }
-                Err(err) => stream::iter([json!({ "error": err.to_string(), "url_idx": idx })]).boxed_local(),
-            };
+        proxy::send(&client, &settings.upstream, target, out)
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let mut streams = Vec::new();
+    for (target, answer) in targets.iter().zip(answers) {
+        let idx = target.idx;
+        let lines: stream::LocalBoxStream<'static, Value> = match answer {
+            Ok(resp) if resp.status().is_success() => tagged_lines(resp, idx).boxed_local(),
+            Ok(mut resp) => {
+                let status = resp.status();
+                let text = proxy::read_all(&mut resp, 64 * 1024).await.unwrap_or_default();
+                let message = serde_json::from_slice::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_else(|| format!("answered {status}"));
+                stream::iter([json!({ "error": message, "url_idx": idx })]).boxed_local()
+            }
+            Err(err) => stream::iter([json!({ "error": err.to_string(), "url_idx": idx })]).boxed_local(),
+        };
         streams.push(lines);
     }
+    shared.fleet.invalidate();
+    let fleet_shared = shared.clone().into_inner();
     let outcome = std::rc::Rc::new(std::cell::RefCell::new(Outcome::default()));
     let seen = outcome.clone();
     let lines = stream::select_all(streams).map(move |line| {
@@ -179,6 +189,8 @@ pub async fn pull_all(
         line
     });
     let last = stream::once(async move {
+        // The pulled model is now on the instances: the next lookup refreshes.
+        fleet_shared.fleet.invalidate();
         let failed = &outcome.borrow().failed;
         if failed.is_empty() {
             json!({ "status": "success" })

@@ -3,5 +3,6 @@
 // Test helpers fail the test on any error, which is what `unwrap` says.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fleet;
 mod passthrough;
 mod support;

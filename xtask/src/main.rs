@@ -2,6 +2,8 @@
 //!
 //! Run `cargo xtask help` for the list.
 
+mod deps;
+mod test;
 mod tidy;
 
 use std::process::ExitCode;
@@ -10,8 +12,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("tidy") => tidy::run(&tidy::workspace_root()),
+        Some("test") => test::run(&tidy::workspace_root()),
+        Some("deps") => deps::run(&tidy::workspace_root()),
         _ => {
-            eprintln!("usage: cargo xtask <tidy>");
+            eprintln!("usage: cargo xtask <test|tidy|deps>");
             return ExitCode::from(2);
         }
     };

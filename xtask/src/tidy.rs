@@ -23,13 +23,8 @@ pub fn run(root: &Path) -> Result<()> {
         collect_rs(&root.join(dir), &mut files)?;
     }
     for file in &files {
-        let text =
-            fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let rel = file
-            .strip_prefix(root)
-            .unwrap_or(file)
-            .display()
-            .to_string();
+        let text = fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let rel = file.strip_prefix(root).unwrap_or(file).display().to_string();
         check_module_doc(&rel, &text, &mut problems);
         check_banned(&rel, &text, &mut problems);
     }
@@ -37,11 +32,7 @@ pub fn run(root: &Path) -> Result<()> {
     if problems.is_empty() {
         Ok(())
     } else {
-        bail!(
-            "tidy found {} problem(s):\n{}",
-            problems.len(),
-            problems.join("\n")
-        )
+        bail!("tidy found {} problem(s):\n{}", problems.len(), problems.join("\n"))
     }
 }
 
@@ -51,10 +42,7 @@ fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     }
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if path.is_dir() {
             if name == "target" || name == "node_modules" || name.starts_with('.') {
                 continue;
@@ -75,28 +63,17 @@ fn check_module_doc(rel: &str, text: &str, problems: &mut Vec<String>) {
         .find(|l| !l.is_empty() && !l.starts_with("#!["));
     match first {
         Some(line) if line.starts_with("//!") => {}
-        _ => problems.push(format!(
-            "{rel}: module does not start with a `//!` doc comment"
-        )),
+        _ => problems.push(format!("{rel}: module does not start with a `//!` doc comment")),
     }
 }
 
 fn check_banned(rel: &str, text: &str, problems: &mut Vec<String>) {
     // The patterns are split so this file does not flag itself.
     let banned = [
-        (
-            concat!("#[", "ignore"),
-            "ignored test: CI must run every test",
-        ),
-        (
-            concat!("#[", "should_panic"),
-            "should_panic: assert the error instead",
-        ),
+        (concat!("#[", "ignore"), "ignored test: CI must run every test"),
+        (concat!("#[", "should_panic"), "should_panic: assert the error instead"),
         (concat!("todo", "!("), "todo!: a stub is not done"),
-        (
-            concat!("unimplemented", "!("),
-            "unimplemented!: a stub is not done",
-        ),
+        (concat!("unimplemented", "!("), "unimplemented!: a stub is not done"),
     ];
     for (no, line) in text.lines().enumerate() {
         for (pat, why) in banned {

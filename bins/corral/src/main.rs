@@ -39,6 +39,9 @@ struct ServeArgs {
     /// Port to listen on (overrides `PORT`).
     #[arg(long)]
     port: Option<u16>,
+    /// Never start the built-in simulator, even when no Ollama answers at the default address.
+    #[arg(long)]
+    no_simulator: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,9 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn load_settings(path: Option<&std::path::Path>) -> anyhow::Result<Settings> {
     let file = match path {
-        Some(p) => {
-            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
-        }
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
         None => None,
     };
     let env: HashMap<String, String> = std::env::vars().collect();
@@ -98,13 +99,15 @@ fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         settings.server.port = port;
     }
     init_tracing(&settings.server.log);
+    // Keeps the simulator running for the life of the gateway.
+    let _simulator = if args.no_simulator {
+        None
+    } else {
+        demo_simulator(&mut settings)?
+    };
     let addr = (settings.server.host.as_str(), settings.server.port);
-    let listener = TcpListener::bind(addr).with_context(|| {
-        format!(
-            "cannot listen on {}:{}",
-            settings.server.host, settings.server.port
-        )
-    })?;
+    let listener = TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {}:{}", settings.server.host, settings.server.port))?;
     let local = listener.local_addr()?;
     actix_rt::System::new().block_on(async move {
         let corral = corral_server::Corral::new(settings);
@@ -115,9 +118,49 @@ fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// When Corral is left at its default upstream and no Ollama answers there, starts the
+/// built-in simulator in its place, so a newcomer gets a working gateway, and says so loudly.
+fn demo_simulator(settings: &mut Settings) -> anyhow::Result<Option<corral_sim::SimHandle>> {
+    let default = Settings::default().ollama.base_urls;
+    if settings.ollama.base_urls != default || reachable(&default[0]) {
+        return Ok(None);
+    }
+    let config = corral_sim::SimConfig {
+        version: "0.0.0-corral-simulator".to_owned(),
+        tokens_per_sec: 40.0,
+        load_time: std::time::Duration::from_millis(800),
+        workers: 1,
+        ..corral_sim::SimConfig::default()
+    };
+    let sim = corral_sim::SimHandle::spawn_thread(config, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .context("starting the built-in simulator")?;
+    tracing::warn!(
+        simulator = %sim.url(),
+        "NO OLLAMA ANSWERED at {}. Corral is serving its BUILT-IN SIMULATOR at {} instead: \
+         answers are generated filler text, not a language model. Set OLLAMA_BASE_URL (or \
+         OLLAMA_BASE_URLS) to your Ollama servers, or pass --no-simulator.",
+        default[0],
+        sim.url()
+    );
+    settings.ollama.base_urls = vec![sim.url()];
+    Ok(Some(sim))
+}
+
+/// Whether something accepts TCP connections at `url`'s host and port.
+fn reachable(url: &str) -> bool {
+    let Some(rest) = url.split("://").nth(1) else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let Ok(mut addrs) = std::net::ToSocketAddrs::to_socket_addrs(authority) else {
+        return false;
+    };
+    addrs.any(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_millis(500)).is_ok())
+}
+
 fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -2,6 +2,7 @@
 //!
 //! Run `cargo xtask help` for the list.
 
+mod bench;
 mod deps;
 mod test;
 mod tidy;
@@ -14,8 +15,9 @@ fn main() -> ExitCode {
         Some("tidy") => tidy::run(&tidy::workspace_root()),
         Some("test") => test::run(&tidy::workspace_root()),
         Some("deps") => deps::run(&tidy::workspace_root()),
+        Some("bench") => bench::run(&tidy::workspace_root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|tidy|deps>");
+            eprintln!("usage: cargo xtask <test|bench [--quick]|tidy|deps>");
             return ExitCode::from(2);
         }
     };

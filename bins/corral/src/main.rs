@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Serve the gateway (the default).
     Serve(ServeArgs),
+    /// Run the database migrations and exit.
+    Migrate,
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -78,6 +80,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{settings:#?}");
             Ok(())
         }
+        Command::Migrate => {
+            let store = open_store(&settings)?;
+            let ran = store.migrate()?;
+            eprintln!("{}: {ran} migration(s) applied", store.name());
+            Ok(())
+        }
         Command::Serve(args) => serve(settings, args),
     }
 }
@@ -109,8 +117,11 @@ fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {}:{}", settings.server.host, settings.server.port))?;
     let local = listener.local_addr()?;
+    let store = open_store(&settings)?;
+    let ran = store.migrate().context("running database migrations")?;
+    tracing::info!(database = store.name(), migrations_applied = ran, "database ready");
+    let corral = corral_server::Corral::with_store(settings, store).context("loading the saved configuration")?;
     actix_rt::System::new().block_on(async move {
-        let corral = corral_server::Corral::new(settings);
         corral.start();
         tracing::info!(address = %local, "corral listening on http://{local}");
         corral.serve(listener).await
@@ -156,6 +167,19 @@ fn reachable(url: &str) -> bool {
         return false;
     };
     addrs.any(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_millis(500)).is_ok())
+}
+
+/// Opens the configured database: `database.url`, else `corral.db` in the data directory.
+/// An unreachable database stops start-up within a few seconds with a clear message.
+fn open_store(settings: &Settings) -> anyhow::Result<corral_store::Store> {
+    let url = match settings.database.url.trim() {
+        "" => std::path::Path::new(&settings.server.data_dir)
+            .join("corral.db")
+            .display()
+            .to_string(),
+        url => url.to_owned(),
+    };
+    corral_store::Store::open(&url, settings.database.pool_size).context("opening the database")
 }
 
 fn init_tracing(filter: &str) {

@@ -14,6 +14,15 @@ pub enum AppError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// The caller may not use this route.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request conflicts with what is stored.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database cannot be reached; nothing was saved.
+    #[error("the database is unavailable, nothing was saved: {0}")]
+    StoreUnavailable(String),
     /// Nothing matches the request (an unknown model, an instance index out of range).
     #[error("{0}")]
     NotFound(String),
@@ -64,6 +73,9 @@ impl AppError {
     pub fn kind(&self) -> &'static str {
         match self {
             AppError::BadRequest(_) => "bad_request",
+            AppError::Forbidden(_) => "forbidden",
+            AppError::Conflict(_) => "conflict",
+            AppError::StoreUnavailable(_) => "store_unavailable",
             AppError::NotFound(_) => "not_found",
             AppError::PayloadTooLarge { .. } => "payload_too_large",
             AppError::Disabled(_) => "disabled",
@@ -79,6 +91,9 @@ impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Disabled(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -101,5 +116,17 @@ impl ResponseError for AppError {
             _ => tracing::debug!(kind = self.kind(), %message, "request refused"),
         }
         HttpResponse::build(self.status_code()).json(json!({ "error": message, "detail": message }))
+    }
+}
+
+impl From<corral_store::StoreError> for AppError {
+    fn from(err: corral_store::StoreError) -> Self {
+        use corral_store::StoreError as S;
+        match err {
+            S::Unavailable(m) => AppError::StoreUnavailable(m),
+            S::Conflict(m) => AppError::Conflict(m),
+            S::NotFound => AppError::NotFound("not found".to_owned()),
+            other @ (S::Corrupt(_) | S::Migration(_) | S::Query(_)) => AppError::Internal(other.to_string()),
+        }
     }
 }

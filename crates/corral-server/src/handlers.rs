@@ -1,6 +1,7 @@
 //! Request handlers and the helpers they share: reading and checking bodies, choosing the
 //! instance, forwarding.
 
+pub mod config;
 pub mod fleet;
 pub mod meta;
 pub mod native;
@@ -156,15 +157,14 @@ impl ModelRef {
 /// An empty body gets Ollama's own `missing request body`; anything that is not a JSON
 /// object gets a 400 that says why.
 pub fn check_json(body: &[u8]) -> Result<ModelRef, AppError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(AppError::BadRequest("missing request body".to_owned()));
-    }
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| AppError::BadRequest(format!("request body is not valid JSON: {e}")))?;
-    if !value.is_object() {
+    };
+    if *first != b'{' {
         return Err(AppError::BadRequest("request body must be a JSON object".to_owned()));
     }
-    serde_json::from_value(value).map_err(|e| AppError::BadRequest(format!("request body has a bad model field: {e}")))
+    // One pass: serde checks the whole document while keeping only the routing fields.
+    serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("invalid request body: {e}")))
 }
 
 /// The `{url_idx}` path segment, if the route has one, resolved against the connections.

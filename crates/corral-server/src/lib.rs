@@ -2,6 +2,7 @@
 #![doc = include_str!("../README.md")]
 
 mod catalogue;
+mod config_watch;
 mod cors;
 mod discovery;
 mod error;
@@ -30,11 +31,19 @@ pub struct Corral {
 }
 
 impl Corral {
-    /// Builds a gateway from validated settings.
+    /// Builds a gateway from validated settings, with no database: admin writes answer 503.
     pub fn new(settings: Settings) -> Corral {
         Corral {
             shared: Arc::new(Shared::new(settings)),
         }
+    }
+
+    /// Builds a gateway whose configuration lives in `store`; what admins saved there is
+    /// applied over `settings`. Blocks on the database: call it at start-up.
+    pub fn with_store(settings: Settings, store: corral_store::Store) -> Result<Corral, AppError> {
+        Ok(Corral {
+            shared: Arc::new(Shared::with_store(settings, store)?),
+        })
     }
 
     /// The state every request reads.
@@ -56,6 +65,7 @@ impl Corral {
     /// current actix system. Call it once, before serving.
     pub fn start(&self) {
         fleet::spawn_refresher(self.shared.clone());
+        config_watch::spawn(self.shared.clone());
     }
 
     /// Serves the gateway on `listener` until the process is stopped.

@@ -1,19 +1,29 @@
-//! State shared by every worker: the current settings snapshot, the fleet's catalogue and
-//! the balancing policy.
+//! State shared by every worker: the settings snapshot, the fleet's catalogue, the
+//! balancing policy and the store.
 //!
-//! Requests read `Arc` snapshots without locking; a change swaps in a new snapshot.
+//! Requests read `Arc` snapshots without locking; a change swaps in a new snapshot. The
+//! store is touched only off the request path: on admin writes and by the watcher that
+//! picks up other replicas' changes.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use corral_balance::Policy;
-use corral_config::Settings;
+use corral_config::{OllamaSettings, Settings};
+use corral_store::Store;
 
+use crate::error::AppError;
 use crate::fleet::Fleet;
 
 /// State shared by every worker.
 pub struct Shared {
+    /// Defaults, file and environment: every layer below the database.
+    base: Settings,
     settings: ArcSwap<Settings>,
+    store: Option<Store>,
+    /// The `config` revision the current settings were built from.
+    config_revision: AtomicI64,
     /// The merged catalogue and its refresh machinery.
     pub fleet: Fleet,
     /// How an instance is chosen among those holding a model.
@@ -21,13 +31,39 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Wraps the start-up settings.
+    /// Wraps the start-up settings, with no database.
     pub fn new(settings: Settings) -> Shared {
         Shared {
-            settings: ArcSwap::from_pointee(settings),
+            settings: ArcSwap::from_pointee(settings.clone()),
+            base: settings,
+            store: None,
+            config_revision: AtomicI64::new(-1),
             fleet: Fleet::default(),
             policy: Box::new(corral_balance::Random),
         }
+    }
+
+    /// Wraps the start-up settings and the store, applying what admins saved in it.
+    /// Blocks on the database: call it at start-up, not on an executor.
+    pub fn with_store(settings: Settings, store: Store) -> Result<Shared, AppError> {
+        let revision = store.revision("config")?;
+        let stored = store.load_ollama()?;
+        let shared = Shared {
+            store: Some(store),
+            ..Shared::new(settings)
+        };
+        if let Some(stored) = stored {
+            let ollama = OllamaSettings {
+                enable: stored.enable,
+                base_urls: stored.base_urls,
+                api_configs: stored.api_configs,
+                models_cache_ttl: shared.base.ollama.models_cache_ttl,
+            };
+            shared.apply_stored(ollama, revision)?;
+        } else {
+            shared.config_revision.store(revision, Ordering::Release);
+        }
+        Ok(shared)
     }
 
     /// The current settings; cheap, lock-free.
@@ -35,10 +71,35 @@ impl Shared {
         self.settings.load_full()
     }
 
+    /// The store, if Corral has a database.
+    pub fn store(&self) -> Option<Store> {
+        self.store.clone()
+    }
+
+    /// The `config` revision the current settings reflect.
+    pub fn config_revision(&self) -> i64 {
+        self.config_revision.load(Ordering::Acquire)
+    }
+
     /// Replaces the settings for every request that starts after this call, and marks the
     /// catalogue stale.
     pub fn set_settings(&self, settings: Settings) {
         self.settings.store(Arc::new(settings));
         self.fleet.invalidate();
+    }
+
+    /// Applies an Ollama configuration saved in the database at `revision`, over the lower
+    /// layers. An older revision than the one applied is ignored.
+    pub fn apply_stored(&self, ollama: OllamaSettings, revision: i64) -> Result<(), AppError> {
+        if revision < self.config_revision() {
+            return Ok(());
+        }
+        let next = self
+            .base
+            .with_stored_ollama(ollama)
+            .map_err(|e| AppError::Internal(format!("stored configuration is invalid: {e}")))?;
+        self.set_settings(next);
+        self.config_revision.store(revision, Ordering::Release);
+        Ok(())
     }
 }

@@ -73,7 +73,11 @@ async fn generate(sim: Arc<Sim>, req: HttpRequest, body: Bytes, chat: bool) -> H
     let chunks = max.unwrap_or(sim.config.default_chunks);
     let reason = if max.is_some() { "length" } else { "stop" };
     let stream = map.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let usage_wanted = map["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+    let usage_wanted = map
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let mut words = Words::new(text::hash(&body.escape_ascii().to_string()));
     let tokens: Vec<String> = (0..chunks).map(|i| words.token(i == 0)).collect();
     let id = format!("{}-{}", if chat { "chatcmpl" } else { "cmpl" }, sim.next() % 999);

@@ -1,0 +1,3 @@
+DROP TABLE state_revisions;
+DROP TABLE ollama_connections;
+DROP TABLE settings;

@@ -1,0 +1,71 @@
+//! `cargo xtask bench`: the gateway against the simulator, direct and through Corral, in one
+//! run, written to `docs/benchmarks.md`.
+//!
+//! Request/response load comes from `oha` (installed under `target/tools` on first use).
+//! No existing tool reports time to first chunk of an NDJSON stream, so the streaming
+//! scenario uses the small bounded client in `bench/stream.rs`.
+
+mod gateway;
+mod stream;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+/// Runs the benchmark named by `args` (`[--quick]`).
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    gateway::run(root, quick)
+}
+
+/// Replaces the text between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->` in
+/// `docs/benchmarks.md`, adding the section if missing.
+pub fn write_section(root: &Path, name: &str, body: &str) -> Result<()> {
+    let path = root.join("docs/benchmarks.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    let start = format!("<!-- bench:{name}:start -->");
+    let end = format!("<!-- bench:{name}:end -->");
+    let section = format!("{start}\n{body}\n{end}");
+    let next = match (text.find(&start), text.find(&end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{}{}", &text[..a], section, &text[b + end.len()..]),
+        _ => format!("{}\n{}\n", text.trim_end(), section),
+    };
+    std::fs::write(&path, next)?;
+    Ok(())
+}
+
+/// A one-line description of this machine.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let rustc = std::process::Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("PRETTY_NAME="))
+                .map(|l| l[12..].trim_matches('"').to_owned())
+        })
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem_gib:.0} GiB, {os}, {rustc}")
+}

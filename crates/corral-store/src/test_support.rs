@@ -51,9 +51,14 @@ impl TestDb {
         };
         let n: u64 = rand::thread_rng().gen();
         let name = format!("corral_test_{n:016x}");
-        diesel::sql_query(format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .ok()?;
+        if let Err(e) = diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin) {
+            let message = format!("cannot create a test database: {e}");
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{message} (CI=true: PostgreSQL tests must run)");
+            }
+            eprintln!("skipping: {message}");
+            return None;
+        }
         let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
         Some(TestDb {
             url: format!("{base}/{name}"),

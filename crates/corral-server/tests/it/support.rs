@@ -127,3 +127,86 @@ pub fn dead_url() -> String {
     drop(listener);
     url
 }
+
+impl Gateway {
+    /// Starts a gateway whose configuration lives in the database at `db_url`.
+    pub async fn with_store(mut settings: Settings, db_url: &str) -> Gateway {
+        settings.server.workers = 1;
+        let store = corral_store::Store::open(db_url, 2).unwrap();
+        store.migrate().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let corral = Corral::with_store(settings, store).unwrap();
+        corral.start();
+        let server = corral.server(listener).unwrap();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Gateway { url, handle }
+    }
+}
+
+/// A TCP relay the test can cut and restore, standing between Corral and its database.
+pub struct Relay {
+    pub addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    /// Relays a free loopback port to `target`.
+    pub fn start(target: std::net::SocketAddr) -> Relay {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let live: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (open2, live2) = (open.clone(), live.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !open2.load(Ordering::Acquire) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                {
+                    let mut live = live2.lock().unwrap();
+                    live.push(client.try_clone().unwrap());
+                    live.push(server.try_clone().unwrap());
+                }
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Relay { addr, open, live }
+    }
+
+    /// Breaks every relayed connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Release);
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// `url` with its `host:port` replaced by the relay's.
+    pub fn route(&self, url: &str) -> String {
+        let (head, rest) = url.split_once('@').unwrap();
+        let (_, path) = rest.split_once('/').unwrap();
+        format!("{head}@{}/{path}", self.addr)
+    }
+}

@@ -9,7 +9,7 @@ mod relay;
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use actix_web::http::Method;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpResponse};
 use awc::error::SendRequestError;
 use bytes::Bytes;
@@ -108,8 +108,13 @@ pub async fn send(
 }
 
 /// Relays an upstream response to the client as it arrives.
-pub fn relay(resp: awc::ClientResponse, settings: &UpstreamSettings, upstream: &Target) -> HttpResponse {
-    relay_with(resp, settings, upstream, None)
+pub fn relay(
+    resp: awc::ClientResponse,
+    settings: &UpstreamSettings,
+    upstream: &Target,
+    method: &Method,
+) -> HttpResponse {
+    relay_with(resp, settings, upstream, method, None)
 }
 
 /// [`relay`], running `on_end` once the body has been relayed or abandoned.
@@ -117,8 +122,10 @@ pub fn relay_with(
     resp: awc::ClientResponse,
     settings: &UpstreamSettings,
     upstream: &Target,
+    method: &Method,
     on_end: Option<Box<dyn FnOnce()>>,
 ) -> HttpResponse {
+    let status = resp.status();
     let mut builder = HttpResponse::build(resp.status());
     let mut length = None;
     for (name, value) in resp.headers() {
@@ -132,7 +139,14 @@ pub fn relay_with(
         builder.append_header((name.clone(), value.clone()));
     }
     let framing = Framing::of(resp.headers().get(header::CONTENT_TYPE));
-    let mut body = Relay::new(resp, secs(settings.idle_timeout), framing, upstream.idx);
+    // A HEAD answer, a 204 or a 304 declares a length it does not send.
+    let bodyless = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodyless { Framing::Opaque } else { framing };
+    let mut body = Relay::new(resp, secs(settings.idle_timeout), framing, upstream.idx).expect_len(if bodyless {
+        None
+    } else {
+        length
+    });
     if let Some(hook) = on_end {
         body = body.on_drop(hook);
     }

@@ -150,7 +150,7 @@ pub async fn forward(
         Method::from_bytes(spec.method.as_bytes()).map_err(|e| AppError::Internal(e.to_string()))?
     };
     let out = Outgoing {
-        method,
+        method: method.clone(),
         path_and_query: upstream_path(&req, spec.path),
         client_headers: req.headers(),
         extra_headers: Vec::new(),
@@ -169,7 +169,7 @@ pub async fn forward(
     if spec.quirk == Quirk::OwuiTrue && resp.status().is_success() {
         return Ok(HttpResponse::Ok().json(true));
     }
-    Ok(proxy::relay_with(resp, &settings.upstream, &target, on_end))
+    Ok(proxy::relay_with(resp, &settings.upstream, &target, &method, on_end))
 }
 
 /// `HEAD`/`POST /api/blobs/{digest}`: the body (a model file of many GB) is streamed through.
@@ -198,7 +198,7 @@ pub async fn blob(
         body,
     };
     let resp = proxy::send(&client, &settings.upstream, &target, out).await?;
-    Ok(proxy::relay(resp, &settings.upstream, &target))
+    Ok(proxy::relay(resp, &settings.upstream, &target, req.method()))
 }
 
 /// Open WebUI forces `insecure: true` on admin pulls and fills `model` from `name`.

@@ -49,7 +49,20 @@ pub struct Relay<S> {
     done: bool,
     upstream: usize,
     on_drop: Option<Box<dyn FnOnce()>>,
+    /// The declared body length, checked at the end.
+    expected_len: Option<u64>,
+    relayed: u64,
+    /// Whether a terminal marker (final object, success, error, `[DONE]`) went by.
+    complete: bool,
+    /// The last bytes relayed, so a marker split across two chunks is still seen.
+    carry: Vec<u8>,
 }
+
+/// Byte sequences that end a stream properly. Inside a JSON string `"` is escaped, so
+/// model output cannot fake them.
+const NDJSON_ENDS: [&[u8]; 3] = [b"\"done\":true", b"\"status\":\"success\"", b"{\"error\":"];
+const SSE_ENDS: [&[u8]; 2] = [b"data: [DONE]", b"data: {\"error\":"];
+const CARRY: usize = 24;
 
 impl<S> Drop for Relay<S> {
     fn drop(&mut self) {
@@ -71,6 +84,42 @@ impl<S> Relay<S> {
             done: false,
             upstream,
             on_drop: None,
+            expected_len: None,
+            relayed: 0,
+            complete: false,
+            carry: Vec::new(),
+        }
+    }
+
+    /// Checks at the end that exactly `len` bytes were relayed.
+    pub fn expect_len(mut self, len: Option<u64>) -> Relay<S> {
+        self.expected_len = len;
+        self
+    }
+
+    /// Notes terminal markers in `chunk` (and across its boundary with the last one).
+    fn scan(&mut self, chunk: &[u8]) {
+        let ends: &[&[u8]] = match self.framing {
+            Framing::NdJson => &NDJSON_ENDS,
+            Framing::Sse => &SSE_ENDS,
+            Framing::Opaque => return,
+        };
+        if !self.complete {
+            let joined_head: Vec<u8> = self.carry.iter().chain(chunk.iter().take(CARRY)).copied().collect();
+            self.complete = ends
+                .iter()
+                .any(|m| memchr::memmem::find(chunk, m).is_some() || memchr::memmem::find(&joined_head, m).is_some());
+        }
+        let keep = chunk.len().min(CARRY);
+        self.carry.clear();
+        self.carry.extend_from_slice(&chunk[chunk.len() - keep..]);
+    }
+
+    /// Whether the body ended where it should have.
+    fn ended_properly(&self) -> bool {
+        match self.framing {
+            Framing::NdJson | Framing::Sse => self.complete,
+            Framing::Opaque => self.expected_len.is_none_or(|n| self.relayed >= n),
         }
     }
 
@@ -115,14 +164,19 @@ where
                 if let Some(last) = chunk.last() {
                     this.at_line_start = *last == b'\n';
                 }
+                this.relayed += chunk.len() as u64;
+                this.scan(&chunk);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(err))) => {
                 Poll::Ready(this.fail(format!("the Ollama instance broke off the response: {err}")))
             }
             Poll::Ready(None) => {
-                this.done = true;
-                Poll::Ready(None)
+                if this.ended_properly() {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(this.fail("the Ollama instance ended the response before it was complete".to_owned()))
             }
             Poll::Pending => {
                 let timed_out = match this.sleep.as_mut() {

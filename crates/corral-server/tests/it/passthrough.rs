@@ -369,3 +369,43 @@ async fn delete_forwards_its_body_and_owui_answers_true() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND, "the body reached the upstream");
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn an_upstream_that_drops_mid_stream_ends_with_an_error_line_not_a_clean_end() {
+    let sim = SimHandle::start(SimConfig {
+        faults: Faults {
+            drop_after_chunks: Some(2),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::in_front_of(&sim.url()).await;
+    let mut resp = client()
+        .post(gw.at("/api/chat"))
+        .send_json(&chat_body("llama3.2", 10, true))
+        .await
+        .unwrap();
+    let all = lines(&body_of(&mut resp).await);
+    assert_eq!(all.len(), 3, "two chunks and the error line: {all:?}");
+    assert!(
+        all[2]["error"].as_str().unwrap().contains("before it was complete"),
+        "{all:?}"
+    );
+    // Non-streamed answers are checked against their declared length instead; an upstream
+    // mid-stream error line is itself a proper end and passes through untouched.
+    sim.set_faults(Faults {
+        error_after_chunks: Some(1),
+        ..Faults::default()
+    });
+    let mut resp = client()
+        .post(gw.at("/api/chat"))
+        .send_json(&chat_body("llama3.2", 10, true))
+        .await
+        .unwrap();
+    let all = lines(&body_of(&mut resp).await);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all[1]["error"].as_str().unwrap().contains("simulated fault"));
+    gw.stop().await;
+}

@@ -347,6 +347,9 @@ impl Gen {
         }
         if self.faults.drop_after_chunks == Some(n) {
             self.finish();
+            // Let the chunks already written reach the client: actix drops its unsent
+            // buffer when a body fails.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             return Step::Drop;
         }
         if self.faults.error_after_chunks == Some(n) {

@@ -191,7 +191,8 @@ pub async fn pull_all(
     let last = stream::once(async move {
         // The pulled model is now on the instances: the next lookup refreshes.
         fleet_shared.fleet.invalidate();
-        let failed = &outcome.borrow().failed;
+        let mut failed = outcome.borrow().failed.clone();
+        failed.sort_unstable();
         if failed.is_empty() {
             json!({ "status": "success" })
         } else {

@@ -16,7 +16,8 @@ use crate::support::{body_of, chat_body, client, lines, settings_for, Gateway};
 /// 1 prefixed `gpu` and keyed (llama3.2, qwen3),
 /// 2 disabled (llama3.2, secret),
 /// 3 accepts connections and never answers,
-/// 4 plain, overlapping 0 (llama3.2, phi3).
+/// 4 plain, overlapping 0 (llama3.2, phi3),
+/// 5 dead (nothing listens).
 struct Fleet {
     sims: Vec<SimHandle>,
     _silent: TcpListener,
@@ -55,7 +56,8 @@ async fn fleet() -> Fleet {
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let e = sim_with(&[SimModel::chat("llama3.2"), SimModel::chat("phi3")], "0.9.0", None).await;
     let silent_url = format!("http://{}", silent.local_addr().unwrap());
-    let mut settings = settings_for(&[&a.url(), &b.url(), &c.url(), &silent_url, &e.url()]);
+    let dead = crate::support::dead_url();
+    let mut settings = settings_for(&[&a.url(), &b.url(), &c.url(), &silent_url, &e.url(), &dead]);
     settings.upstream.discovery_timeout = 0.5;
     settings.upstream.first_byte_timeout = 2.0;
     settings.ollama.models_cache_ttl = 0;
@@ -334,12 +336,12 @@ async fn delete_on_one_instance_and_pull_to_the_whole_fleet() {
     named.dedup();
     assert_eq!(
         named,
-        vec![0, 1, 3, 4],
+        vec![0, 1, 3, 4, 5],
         "every enabled instance reported (the silent one with an error)"
     );
     assert_eq!(
         all.last().unwrap()["error"],
-        "pull failed on instance(s) [3]",
+        "pull failed on instance(s) [3, 5]",
         "{all:?}"
     );
     for idx in [0u64, 1, 4] {

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod fleet;
 pub mod meta;
+pub mod models;
 pub mod native;
 
 use actix_web::web;

@@ -57,6 +57,7 @@ pub struct Outgoing<'a> {
 /// Builds this worker's upstream client: connect timeout from the settings, no overall
 /// timeout (each request sets its own), no redirects, no decompression.
 pub fn client(settings: &UpstreamSettings) -> awc::Client {
+    install_crypto();
     let connector = awc::Connector::new()
         .timeout(secs(settings.connect_timeout).unwrap_or(Duration::from_secs(5)))
         .limit(0);
@@ -201,4 +202,13 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Seconds from the settings as a duration; 0 means no limit.
 pub fn secs(value: f64) -> Option<Duration> {
     (value > 0.0 && value.is_finite()).then(|| Duration::from_secs_f64(value))
+}
+
+/// Selects ring as rustls's crypto for `https://` instances, once per process.
+fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error means another provider is already installed, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }

@@ -4,7 +4,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest};
 
 use crate::handlers::native::{self, Quirk, Routing, Spec};
-use crate::handlers::{config, fleet, meta};
+use crate::handlers::{config, fleet, meta, models};
 use crate::state::Shared;
 
 /// Registers every route on `cfg`.
@@ -87,6 +87,10 @@ fn owui_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/config", web::get().to(config::get))
         .route("/config/update", web::post().to(config::update))
         .route("/verify", web::post().to(config::verify));
+    cfg.service(web::resource(["/models/upload", "/models/upload/{url_idx}"]).route(web::post().to(models::upload)))
+        .service(
+            web::resource(["/models/download", "/models/download/{url_idx}"]).route(web::post().to(models::download)),
+        );
     let get_head = [Method::GET, Method::HEAD];
     forward_idx_only(cfg, "/api/tags", &get_head, Spec::get("/api/tags"));
     forward_idx_only(cfg, "/api/version", &get_head, Spec::get("/api/version"));

@@ -69,6 +69,8 @@ struct Inner {
 /// One simulated instance.
 pub struct Sim {
     pub config: SimConfig,
+    /// Blobs uploaded to the instance, by digest (`sha256:<hex>`).
+    pub blobs: Mutex<std::collections::HashSet<String>>,
     inner: Mutex<Inner>,
     latch: Notify,
     latch_open: AtomicBool,
@@ -102,6 +104,7 @@ impl Sim {
             slots: Mutex::new(HashMap::new()),
             waiting: AtomicUsize::new(0),
             counter: AtomicU64::new(0),
+            blobs: Mutex::new(std::collections::HashSet::new()),
             config,
         }
     }

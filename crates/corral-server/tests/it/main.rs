@@ -5,5 +5,6 @@
 
 mod config;
 mod fleet;
+mod models;
 mod passthrough;
 mod support;

@@ -1,14 +1,12 @@
 //! Model management: pull, push, create, copy, delete and blobs, changing what the
 //! instance holds.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -16,12 +14,6 @@ use super::{admit, decode, error, model_field, str_field};
 use crate::config::{with_tag, SimModel};
 use crate::state::Sim;
 use crate::text;
-
-/// Blobs uploaded to the instance, by digest (`sha256:<hex>`).
-fn blobs() -> &'static Mutex<HashSet<String>> {
-    static BLOBS: std::sync::OnceLock<Mutex<HashSet<String>>> = std::sync::OnceLock::new();
-    BLOBS.get_or_init(|| Mutex::new(HashSet::new()))
-}
 
 /// Sends progress lines (or, with `stream:false`, only the last one).
 fn progress(lines: Vec<Value>, stream: bool, pace: Duration) -> HttpResponse {
@@ -233,7 +225,7 @@ pub async fn blob_head(sim: web::Data<Sim>, req: HttpRequest, path: web::Path<St
     ticket.finish();
     match valid_digest(&path) {
         None => HttpResponse::BadRequest().finish(),
-        Some(d) if blobs().lock().contains(&d) => HttpResponse::Ok().finish(),
+        Some(d) if sim.blobs.lock().contains(&d) => HttpResponse::Ok().finish(),
         Some(_) => HttpResponse::NotFound().finish(),
     }
 }
@@ -248,7 +240,7 @@ pub async fn blob_post(sim: web::Data<Sim>, req: HttpRequest, path: web::Path<St
     let Some(want) = valid_digest(&path) else {
         return error(StatusCode::BAD_REQUEST, "invalid digest format");
     };
-    if blobs().lock().contains(&want) {
+    if sim.blobs.lock().contains(&want) {
         return HttpResponse::Ok().finish();
     }
     let got = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
@@ -258,7 +250,7 @@ pub async fn blob_post(sim: web::Data<Sim>, req: HttpRequest, path: web::Path<St
             &format!("digest mismatch, expected \"{want}\", got \"{got}\""),
         );
     }
-    blobs().lock().insert(want);
+    sim.blobs.lock().insert(want);
     HttpResponse::Created().finish()
 }
 

@@ -38,3 +38,46 @@ def test_unknown_model_raises_404(client: ollama.Client) -> None:
         client.chat(model="no-such-model", messages=MESSAGES)
     assert err.value.status_code == 404
     assert "not found" in err.value.error
+
+
+def test_embed(client: ollama.Client) -> None:
+    resp = client.embed(model="all-minilm", input=["first text", "second text"])
+    assert len(resp.embeddings) == 2
+    assert abs(sum(x * x for x in resp.embeddings[0]) - 1.0) < 1e-6
+
+
+def test_show(client: ollama.Client) -> None:
+    resp = client.show("llama3.2")
+    assert resp.details.family == "llama"
+    assert "completion" in (resp.capabilities or [])
+
+
+def test_ps_lists_a_model_after_use(client: ollama.Client) -> None:
+    client.generate(model="qwen3", prompt="warm up", options={"num_predict": 1})
+    names = [m.model for m in client.ps().models]
+    assert "qwen3:latest" in names, names
+
+
+def test_pull_with_progress_copy_and_delete(client: ollama.Client) -> None:
+    progress = list(client.pull("mistral", stream=True))
+    assert progress[0].status == "pulling manifest"
+    assert any(p.completed for p in progress)
+    assert progress[-1].status == "success"
+    assert "mistral:latest" in [m.model for m in client.list().models]
+    assert client.copy("mistral", "mistral-copy").status == "success"
+    assert "mistral-copy:latest" in [m.model for m in client.list().models]
+    assert client.delete("mistral-copy").status == "success"
+    assert "mistral-copy:latest" not in [m.model for m in client.list().models]
+
+
+def test_open_webui_mount_works_as_a_host(corral_url: str) -> None:
+    owui = ollama.Client(host=f"{corral_url}/ollama")
+    assert "llama3.2:latest" in [m.model for m in owui.list().models]
+    parts = list(owui.chat(model="llama3.2", messages=MESSAGES, stream=True, options={"num_predict": 3}))
+    assert parts[-1].done
+
+
+def test_bad_request_surfaces_as_a_response_error(client: ollama.Client) -> None:
+    with pytest.raises(ollama.ResponseError) as err:
+        client.embed(model="no-such-model", input="x")
+    assert err.value.status_code == 404

@@ -30,11 +30,13 @@ pub async fn tags(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> 
 }
 
 /// `GET /api/ps`, `GET /ollama/api/ps`: every enabled instance's loaded models, merged.
+/// Loaded models change with every request, so this listing is always fetched fresh
+/// (concurrent callers still share one fetch).
 pub async fn ps(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> HttpResponse {
     if !shared.settings().ollama.enable {
         return HttpResponse::Ok().json(json!({ "models": [] }));
     }
-    let snap = shared.fleet.fresh(&shared, &client, ttl(&shared)).await;
+    let snap = shared.fleet.fresh(&shared, &client, Duration::ZERO).await;
     HttpResponse::Ok().json(json!({ "models": snap.catalogue.ps_json() }))
 }
 

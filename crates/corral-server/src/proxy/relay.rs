@@ -55,7 +55,8 @@ pub struct Relay<S> {
     /// Whether a terminal marker (final object, success, error, `[DONE]`) went by.
     complete: bool,
     /// The last bytes relayed, so a marker split across two chunks is still seen.
-    carry: Vec<u8>,
+    carry: [u8; CARRY],
+    carry_len: usize,
 }
 
 /// Byte sequences that end a stream properly. Inside a JSON string `"` is escaped, so
@@ -87,7 +88,8 @@ impl<S> Relay<S> {
             expected_len: None,
             relayed: 0,
             complete: false,
-            carry: Vec::new(),
+            carry: [0; CARRY],
+            carry_len: 0,
         }
     }
 
@@ -99,20 +101,31 @@ impl<S> Relay<S> {
 
     /// Notes terminal markers in `chunk` (and across its boundary with the last one).
     fn scan(&mut self, chunk: &[u8]) {
+        if self.complete {
+            return;
+        }
         let ends: &[&[u8]] = match self.framing {
             Framing::NdJson => &NDJSON_ENDS,
             Framing::Sse => &SSE_ENDS,
             Framing::Opaque => return,
         };
-        if !self.complete {
-            let joined_head: Vec<u8> = self.carry.iter().chain(chunk.iter().take(CARRY)).copied().collect();
-            self.complete = ends
-                .iter()
-                .any(|m| memchr::memmem::find(chunk, m).is_some() || memchr::memmem::find(&joined_head, m).is_some());
-        }
-        let keep = chunk.len().min(CARRY);
-        self.carry.clear();
-        self.carry.extend_from_slice(&chunk[chunk.len() - keep..]);
+        // The seam: the carried tail of the last chunk and the head of this one, on the stack.
+        let mut seam = [0u8; 2 * CARRY];
+        let head = chunk.len().min(CARRY);
+        seam[..self.carry_len].copy_from_slice(&self.carry[..self.carry_len]);
+        seam[self.carry_len..self.carry_len + head].copy_from_slice(&chunk[..head]);
+        let seam = &seam[..self.carry_len + head];
+        self.complete = ends
+            .iter()
+            .any(|m| memchr::memmem::find(chunk, m).is_some() || memchr::memmem::find(seam, m).is_some());
+        // Keep the stream's last CARRY bytes, which may span several small chunks.
+        let mut tail = [0u8; CARRY];
+        let from_chunk = chunk.len().min(CARRY);
+        let from_carry = (CARRY - from_chunk).min(self.carry_len);
+        tail[..from_carry].copy_from_slice(&self.carry[self.carry_len - from_carry..self.carry_len]);
+        tail[from_carry..from_carry + from_chunk].copy_from_slice(&chunk[chunk.len() - from_chunk..]);
+        self.carry = tail;
+        self.carry_len = from_carry + from_chunk;
     }
 
     /// Whether the body ended where it should have.
@@ -192,5 +205,49 @@ where
                 Poll::Pending
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+
+    use super::{Framing, Relay};
+
+    /// Relays `body` cut at every `step` bytes and returns what the client gets.
+    fn relay(body: &[u8], step: usize, framing: Framing) -> Vec<u8> {
+        let chunks: Vec<Result<Bytes, String>> = body.chunks(step).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let relay = Relay::new(futures_util::stream::iter(chunks), None, framing, 0);
+        futures::executor::block_on(relay.map(|c| c.map(|b| b.to_vec()).unwrap_or_default()).concat())
+    }
+
+    #[test]
+    fn a_final_object_split_anywhere_still_ends_the_stream_properly() {
+        let body =
+            b"{\"message\":{\"content\":\"say \\\"done\\\":true\"},\"done\":false}\n{\"done\":true,\"eval_count\":3}\n";
+        for step in 1..body.len() {
+            assert_eq!(
+                relay(body, step, Framing::NdJson),
+                body.to_vec(),
+                "split every {step} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stream_without_its_final_object_gets_an_error_line() {
+        let body = b"{\"message\":{\"content\":\"\\\"done\\\":true is escaped here\"},\"done\":false}\n";
+        for step in [1, 7, body.len()] {
+            let out = String::from_utf8(relay(body, step, Framing::NdJson)).unwrap();
+            assert!(out.ends_with("before it was complete\"}\n"), "{out}");
+        }
+        let sse = b"data: {\"choices\":[]}\n\n";
+        let out = String::from_utf8(relay(sse, 5, Framing::Sse)).unwrap();
+        assert!(out.contains("data: {\"error\":{\"message\""), "{out}");
+        assert_eq!(
+            relay(b"data: x\n\ndata: [DONE]\n\n", 3, Framing::Sse),
+            b"data: x\n\ndata: [DONE]\n\n".to_vec()
+        );
     }
 }

@@ -59,12 +59,20 @@ pub async fn choose(
         .urls
         .iter()
         .filter(|&&idx| idx < settings.ollama.base_urls.len() && settings.ollama.connection(idx).enabled())
-        .map(|&idx| corral_balance::Candidate { idx, in_flight: 0 })
+        .map(|&idx| corral_balance::Candidate {
+            idx,
+            ..corral_balance::Candidate::default()
+        })
         .collect();
     let picked = if first {
         candidates.first().map(|c| c.idx)
     } else {
-        shared.policy.pick(&candidates, &mut rand::thread_rng())
+        let mut rng = rand::thread_rng();
+        let mut ctx = corral_balance::PickContext {
+            rng: &mut rng,
+            sequence: shared.next_pick(),
+        };
+        shared.policy.pick(&candidates, &mut ctx)
     };
     let Some(idx) = picked else {
         return Ok(None);

@@ -28,6 +28,7 @@ pub struct Shared {
     pub fleet: Fleet,
     /// How an instance is chosen among those holding a model.
     pub policy: Box<dyn Policy>,
+    picks: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -40,6 +41,7 @@ impl Shared {
             config_revision: AtomicI64::new(-1),
             fleet: Fleet::default(),
             policy: Box::new(corral_balance::Random),
+            picks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -74,6 +76,11 @@ impl Shared {
     /// The store, if Corral has a database.
     pub fn store(&self) -> Option<Store> {
         self.store.clone()
+    }
+
+    /// A number per pick, for round robin.
+    pub fn next_pick(&self) -> u64 {
+        self.picks.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The `config` revision the current settings reflect.

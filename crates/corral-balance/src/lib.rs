@@ -119,6 +119,18 @@ impl UnknownPolicy {
     }
 }
 
+/// The policy called `name`, without allocating (policies hold no state).
+pub fn named(name: &str) -> Result<&'static dyn Policy, UnknownPolicy> {
+    match name {
+        "random" => Ok(&Random),
+        "round_robin" => Ok(&RoundRobin),
+        "least_outstanding" => Ok(&LeastOutstanding),
+        "latency_ewma" => Ok(&LatencyEwma),
+        "model_affinity" => Ok(&ModelAffinity),
+        other => Err(UnknownPolicy(other.to_owned())),
+    }
+}
+
 /// The policy called `name`.
 pub fn policy(name: &str) -> Result<Box<dyn Policy>, UnknownPolicy> {
     match name {

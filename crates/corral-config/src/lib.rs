@@ -12,7 +12,8 @@ mod settings;
 pub use env::{env_overrides, Env};
 pub use keys::{reference_markdown, EnvKind, SettingDoc, SETTINGS};
 pub use settings::{
-    AuthSettings, ConnectionSettings, DatabaseSettings, OllamaSettings, ServerSettings, Settings, UpstreamSettings,
+    AuthSettings, BalanceSettings, ConnectionSettings, DatabaseSettings, OllamaSettings, ServerSettings, Settings,
+    UpstreamSettings,
 };
 
 /// Why a configuration was refused. Every variant names the key and the problem.

@@ -20,8 +20,38 @@ pub struct Settings {
     pub ollama: OllamaSettings,
     /// How Corral talks to the instances.
     pub upstream: UpstreamSettings,
+    /// How Corral chooses among instances.
+    pub balance: BalanceSettings,
     /// Who may call Corral.
     pub auth: AuthSettings,
+}
+
+/// How Corral chooses among the instances that hold a model, and when it gives up on one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalanceSettings {
+    /// `model_affinity`, `least_outstanding`, `latency_ewma`, `round_robin` or `random`.
+    pub policy: String,
+    /// Requests an instance runs at once per model (Ollama's `OLLAMA_NUM_PARALLEL`).
+    pub slots: usize,
+    /// Instances tried for one request before it fails (1 disables failover).
+    pub max_attempts: usize,
+    /// Consecutive failures that take an instance out of rotation.
+    pub failures_to_eject: u32,
+    /// Seconds an ejected instance stays out before one probe request may test it.
+    pub ejection_time: f64,
+}
+
+impl Default for BalanceSettings {
+    fn default() -> Self {
+        BalanceSettings {
+            policy: "model_affinity".to_owned(),
+            slots: 1,
+            max_attempts: 3,
+            failures_to_eject: 3,
+            ejection_time: 5.0,
+        }
+    }
 }
 
 /// Where Corral listens and keeps its files.
@@ -276,6 +306,28 @@ impl Settings {
                 };
                 return Err(ConfigError::key(key, format!("{value} is not {want}")));
             }
+        }
+        let policies = [
+            "model_affinity",
+            "least_outstanding",
+            "latency_ewma",
+            "round_robin",
+            "random",
+        ];
+        if !policies.contains(&self.balance.policy.as_str()) {
+            return Err(ConfigError::key(
+                "balance.policy",
+                format!("{:?} is not one of {}", self.balance.policy, policies.join(", ")),
+            ));
+        }
+        if self.balance.slots == 0 || self.balance.max_attempts == 0 {
+            return Err(ConfigError::key("balance", "slots and max_attempts must be at least 1"));
+        }
+        if !self.balance.ejection_time.is_finite() || self.balance.ejection_time <= 0.0 {
+            return Err(ConfigError::key(
+                "balance.ejection_time",
+                "must be a positive number of seconds",
+            ));
         }
         if !["pending", "user", "admin"].contains(&self.auth.default_user_role.as_str()) {
             return Err(ConfigError::key(

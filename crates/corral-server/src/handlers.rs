@@ -1,6 +1,7 @@
 //! Request handlers and the helpers they share: reading and checking bodies, choosing the
 //! instance, forwarding.
 
+pub mod balanced;
 pub mod config;
 pub mod fleet;
 pub mod meta;
@@ -19,14 +20,14 @@ use crate::state::Shared;
 /// How often a request for a model missing from the catalogue may trigger a refresh.
 const MISS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Chooses an instance holding `model`: the first holder when `first`, else by the policy.
-/// `None` when no enabled instance holds it, even after a refresh.
-pub async fn choose(
+/// The catalogue snapshot, the catalogue id and the enabled instances holding `model`,
+/// refreshing the catalogue once if the model is missing. `None` when no enabled instance
+/// holds it; an error when it may be on an instance that did not answer.
+pub async fn holders(
     shared: &Shared,
     client: &awc::Client,
     model: &str,
-    first: bool,
-) -> Result<Option<Target>, AppError> {
+) -> Result<Option<(std::sync::Arc<crate::fleet::Snapshot>, String, Vec<usize>)>, AppError> {
     let settings = shared.settings();
     if !settings.ollama.enable {
         return Err(AppError::Disabled(
@@ -55,29 +56,25 @@ pub async fn choose(
         }
         return Ok(None);
     };
-    let candidates: Vec<corral_balance::Candidate> = entry
+    let urls: Vec<usize> = entry
         .urls
         .iter()
-        .filter(|&&idx| idx < settings.ollama.base_urls.len() && settings.ollama.connection(idx).enabled())
-        .map(|&idx| corral_balance::Candidate {
-            idx,
-            ..corral_balance::Candidate::default()
-        })
+        .copied()
+        .filter(|&idx| idx < settings.ollama.base_urls.len() && settings.ollama.connection(idx).enabled())
         .collect();
-    let picked = if first {
-        candidates.first().map(|c| c.idx)
-    } else {
-        let mut rng = rand::thread_rng();
-        let mut ctx = corral_balance::PickContext {
-            rng: &mut rng,
-            sequence: shared.next_pick(),
-        };
-        shared.policy.pick(&candidates, &mut ctx)
-    };
-    let Some(idx) = picked else {
+    if urls.is_empty() {
         return Ok(None);
-    };
-    target(shared, idx).map(Some)
+    }
+    let id = entry.id.clone();
+    Ok(Some((snap, id, urls)))
+}
+
+/// The lowest-index enabled instance holding `model`, for push, copy and delete.
+pub async fn first_holder(shared: &Shared, client: &awc::Client, model: &str) -> Result<Option<Target>, AppError> {
+    match holders(shared, client, model).await? {
+        Some((_, _, urls)) => urls.first().map(|&idx| target(shared, idx)).transpose(),
+        None => Ok(None),
+    }
 }
 
 /// Replaces the model-naming fields of a JSON body (`model`, `name`, `source`,
@@ -149,9 +146,21 @@ pub struct ModelRef {
     /// The model a copy starts from.
     #[serde(default)]
     pub source: Option<String>,
+    /// How long the model should stay loaded; `0` unloads it.
+    #[serde(default)]
+    pub keep_alive: Option<serde_json::Value>,
 }
 
 impl ModelRef {
+    /// Whether the request unloads the model (`keep_alive` of 0).
+    pub fn unloads(&self) -> bool {
+        match &self.keep_alive {
+            Some(serde_json::Value::Number(n)) => n.as_f64() == Some(0.0),
+            Some(serde_json::Value::String(s)) => matches!(s.as_str(), "0" | "0s" | "0m" | "0h"),
+            _ => false,
+        }
+    }
+
     /// `model`, else `name`, if non-empty.
     pub fn get(&self) -> Option<&str> {
         self.model

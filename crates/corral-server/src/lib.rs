@@ -8,6 +8,7 @@ mod discovery;
 mod error;
 mod fleet;
 mod handlers;
+mod instances;
 mod proxy;
 mod routes;
 mod state;

@@ -84,6 +84,7 @@ fn owui_routes(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(meta::owui_status)),
     );
     listings(cfg, "");
+    cfg.route("/status", web::get().to(fleet::status));
     cfg.route("/config", web::get().to(config::get))
         .route("/config/update", web::post().to(config::update))
         .route("/verify", web::post().to(config::verify));

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use corral_balance::Policy;
 use corral_config::{OllamaSettings, Settings};
 use corral_store::Store;
 
@@ -26,8 +25,8 @@ pub struct Shared {
     config_revision: AtomicI64,
     /// The merged catalogue and its refresh machinery.
     pub fleet: Fleet,
-    /// How an instance is chosen among those holding a model.
-    pub policy: Box<dyn Policy>,
+    /// What the gateway's own traffic says about each instance.
+    pub instances: crate::instances::Instances,
     picks: std::sync::atomic::AtomicU64,
 }
 
@@ -40,7 +39,7 @@ impl Shared {
             store: None,
             config_revision: AtomicI64::new(-1),
             fleet: Fleet::default(),
-            policy: Box::new(corral_balance::Random),
+            instances: crate::instances::Instances::default(),
             picks: std::sync::atomic::AtomicU64::new(0),
         }
     }

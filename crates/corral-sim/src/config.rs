@@ -102,6 +102,8 @@ pub struct Faults {
     pub error_status: u16,
     /// Message of injected errors.
     pub error_message: String,
+    /// When set, errors are injected only on this route (e.g. `/api/chat`).
+    pub error_route: Option<String>,
     /// Abort the connection after this many chunks.
     pub drop_after_chunks: Option<usize>,
     /// Send an `{"error":…}` line after this many chunks and end the stream.

@@ -138,7 +138,8 @@ pub fn admit(
         }
     }
     let faults = sim.faults();
-    if faults.error_rate > 0.0 && rand::thread_rng().gen_bool(faults.error_rate.min(1.0)) {
+    let on_route = faults.error_route.as_deref().is_none_or(|r| r == route);
+    if on_route && faults.error_rate > 0.0 && rand::thread_rng().gen_bool(faults.error_rate.min(1.0)) {
         sim.count_injected();
         ticket.finish();
         let status = StatusCode::from_u16(faults.error_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -21,7 +21,7 @@ use crate::state::Shared;
 pub const KEY_MASK: &str = "********";
 
 /// Refuses admin routes unless the server is bound to a loopback address.
-fn loopback_only(shared: &Shared) -> Result<(), AppError> {
+pub fn loopback_only(shared: &Shared) -> Result<(), AppError> {
     let host = shared.settings().server.host.clone();
     let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if loopback {

@@ -377,3 +377,40 @@ pub async fn unload(
         Ok(HttpResponse::BadGateway().json(json!({ "error": message, "detail": message })))
     }
 }
+
+/// `GET /ollama/status`: each instance's health, loaded models, requests in flight and
+/// recent time to first token, as the gateway sees them.
+pub async fn status(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> Result<HttpResponse, AppError> {
+    super::config::loopback_only(&shared)?;
+    let settings = shared.settings();
+    let snap = shared.fleet.fresh(&shared, &client, Duration::ZERO).await;
+    let now = std::time::Instant::now();
+    let instances: Vec<Value> = settings
+        .ollama
+        .base_urls
+        .iter()
+        .enumerate()
+        .map(|(idx, url)| {
+            let conn = settings.ollama.connection(idx);
+            let instance = shared.instances.get(url.trim_end_matches('/'));
+            let health = match instance.health(now) {
+                corral_balance::HealthState::Healthy => "healthy",
+                corral_balance::HealthState::Ejected { .. } => "ejected",
+                corral_balance::HealthState::HalfOpen { .. } => "half_open",
+            };
+            let (in_flight, ttft) = instance.load();
+            let answered = snap.listings.tags.get(idx).is_some_and(Option::is_some);
+            json!({
+                "url_idx": idx,
+                "url": url,
+                "enabled": conn.enabled(),
+                "reachable": answered,
+                "health": health,
+                "in_flight": in_flight,
+                "ttft_ms": ttft.map(|d| d.as_secs_f64() * 1000.0),
+                "loaded": snap.catalogue.loaded_on(idx),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "policy": settings.balance.policy, "instances": instances })))
+}

@@ -5,7 +5,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 
 use super::{
-    check_json, choose, default_target, read_body, strip_body_prefix, target, unknown_model, upstream_path, url_idx,
+    check_json, default_target, first_holder, read_body, strip_body_prefix, target, unknown_model, upstream_path,
+    url_idx,
 };
 use crate::error::AppError;
 use crate::proxy::{self, Body, Outgoing};
@@ -114,6 +115,12 @@ pub async fn forward(
 ) -> Result<HttpResponse, AppError> {
     let settings = shared.settings();
     let pinned = url_idx(&req, settings.ollama.base_urls.len())?;
+    // HEAD stays HEAD; everything else uses the route's upstream method.
+    let method = if req.method() == Method::HEAD {
+        Method::HEAD
+    } else {
+        Method::from_bytes(spec.method.as_bytes()).map_err(|e| AppError::Internal(e.to_string()))?
+    };
     let (target, body) = if spec.json_body {
         let bytes = read_body(payload).await?;
         let fields = check_json(&bytes)?;
@@ -126,13 +133,13 @@ pub async fn forward(
             (Some(idx), _, _) => target(&shared, idx)?,
             (None, Routing::Default, _) => default_target(&shared)?,
             (None, _, None) => return Err(AppError::BadRequest("model is required".to_owned())),
-            (None, routing, Some(model)) => {
-                let first = routing == Routing::FirstHolder;
-                match choose(&shared, &client, model, first).await? {
-                    Some(target) => target,
-                    None => return Err(unknown_model(model, spec.owui)),
-                }
+            (None, Routing::ByModel, Some(model)) => {
+                return super::balanced::forward(&req, &shared, &client, spec, &method, model, &fields, bytes).await;
             }
+            (None, Routing::FirstHolder, Some(model)) => match first_holder(&shared, &client, model).await? {
+                Some(target) => target,
+                None => return Err(unknown_model(model, spec.owui)),
+            },
         };
         let bytes = strip_body_prefix(&shared, target.idx, bytes)?;
         (target, Body::Bytes(bytes))
@@ -142,12 +149,6 @@ pub async fn forward(
             None => default_target(&shared)?,
         };
         (target, Body::Empty)
-    };
-    // HEAD stays HEAD; everything else uses the route's upstream method.
-    let method = if req.method() == Method::HEAD {
-        Method::HEAD
-    } else {
-        Method::from_bytes(spec.method.as_bytes()).map_err(|e| AppError::Internal(e.to_string()))?
     };
     let out = Outgoing {
         method: method.clone(),

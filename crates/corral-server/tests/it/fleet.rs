@@ -61,6 +61,8 @@ async fn fleet() -> Fleet {
     settings.upstream.discovery_timeout = 0.5;
     settings.upstream.first_byte_timeout = 2.0;
     settings.ollama.models_cache_ttl = 0;
+    // The reference's uniform random choice, so both holders of a model get traffic.
+    settings.balance.policy = "random".to_owned();
     let configs = &mut settings.ollama.api_configs;
     configs.insert(
         "0".to_owned(),

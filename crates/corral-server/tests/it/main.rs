@@ -3,6 +3,7 @@
 // Test helpers fail the test on any error, which is what `unwrap` says.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod balance;
 mod config;
 mod fleet;
 mod models;

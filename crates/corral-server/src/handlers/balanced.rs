@@ -1,0 +1,162 @@
+//! Model-bearing requests (chat, generate, embed, embeddings, show, `/v1/*`): the instance
+//! is picked by the configured policy among the enabled, healthy holders of the model, and
+//! a failure before anything reached the client (connection error, timeout, 5xx answer) is
+//! retried on another holder, up to `balance.max_attempts`. Once a byte has been relayed,
+//! nothing is retried.
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse};
+use bytes::Bytes;
+use corral_balance::{Candidate, Failure, HealthPolicy, HealthState, PickContext};
+
+use super::native::Spec;
+use super::{holders, strip_body_prefix, target, unknown_model, upstream_path, ModelRef};
+use crate::error::AppError;
+use crate::proxy::{self, Body, Outgoing};
+use crate::state::Shared;
+
+/// Forwards a model-bearing request with balancing and failover.
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    req: &HttpRequest,
+    shared: &Shared,
+    client: &awc::Client,
+    spec: Spec,
+    method: &Method,
+    model: &str,
+    fields: &ModelRef,
+    body: Bytes,
+) -> Result<HttpResponse, AppError> {
+    let (snap, id, holders) = holders(shared, client, model)
+        .await?
+        .ok_or_else(|| unknown_model(model, spec.owui))?;
+    let settings = shared.settings();
+    let balance = &settings.balance;
+    let policy = corral_balance::named(&balance.policy).unwrap_or(&corral_balance::ModelAffinity);
+    let health = HealthPolicy {
+        failures_to_eject: balance.failures_to_eject,
+        ejection: Duration::from_secs_f64(balance.ejection_time),
+        max_ejection: Duration::from_secs(120),
+    };
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error = None;
+    for attempt in 0..balance.max_attempts.max(1) {
+        let now = Instant::now();
+        let remaining: Vec<usize> = holders.iter().copied().filter(|i| !tried.contains(i)).collect();
+        if remaining.is_empty() {
+            break;
+        }
+        let idx = pick(shared, &snap.catalogue, &id, &remaining, policy, balance.slots, now);
+        tried.push(idx);
+        let target = target(shared, idx)?;
+        let instance = shared.instances.get(&target.base_url);
+        let out = Outgoing {
+            method: method.clone(),
+            path_and_query: upstream_path(req, spec.path),
+            client_headers: req.headers(),
+            extra_headers: Vec::new(),
+            body: Body::Bytes(strip_body_prefix(shared, idx, body.clone())?),
+        };
+        let in_flight = instance.begin(&id);
+        let started = Instant::now();
+        let last_try = attempt + 1 >= balance.max_attempts.max(1) || tried.len() >= holders.len();
+        match proxy::send(client, &settings.upstream, &target, out).await {
+            Ok(resp) if resp.status().is_server_error() && !last_try => {
+                let ejected = instance.failed(Failure::Status(resp.status().as_u16()), &health, Instant::now());
+                tracing::warn!(instance = idx, status = %resp.status(), ejected, "instance failed before answering; trying another");
+                last_error = Some(AppError::UpstreamUnreachable {
+                    idx,
+                    url: target.base_url.clone(),
+                    reason: format!("answered {}", resp.status()),
+                });
+            }
+            Ok(resp) => {
+                let now = Instant::now();
+                if resp.status().is_server_error() {
+                    instance.failed(Failure::Status(resp.status().as_u16()), &health, now);
+                } else {
+                    instance.succeeded(&id, now - started, fields.unloads(), now);
+                }
+                let on_end: Box<dyn FnOnce()> = Box::new(move || drop(in_flight));
+                return Ok(proxy::relay_with(
+                    resp,
+                    &settings.upstream,
+                    &target,
+                    method,
+                    Some(on_end),
+                ));
+            }
+            Err(err @ (AppError::UpstreamUnreachable { .. } | AppError::UpstreamTimeout { .. })) => {
+                let why = if matches!(err, AppError::UpstreamTimeout { .. }) {
+                    Failure::Timeout
+                } else {
+                    Failure::Connect
+                };
+                let ejected = instance.failed(why, &health, Instant::now());
+                tracing::warn!(instance = idx, error = %err, ejected, "instance failed before answering; trying another");
+                last_error = Some(err);
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| unknown_model(model, spec.owui)))
+}
+
+/// Picks among `remaining` holders: the healthy ones; else one due for its half-open probe;
+/// else any (every holder is out, and trying beats failing outright).
+fn pick(
+    shared: &Shared,
+    catalogue: &corral_registry::Catalogue,
+    id: &str,
+    remaining: &[usize],
+    policy: &dyn corral_balance::Policy,
+    slots: usize,
+    now: Instant,
+) -> usize {
+    let settings = shared.settings();
+    let mut healthy = Vec::new();
+    let mut probing = Vec::new();
+    let mut all = Vec::new();
+    for &idx in remaining {
+        let Some(url) = settings.ollama.base_urls.get(idx) else {
+            continue;
+        };
+        let instance = shared.instances.get(url.trim_end_matches('/'));
+        let view = instance.view(id, now);
+        let loaded_here = catalogue.loaded_on(idx);
+        let candidate = Candidate {
+            idx,
+            weight: 1,
+            priority: 0,
+            in_flight: view.in_flight,
+            in_flight_model: view.in_flight_model,
+            slots,
+            loaded: view.recently_served || loaded_here.contains(&id),
+            loaded_count: loaded_here.len(),
+            max_loaded: None,
+            ttft: view.ttft,
+        };
+        if view.selectable {
+            healthy.push(candidate.clone());
+        } else if matches!(instance.health(now), HealthState::HalfOpen { probing: false }) {
+            probing.push((candidate.clone(), instance));
+        }
+        all.push(candidate);
+    }
+    let mut rng = rand::thread_rng();
+    let mut ctx = PickContext {
+        rng: &mut rng,
+        sequence: shared.next_pick(),
+    };
+    if let Some(idx) = policy.pick(&healthy, &mut ctx) {
+        return idx;
+    }
+    for (candidate, instance) in probing {
+        if instance.try_probe(now) {
+            return candidate.idx;
+        }
+    }
+    policy.pick(&all, &mut ctx).unwrap_or(remaining[0])
+}

@@ -1,0 +1,153 @@
+//! What the gateway knows about each instance from its own traffic: requests in flight
+//! (per model), recent time to first token, which models it recently served, and health.
+//!
+//! Keyed by base URL, so the knowledge follows an instance when the list is reordered.
+//! Locks here are held for a few instructions and never across an await.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use corral_balance::{Ewma, Failure, Health, HealthPolicy, HealthState};
+use dashmap::DashMap;
+
+/// How long a model counts as loaded after the gateway saw it serve (Ollama's default
+/// keep-alive).
+const LOADED_FOR: Duration = Duration::from_secs(300);
+
+/// Knowledge about every instance.
+#[derive(Default)]
+pub struct Instances {
+    by_url: DashMap<String, Arc<Instance>>,
+}
+
+/// Knowledge about one instance.
+pub struct Instance {
+    in_flight: AtomicUsize,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    per_model: HashMap<String, usize>,
+    served: HashMap<String, Instant>,
+    health: Health,
+    ttft: Ewma,
+}
+
+fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Instances {
+    /// The instance at `url`, created on first use.
+    pub fn get(&self, url: &str) -> Arc<Instance> {
+        if let Some(i) = self.by_url.get(url) {
+            return i.clone();
+        }
+        self.by_url
+            .entry(url.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Instance {
+                    in_flight: AtomicUsize::new(0),
+                    inner: Mutex::new(Inner {
+                        per_model: HashMap::new(),
+                        served: HashMap::new(),
+                        health: Health::default(),
+                        ttft: Ewma::new(Duration::from_secs(30)),
+                    }),
+                })
+            })
+            .clone()
+    }
+}
+
+/// A snapshot of one instance for a pick.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    /// Requests in flight, all models.
+    pub in_flight: usize,
+    /// Requests in flight for the model asked about.
+    pub in_flight_model: usize,
+    /// Whether the gateway saw the model served there within the keep-alive.
+    pub recently_served: bool,
+    /// Recent time to first token.
+    pub ttft: Option<Duration>,
+    /// Whether ordinary traffic may go there now.
+    pub selectable: bool,
+}
+
+impl Instance {
+    /// What a pick for `model` needs to know, at `now`.
+    pub fn view(&self, model: &str, now: Instant) -> View {
+        let mut inner = lock(&self.inner);
+        View {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            in_flight_model: inner.per_model.get(model).copied().unwrap_or(0),
+            recently_served: inner
+                .served
+                .get(model)
+                .is_some_and(|t| now.saturating_duration_since(*t) < LOADED_FOR),
+            ttft: inner.ttft.get(),
+            selectable: inner.health.is_selectable(now),
+        }
+    }
+
+    /// Takes the half-open probe, if one is due.
+    pub fn try_probe(&self, now: Instant) -> bool {
+        lock(&self.inner).health.try_probe(now)
+    }
+
+    /// The health state, for the status view.
+    pub fn health(&self, now: Instant) -> HealthState {
+        lock(&self.inner).health.state(now)
+    }
+
+    /// Counts a request for `model` as in flight until the guard is dropped.
+    pub fn begin(self: &Arc<Self>, model: &str) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.inner).per_model.entry(model.to_owned()).or_default() += 1;
+        InFlight {
+            instance: self.clone(),
+            model: model.to_owned(),
+        }
+    }
+
+    /// The instance answered (headers after `ttft`) with a status that is not a server error.
+    pub fn succeeded(&self, model: &str, ttft: Duration, unloads: bool, now: Instant) {
+        let mut inner = lock(&self.inner);
+        inner.health.on_success();
+        inner.ttft.observe(ttft, now);
+        if unloads {
+            inner.served.remove(model);
+        } else {
+            inner.served.insert(model.to_owned(), now);
+        }
+    }
+
+    /// The instance failed; returns true if this ejected it.
+    pub fn failed(&self, why: Failure, policy: &HealthPolicy, now: Instant) -> bool {
+        lock(&self.inner).health.on_failure(now, why, policy)
+    }
+
+    /// Requests in flight and recent time to first token, for the status view.
+    pub fn load(&self) -> (usize, Option<Duration>) {
+        (self.in_flight.load(Ordering::Relaxed), lock(&self.inner).ttft.get())
+    }
+}
+
+/// A request in flight; dropping it (the response ended or was abandoned) releases it.
+pub struct InFlight {
+    instance: Arc<Instance>,
+    model: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.instance.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let mut inner = lock(&self.instance.inner);
+        if let Some(n) = inner.per_model.get_mut(&self.model) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}

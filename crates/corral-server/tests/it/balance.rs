@@ -1,0 +1,188 @@
+//! Routing that beats random: the loaded instance first, failover before the first byte,
+//! ejection of dead and busy instances, no retry once bytes flowed, and the status view.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use corral_sim::{Faults, SimConfig, SimHandle, SimModel};
+use serde_json::Value;
+
+use crate::support::{body_of, chat_body, client, lines, read_lines, settings_for, Gateway};
+
+async fn plain_sim() -> SimHandle {
+    SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+async fn chat(gw: &Gateway) -> StatusCode {
+    client()
+        .post(gw.at("/api/chat"))
+        .send_json(&chat_body("llama3.2", 2, false))
+        .await
+        .unwrap()
+        .status()
+}
+
+fn chats(sim: &SimHandle) -> u64 {
+    sim.stats().requests.get("/api/chat").copied().unwrap_or(0)
+}
+
+async fn status(gw: &Gateway) -> Value {
+    let mut resp = client().get(gw.at("/ollama/status")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    serde_json::from_slice(&body_of(&mut resp).await).unwrap()
+}
+
+async fn warm(gw: &Gateway) {
+    let resp = client().get(gw.at("/api/tags")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn model_affinity_sends_requests_where_the_model_is_loaded() {
+    let cold = plain_sim().await;
+    let loaded = SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        loaded: vec!["llama3.2".to_owned()],
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::start(settings_for(&[&cold.url(), &loaded.url()])).await;
+    warm(&gw).await;
+    for _ in 0..10 {
+        assert_eq!(chat(&gw).await, StatusCode::OK);
+    }
+    assert_eq!(
+        (chats(&cold), chats(&loaded)),
+        (0, 10),
+        "every request went to the warm instance"
+    );
+    assert_eq!(cold.stats().cold_loads, 0);
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_dead_instance_is_failed_over_and_ejected() {
+    let a = plain_sim().await;
+    let b = plain_sim().await;
+    let mut settings = settings_for(&[&a.url(), &b.url()]);
+    settings.balance.policy = "round_robin".to_owned();
+    let gw = Gateway::start(settings).await;
+    warm(&gw).await;
+    b.stop().await;
+    for i in 0..10 {
+        assert_eq!(
+            chat(&gw).await,
+            StatusCode::OK,
+            "request {i} failed over to the live instance"
+        );
+    }
+    assert_eq!(chats(&a), 10);
+    let s = status(&gw).await;
+    assert_eq!(s["instances"][1]["health"], "ejected", "{s}");
+    assert_eq!(s["instances"][0]["health"], "healthy");
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_fast_503_instance_is_ejected_and_its_requests_retried() {
+    let a = plain_sim().await;
+    let busy = plain_sim().await;
+    busy.set_faults(Faults {
+        error_rate: 1.0,
+        error_status: 503,
+        error_message: "server busy, please try again.  maximum pending requests exceeded".to_owned(),
+        error_route: Some("/api/chat".to_owned()),
+        ..Faults::default()
+    });
+    let mut settings = settings_for(&[&a.url(), &busy.url()]);
+    settings.balance.policy = "round_robin".to_owned();
+    let gw = Gateway::start(settings).await;
+    warm(&gw).await;
+    for _ in 0..20 {
+        assert_eq!(
+            chat(&gw).await,
+            StatusCode::OK,
+            "the 503 was retried on the other instance"
+        );
+    }
+    assert_eq!(
+        busy.stats().injected_errors,
+        3,
+        "three failures eject it; then it is left alone"
+    );
+    assert_eq!(chats(&a), 20);
+    assert_eq!(status(&gw).await["instances"][1]["health"], "ejected");
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn nothing_is_retried_once_bytes_reached_the_client() {
+    let faults = Faults {
+        drop_after_chunks: Some(2),
+        ..Faults::default()
+    };
+    let a = SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        faults: faults.clone(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let b = SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        faults,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::start(settings_for(&[&a.url(), &b.url()])).await;
+    warm(&gw).await;
+    for _ in 0..5 {
+        let mut resp = client()
+            .post(gw.at("/api/chat"))
+            .send_json(&chat_body("llama3.2", 10, true))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let all = lines(&body_of(&mut resp).await);
+        assert_eq!(all.len(), 3, "two chunks, then a clean error: {all:?}");
+        assert!(all[2]["error"].is_string());
+    }
+    assert_eq!(chats(&a) + chats(&b), 5, "one upstream attempt per request");
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn the_status_view_shows_loaded_models_and_requests_in_flight() {
+    let sim = SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        tokens_per_sec: 20.0,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::start(settings_for(&[&sim.url()])).await;
+    warm(&gw).await;
+    let mut resp = client()
+        .post(gw.at("/api/chat"))
+        .send_json(&chat_body("llama3.2", 200, true))
+        .await
+        .unwrap();
+    assert_eq!(read_lines(&mut resp, 1, Duration::from_secs(5)).await.len(), 1);
+    let s = status(&gw).await;
+    let me = &s["instances"][0];
+    assert_eq!(me["in_flight"], 1, "{s}");
+    assert_eq!(me["in_flight"].as_u64(), Some(sim.stats().in_flight));
+    assert_eq!(me["loaded"], serde_json::json!(sim.loaded_models()), "{s}");
+    assert_eq!(me["reachable"], true);
+    assert!(me["ttft_ms"].as_f64().is_some());
+    assert_eq!(s["policy"], "model_affinity");
+    drop(resp);
+    gw.stop().await;
+}

@@ -40,6 +40,12 @@ pub struct BalanceSettings {
     pub failures_to_eject: u32,
     /// Seconds an ejected instance stays out before one probe request may test it.
     pub ejection_time: f64,
+    /// Seconds between active health checks (`GET /api/version`); 0 turns them off.
+    pub health_interval: f64,
+    /// Requests that may wait per model when every holder is at its slot limit.
+    pub queue_size: usize,
+    /// Seconds a request may wait in that queue before it gets a 503.
+    pub queue_timeout: f64,
 }
 
 impl Default for BalanceSettings {
@@ -50,6 +56,9 @@ impl Default for BalanceSettings {
             max_attempts: 3,
             failures_to_eject: 3,
             ejection_time: 5.0,
+            health_interval: 5.0,
+            queue_size: 64,
+            queue_timeout: 60.0,
         }
     }
 }
@@ -143,6 +152,16 @@ pub struct ConnectionSettings {
     /// When non-empty, only these (unprefixed) model ids are served from this connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_ids: Option<Vec<String>>,
+    /// Share of traffic relative to other instances of the same priority (default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Tier: lower numbers are preferred; a higher one is used only when no lower tier can
+    /// serve (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// Requests this instance runs at once per model (default `balance.slots`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<usize>,
     /// Fields Corral does not use (e.g. `auth_type`), kept so they round-trip.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -174,6 +193,9 @@ impl fmt::Debug for ConnectionSettings {
             .field("prefix_id", &self.prefix_id)
             .field("tags", &self.tags)
             .field("model_ids", &self.model_ids)
+            .field("weight", &self.weight)
+            .field("priority", &self.priority)
+            .field("slots", &self.slots)
             .field("extra", &self.extra.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -322,6 +344,18 @@ impl Settings {
         }
         if self.balance.slots == 0 || self.balance.max_attempts == 0 {
             return Err(ConfigError::key("balance", "slots and max_attempts must be at least 1"));
+        }
+        if !self.balance.health_interval.is_finite() || self.balance.health_interval < 0.0 {
+            return Err(ConfigError::key(
+                "balance.health_interval",
+                "must be 0 or a positive number of seconds",
+            ));
+        }
+        if !self.balance.queue_timeout.is_finite() || self.balance.queue_timeout < 0.0 {
+            return Err(ConfigError::key(
+                "balance.queue_timeout",
+                "must be 0 or a positive number of seconds",
+            ));
         }
         if !self.balance.ejection_time.is_finite() || self.balance.ejection_time <= 0.0 {
             return Err(ConfigError::key(

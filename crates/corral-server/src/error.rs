@@ -63,6 +63,15 @@ pub enum AppError {
         /// Enabled instances that did not answer the last listing.
         silent: Vec<usize>,
     },
+    /// Every instance holding the model is at its slot limit and the queue is full or the
+    /// wait ran out.
+    #[error("the model is busy on every instance: {reason}; retry in {retry_after}s")]
+    Busy {
+        /// Seconds to wait before retrying.
+        retry_after: u64,
+        /// Why.
+        reason: String,
+    },
     /// A bug in the gateway.
     #[error("internal error: {0}")]
     Internal(String),
@@ -82,6 +91,7 @@ impl AppError {
             AppError::UpstreamUnreachable { .. } => "upstream_unreachable",
             AppError::UpstreamTimeout { .. } => "upstream_timeout",
             AppError::NoInstance { .. } => "no_instance",
+            AppError::Busy { .. } => "busy",
             AppError::Internal(_) => "internal",
         }
     }
@@ -100,6 +110,7 @@ impl ResponseError for AppError {
             AppError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             AppError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             AppError::NoInstance { .. } => StatusCode::BAD_GATEWAY,
+            AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -115,7 +126,11 @@ impl ResponseError for AppError {
             }
             _ => tracing::debug!(kind = self.kind(), %message, "request refused"),
         }
-        HttpResponse::build(self.status_code()).json(json!({ "error": message, "detail": message }))
+        let mut resp = HttpResponse::build(self.status_code());
+        if let AppError::Busy { retry_after, .. } = self {
+            resp.insert_header((actix_web::http::header::RETRY_AFTER, retry_after.to_string()));
+        }
+        resp.json(json!({ "error": message, "detail": message }))
     }
 }
 

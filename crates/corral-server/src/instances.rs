@@ -16,10 +16,20 @@ use dashmap::DashMap;
 /// keep-alive).
 const LOADED_FOR: Duration = Duration::from_secs(300);
 
-/// Knowledge about every instance.
+/// Knowledge about every instance, and the per-model admission queues.
 #[derive(Default)]
 pub struct Instances {
     by_url: DashMap<String, Arc<Instance>>,
+    queues: DashMap<String, Arc<Queue>>,
+}
+
+/// Requests waiting for a slot on any instance holding one model.
+#[derive(Default)]
+pub struct Queue {
+    /// Wakes the longest-waiting request (tokio's `Notify` is first in, first out).
+    pub slot_freed: tokio::sync::Notify,
+    /// Requests waiting now.
+    pub waiting: AtomicUsize,
 }
 
 /// Knowledge about one instance.
@@ -40,6 +50,14 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 }
 
 impl Instances {
+    /// The admission queue of catalogue model `model`.
+    pub fn queue(&self, model: &str) -> Arc<Queue> {
+        if let Some(q) = self.queues.get(model) {
+            return q.clone();
+        }
+        self.queues.entry(model.to_owned()).or_default().clone()
+    }
+
     /// The instance at `url`, created on first use.
     pub fn get(&self, url: &str) -> Arc<Instance> {
         if let Some(i) = self.by_url.get(url) {
@@ -103,14 +121,31 @@ impl Instance {
         lock(&self.inner).health.state(now)
     }
 
-    /// Counts a request for `model` as in flight until the guard is dropped.
-    pub fn begin(self: &Arc<Self>, model: &str) -> InFlight {
+    /// Counts a request for `model` as in flight until the guard is dropped; dropping it
+    /// wakes the next request waiting in `queue`.
+    pub fn begin(self: &Arc<Self>, model: &str, queue: Arc<Queue>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         *lock(&self.inner).per_model.entry(model.to_owned()).or_default() += 1;
         InFlight {
             instance: self.clone(),
             model: model.to_owned(),
+            queue,
         }
+    }
+
+    /// Records an active health check; returns the state before and after.
+    pub fn checked(&self, ok: bool, policy: &HealthPolicy, now: Instant) -> (HealthState, HealthState) {
+        let mut inner = lock(&self.inner);
+        let before = inner.health.state(now);
+        match (ok, before) {
+            // A good check brings a half-open instance back; an ejection still runs its time.
+            (true, HealthState::HalfOpen { .. } | HealthState::Healthy) => inner.health.on_success(),
+            (true, HealthState::Ejected { .. }) => {}
+            (false, _) => {
+                inner.health.on_failure(now, Failure::Connect, policy);
+            }
+        }
+        (before, inner.health.state(now))
     }
 
     /// The instance answered (headers after `ttft`) with a status that is not a server error.
@@ -140,6 +175,7 @@ impl Instance {
 pub struct InFlight {
     instance: Arc<Instance>,
     model: String,
+    queue: Arc<Queue>,
 }
 
 impl Drop for InFlight {
@@ -149,5 +185,7 @@ impl Drop for InFlight {
         if let Some(n) = inner.per_model.get_mut(&self.model) {
             *n = n.saturating_sub(1);
         }
+        drop(inner);
+        self.queue.slot_freed.notify_one();
     }
 }

@@ -8,6 +8,7 @@ mod discovery;
 mod error;
 mod fleet;
 mod handlers;
+mod health_check;
 mod instances;
 mod proxy;
 mod routes;
@@ -67,6 +68,7 @@ impl Corral {
     pub fn start(&self) {
         fleet::spawn_refresher(self.shared.clone());
         config_watch::spawn(self.shared.clone());
+        health_check::spawn(self.shared.clone());
     }
 
     /// Serves the gateway on `listener` until the process is stopped.

@@ -4,12 +4,13 @@
 //! retried on another holder, up to `balance.max_attempts`. Once a byte has been relayed,
 //! nothing is retried.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
-use corral_balance::{Candidate, Failure, HealthPolicy, HealthState, PickContext};
+use corral_balance::{Candidate, Failure, HealthState, PickContext};
 
 use super::native::Spec;
 use super::{holders, strip_body_prefix, target, unknown_model, upstream_path, ModelRef};
@@ -35,11 +36,9 @@ pub async fn forward(
     let settings = shared.settings();
     let balance = &settings.balance;
     let policy = corral_balance::named(&balance.policy).unwrap_or(&corral_balance::ModelAffinity);
-    let health = HealthPolicy {
-        failures_to_eject: balance.failures_to_eject,
-        ejection: Duration::from_secs_f64(balance.ejection_time),
-        max_ejection: Duration::from_secs(120),
-    };
+    let health = crate::health_check::policy(&settings);
+    admit(shared, &snap.catalogue, &id, &holders).await?;
+    let queue = shared.instances.queue(&id);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error = None;
     for attempt in 0..balance.max_attempts.max(1) {
@@ -48,7 +47,10 @@ pub async fn forward(
         if remaining.is_empty() {
             break;
         }
-        let idx = pick(shared, &snap.catalogue, &id, &remaining, policy, balance.slots, now);
+        let candidates = pool(shared, &snap.catalogue, &id, &remaining, balance.slots, now);
+        let Some(idx) = pick(shared, candidates, policy, now) else {
+            break;
+        };
         tried.push(idx);
         let target = target(shared, idx)?;
         let instance = shared.instances.get(&target.base_url);
@@ -59,7 +61,7 @@ pub async fn forward(
             extra_headers: Vec::new(),
             body: Body::Bytes(strip_body_prefix(shared, idx, body.clone())?),
         };
-        let in_flight = instance.begin(&id);
+        let in_flight = instance.begin(&id, queue.clone());
         let started = Instant::now();
         let last_try = attempt + 1 >= balance.max_attempts.max(1) || tried.len() >= holders.len();
         match proxy::send(client, &settings.upstream, &target, out).await {
@@ -104,21 +106,28 @@ pub async fn forward(
     Err(last_error.unwrap_or_else(|| unknown_model(model, spec.owui)))
 }
 
-/// Picks among `remaining` holders: the healthy ones; else one due for its half-open probe;
-/// else any (every holder is out, and trying beats failing outright).
-fn pick(
+/// The candidates among `remaining` holders: healthy ones, ones due for their half-open
+/// probe, and all of them.
+struct Pool {
+    healthy: Vec<Candidate>,
+    probing: Vec<(Candidate, std::sync::Arc<crate::instances::Instance>)>,
+    all: Vec<Candidate>,
+}
+
+fn pool(
     shared: &Shared,
     catalogue: &corral_registry::Catalogue,
     id: &str,
     remaining: &[usize],
-    policy: &dyn corral_balance::Policy,
     slots: usize,
     now: Instant,
-) -> usize {
+) -> Pool {
     let settings = shared.settings();
-    let mut healthy = Vec::new();
-    let mut probing = Vec::new();
-    let mut all = Vec::new();
+    let mut pool = Pool {
+        healthy: Vec::new(),
+        probing: Vec::new(),
+        all: Vec::new(),
+    };
     for &idx in remaining {
         let Some(url) = settings.ollama.base_urls.get(idx) else {
             continue;
@@ -126,37 +135,90 @@ fn pick(
         let instance = shared.instances.get(url.trim_end_matches('/'));
         let view = instance.view(id, now);
         let loaded_here = catalogue.loaded_on(idx);
+        let conn = settings.ollama.connection(idx);
         let candidate = Candidate {
             idx,
-            weight: 1,
-            priority: 0,
+            weight: conn.weight.unwrap_or(1),
+            priority: conn.priority.unwrap_or(0),
             in_flight: view.in_flight,
             in_flight_model: view.in_flight_model,
-            slots,
+            slots: conn.slots.unwrap_or(slots),
             loaded: view.recently_served || loaded_here.contains(&id),
             loaded_count: loaded_here.len(),
             max_loaded: None,
             ttft: view.ttft,
         };
         if view.selectable {
-            healthy.push(candidate.clone());
+            pool.healthy.push(candidate.clone());
         } else if matches!(instance.health(now), HealthState::HalfOpen { probing: false }) {
-            probing.push((candidate.clone(), instance));
+            pool.probing.push((candidate.clone(), instance));
         }
-        all.push(candidate);
+        pool.all.push(candidate);
     }
+    pool
+}
+
+/// Picks from the pool: the healthy holders; else one due for its half-open probe; else
+/// any (every holder is out, and trying beats failing outright).
+fn pick(shared: &Shared, pool: Pool, policy: &dyn corral_balance::Policy, now: Instant) -> Option<usize> {
     let mut rng = rand::thread_rng();
     let mut ctx = PickContext {
         rng: &mut rng,
         sequence: shared.next_pick(),
     };
-    if let Some(idx) = policy.pick(&healthy, &mut ctx) {
-        return idx;
+    if let Some(idx) = policy.pick(&pool.healthy, &mut ctx) {
+        return Some(idx);
     }
-    for (candidate, instance) in probing {
+    for (candidate, instance) in pool.probing {
         if instance.try_probe(now) {
-            return candidate.idx;
+            return Some(candidate.idx);
         }
     }
-    policy.pick(&all, &mut ctx).unwrap_or(remaining[0])
+    policy.pick(&pool.all, &mut ctx)
+}
+
+/// Waits, first come first served, until a holder of the model has a free slot; a full
+/// queue or a wait past `balance.queue_timeout` is a 503 with `Retry-After`.
+async fn admit(
+    shared: &Shared,
+    catalogue: &corral_registry::Catalogue,
+    id: &str,
+    holders: &[usize],
+) -> Result<(), AppError> {
+    let settings = shared.settings();
+    let balance = &settings.balance;
+    let queue = shared.instances.queue(id);
+    let free = |now| {
+        let p = pool(shared, catalogue, id, holders, balance.slots, now);
+        let serving = if p.healthy.is_empty() { &p.all } else { &p.healthy };
+        !corral_balance::all_busy(serving)
+    };
+    if queue.waiting.load(Ordering::Acquire) == 0 && free(Instant::now()) {
+        return Ok(());
+    }
+    if queue.waiting.load(Ordering::Acquire) >= balance.queue_size {
+        return Err(AppError::Busy {
+            retry_after: 1,
+            reason: format!("{} requests already wait for model {id}", balance.queue_size),
+        });
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(balance.queue_timeout);
+    queue.waiting.fetch_add(1, Ordering::AcqRel);
+    let result = loop {
+        let freed = queue.slot_freed.notified();
+        if free(Instant::now()) {
+            break Ok(());
+        }
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            let secs = balance.queue_timeout.ceil().max(1.0) as u64;
+            break Err(AppError::Busy {
+                retry_after: secs,
+                reason: format!("no slot for model {id} freed within {}s", balance.queue_timeout),
+            });
+        }
+    };
+    queue.waiting.fetch_sub(1, Ordering::AcqRel);
+    // Pass the turn on: the next waiter checks again too.
+    queue.slot_freed.notify_one();
+    result
 }

@@ -186,3 +186,123 @@ async fn the_status_view_shows_loaded_models_and_requests_in_flight() {
     drop(resp);
     gw.stop().await;
 }
+
+async fn slow_sim() -> SimHandle {
+    SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        tokens_per_sec: 20.0,
+        num_parallel: 8,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Status and `Retry-After` of one 20-token chat (about a second at 20 tokens/s).
+async fn timed_chat(url: String) -> (StatusCode, Option<String>) {
+    let body = chat_body("llama3.2", 20, false);
+    let resp = client().post(url).send_json(&body).await.unwrap();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (resp.status(), retry)
+}
+
+#[actix_web::test]
+async fn when_every_slot_is_taken_requests_queue_and_a_full_queue_gets_503() {
+    let sim = slow_sim().await;
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.balance.slots = 1;
+    settings.balance.queue_size = 1;
+    let gw = Gateway::start(settings).await;
+    warm(&gw).await;
+    let url = gw.at("/api/chat");
+    let late = |url: String, ms| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let start = std::time::Instant::now();
+        (timed_chat(url).await, start.elapsed())
+    };
+    let (a, (b, b_took), (c, _)) =
+        futures_util::join!(timed_chat(url.clone()), late(url.clone(), 100), late(url.clone(), 200));
+    assert_eq!(a.0, StatusCode::OK);
+    assert_eq!(b.0, StatusCode::OK, "the second waited for the slot");
+    assert!(
+        b_took >= Duration::from_millis(1400),
+        "it ran only after the first finished: {b_took:?}"
+    );
+    assert_eq!(c.0, StatusCode::SERVICE_UNAVAILABLE, "the third found the queue full");
+    assert!(c.1.is_some(), "a 503 from the queue says when to retry");
+    // Listings never queue.
+    assert_eq!(
+        client().get(gw.at("/api/tags")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_wait_past_the_queue_timeout_gets_503_with_retry_after() {
+    let sim = slow_sim().await;
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.balance.slots = 1;
+    settings.balance.queue_timeout = 0.3;
+    let gw = Gateway::start(settings).await;
+    warm(&gw).await;
+    let url = gw.at("/api/chat");
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let start = std::time::Instant::now();
+        (timed_chat(url.clone()).await, start.elapsed())
+    };
+    let (first, (second, waited)) = futures_util::join!(timed_chat(url.clone()), second);
+    assert_eq!(first.0, StatusCode::OK);
+    assert_eq!(second.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(second.1.as_deref(), Some("1"));
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(900),
+        "{waited:?}"
+    );
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn active_checks_eject_a_silent_instance_and_bring_it_back() {
+    let a = plain_sim().await;
+    let b = plain_sim().await;
+    let b_addr = b.addr();
+    let mut settings = settings_for(&[&a.url(), &b.url()]);
+    settings.balance.health_interval = 0.1;
+    settings.balance.failures_to_eject = 2;
+    settings.balance.ejection_time = 0.3;
+    let gw = Gateway::start(settings).await;
+    b.stop().await;
+    let mut ejected = false;
+    for _ in 0..40 {
+        if status(&gw).await["instances"][1]["health"] == "ejected" {
+            ejected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ejected, "active checks ejected the instance without any traffic");
+    let _b = SimHandle::start_on(
+        SimConfig {
+            models: vec![SimModel::chat("llama3.2")],
+            ..SimConfig::default()
+        },
+        b_addr,
+    )
+    .await
+    .unwrap();
+    let mut back = false;
+    for _ in 0..60 {
+        if status(&gw).await["instances"][1]["health"] == "healthy" {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back, "a good check after the ejection brought it back");
+    gw.stop().await;
+}

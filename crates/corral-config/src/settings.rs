@@ -32,6 +32,8 @@ pub struct Settings {
 pub struct BalanceSettings {
     /// `model_affinity`, `least_outstanding`, `latency_ewma`, `round_robin` or `random`.
     pub policy: String,
+    /// A policy for particular models (catalogue ids such as `llama3.2:latest`), over `policy`.
+    pub per_model: BTreeMap<String, String>,
     /// Requests an instance runs at once per model (Ollama's `OLLAMA_NUM_PARALLEL`).
     pub slots: usize,
     /// Instances tried for one request before it fails (1 disables failover).
@@ -52,6 +54,7 @@ impl Default for BalanceSettings {
     fn default() -> Self {
         BalanceSettings {
             policy: "model_affinity".to_owned(),
+            per_model: BTreeMap::new(),
             slots: 1,
             max_attempts: 3,
             failures_to_eject: 3,

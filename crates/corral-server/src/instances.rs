@@ -43,6 +43,7 @@ struct Inner {
     served: HashMap<String, Instant>,
     health: Health,
     ttft: Ewma,
+    duration: Ewma,
 }
 
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -73,6 +74,7 @@ impl Instances {
                         served: HashMap::new(),
                         health: Health::default(),
                         ttft: Ewma::new(Duration::from_secs(30)),
+                        duration: Ewma::new(Duration::from_secs(30)),
                     }),
                 })
             })
@@ -130,6 +132,7 @@ impl Instance {
             instance: self.clone(),
             model: model.to_owned(),
             queue,
+            started: Instant::now(),
         }
     }
 
@@ -165,9 +168,23 @@ impl Instance {
         lock(&self.inner).health.on_failure(now, why, policy)
     }
 
-    /// Requests in flight and recent time to first token, for the status view.
-    pub fn load(&self) -> (usize, Option<Duration>) {
-        (self.in_flight.load(Ordering::Relaxed), lock(&self.inner).ttft.get())
+    /// Requests in flight, recent time to first token and recent duration, for the status view.
+    pub fn load(&self) -> (usize, Option<Duration>, Option<Duration>) {
+        let inner = lock(&self.inner);
+        (
+            self.in_flight.load(Ordering::Relaxed),
+            inner.ttft.get(),
+            inner.duration.get(),
+        )
+    }
+
+    /// The health state as a word, for listings.
+    pub fn health_word(&self, now: Instant) -> &'static str {
+        match self.health(now) {
+            HealthState::Healthy => "healthy",
+            HealthState::Ejected { .. } => "ejected",
+            HealthState::HalfOpen { .. } => "half_open",
+        }
     }
 }
 
@@ -176,6 +193,7 @@ pub struct InFlight {
     instance: Arc<Instance>,
     model: String,
     queue: Arc<Queue>,
+    started: Instant,
 }
 
 impl Drop for InFlight {
@@ -185,6 +203,8 @@ impl Drop for InFlight {
         if let Some(n) = inner.per_model.get_mut(&self.model) {
             *n = n.saturating_sub(1);
         }
+        let now = Instant::now();
+        inner.duration.observe(now - self.started, now);
         drop(inner);
         self.queue.slot_freed.notify_one();
     }

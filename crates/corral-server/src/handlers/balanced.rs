@@ -35,7 +35,10 @@ pub async fn forward(
         .ok_or_else(|| unknown_model(model, spec.owui))?;
     let settings = shared.settings();
     let balance = &settings.balance;
-    let policy = corral_balance::named(&balance.policy).unwrap_or(&corral_balance::ModelAffinity);
+    let name = balance.per_model.get(&id).unwrap_or(&balance.policy);
+    let policy = corral_balance::named(name).unwrap_or(&corral_balance::ModelAffinity);
+    // Failover stops at the first-byte deadline, however many attempts remain.
+    let deadline = proxy::secs(settings.upstream.first_byte_timeout).map(|t| Instant::now() + t);
     let health = crate::health_check::policy(&settings);
     admit(shared, &snap.catalogue, &id, &holders).await?;
     let queue = shared.instances.queue(&id);
@@ -44,7 +47,7 @@ pub async fn forward(
     for attempt in 0..balance.max_attempts.max(1) {
         let now = Instant::now();
         let remaining: Vec<usize> = holders.iter().copied().filter(|i| !tried.contains(i)).collect();
-        if remaining.is_empty() {
+        if remaining.is_empty() || deadline.is_some_and(|d| now >= d) {
             break;
         }
         let candidates = pool(shared, &snap.catalogue, &id, &remaining, balance.slots, now);

@@ -26,7 +26,34 @@ pub async fn tags(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> 
         return HttpResponse::Ok().json(json!({ "models": [] }));
     }
     let snap = shared.fleet.fresh(&shared, &client, ttl(&shared)).await;
-    HttpResponse::Ok().json(json!({ "models": snap.catalogue.models_json() }))
+    let settings = shared.settings();
+    let now = std::time::Instant::now();
+    // Each model lists the health of its instances beside `urls`, e.g. {"0":"healthy"}.
+    let models: Vec<Value> = snap
+        .catalogue
+        .models_json()
+        .into_iter()
+        .map(|mut m| {
+            let health: serde_json::Map<String, Value> = m["urls"]
+                .as_array()
+                .map(|urls| {
+                    urls.iter()
+                        .filter_map(Value::as_u64)
+                        .filter_map(|i| {
+                            let url = settings.ollama.base_urls.get(usize::try_from(i).ok()?)?;
+                            let word = shared.instances.get(url.trim_end_matches('/')).health_word(now);
+                            Some((i.to_string(), Value::from(word)))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(obj) = m.as_object_mut() {
+                obj.insert("health".to_owned(), Value::Object(health));
+            }
+            m
+        })
+        .collect();
+    HttpResponse::Ok().json(json!({ "models": models }))
 }
 
 /// `GET /api/ps`, `GET /ollama/api/ps`: every enabled instance's loaded models, merged.
@@ -393,12 +420,8 @@ pub async fn status(shared: web::Data<Shared>, client: web::Data<awc::Client>) -
         .map(|(idx, url)| {
             let conn = settings.ollama.connection(idx);
             let instance = shared.instances.get(url.trim_end_matches('/'));
-            let health = match instance.health(now) {
-                corral_balance::HealthState::Healthy => "healthy",
-                corral_balance::HealthState::Ejected { .. } => "ejected",
-                corral_balance::HealthState::HalfOpen { .. } => "half_open",
-            };
-            let (in_flight, ttft) = instance.load();
+            let health = instance.health_word(now);
+            let (in_flight, ttft, duration) = instance.load();
             let answered = snap.listings.tags.get(idx).is_some_and(Option::is_some);
             json!({
                 "url_idx": idx,
@@ -408,6 +431,7 @@ pub async fn status(shared: web::Data<Shared>, client: web::Data<awc::Client>) -
                 "health": health,
                 "in_flight": in_flight,
                 "ttft_ms": ttft.map(|d| d.as_secs_f64() * 1000.0),
+                "duration_ms": duration.map(|d| d.as_secs_f64() * 1000.0),
                 "loaded": snap.catalogue.loaded_on(idx),
             })
         })

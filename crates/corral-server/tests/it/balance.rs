@@ -86,6 +86,35 @@ async fn a_dead_instance_is_failed_over_and_ejected() {
     let s = status(&gw).await;
     assert_eq!(s["instances"][1]["health"], "ejected", "{s}");
     assert_eq!(s["instances"][0]["health"], "healthy");
+    let mut resp = client().get(gw.at("/ollama/api/tags")).send().await.unwrap();
+    let tags: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    let expected = serde_json::json!({"0": "healthy"});
+    assert_eq!(
+        tags["models"][0]["health"], expected,
+        "the dead one left the listing: {tags}"
+    );
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_model_can_have_its_own_policy() {
+    let a = plain_sim().await;
+    let b = plain_sim().await;
+    let mut settings = settings_for(&[&a.url(), &b.url()]);
+    settings
+        .balance
+        .per_model
+        .insert("llama3.2:latest".to_owned(), "round_robin".to_owned());
+    let gw = Gateway::start(settings).await;
+    warm(&gw).await;
+    for _ in 0..10 {
+        assert_eq!(chat(&gw).await, StatusCode::OK);
+    }
+    assert_eq!(
+        (chats(&a), chats(&b)),
+        (5, 5),
+        "round robin for this model, where the default would stick to one"
+    );
     gw.stop().await;
 }
 
@@ -118,6 +147,13 @@ async fn a_fast_503_instance_is_ejected_and_its_requests_retried() {
     );
     assert_eq!(chats(&a), 20);
     assert_eq!(status(&gw).await["instances"][1]["health"], "ejected");
+    let mut resp = client().get(gw.at("/ollama/api/tags")).send().await.unwrap();
+    let tags: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    let expected = serde_json::json!({"0": "healthy", "1": "ejected"});
+    assert_eq!(
+        tags["models"][0]["health"], expected,
+        "the busy one still lists its models: {tags}"
+    );
     gw.stop().await;
 }
 

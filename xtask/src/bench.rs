@@ -5,6 +5,7 @@
 //! No existing tool reports time to first chunk of an NDJSON stream, so the streaming
 //! scenario uses the small bounded client in `bench/stream.rs`.
 
+mod balance;
 mod gateway;
 mod stream;
 
@@ -12,10 +13,14 @@ use std::path::Path;
 
 use anyhow::Result;
 
-/// Runs the benchmark named by `args` (`[--quick]`).
+/// Runs the benchmark named by `args`: `[balance] [--quick]`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
-    gateway::run(root, quick)
+    if args.iter().any(|a| a == "balance") {
+        balance::run(root, quick)
+    } else {
+        gateway::run(root, quick)
+    }
 }
 
 /// Replaces the text between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->` in

@@ -122,20 +122,30 @@ impl Policy for LatencyEwma {
 }
 
 /// Corral's default: the model already loaded with a free slot; else an instance that can
-/// load it without evicting another model; else the least loaded. Ties go to fewer requests
-/// in flight, then lower recent time to first token, then the lower index.
+/// load it without evicting another model; else the least loaded of the instances that
+/// already hold it (waiting for a warm slot beats a cold load that evicts another model);
+/// else the least loaded of the rest. Ties go to fewer requests in flight, then lower
+/// recent time to first token, then the lower index.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ModelAffinity;
 
-/// 0: loaded with a free slot; 1: loadable without eviction, with a free slot; 2: the rest.
+/// 0: loaded with a free slot; 1: loadable without eviction, with a free slot; 2: loaded
+/// but busy; 3: the rest (a load that evicts, or no free slot at all).
 fn affinity_class(c: &Candidate) -> u8 {
     if c.loaded && c.has_free_slot() {
         0
     } else if !c.loaded && c.can_load_without_evicting() && c.has_free_slot() {
         1
-    } else {
+    } else if c.loaded {
         2
+    } else {
+        3
     }
+}
+
+/// Queue length per slot for the model: how long a warm but busy instance keeps one waiting.
+fn model_queue(c: &Candidate) -> f64 {
+    c.in_flight_model as f64 / c.slots.max(1) as f64 / f64::from(c.weight())
 }
 
 impl Policy for ModelAffinity {
@@ -150,6 +160,7 @@ impl Policy for ModelAffinity {
             .min_by(|a, b| {
                 affinity_class(a)
                     .cmp(&affinity_class(b))
+                    .then(model_queue(a).partial_cmp(&model_queue(b)).unwrap_or(Ordering::Equal))
                     .then(load(a).partial_cmp(&load(b)).unwrap_or(Ordering::Equal))
                     .then(ttft(a).cmp(&ttft(b)))
                     .then(a.idx.cmp(&b.idx))

@@ -201,6 +201,64 @@ fn model_affinity_prefers_loaded_and_free_then_loadable_then_least_loaded() {
 }
 
 #[test]
+fn model_affinity_waits_for_a_warm_slot_rather_than_evicting() {
+    let warm_busy = Candidate {
+        loaded: true,
+        slots: 2,
+        in_flight_model: 2,
+        in_flight: 2,
+        max_loaded: Some(2),
+        loaded_count: 2,
+        ..c(0)
+    };
+    let full_idle = Candidate {
+        loaded: false,
+        max_loaded: Some(2),
+        loaded_count: 2,
+        ..c(1)
+    };
+    assert_eq!(
+        pick("model_affinity", &[full_idle.clone(), warm_busy.clone()]),
+        Some(0),
+        "queue behind the warm one"
+    );
+    let room = Candidate {
+        loaded: false,
+        max_loaded: Some(2),
+        loaded_count: 1,
+        ..c(2)
+    };
+    assert_eq!(
+        pick("model_affinity", &[full_idle, warm_busy.clone(), room]),
+        Some(2),
+        "a load that evicts nothing is fine"
+    );
+    let warmer = Candidate {
+        in_flight_model: 3,
+        slots: 4,
+        ..warm_busy.clone()
+    };
+    assert_eq!(
+        pick(
+            "model_affinity",
+            &[
+                Candidate {
+                    in_flight_model: 4,
+                    ..warm_busy
+                },
+                Candidate {
+                    idx: 5,
+                    in_flight_model: 5,
+                    ..warmer
+                }
+            ]
+        ),
+        Some(5),
+        "the shorter queue per slot"
+    );
+}
+
+#[test]
 fn a_lower_tier_is_used_only_when_no_higher_tier_can_serve() {
     let primary_busy = Candidate {
         priority: 0,

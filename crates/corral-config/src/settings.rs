@@ -36,6 +36,9 @@ pub struct BalanceSettings {
     pub per_model: BTreeMap<String, String>,
     /// Requests an instance runs at once per model (Ollama's `OLLAMA_NUM_PARALLEL`).
     pub slots: usize,
+    /// Models an instance keeps loaded at once (Ollama's `OLLAMA_MAX_LOADED_MODELS`); 0 when
+    /// unknown.
+    pub max_loaded: usize,
     /// Instances tried for one request before it fails (1 disables failover).
     pub max_attempts: usize,
     /// Consecutive failures that take an instance out of rotation.
@@ -56,6 +59,7 @@ impl Default for BalanceSettings {
             policy: "model_affinity".to_owned(),
             per_model: BTreeMap::new(),
             slots: 1,
+            max_loaded: 0,
             max_attempts: 3,
             failures_to_eject: 3,
             ejection_time: 5.0,
@@ -165,6 +169,9 @@ pub struct ConnectionSettings {
     /// Requests this instance runs at once per model (default `balance.slots`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slots: Option<usize>,
+    /// Models this instance keeps loaded at once (default `balance.max_loaded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_loaded: Option<usize>,
     /// Fields Corral does not use (e.g. `auth_type`), kept so they round-trip.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -199,6 +206,7 @@ impl fmt::Debug for ConnectionSettings {
             .field("weight", &self.weight)
             .field("priority", &self.priority)
             .field("slots", &self.slots)
+            .field("max_loaded", &self.max_loaded)
             .field("extra", &self.extra.keys().collect::<Vec<_>>())
             .finish()
     }

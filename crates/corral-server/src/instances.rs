@@ -89,8 +89,10 @@ pub struct View {
     pub in_flight: usize,
     /// Requests in flight for the model asked about.
     pub in_flight_model: usize,
-    /// Whether the gateway saw the model served there within the keep-alive.
+    /// Whether the gateway's mirror of the instance's loaded models holds the model.
     pub recently_served: bool,
+    /// How many models the mirror holds; 0 when the gateway has not routed there lately.
+    pub served_count: usize,
     /// Recent time to first token.
     pub ttft: Option<Duration>,
     /// Whether ordinary traffic may go there now.
@@ -108,6 +110,11 @@ impl Instance {
                 .served
                 .get(model)
                 .is_some_and(|t| now.saturating_duration_since(*t) < LOADED_FOR),
+            served_count: inner
+                .served
+                .values()
+                .filter(|t| now.saturating_duration_since(**t) < LOADED_FOR)
+                .count(),
             ttft: inner.ttft.get(),
             selectable: inner.health.is_selectable(now),
         }
@@ -125,9 +132,38 @@ impl Instance {
 
     /// Counts a request for `model` as in flight until the guard is dropped; dropping it
     /// wakes the next request waiting in `queue`.
-    pub fn begin(self: &Arc<Self>, model: &str, queue: Arc<Queue>) -> InFlight {
+    ///
+    /// The request also loads the model there: the mirror of loaded models records it and,
+    /// when the instance keeps at most `max_loaded`, drops the least recently used one, as
+    /// Ollama evicts it.
+    pub fn begin(self: &Arc<Self>, model: &str, queue: Arc<Queue>, max_loaded: Option<usize>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.inner).per_model.entry(model.to_owned()).or_default() += 1;
+        let now = Instant::now();
+        let mut inner = lock(&self.inner);
+        *inner.per_model.entry(model.to_owned()).or_default() += 1;
+        inner
+            .served
+            .retain(|_, t| now.saturating_duration_since(*t) < LOADED_FOR);
+        inner.served.insert(model.to_owned(), now);
+        if let Some(max) = max_loaded.filter(|m| *m > 0) {
+            while inner.served.len() > max {
+                let busy: Vec<String> = inner
+                    .per_model
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(m, _)| m.clone())
+                    .collect();
+                let victim = inner
+                    .served
+                    .iter()
+                    .filter(|(m, _)| !busy.contains(m))
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(m, _)| m.clone());
+                let Some(victim) = victim else { break };
+                inner.served.remove(&victim);
+            }
+        }
+        drop(inner);
         InFlight {
             instance: self.clone(),
             model: model.to_owned(),

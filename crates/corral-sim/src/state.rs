@@ -71,6 +71,9 @@ pub struct Sim {
     pub config: SimConfig,
     /// Blobs uploaded to the instance, by digest (`sha256:<hex>`).
     pub blobs: Mutex<std::collections::HashSet<String>>,
+    /// Held while a model loads: like Ollama's scheduler, one load at a time, and requests
+    /// for a model being loaded wait for that load instead of starting their own.
+    loading: tokio::sync::Mutex<()>,
     inner: Mutex<Inner>,
     latch: Notify,
     latch_open: AtomicBool,
@@ -105,6 +108,7 @@ impl Sim {
             waiting: AtomicUsize::new(0),
             counter: AtomicU64::new(0),
             blobs: Mutex::new(std::collections::HashSet::new()),
+            loading: tokio::sync::Mutex::new(()),
             config,
         }
     }
@@ -204,50 +208,55 @@ impl Sim {
         out
     }
 
-    /// Loads `model` if needed; returns how long the load took (zero when warm).
+    /// Loads `model` if needed; returns how long the request waited for it (about zero when
+    /// warm).
     pub async fn load(&self, model: &SimModel) -> Duration {
-        let cold = {
-            let mut inner = self.inner.lock();
-            match inner.loaded.iter_mut().find(|l| l.name == model.name) {
-                Some(l) => {
-                    l.last_used = Instant::now();
-                    false
-                }
-                None => {
-                    inner.stats.cold_loads += 1;
-                    true
-                }
-            }
-        };
-        if !cold {
+        let started = Instant::now();
+        if self.mark_used(&model.name) {
             return Duration::from_micros(20);
         }
+        let _one_load_at_a_time = self.loading.lock().await;
+        // Someone else may have loaded it while this request waited.
+        if self.mark_used(&model.name) {
+            return started.elapsed().max(Duration::from_micros(20));
+        }
+        self.inner.lock().stats.cold_loads += 1;
         if !self.config.load_time.is_zero() {
             tokio::time::sleep(self.config.load_time).await;
         }
         let mut inner = self.inner.lock();
-        if !inner.loaded.iter().any(|l| l.name == model.name) {
-            let max = self.config.max_loaded;
-            while max > 0 && inner.loaded.len() >= max {
-                // Evict the least recently used model.
-                let Some(lru) = inner
-                    .loaded
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, l)| l.last_used)
-                    .map(|(i, _)| i)
-                else {
-                    break;
-                };
-                inner.loaded.remove(lru);
-            }
-            inner.loaded.push(Loaded {
-                name: model.name.clone(),
-                last_used: Instant::now(),
-                expires_at: expiry(self.config.keep_alive),
-            });
+        let max = self.config.max_loaded;
+        while max > 0 && inner.loaded.len() >= max {
+            // Evict the least recently used model.
+            let Some(lru) = inner
+                .loaded
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, l)| l.last_used)
+                .map(|(i, _)| i)
+            else {
+                break;
+            };
+            inner.loaded.remove(lru);
         }
-        self.config.load_time.max(Duration::from_micros(20))
+        inner.loaded.push(Loaded {
+            name: model.name.clone(),
+            last_used: Instant::now(),
+            expires_at: expiry(self.config.keep_alive),
+        });
+        started.elapsed().max(Duration::from_micros(20))
+    }
+
+    /// Marks a loaded model as just used; false if it is not loaded.
+    fn mark_used(&self, name: &str) -> bool {
+        let mut inner = self.inner.lock();
+        match inner.loaded.iter_mut().find(|l| l.name == name) {
+            Some(l) => {
+                l.last_used = Instant::now();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Records that a request on `model` finished: its keep-alive restarts.

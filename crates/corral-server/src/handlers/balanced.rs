@@ -64,7 +64,7 @@ pub async fn forward(
             extra_headers: Vec::new(),
             body: Body::Bytes(strip_body_prefix(shared, idx, body.clone())?),
         };
-        let in_flight = instance.begin(&id, queue.clone());
+        let in_flight = instance.begin(&id, queue.clone(), max_loaded(&settings, idx));
         let started = Instant::now();
         let last_try = attempt + 1 >= balance.max_attempts.max(1) || tried.len() >= holders.len();
         match proxy::send(client, &settings.upstream, &target, out).await {
@@ -146,9 +146,21 @@ fn pool(
             in_flight: view.in_flight,
             in_flight_model: view.in_flight_model,
             slots: conn.slots.unwrap_or(slots),
-            loaded: view.recently_served || loaded_here.contains(&id),
-            loaded_count: loaded_here.len(),
-            max_loaded: None,
+            // The gateway's own mirror of what is loaded where, when it has routed there
+            // lately; else what the instance's `/api/ps` said at the last refresh. A request
+            // in flight for the model means it is loaded or loading.
+            loaded: view.in_flight_model > 0
+                || if view.served_count > 0 {
+                    view.recently_served
+                } else {
+                    loaded_here.contains(&id)
+                },
+            loaded_count: if view.served_count > 0 {
+                view.served_count
+            } else {
+                loaded_here.len()
+            },
+            max_loaded: max_loaded(&settings, idx),
             ttft: view.ttft,
         };
         if view.selectable {
@@ -224,4 +236,14 @@ async fn admit(
     // Pass the turn on: the next waiter checks again too.
     queue.slot_freed.notify_one();
     result
+}
+
+/// How many models instance `idx` keeps loaded, if configured.
+fn max_loaded(settings: &corral_config::Settings, idx: usize) -> Option<usize> {
+    settings
+        .ollama
+        .connection(idx)
+        .max_loaded
+        .or(Some(settings.balance.max_loaded))
+        .filter(|m| *m > 0)
 }

@@ -413,9 +413,22 @@ impl OllamaSettings {
         Ok(())
     }
 
-    /// The settings of connection `idx`, or the defaults.
-    pub fn connection(&self, idx: usize) -> ConnectionSettings {
-        self.api_configs.get(&idx.to_string()).cloned().unwrap_or_default()
+    /// The settings of connection `idx`, or the defaults. Borrowed: requests read it often.
+    pub fn connection(&self, idx: usize) -> &ConnectionSettings {
+        static DEFAULT: ConnectionSettings = ConnectionSettings {
+            enable: None,
+            key: None,
+            connection_type: None,
+            prefix_id: None,
+            tags: None,
+            model_ids: None,
+            weight: None,
+            priority: None,
+            slots: None,
+            max_loaded: None,
+            extra: BTreeMap::new(),
+        };
+        self.api_configs.get(idx.to_string().as_str()).unwrap_or(&DEFAULT)
     }
 }
 

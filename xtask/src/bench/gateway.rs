@@ -72,6 +72,9 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
         .env("DATA_DIR", &data)
         .env("RUST_LOG", "warn")
         .env("CORRAL_SERVER__WORKERS", "1")
+        // The simulator runs 4 requests per model at once (its default `num_parallel`); the
+        // gateway is told so, as an operator sets it to the instances' OLLAMA_NUM_PARALLEL.
+        .env("CORRAL_BALANCE__SLOTS", "4")
         .spawn()
         .context("starting corral")?;
     let pid = gw.id();
@@ -122,7 +125,7 @@ fn report(
     let _ = writeln!(out, "Machine: {}.  ", super::machine());
     let _ = writeln!(
         out,
-        "Run: {}. Simulator (`corral-sim`, 1 worker, answering as fast as it can) and gateway (`corral`, 1 worker, release build) on loopback; load from `oha` on the same 2 cores, so the three compete for CPU.\n",
+        "Run: {}. Simulator (`corral-sim`, 1 worker, 4 parallel requests per model, answering as fast as it can) and gateway (`corral`, 1 worker, `balance.slots` 4, release build) on loopback; load from `oha` on the same 2 cores, so the three compete for CPU.\n",
         chrono_free_date()
     );
     let _ = writeln!(out, "| scenario | concurrency | direct p50 | gateway p50 | added p50 | direct p99 | gateway p99 | direct req/s | gateway req/s | gateway/direct |");

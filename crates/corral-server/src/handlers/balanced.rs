@@ -40,8 +40,20 @@ pub async fn forward(
     // Failover stops at the first-byte deadline, however many attempts remain.
     let deadline = proxy::secs(settings.upstream.first_byte_timeout).map(|t| Instant::now() + t);
     let health = crate::health_check::policy(&settings);
-    admit(shared, &snap.catalogue, &id, &holders).await?;
     let queue = shared.instances.queue(&id);
+    // The common case computes the candidates once: nobody waits and a slot is free.
+    let mut first = Some(pool(
+        shared,
+        &snap.catalogue,
+        &id,
+        &holders,
+        balance.slots,
+        Instant::now(),
+    ));
+    if queue.waiting.load(Ordering::Acquire) > 0 || !first.as_ref().is_some_and(has_free_slot) {
+        admit(shared, &snap.catalogue, &id, &holders).await?;
+        first = None;
+    }
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error = None;
     for attempt in 0..balance.max_attempts.max(1) {
@@ -50,7 +62,10 @@ pub async fn forward(
         if remaining.is_empty() || deadline.is_some_and(|d| now >= d) {
             break;
         }
-        let candidates = pool(shared, &snap.catalogue, &id, &remaining, balance.slots, now);
+        let candidates = match first.take() {
+            Some(p) => p,
+            None => pool(shared, &snap.catalogue, &id, &remaining, balance.slots, now),
+        };
         let Some(idx) = pick(shared, candidates, policy, now) else {
             break;
         };
@@ -173,6 +188,12 @@ fn pool(
     pool
 }
 
+/// Whether a request would start at once on one of the instances that would serve it.
+fn has_free_slot(p: &Pool) -> bool {
+    let serving = if p.healthy.is_empty() { &p.all } else { &p.healthy };
+    !corral_balance::all_busy(serving)
+}
+
 /// Picks from the pool: the healthy holders; else one due for its half-open probe; else
 /// any (every holder is out, and trying beats failing outright).
 fn pick(shared: &Shared, pool: Pool, policy: &dyn corral_balance::Policy, now: Instant) -> Option<usize> {
@@ -203,14 +224,7 @@ async fn admit(
     let settings = shared.settings();
     let balance = &settings.balance;
     let queue = shared.instances.queue(id);
-    let free = |now| {
-        let p = pool(shared, catalogue, id, holders, balance.slots, now);
-        let serving = if p.healthy.is_empty() { &p.all } else { &p.healthy };
-        !corral_balance::all_busy(serving)
-    };
-    if queue.waiting.load(Ordering::Acquire) == 0 && free(Instant::now()) {
-        return Ok(());
-    }
+    let free = |now| has_free_slot(&pool(shared, catalogue, id, holders, balance.slots, now));
     if queue.waiting.load(Ordering::Acquire) >= balance.queue_size {
         return Err(AppError::Busy {
             retry_after: 1,

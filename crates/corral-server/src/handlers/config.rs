@@ -146,7 +146,7 @@ pub fn parse_update(value: &Value, current: &OllamaSettings) -> Result<OllamaSet
                 .base_urls
                 .iter()
                 .position(|u| *u == base_urls[idx])
-                .and_then(|old| current.connection(old).key);
+                .and_then(|old| current.connection(old).key.clone());
         }
         api_configs.insert(idx.to_string(), conn);
     }

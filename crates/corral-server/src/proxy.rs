@@ -142,7 +142,13 @@ pub fn relay_with(
     let framing = Framing::of(resp.headers().get(header::CONTENT_TYPE));
     // A HEAD answer, a 204 or a 304 declares a length it does not send.
     let bodyless = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-    let framing = if bodyless { Framing::Opaque } else { framing };
+    // A compressed body is relayed as it is; its lines cannot be read on the way.
+    let encoded = resp
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.eq_ignore_ascii_case("identity"));
+    let framing = if bodyless || encoded { Framing::Opaque } else { framing };
     let mut body = Relay::new(resp, secs(settings.idle_timeout), framing, upstream.idx).expect_len(if bodyless {
         None
     } else {

@@ -58,28 +58,10 @@ impl Catalogue {
         let mut entries: Vec<Entry> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         for conn in connections.iter().filter(|c| c.enabled) {
-            let Some(models) = tags
-                .get(conn.idx)
-                .and_then(Option::as_ref)
-                .and_then(|b| b.get("models"))
-                .and_then(Value::as_array)
-            else {
-                continue;
-            };
-            for model in models {
-                let Some(mut object) = model.as_object().cloned() else {
-                    continue;
-                };
-                let Some(upstream_id) = object.get("model").and_then(Value::as_str).map(str::to_owned) else {
-                    continue;
-                };
+            for (upstream_id, id, mut object) in listed(conn, tags) {
                 if !conn.model_ids.is_empty() && !conn.model_ids.contains(&upstream_id) {
                     continue;
                 }
-                let id = match conn.prefix_id.as_deref().filter(|p| !p.is_empty()) {
-                    Some(prefix) => format!("{prefix}.{upstream_id}"),
-                    None => upstream_id,
-                };
                 object.insert("model".to_owned(), Value::String(id.clone()));
                 if let Some(tags) = conn.tags.as_ref().filter(|t| !t.is_empty()) {
                     object.insert("tags".to_owned(), Value::Array(tags.clone()));
@@ -194,29 +176,35 @@ impl Catalogue {
     }
 }
 
+/// The model objects connection `conn` listed in `bodies` (`/api/tags` or `/api/ps` answers
+/// by index), each with its upstream `model` and its catalogue id (prefixed).
+fn listed<'a>(
+    conn: &'a ConnectionView,
+    bodies: &'a [Option<Value>],
+) -> impl Iterator<Item = (String, String, Map<String, Value>)> + 'a {
+    let models = bodies
+        .get(conn.idx)
+        .and_then(Option::as_ref)
+        .and_then(|b| b.get("models"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    models.iter().filter_map(move |model| {
+        let object = model.as_object()?.clone();
+        let upstream_id = object.get("model").and_then(Value::as_str)?.to_owned();
+        let id = match conn.prefix_id.as_deref().filter(|p| !p.is_empty()) {
+            Some(prefix) => format!("{prefix}.{upstream_id}"),
+            None => upstream_id.clone(),
+        };
+        Some((upstream_id, id, object))
+    })
+}
+
 /// `/api/ps` merge: prefixed `model`, `urls`, first occurrence wins.
 fn merge_ps(connections: &[ConnectionView], ps: &[Option<Value>]) -> Vec<Entry> {
     let mut out: Vec<Entry> = Vec::new();
     for conn in connections.iter().filter(|c| c.enabled) {
-        let Some(models) = ps
-            .get(conn.idx)
-            .and_then(Option::as_ref)
-            .and_then(|b| b.get("models"))
-            .and_then(Value::as_array)
-        else {
-            continue;
-        };
-        for model in models {
-            let Some(mut object) = model.as_object().cloned() else {
-                continue;
-            };
-            let Some(upstream_id) = object.get("model").and_then(Value::as_str).map(str::to_owned) else {
-                continue;
-            };
-            let id = match conn.prefix_id.as_deref().filter(|p| !p.is_empty()) {
-                Some(prefix) => format!("{prefix}.{upstream_id}"),
-                None => upstream_id,
-            };
+        for (_, id, mut object) in listed(conn, ps) {
             if let Some(entry) = out.iter_mut().find(|e| e.id == id) {
                 entry.urls.push(conn.idx);
                 entry.object.insert("urls".to_owned(), Value::from(entry.urls.clone()));

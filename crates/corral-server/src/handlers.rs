@@ -185,6 +185,25 @@ pub fn check_json(body: &[u8]) -> Result<ModelRef, AppError> {
     serde_json::from_slice(body).map_err(|e| AppError::BadRequest(format!("invalid request body: {e}")))
 }
 
+/// Reads a JSON object body whole, for routes off the hot path that need every field:
+/// the routing fields and the parsed object.
+pub async fn read_object(payload: web::Payload) -> Result<(ModelRef, serde_json::Value), AppError> {
+    let bytes = read_body(payload).await?;
+    let fields = check_json(&bytes)?;
+    let value =
+        serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(format!("invalid request body: {e}")))?;
+    Ok((fields, value))
+}
+
+impl ModelRef {
+    /// The model, or a 400 saying `missing`.
+    pub fn required(&self, missing: &str) -> Result<String, AppError> {
+        self.get()
+            .map(str::to_owned)
+            .ok_or_else(|| AppError::BadRequest(missing.to_owned()))
+    }
+}
+
 /// The `{url_idx}` path segment, if the route has one, resolved against the connections.
 ///
 /// Negative values count from the end, as Open WebUI's Python indexing does.

@@ -13,7 +13,7 @@ use corral_config::{ConnectionSettings, OllamaSettings};
 use corral_store::StoredOllama;
 use serde_json::{json, Map, Value};
 
-use super::{check_json, read_body};
+use super::read_object;
 use crate::error::AppError;
 use crate::state::Shared;
 
@@ -63,9 +63,7 @@ pub async fn get(shared: web::Data<Shared>) -> Result<HttpResponse, AppError> {
 /// `POST /ollama/config/update`.
 pub async fn update(shared: web::Data<Shared>, payload: web::Payload) -> Result<HttpResponse, AppError> {
     loopback_only(&shared)?;
-    let body = read_body(payload).await?;
-    check_json(&body)?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let (_, value) = read_object(payload).await?;
     let current = shared.settings().ollama.clone();
     let next = parse_update(&value, &current)?;
     let store = shared
@@ -176,9 +174,7 @@ pub async fn verify(
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
     loopback_only(&shared)?;
-    let body = read_body(payload).await?;
-    check_json(&body)?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let (_, value) = read_object(payload).await?;
     let url = value
         .get("url")
         .and_then(Value::as_str)

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 
-use super::{check_json, read_body, target, unknown_model};
+use super::{read_object, target, unknown_model};
 use crate::discovery::fetch_json;
 use crate::error::AppError;
 use crate::proxy::{self, Body, Outgoing};
@@ -156,13 +156,8 @@ pub async fn pull_all(
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
 ) -> Result<HttpResponse, AppError> {
-    let bytes = read_body(payload).await?;
-    let fields = check_json(&bytes)?;
-    let model = fields
-        .get()
-        .ok_or_else(|| AppError::BadRequest("model is required".to_owned()))?
-        .to_owned();
-    let mut body: Value = serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let (fields, mut body) = read_object(payload).await?;
+    let model = fields.required("model is required")?;
     let instances = chosen_instances(&shared, &body)?;
     if instances.is_empty() {
         return Err(AppError::Disabled("no enabled Ollama instance to pull to".to_owned()));
@@ -310,13 +305,8 @@ pub async fn delete_all(
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
 ) -> Result<HttpResponse, AppError> {
-    let bytes = read_body(payload).await?;
-    let fields = check_json(&bytes)?;
-    let model = fields
-        .get()
-        .ok_or_else(|| AppError::BadRequest("model is required".to_owned()))?
-        .to_owned();
-    let body: Value = serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let (fields, body) = read_object(payload).await?;
+    let model = fields.required("model is required")?;
     let snap = shared.fleet.fresh(&shared, &client, Duration::from_secs(1)).await;
     let entry = snap
         .catalogue
@@ -361,12 +351,8 @@ pub async fn unload(
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
 ) -> Result<HttpResponse, AppError> {
-    let bytes = read_body(payload).await?;
-    let fields = check_json(&bytes)?;
-    let model = fields
-        .get()
-        .ok_or_else(|| AppError::BadRequest("Missing name of the model to unload.".to_owned()))?
-        .to_owned();
+    let (fields, _) = read_object(payload).await?;
+    let model = fields.required("Missing name of the model to unload.")?;
     let snap = shared.fleet.fresh(&shared, &client, Duration::from_secs(1)).await;
     let entry = snap
         .catalogue

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{check_json, default_target, read_body, target, url_idx};
+use super::{default_target, read_object, target, url_idx};
 use crate::error::AppError;
 use crate::proxy::{self, Target};
 use crate::state::Shared;
@@ -128,9 +128,7 @@ pub async fn download(
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
 ) -> Result<HttpResponse, AppError> {
-    let body = read_body(payload).await?;
-    check_json(&body)?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let (_, value) = read_object(payload).await?;
     let url = value.get("url").and_then(Value::as_str).unwrap_or_default().to_owned();
     if !ALLOWED.iter().any(|p| url.starts_with(p)) {
         return Err(AppError::BadRequest(

@@ -179,7 +179,8 @@ fn open_store(settings: &Settings) -> anyhow::Result<corral_store::Store> {
             .to_string(),
         url => url.to_owned(),
     };
-    corral_store::Store::open(&url, settings.database.pool_size).context("opening the database")
+    // Connect without migrating: `serve` and `migrate` run the migrations themselves and report them.
+    corral_store::Store::connect(&url, settings.database.pool_size).context("opening the database")
 }
 
 fn init_tracing(filter: &str) {

@@ -1,47 +1,64 @@
-//! Corral's database.
+//! Corral's database: the one crate that knows diesel.
 #![doc = include_str!("../README.md")]
 
+mod api_keys;
+mod conn;
 mod error;
+mod groups;
+mod models;
 mod ollama;
+mod revisions;
 mod schema;
+mod settings;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+mod tokens;
+mod url;
+mod users;
 
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
-use diesel::{PgConnection, SqliteConnection};
+use diesel::r2d2::{CustomizeConnection, ManageConnection, Pool, PooledConnection};
+use diesel::RunQueryDsl;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-pub use error::StoreError;
-pub use ollama::StoredOllama;
+use crate::conn::{AnyConnection, Manager, SqlitePragmas};
+
+pub use crate::api_keys::{ActiveKey, ApiKey, NewApiKey};
+pub use crate::error::StoreError;
+pub use crate::groups::Group;
+pub use crate::models::{Model, NewModel};
+pub use crate::ollama::StoredOllama;
+pub use crate::revisions::Revisions;
+pub use crate::tokens::RevokedToken;
+pub use crate::url::redact;
+pub use crate::users::{NewUser, User, UserChanges};
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
-/// A connection to either backend; queries written once serve both.
-#[derive(diesel::MultiConnection)]
-pub enum AnyConnection {
-    /// PostgreSQL.
-    Postgresql(PgConnection),
-    /// SQLite.
-    Sqlite(SqliteConnection),
-}
+/// How long `open` and every query wait for a connection before reporting the database unavailable.
+const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A PostgreSQL advisory-lock key held while migrating, so replicas starting together migrate one at a time.
+const MIGRATION_LOCK: i64 = 0x636f_7272_616c; // "corral"
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// PostgreSQL.
+    /// PostgreSQL, for several replicas sharing one state.
     Postgres,
-    /// SQLite.
+    /// SQLite, a single file: the default for one instance.
     Sqlite,
 }
 
-/// A pool of connections to Corral's database.
+/// A pool of connections to Corral's database, cheap to clone.
+///
+/// Every method is synchronous and takes a pooled connection: call it off the async executor
+/// (`web::block`). Writes run in one transaction each and bump the revision of the area they change.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool<ConnectionManager<AnyConnection>>,
+    pool: Pool<Manager>,
     backend: Backend,
     name: String,
 }
@@ -55,50 +72,51 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// SQLite connection settings, applied to every new connection.
-#[derive(Debug)]
-struct SqlitePragmas;
-
-impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
-    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
-        if let AnyConnection::Sqlite(c) = conn {
-            c.batch_execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
-                .map_err(diesel::r2d2::Error::QueryError)?;
-        }
-        Ok(())
-    }
-}
-
 impl Store {
-    /// Opens (and for SQLite creates) the database at `url` and checks that it answers.
+    /// Opens the database at `url`, checks that it answers, and runs every pending migration.
     ///
-    /// `postgres://` and `postgresql://` select PostgreSQL; `sqlite://PATH` or a plain path
-    /// select SQLite. An unreachable database fails within a few seconds.
+    /// `postgres://` and `postgresql://` select PostgreSQL; `sqlite://PATH`, `sqlite:PATH` or a plain
+    /// path select SQLite, creating the file and its parent directory if needed. A `pool_size` of 0 picks
+    /// a default (8 for PostgreSQL, 4 for SQLite). An unreachable database fails within about five
+    /// seconds with [`StoreError::Unavailable`], naming the database without its password.
     pub fn open(url: &str, pool_size: u32) -> Result<Store, StoreError> {
-        let (backend, target) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Backend::Postgres, with_connect_timeout(url))
-        } else {
-            let path = url.strip_prefix("sqlite://").unwrap_or(url);
-            if let Some(parent) = std::path::Path::new(path)
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-            {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
+        let store = Store::connect(url, pool_size)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Like [`Store::open`] but runs no migration, for tools that migrate explicitly (`corral migrate`
+    /// reports how many ran) or revert.
+    pub fn connect(url: &str, pool_size: u32) -> Result<Store, StoreError> {
+        let target = url::parse(url);
+        let name = redact(url.trim());
+        if target.backend == Backend::Sqlite {
+            if let Some(parent) = url::sqlite_parent(&target.target) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create the directory of the database {name}: {e}"))
+                })?;
             }
-            (Backend::Sqlite, path.to_owned())
-        };
-        let name = redact(url);
-        let size = match (pool_size, backend) {
+        }
+        let size = match (pool_size, target.backend) {
             (0, Backend::Postgres) => 8,
             (0, Backend::Sqlite) => 4,
             (n, _) => n,
         };
-        let manager = ConnectionManager::<AnyConnection>::new(target);
+        let backend = target.backend;
+        let manager = Manager {
+            backend,
+            target: target.target,
+        };
+        // One direct attempt first: a refused connection or a bad password fails at once with the driver's
+        // own message, instead of after the pool's retries until its timeout.
+        manager
+            .connect()
+            .and_then(|mut probe| SqlitePragmas.on_acquire(&mut probe))
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to the database {name}: {e}")))?;
         let pool = Pool::builder()
             .max_size(size)
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(3))
+            .connection_timeout(POOL_TIMEOUT)
             .connection_customizer(Box::new(SqlitePragmas))
             .build(manager)
             .map_err(|e| StoreError::Unavailable(format!("cannot open the database {name}: {e}")))?;
@@ -110,58 +128,44 @@ impl Store {
         self.backend
     }
 
-    /// The database's URL with any password removed, for messages.
+    /// The database's URL without its password, for messages.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Runs every pending migration; returns how many ran.
+    /// Runs every pending migration and returns how many ran.
+    ///
+    /// On PostgreSQL an advisory lock makes replicas that start together take turns.
     pub fn migrate(&self) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
         let ran = match &mut *conn {
-            AnyConnection::Postgresql(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+            AnyConnection::Postgresql(c) => {
+                diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(c)?;
+                let ran = c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len());
+                diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).execute(c)?;
+                ran
+            }
             AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
         };
-        ran.map_err(|e| StoreError::Migration(e.to_string()))
+        ran.map_err(|e| StoreError::Migration(format!("{}: {e}", self.name)))
     }
 
-    /// Reverts every applied migration (tests check that `down` undoes `up`).
+    /// Reverts every applied migration, newest first, and returns how many were reverted.
+    ///
+    /// This deletes all data; tests use it to check that every `down.sql` undoes its `up.sql`.
     pub fn revert_all(&self) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
         let reverted = match &mut *conn {
             AnyConnection::Postgresql(c) => c.revert_all_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
             AnyConnection::Sqlite(c) => c.revert_all_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
         };
-        reverted.map_err(|e| StoreError::Migration(e.to_string()))
+        reverted.map_err(|e| StoreError::Migration(format!("{}: {e}", self.name)))
     }
 
-    /// A pooled connection.
-    fn conn(&self) -> Result<PooledConnection<ConnectionManager<AnyConnection>>, StoreError> {
+    /// A pooled connection, or [`StoreError::Unavailable`] once the pool timeout passes.
+    fn conn(&self) -> Result<PooledConnection<Manager>, StoreError> {
         self.pool
             .get()
             .map_err(|e| StoreError::Unavailable(format!("the database {} does not answer: {e}", self.name)))
-    }
-}
-
-/// Adds a libpq `connect_timeout` so an unreachable server fails fast.
-fn with_connect_timeout(url: &str) -> String {
-    if url.contains("connect_timeout=") {
-        return url.to_owned();
-    }
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}connect_timeout=3")
-}
-
-/// `url` without the password, if it has one.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((creds, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match creds.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => format!("{scheme}://{creds}@{host}"),
     }
 }

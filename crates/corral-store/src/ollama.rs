@@ -1,15 +1,18 @@
-//! The admin-saved Ollama connections: the enable switch and each connection with its own
-//! settings, written in one transaction.
+//! The admin-saved Ollama connections: the enable switch and each connection with its own settings,
+//! written in one transaction.
 
 use std::collections::BTreeMap;
 
 use corral_config::ConnectionSettings;
 use diesel::prelude::*;
 
-use crate::schema::{ollama_connections, settings, state_revisions};
+use crate::conn::snapshot_tx;
+use crate::revisions::Area;
+use crate::schema::{ollama_connections, settings};
 use crate::{Store, StoreError};
 
-const ENABLE_KEY: &str = "ollama.enable";
+/// The settings key holding `ENABLE_OLLAMA_API`; its presence means admins saved a configuration.
+pub(crate) const ENABLE_KEY: &str = "ollama.enable";
 
 /// What admins saved through `/ollama/config/update`.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -18,32 +21,38 @@ pub struct StoredOllama {
     pub enable: bool,
     /// `OLLAMA_BASE_URLS`, in order.
     pub base_urls: Vec<String>,
-    /// `OLLAMA_API_CONFIGS`, keyed by index.
+    /// `OLLAMA_API_CONFIGS`, keyed by index (`"0"`, `"1"`, …); connections with default settings have no entry.
     pub api_configs: BTreeMap<String, ConnectionSettings>,
 }
 
 impl Store {
     /// The saved Ollama configuration, or `None` if admins never saved one.
-    pub fn load_ollama(&self) -> Result<Option<StoredOllama>, StoreError> {
+    ///
+    /// The enable switch and the connections are read from one snapshot, so a save running at the same
+    /// time is seen whole or not at all.
+    pub fn load_ollama_config(&self) -> Result<Option<StoredOllama>, StoreError> {
         let mut conn = self.conn()?;
-        let enable: Option<String> = settings::table
-            .filter(settings::key.eq(ENABLE_KEY))
-            .select(settings::value)
-            .first(&mut *conn)
-            .optional()?;
+        let (enable, rows) = snapshot_tx(&mut conn, |c| {
+            let enable: Option<String> = settings::table
+                .filter(settings::key.eq(ENABLE_KEY))
+                .select(settings::value)
+                .first(c)
+                .optional()?;
+            let rows: Vec<(i32, String, String)> = ollama_connections::table
+                .order(ollama_connections::idx.asc())
+                .select((
+                    ollama_connections::idx,
+                    ollama_connections::url,
+                    ollama_connections::config,
+                ))
+                .load(c)?;
+            Ok::<_, StoreError>((enable, rows))
+        })?;
         let Some(enable) = enable else {
             return Ok(None);
         };
         let enable: bool =
             serde_json::from_str(&enable).map_err(|e| StoreError::Corrupt(format!("{ENABLE_KEY}: {e}")))?;
-        let rows: Vec<(i32, String, String)> = ollama_connections::table
-            .order(ollama_connections::idx.asc())
-            .select((
-                ollama_connections::idx,
-                ollama_connections::url,
-                ollama_connections::config,
-            ))
-            .load(&mut *conn)?;
         let mut stored = StoredOllama {
             enable,
             ..StoredOllama::default()
@@ -64,13 +73,23 @@ impl Store {
         Ok(Some(stored))
     }
 
-    /// Replaces the saved Ollama configuration in one transaction and returns the new
-    /// `config` revision. Nothing is half-saved: a failure leaves the old configuration.
-    pub fn save_ollama(&self, cfg: &StoredOllama, now: i64) -> Result<i64, StoreError> {
-        let mut rows = Vec::with_capacity(cfg.base_urls.len());
-        for (i, url) in cfg.base_urls.iter().enumerate() {
+    /// Replaces the enable switch and every connection in one transaction, and returns the new `config`
+    /// revision.
+    ///
+    /// Nothing is half-saved: a failure leaves the old configuration and revision. Settings are kept for
+    /// indexes `0..base_urls.len()` only, so entries for removed connections (and legacy URL keys) are
+    /// dropped, as Open WebUI prunes them.
+    pub fn save_ollama_config(
+        &self,
+        enable: bool,
+        base_urls: &[String],
+        api_configs: &BTreeMap<String, ConnectionSettings>,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        let mut rows = Vec::with_capacity(base_urls.len());
+        for (i, url) in base_urls.iter().enumerate() {
             let idx = i32::try_from(i).map_err(|_| StoreError::Query("too many connections".to_owned()))?;
-            let config = cfg.api_configs.get(&i.to_string()).cloned().unwrap_or_default();
+            let config = api_configs.get(&i.to_string()).cloned().unwrap_or_default();
             let config = serde_json::to_string(&config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             rows.push((
                 ollama_connections::idx.eq(idx),
@@ -78,47 +97,28 @@ impl Store {
                 ollama_connections::config.eq(config),
             ));
         }
-        let enable = serde_json::Value::Bool(cfg.enable).to_string();
-        let mut conn = self.conn()?;
-        let revision = conn.transaction::<i64, diesel::result::Error, _>(|c| {
-            diesel::delete(settings::table.filter(settings::key.eq(ENABLE_KEY))).execute(c)?;
-            diesel::insert_into(settings::table)
-                .values((
-                    settings::key.eq(ENABLE_KEY),
-                    settings::value.eq(&enable),
-                    settings::updated_at.eq(now),
-                ))
-                .execute(c)?;
+        let enable = serde_json::Value::Bool(enable).to_string();
+        let ((), revision) = self.write_revision(Area::Config, |c| {
+            crate::settings::upsert(c, ENABLE_KEY, &enable, now)?;
             diesel::delete(ollama_connections::table).execute(c)?;
+            // One statement per row: MultiConnection has no multi-row insert, and there are few connections.
             for row in &rows {
                 diesel::insert_into(ollama_connections::table)
                     .values(row.clone())
                     .execute(c)?;
             }
-            bump(c, "config")
+            Ok(())
         })?;
         Ok(revision)
     }
 
-    /// The current revision of `area` (`config`): it grows with every write there.
-    pub fn revision(&self, area: &str) -> Result<i64, StoreError> {
-        let mut conn = self.conn()?;
-        Ok(state_revisions::table
-            .filter(state_revisions::area.eq(area))
-            .select(state_revisions::revision)
-            .first(&mut *conn)
-            .optional()?
-            .unwrap_or(0))
+    /// [`Store::load_ollama_config`], under the name the server first used.
+    pub fn load_ollama(&self) -> Result<Option<StoredOllama>, StoreError> {
+        self.load_ollama_config()
     }
-}
 
-/// Bumps `area`'s revision inside the caller's transaction and returns the new value.
-fn bump(conn: &mut crate::AnyConnection, area: &str) -> Result<i64, diesel::result::Error> {
-    diesel::update(state_revisions::table.filter(state_revisions::area.eq(area)))
-        .set(state_revisions::revision.eq(state_revisions::revision + 1))
-        .execute(conn)?;
-    state_revisions::table
-        .filter(state_revisions::area.eq(area))
-        .select(state_revisions::revision)
-        .first(conn)
+    /// [`Store::save_ollama_config`] taking the whole [`StoredOllama`].
+    pub fn save_ollama(&self, cfg: &StoredOllama, now: i64) -> Result<i64, StoreError> {
+        self.save_ollama_config(cfg.enable, &cfg.base_urls, &cfg.api_configs, now)
+    }
 }

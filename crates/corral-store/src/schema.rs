@@ -1,9 +1,59 @@
-//! Every table, as diesel sees it. Both backends share this schema.
+//! Every table, as diesel sees it; both backends share this one schema.
+//!
+//! This is the file the root `diesel.toml` points `print_schema` at: keep it to table definitions,
+//! because regenerating it overwrites everything else (and then put this module doc line back).
+//! Types are the portable ones: TEXT ids and JSON, BIGINT Unix seconds, INTEGER, BOOLEAN.
 
 diesel::table! {
-    settings (key) {
-        key -> Text,
-        value -> Text,
+    api_keys (id) {
+        id -> Text,
+        user_id -> Text,
+        name -> Text,
+        key_prefix -> Text,
+        key_hash -> Text,
+        created_at -> BigInt,
+        last_used_at -> Nullable<BigInt>,
+        expires_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    auths (user_id) {
+        user_id -> Text,
+        password_hash -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    group_members (group_id, user_id) {
+        group_id -> Text,
+        user_id -> Text,
+    }
+}
+
+diesel::table! {
+    groups (id) {
+        id -> Text,
+        name -> Text,
+        description -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    models (id) {
+        id -> Text,
+        base_model_id -> Nullable<Text>,
+        name -> Text,
+        user_id -> Nullable<Text>,
+        params -> Text,
+        meta -> Text,
+        access_control -> Nullable<Text>,
+        is_active -> Bool,
+        created_at -> BigInt,
         updated_at -> BigInt,
     }
 }
@@ -17,10 +67,55 @@ diesel::table! {
 }
 
 diesel::table! {
+    revoked_tokens (jti) {
+        jti -> Text,
+        expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    settings (key) {
+        key -> Text,
+        value -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
     state_revisions (area) {
         area -> Text,
         revision -> BigInt,
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(settings, ollama_connections, state_revisions);
+diesel::table! {
+    users (id) {
+        id -> Text,
+        email -> Text,
+        name -> Text,
+        role -> Text,
+        profile_image_url -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        last_active_at -> BigInt,
+    }
+}
+
+diesel::joinable!(api_keys -> users (user_id));
+diesel::joinable!(auths -> users (user_id));
+diesel::joinable!(group_members -> groups (group_id));
+diesel::joinable!(group_members -> users (user_id));
+diesel::joinable!(models -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    api_keys,
+    auths,
+    group_members,
+    groups,
+    models,
+    ollama_connections,
+    revoked_tokens,
+    settings,
+    state_revisions,
+    users,
+);

@@ -1,86 +1,150 @@
-//! Throwaway databases for tests: a fresh SQLite file, or a fresh PostgreSQL database on the
-//! machine's server, dropped afterwards.
-
-use std::path::PathBuf;
+//! Throwaway databases for tests (behind the `test-support` feature): a fresh SQLite file, or a fresh
+//! PostgreSQL database on the test server, dropped afterwards. Tests using them run in parallel safely.
 
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use rand::Rng;
 
-/// A database that exists for one test.
+use crate::{Backend, Store};
+
+/// The server used when `TEST_DATABASE_URL` is unset: the development machine's local PostgreSQL.
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A database that exists for one test and is deleted when dropped.
 pub struct TestDb {
     /// The URL to open it with.
     pub url: String,
+    backend: Backend,
     cleanup: Cleanup,
 }
 
 enum Cleanup {
-    File(PathBuf),
+    /// The temporary directory holding the SQLite file (and its `-wal` and `-shm` files).
+    Dir { _dir: tempfile::TempDir },
+    /// A database to drop on the server `admin_url` points at.
     Database { admin_url: String, name: String },
 }
 
-/// The server tests create their databases on: `TEST_DATABASE_URL`, else the machine's.
+impl std::fmt::Debug for TestDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDb")
+            .field("url", &crate::redact(&self.url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PostgreSQL server tests create their databases on: `TEST_DATABASE_URL`, else the local one.
 pub fn admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_ADMIN_URL.to_owned())
 }
 
 impl TestDb {
-    /// A fresh SQLite file in the system's temporary directory.
+    /// A fresh SQLite file in a new temporary directory.
     pub fn sqlite() -> TestDb {
-        let n: u64 = rand::thread_rng().gen();
-        let path = std::env::temp_dir().join(format!("corral-test-{n:016x}.db"));
+        let dir = tempfile::Builder::new()
+            .prefix("corral-test-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory for a test database: {e}"));
+        let path = dir.path().join("corral.db");
         TestDb {
             url: format!("sqlite://{}", path.display()),
-            cleanup: Cleanup::File(path),
+            backend: Backend::Sqlite,
+            cleanup: Cleanup::Dir { _dir: dir },
         }
     }
 
-    /// A fresh PostgreSQL database, or `None` (with a note) when PostgreSQL is unreachable.
-    /// With `CI=true` an unreachable PostgreSQL fails the test instead: CI never skips.
+    /// A fresh, empty PostgreSQL database named `corral_test_<random>` on the [`admin_url`] server.
+    ///
+    /// When the server is unreachable this prints `skipping: PostgreSQL unreachable …` and returns `None`,
+    /// so the calling test returns early; with `CI=true` it fails the test instead, because CI never skips.
     pub fn postgres() -> Option<TestDb> {
         let admin_url = admin_url();
-        let mut admin = match PgConnection::establish(&admin_url) {
+        let shown = crate::redact(&admin_url);
+        let mut admin = match PgConnection::establish(&crate::url::parse(&admin_url).target) {
             Ok(c) => c,
             Err(e) => {
-                let message = format!("PostgreSQL unreachable at {}: {e}", crate::redact(&admin_url));
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("{message} (CI=true: PostgreSQL tests must run)");
-                }
-                eprintln!("skipping: {message}");
+                unreachable_postgres(&format!(
+                    "PostgreSQL unreachable at {shown} (set TEST_DATABASE_URL): {e}"
+                ));
                 return None;
             }
         };
-        let n: u64 = rand::thread_rng().gen();
-        let name = format!("corral_test_{n:016x}");
+        let name = format!("corral_test_{}", uuid::Uuid::new_v4().simple());
         if let Err(e) = diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut admin) {
-            let message = format!("cannot create a test database: {e}");
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{message} (CI=true: PostgreSQL tests must run)");
-            }
-            eprintln!("skipping: {message}");
-            return None;
+            // The server answers but refuses: that is a broken setup, not a missing server.
+            panic!("cannot create the test database {name} on {shown}: {e}");
         }
-        let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
         Some(TestDb {
-            url: format!("{base}/{name}"),
+            url: with_database(&admin_url, &name),
+            backend: Backend::Postgres,
             cleanup: Cleanup::Database { admin_url, name },
         })
+    }
+
+    /// Which backend the database uses.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Opens the database with a small pool and migrates it, failing the test on error.
+    pub fn store(&self) -> Store {
+        Store::open(&self.url, 4).unwrap_or_else(|e| panic!("cannot open the test database: {e}"))
+    }
+}
+
+/// Fails the test under `CI=true`; otherwise says the PostgreSQL part is skipped.
+fn unreachable_postgres(message: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{message} (CI=true: PostgreSQL tests must run, not skip)");
+    }
+    eprintln!("skipping: {message}");
+}
+
+/// `url` with its database name replaced by `name`, keeping any query string.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let server = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('/') {
+            Some((authority, _)) => format!("{scheme}://{authority}"),
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        match &self.cleanup {
-            Cleanup::File(path) => {
-                for suffix in ["", "-wal", "-shm"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-                }
-            }
-            Cleanup::Database { admin_url, name } => {
-                if let Ok(mut admin) = PgConnection::establish(admin_url) {
-                    let _ =
-                        diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin);
-                }
+        // The temporary directory removes itself; only a PostgreSQL database needs dropping.
+        if let Cleanup::Database { admin_url, name } = &self.cleanup {
+            if let Ok(mut admin) = PgConnection::establish(&crate::url::parse(admin_url).target) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn test_database_urls_keep_server_and_options() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/test", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
     }
 }

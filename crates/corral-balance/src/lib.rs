@@ -1,25 +1,32 @@
 //! Instance selection policies and instance health.
 #![doc = include_str!("../README.md")]
 
+mod ewma;
 mod health;
+mod kind;
 mod policies;
 
 use std::time::Duration;
 
 use rand::RngCore;
 
-pub use health::{Ewma, Failure, Health, HealthPolicy, HealthState};
+pub use ewma::Ewma;
+pub use health::{Failure, Health, HealthPolicy, HealthState};
+pub use kind::{named, policy, BalanceError, PolicyKind};
 pub use policies::{LatencyEwma, LeastOutstanding, ModelAffinity, Random, RoundRobin};
 
 /// What a policy knows about one instance that holds the requested model.
+///
+/// Candidates are the eligible instances only: the caller leaves out disabled ones and those
+/// [`Health::is_selectable`] refuses (and may offer a half-open one alone, for its probe).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     /// The instance's index (`url_idx`).
     pub idx: usize,
-    /// Relative share of traffic; 0 is treated as 1.
+    /// Relative share of traffic within its tier; 0 is treated as 1.
     pub weight: u32,
-    /// Tier: lower numbers are preferred; a higher number is used only when no lower tier
-    /// can serve.
+    /// Tier: a lower number is a higher tier, preferred; see [`tier`] for when a lower tier
+    /// (a higher number) is used.
     pub priority: u32,
     /// Requests in flight on the instance, all models.
     pub in_flight: usize,
@@ -33,7 +40,7 @@ pub struct Candidate {
     pub loaded_count: usize,
     /// How many models it keeps loaded at once, if known.
     pub max_loaded: Option<usize>,
-    /// Recent time to first token.
+    /// Recent time to first token (an [`Ewma`]); `None` when there is no history yet.
     pub ttft: Option<Duration>,
 }
 
@@ -55,12 +62,14 @@ impl Default for Candidate {
 }
 
 impl Candidate {
-    /// Whether a request for the model would start at once (a slot is free).
+    /// Whether a request for the model would start at once: fewer requests for it in flight
+    /// than slots (`slots` 0 counts as 1).
     pub fn has_free_slot(&self) -> bool {
         self.in_flight_model < self.slots.max(1)
     }
 
-    /// Whether the model could be loaded without evicting another.
+    /// Whether the model could be loaded there without evicting another: the number of
+    /// loaded models is below `max_loaded`, or that limit is unknown.
     pub fn can_load_without_evicting(&self) -> bool {
         self.max_loaded.is_none_or(|max| self.loaded_count < max)
     }
@@ -70,13 +79,19 @@ impl Candidate {
     }
 }
 
-/// Every candidate is at its slot limit: a request would wait.
+/// Whether every candidate is at its slot limit for the model, so a request would wait (the
+/// admission queue's test); false when there are no candidates.
 pub fn all_busy(candidates: &[Candidate]) -> bool {
     !candidates.is_empty() && candidates.iter().all(|c| !c.has_free_slot())
 }
 
-/// The candidates of the preferred tier: the lowest priority number among those with a free
-/// slot; when none has one, the lowest priority number overall.
+/// The candidates of the preferred tier, which every policy chooses within.
+///
+/// The tier is the lowest `priority` number held by a candidate with a free slot, so a
+/// lower tier is used only when every candidate of each higher tier is ineligible (absent
+/// from `candidates`) or at its slot limit. When every candidate is at its limit, it is the
+/// lowest number present: the request waits for the best tier rather than spilling over.
+/// All candidates with that number are returned, busy ones included, in their given order.
 pub fn tier(candidates: &[Candidate]) -> Vec<&Candidate> {
     let free = candidates
         .iter()
@@ -105,42 +120,6 @@ pub trait Policy: Send + Sync {
     /// The index (`Candidate::idx`) of the chosen instance; `None` only when `candidates` is
     /// empty. Policies choose within [`tier`].
     fn pick(&self, candidates: &[Candidate], ctx: &mut PickContext<'_>) -> Option<usize>;
-}
-
-/// Why a policy name was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown balancing policy {0:?}; known: random, round_robin, least_outstanding, latency_ewma, model_affinity")]
-pub struct UnknownPolicy(pub String);
-
-impl UnknownPolicy {
-    /// A short, stable name for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        "unknown_policy"
-    }
-}
-
-/// The policy called `name`, without allocating (policies hold no state).
-pub fn named(name: &str) -> Result<&'static dyn Policy, UnknownPolicy> {
-    match name {
-        "random" => Ok(&Random),
-        "round_robin" => Ok(&RoundRobin),
-        "least_outstanding" => Ok(&LeastOutstanding),
-        "latency_ewma" => Ok(&LatencyEwma),
-        "model_affinity" => Ok(&ModelAffinity),
-        other => Err(UnknownPolicy(other.to_owned())),
-    }
-}
-
-/// The policy called `name`.
-pub fn policy(name: &str) -> Result<Box<dyn Policy>, UnknownPolicy> {
-    match name {
-        "random" => Ok(Box::new(Random)),
-        "round_robin" => Ok(Box::new(RoundRobin)),
-        "least_outstanding" => Ok(Box::new(LeastOutstanding)),
-        "latency_ewma" => Ok(Box::new(LatencyEwma)),
-        "model_affinity" => Ok(Box::new(ModelAffinity)),
-        other => Err(UnknownPolicy(other.to_owned())),
-    }
 }
 
 #[cfg(test)]

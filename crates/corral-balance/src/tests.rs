@@ -1,12 +1,12 @@
-//! Deterministic tests of every policy, tiers, weights and health, from constructed
-//! snapshots: no IO and no sleeping.
+//! Deterministic tests of every policy, tiers and weights, from constructed snapshots and a
+//! seeded generator: no IO and no sleeping. Health has its own in `health/tests.rs`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::{all_busy, policy, tier, Candidate, Ewma, Failure, Health, HealthPolicy, HealthState, PickContext};
+use crate::{all_busy, named, policy, tier, BalanceError, Candidate, PickContext, PolicyKind};
 
 fn c(idx: usize) -> Candidate {
     Candidate {
@@ -298,89 +298,130 @@ fn a_lower_tier_is_used_only_when_no_higher_tier_can_serve() {
 }
 
 #[test]
-fn health_ejects_after_consecutive_failures_and_returns_through_one_probe() {
-    let policy = HealthPolicy {
-        failures_to_eject: 3,
-        ejection: Duration::from_secs(5),
-        max_ejection: Duration::from_secs(30),
-    };
-    let t0 = Instant::now();
-    let mut h = Health::default();
-    assert!(!h.on_failure(t0, Failure::Connect, &policy));
-    h.on_success();
-    assert!(!h.on_failure(t0, Failure::Status(503), &policy));
-    assert!(
-        !h.on_failure(t0, Failure::Status(503), &policy),
-        "a success in between resets the count"
-    );
-    assert!(
-        h.on_failure(t0, Failure::Status(503), &policy),
-        "three fast 5xx answers in a row eject"
-    );
-    assert!(!h.is_selectable(t0 + Duration::from_secs(4)));
-    assert!(!h.try_probe(t0 + Duration::from_secs(4)));
-    let t1 = t0 + Duration::from_secs(5);
-    assert!(h.try_probe(t1), "half-open after the ejection time");
-    assert!(!h.try_probe(t1), "exactly one probe");
-    assert!(!h.is_selectable(t1));
-    assert!(
-        h.on_failure(t1, Failure::Timeout, &policy),
-        "a failed probe ejects again"
-    );
+fn policies_are_chosen_by_name() {
+    let names: Vec<String> = PolicyKind::ALL.iter().map(ToString::to_string).collect();
     assert_eq!(
-        h.state(t1 + Duration::from_secs(9)),
-        HealthState::Ejected {
-            until: t1 + Duration::from_secs(10)
-        },
-        "for twice as long"
+        names,
+        [
+            "random",
+            "round_robin",
+            "least_outstanding",
+            "latency_ewma",
+            "model_affinity"
+        ]
     );
-    let t2 = t1 + Duration::from_secs(10);
-    assert!(h.try_probe(t2));
-    h.on_success();
-    assert!(h.is_selectable(t2), "a good probe brings it back");
-    assert!(!h.on_failure(t2, Failure::Reset, &policy), "and the count starts over");
-}
-
-#[test]
-fn ejections_are_capped() {
-    let policy = HealthPolicy {
-        failures_to_eject: 1,
-        ejection: Duration::from_secs(10),
-        max_ejection: Duration::from_secs(25),
-    };
-    let mut h = Health::default();
-    let mut now = Instant::now();
-    let mut lengths = Vec::new();
-    for _ in 0..4 {
-        assert!(h.on_failure(now, Failure::Connect, &policy));
-        let HealthState::Ejected { until } = h.state(now) else {
-            panic!("ejected")
-        };
-        lengths.push((until - now).as_secs());
-        now = until;
-        assert!(h.try_probe(now));
+    for kind in PolicyKind::ALL {
+        assert_eq!(kind.as_str().parse::<PolicyKind>(), Ok(kind));
+        assert_eq!(named(kind.as_str()).unwrap().name(), kind.as_str());
+        assert_eq!(policy(kind.as_str()).unwrap().name(), kind.as_str());
     }
-    assert_eq!(lengths, vec![10, 20, 25, 25]);
+    assert_eq!(PolicyKind::default(), PolicyKind::ModelAffinity);
+    for bad in ["", "Random", "least-outstanding", " random", "fastest"] {
+        let err = bad.parse::<PolicyKind>().unwrap_err();
+        assert_eq!(err, BalanceError::UnknownPolicy(bad.to_owned()));
+        assert_eq!(err.kind(), "unknown_policy");
+        assert!(named(bad).is_err());
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut ctx = PickContext {
+        rng: &mut rng,
+        sequence: 0,
+    };
+    let cands = [c(1), Candidate { loaded: true, ..c(2) }];
+    assert_eq!(PolicyKind::ModelAffinity.pick(&cands, &mut ctx), Some(2));
 }
 
 #[test]
-fn ewma_follows_samples_and_forgets_with_time() {
-    let t0 = Instant::now();
-    let mut e = Ewma::new(Duration::from_secs(10));
-    assert_eq!(e.get(), None);
-    e.observe(Duration::from_millis(100), t0);
-    assert_eq!(e.get(), Some(Duration::from_millis(100)));
-    e.observe(Duration::from_millis(300), t0 + Duration::from_secs(10));
-    let v = e.get().unwrap().as_secs_f64();
-    assert!((v - 0.2).abs() < 1e-9, "one half-life later, half and half: {v}");
-    e.observe(Duration::from_millis(300), t0 + Duration::from_secs(10));
-    assert!(
-        e.get().unwrap().as_secs_f64() > v,
-        "a sample at the same instant still counts"
+fn tiers_are_defined_by_free_slots() {
+    let busy = |idx, priority| Candidate {
+        priority,
+        in_flight_model: 1,
+        ..c(idx)
+    };
+    let free = |idx, priority| Candidate { priority, ..c(idx) };
+    let ids = |cands: &[Candidate]| tier(cands).iter().map(|c| c.idx).collect::<Vec<_>>();
+    // (candidates, the tier, why)
+    let cases: Vec<(Vec<Candidate>, Vec<usize>, &str)> = vec![
+        (vec![], vec![], "nothing eligible"),
+        (vec![free(0, 0), free(1, 1)], vec![0], "the higher tier serves"),
+        (
+            vec![busy(0, 0), free(1, 0), free(2, 1)],
+            vec![0, 1],
+            "one free member keeps the tier, busy members included",
+        ),
+        (
+            vec![busy(0, 0), busy(1, 0), free(2, 1), free(3, 2)],
+            vec![2],
+            "a full tier spills to the next, not further",
+        ),
+        (
+            vec![busy(0, 0), busy(1, 1), free(2, 2)],
+            vec![2],
+            "down as far as needed",
+        ),
+        (vec![free(2, 1), busy(0, 0)], vec![2], "given order does not matter"),
+        (
+            vec![busy(0, 1), busy(1, 0), busy(2, 0)],
+            vec![1, 2],
+            "all full: wait for the best tier",
+        ),
+        (
+            vec![free(0, 7), free(1, 3)],
+            vec![1],
+            "only the order of numbers counts",
+        ),
+        (
+            vec![Candidate { slots: 2, ..busy(0, 0) }, free(1, 1)],
+            vec![0],
+            "a second slot is still free",
+        ),
+    ];
+    for (cands, want, why) in cases {
+        assert_eq!(ids(&cands), want, "{why}");
+        if !cands.is_empty() {
+            for kind in PolicyKind::ALL {
+                let got = pick(kind.as_str(), &cands).unwrap();
+                assert!(want.contains(&got), "{kind}: {why}: picked {got}");
+            }
+        }
+    }
+}
+
+#[test]
+fn weights_shape_least_outstanding_and_zero_counts_as_one() {
+    let cands = [
+        Candidate {
+            weight: 4,
+            in_flight: 4,
+            ..c(0)
+        },
+        Candidate { in_flight: 2, ..c(1) },
+    ];
+    assert_eq!(
+        counts("least_outstanding", &cands, 50)[0],
+        50,
+        "4 in flight on weight 4 is less load than 2 on weight 1"
     );
-    e.observe(Duration::from_millis(1000), t0 + Duration::from_secs(1000));
-    assert!(
-        (e.get().unwrap().as_secs_f64() - 1.0).abs() < 1e-6,
-        "old history is forgotten"
-    );
+    let zero = [Candidate { weight: 0, ..c(0) }, c(1)];
+    let r = counts("random", &zero, 2000);
+    assert!((900..1100).contains(&r[0]), "{r:?}");
+    assert_eq!(counts("round_robin", &zero, 10)[..2], [5, 5]);
+    let spread = [
+        Candidate { weight: 1, ..c(0) },
+        Candidate { weight: 2, ..c(1) },
+        Candidate { weight: 5, ..c(2) },
+    ];
+    let r = counts("random", &spread, 8000);
+    for (got, want) in r.iter().zip([1000u64, 2000, 5000]) {
+        assert!(got.abs_diff(want) < 250, "{r:?}");
+    }
+    assert_eq!(counts("round_robin", &spread, 800)[..3], [100, 200, 500]);
+}
+
+#[test]
+fn deterministic_with_a_fixed_seed() {
+    let cands = [c(0), c(1), c(2), c(3)];
+    for name in ["random", "least_outstanding"] {
+        assert_eq!(counts(name, &cands, 100), counts(name, &cands, 100), "{name}");
+    }
 }

@@ -74,3 +74,27 @@ pub fn machine() -> String {
         .unwrap_or_default();
     format!("{cpu}, {cores} cores, {mem_gib:.0} GiB, {os}, {rustc}")
 }
+
+/// Creates an admin and an API key in the database under `data` with the `corral` CLI, as an
+/// operator would, and returns the key.
+pub fn provision_key(bin: &std::path::Path, data: &std::path::Path) -> Result<String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut create = Command::new(bin.join("corral"))
+        .args(["user", "create", "--admin", "--email", "bench@example.com"])
+        .env("DATA_DIR", data)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = create.stdin.take() {
+        stdin.write_all(b"bench-password\n")?;
+    }
+    anyhow::ensure!(create.wait()?.success(), "corral user create failed");
+    let out = Command::new(bin.join("corral"))
+        .args(["key", "create", "--user", "bench@example.com", "--name", "bench"])
+        .env("DATA_DIR", data)
+        .stderr(Stdio::null())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "corral key create failed");
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}

@@ -54,6 +54,32 @@ fn client_tests(root: &Path) -> Result<()> {
     let bin = root.join("target/debug");
     let sim_a = Proc::sim(&bin, &["--models", "llama3.2,all-minilm@embedding,qwen3@thinking"])?;
     let data = tempdir(root)?;
+    // An admin and an API key, made with the CLI as an operator would.
+    let mut create = Command::new(bin.join("corral"))
+        .args(["user", "create", "--admin", "--email", "admin@example.com"])
+        .env("DATA_DIR", &data)
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("corral user create")?;
+    create
+        .stdin
+        .take()
+        .context("corral user create stdin")?
+        .write_all(b"client-suite-password\n")?;
+    let status = create.wait()?;
+    if !status.success() {
+        bail!("corral user create failed: {status}");
+    }
+    let key = Command::new(bin.join("corral"))
+        .args(["key", "create", "--user", "admin@example.com", "--name", "client-suite"])
+        .env("DATA_DIR", &data)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("corral key create")?;
+    if !key.status.success() {
+        bail!("corral key create failed: {}", key.status);
+    }
+    let key = String::from_utf8(key.stdout)?.trim().to_owned();
     let port = free_port()?;
     let gateway = Proc::spawn(
         Command::new(bin.join("corral"))
@@ -64,6 +90,7 @@ fn client_tests(root: &Path) -> Result<()> {
         format!("http://127.0.0.1:{port}"),
     )?;
     wait_healthy(&gateway.url, Duration::from_secs(30))?;
+    let mut failures = Vec::new();
 
     let venv = root.join("target/clients-venv");
     if !venv.join("bin/python").exists() {
@@ -75,17 +102,50 @@ fn client_tests(root: &Path) -> Result<()> {
             .args(["install", "-q", "-r"])
             .arg(&reqs),
     )?;
-    run_cmd(
+    if let Err(err) = run_cmd(
         Command::new(venv.join("bin/python"))
             .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/clients/python"])
             .env("CORRAL_URL", &gateway.url)
+            .env("CORRAL_API_KEY", &key)
             .env("CORRAL_SIM_URL", &sim_a.url)
             .current_dir(root),
-    )?;
+    ) {
+        failures.push(format!("python clients: {err:#}"));
+    }
+    if let Err(err) = js_clients(root, &gateway.url, &key) {
+        failures.push(format!("javascript clients: {err:#}"));
+    }
     drop(gateway);
     drop(sim_a);
     let _ = std::fs::remove_dir_all(&data);
-    Ok(())
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", failures.join("\n"))
+    }
+}
+
+/// The official JavaScript `ollama` client (from npm, pinned by the lock file) against the
+/// gateway, with Node's own test runner.
+fn js_clients(root: &Path, url: &str, key: &str) -> Result<()> {
+    let dir = root.join("tests/clients/js");
+    let npm = if dir.join("package-lock.json").exists() {
+        "ci"
+    } else {
+        "install"
+    };
+    run_cmd(
+        Command::new("npm")
+            .args([npm, "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir),
+    )?;
+    run_cmd(
+        Command::new("node")
+            .args(["--test", "--test-reporter=spec"])
+            .env("CORRAL_URL", url)
+            .env("CORRAL_API_KEY", key)
+            .current_dir(&dir),
+    )
 }
 
 /// A child process that is killed when dropped.
@@ -130,10 +190,18 @@ impl Drop for Proc {
 }
 
 fn run_cmd(cmd: &mut Command) -> Result<()> {
-    eprintln!("$ {cmd:?}");
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    // Program and arguments only: the environment carries the suite's API key.
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    eprintln!("$ {} {}", cmd.get_program().to_string_lossy(), args.join(" "));
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", cmd.get_program().to_string_lossy()))?;
     if !status.success() {
-        bail!("{cmd:?} failed: {status}");
+        bail!(
+            "{} {} failed: {status}",
+            cmd.get_program().to_string_lossy(),
+            args.join(" ")
+        );
     }
     Ok(())
 }

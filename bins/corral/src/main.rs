@@ -1,6 +1,7 @@
 //! The `corral` binary: command line, configuration loading, start.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,54 @@ enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// Accounts.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// API keys.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Create an account. The password is the first line of standard input, so it never
+    /// shows in the process list or the shell history.
+    Create {
+        /// The account's email (its sign-in name).
+        #[arg(long)]
+        email: String,
+        /// The display name (default: the email).
+        #[arg(long)]
+        name: Option<String>,
+        /// Make the account an admin.
+        #[arg(long, conflicts_with = "role")]
+        admin: bool,
+        /// The role: admin, user or pending (default: user).
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// List the accounts.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyAction {
+    /// Create an `sk-` API key for a user and print it (it is shown this once).
+    Create {
+        /// The email of the key's owner.
+        #[arg(long)]
+        user: String,
+        /// A label for the key.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Seconds until the key stops working (default: never).
+        #[arg(long)]
+        expires_in: Option<i64>,
     },
 }
 
@@ -87,6 +136,102 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(settings, args),
+        Command::User { action } => user(&settings, action),
+        Command::Key { action } => key(&settings, action),
+    }
+}
+
+fn migrated_store(settings: &Settings) -> anyhow::Result<corral_store::Store> {
+    let store = open_store(settings)?;
+    store.migrate().context("running database migrations")?;
+    Ok(store)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn user(settings: &Settings, action: UserAction) -> anyhow::Result<()> {
+    let store = migrated_store(settings)?;
+    match action {
+        UserAction::List => {
+            let mut out = std::io::stdout().lock();
+            for u in store.list_users()? {
+                writeln!(out, "{}\t{}\t{}\t{}", u.id, u.email, u.role.as_str(), u.name)?;
+            }
+            Ok(())
+        }
+        UserAction::Create {
+            email,
+            name,
+            admin,
+            role,
+        } => {
+            let role: corral_auth::Role = match (admin, role.as_deref()) {
+                (true, _) => corral_auth::Role::Admin,
+                (false, Some(r)) => r
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--role must be admin, user or pending"))?,
+                (false, None) => corral_auth::Role::User,
+            };
+            let email = corral_auth::normalize_email(&email);
+            anyhow::ensure!(corral_auth::is_valid_email(&email), "{email:?} is not a valid email");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\r', '\n']).to_owned();
+            corral_auth::check_password_policy(&password).map_err(|e| anyhow::anyhow!("password: {e}"))?;
+            anyhow::ensure!(
+                store.get_user_by_email(&email)?.is_none(),
+                "an account with the email {email} already exists"
+            );
+            let new = corral_store::NewUser {
+                name: name.unwrap_or_else(|| email.clone()),
+                email,
+                role,
+                first_user_role: None,
+                profile_image_url: String::new(),
+                password_hash: Some(corral_auth::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?),
+            };
+            let created = store.create_user(&new, unix_now())?;
+            eprintln!(
+                "created {} ({}), id {}",
+                created.email,
+                created.role.as_str(),
+                created.id
+            );
+            Ok(())
+        }
+    }
+}
+
+fn key(settings: &Settings, action: KeyAction) -> anyhow::Result<()> {
+    let store = migrated_store(settings)?;
+    match action {
+        KeyAction::Create { user, name, expires_in } => {
+            let email = corral_auth::normalize_email(&user);
+            let owner = store
+                .get_user_by_email(&email)?
+                .with_context(|| format!("no account with the email {email}"))?;
+            anyhow::ensure!(expires_in.is_none_or(|s| s > 0), "--expires-in must be positive");
+            let (plain, hash, prefix) = corral_auth::generate_api_key();
+            let now = unix_now();
+            let new = corral_store::NewApiKey {
+                user_id: owner.id,
+                name,
+                prefix,
+                hash,
+                expires_at: expires_in.map(|s| now.saturating_add(s)),
+            };
+            let key = store.create_api_key(&new, now)?;
+            eprintln!("created API key {} for {email}; it is shown only now:", key.id);
+            // The key is the command's output, on standard output alone, for scripts.
+            writeln!(std::io::stdout().lock(), "{}", plain.expose())?;
+            Ok(())
+        }
     }
 }
 
@@ -120,6 +265,13 @@ fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     let store = open_store(&settings)?;
     let ran = store.migrate().context("running database migrations")?;
     tracing::info!(database = store.name(), migrations_applied = ran, "database ready");
+    if store.count_users()? == 0 {
+        tracing::warn!(
+            "no accounts yet: every API route answers 401 until one exists. Sign up the first \
+             account (it becomes admin) with POST /api/v1/auths/signup, or run \
+             `corral user create --admin --email you@example.com`"
+        );
+    }
     let corral = corral_server::Corral::with_store(settings, store).context("loading the saved configuration")?;
     actix_rt::System::new().block_on(async move {
         corral.start();

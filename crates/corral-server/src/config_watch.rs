@@ -23,7 +23,14 @@ pub fn spawn(shared: Arc<Shared>) {
             tokio::time::sleep(POLL).await;
             let store = store.clone();
             let known = shared.config_revision();
+            let watched = shared.clone();
             let polled = actix_rt::task::spawn_blocking(move || {
+                if watched.auth.enforced() {
+                    watched
+                        .auth
+                        .refresh_if_changed(&store)
+                        .map_err(|e| corral_store::StoreError::Query(e.to_string()))?;
+                }
                 let revision = store.revision("config")?;
                 if revision <= known {
                     return Ok(None);

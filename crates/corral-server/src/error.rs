@@ -14,9 +14,20 @@ pub enum AppError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// The caller did not authenticate, or may not use this route.
+    #[error("{0}")]
+    Unauthorized(String),
     /// The caller may not use this route.
     #[error("{0}")]
     Forbidden(String),
+    /// Too many attempts; the caller may try again after `retry_after` seconds.
+    #[error("{message}")]
+    RateLimited {
+        /// Seconds to wait.
+        retry_after: u64,
+        /// What to tell the caller.
+        message: String,
+    },
     /// The request conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
@@ -82,7 +93,9 @@ impl AppError {
     pub fn kind(&self) -> &'static str {
         match self {
             AppError::BadRequest(_) => "bad_request",
+            AppError::Unauthorized(_) => "unauthorized",
             AppError::Forbidden(_) => "forbidden",
+            AppError::RateLimited { .. } => "rate_limited",
             AppError::Conflict(_) => "conflict",
             AppError::StoreUnavailable(_) => "store_unavailable",
             AppError::NotFound(_) => "not_found",
@@ -101,7 +114,9 @@ impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -127,7 +142,7 @@ impl ResponseError for AppError {
             _ => tracing::debug!(kind = self.kind(), %message, "request refused"),
         }
         let mut resp = HttpResponse::build(self.status_code());
-        if let AppError::Busy { retry_after, .. } = self {
+        if let AppError::Busy { retry_after, .. } | AppError::RateLimited { retry_after, .. } = self {
             resp.insert_header((actix_web::http::header::RETRY_AFTER, retry_after.to_string()));
         }
         resp.json(json!({ "error": message, "detail": message }))

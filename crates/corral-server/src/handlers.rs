@@ -1,12 +1,14 @@
 //! Request handlers and the helpers they share: reading and checking bodies, choosing the
 //! instance, forwarding.
 
+pub mod accounts;
 pub mod balanced;
 pub mod config;
 pub mod fleet;
 pub mod meta;
 pub mod models;
 pub mod native;
+pub mod openai;
 
 use actix_web::web;
 use bytes::{Bytes, BytesMut};

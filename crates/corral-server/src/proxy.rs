@@ -163,6 +163,17 @@ pub fn relay_with(
     }
 }
 
+/// The body of an NDJSON answer as it arrives, ending with an error line if the upstream
+/// breaks off or goes silent; for handlers that convert the stream on the way.
+pub fn ndjson_body(
+    resp: awc::ClientResponse,
+    settings: &UpstreamSettings,
+    upstream: &Target,
+    on_end: Box<dyn FnOnce()>,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    Relay::new(resp, secs(settings.idle_timeout), Framing::NdJson, upstream.idx).on_drop(on_end)
+}
+
 /// Reads a whole response body (for the small JSON answers the gateway merges), with a limit.
 pub async fn read_all(resp: &mut awc::ClientResponse, limit: usize) -> Result<Bytes, String> {
     let mut buf = bytes::BytesMut::new();

@@ -4,7 +4,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest};
 
 use crate::handlers::native::{self, Quirk, Routing, Spec};
-use crate::handlers::{config, fleet, meta, models};
+use crate::handlers::{accounts, config, fleet, meta, models, openai};
 use crate::state::Shared;
 
 /// Registers every route on `cfg`.
@@ -16,6 +16,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(meta::root)),
     );
     cfg.service(web::scope("/ollama").configure(owui_routes));
+    cfg.service(web::scope("/api/v1").configure(accounts::configure));
+    openai_routes(cfg);
     root_routes(cfg);
     cfg.default_service(web::to(meta::not_found));
 }
@@ -36,43 +38,52 @@ fn root_routes(cfg: &mut web::ServiceConfig) {
         cfg,
         "/api/pull",
         &[Method::POST],
-        Spec::post("/api/pull").routed(Routing::Default),
+        Spec::post("/api/pull").routed(Routing::Default).admin(),
         false,
     );
     forward(
         cfg,
         "/api/create",
         &[Method::POST],
-        Spec::post("/api/create").routed(Routing::Default),
+        Spec::post("/api/create").routed(Routing::Default).admin(),
         false,
     );
     forward(
         cfg,
         "/api/push",
         &[Method::POST],
-        Spec::post("/api/push").routed(Routing::FirstHolder),
+        Spec::post("/api/push").routed(Routing::FirstHolder).admin(),
         false,
     );
     forward(
         cfg,
         "/api/copy",
         &[Method::POST],
-        Spec::post("/api/copy").routed(Routing::FirstHolder),
+        Spec::post("/api/copy").routed(Routing::FirstHolder).admin(),
         false,
     );
-    let delete = Spec::post("/api/delete").method("DELETE").routed(Routing::FirstHolder);
+    let delete = Spec::post("/api/delete")
+        .method("DELETE")
+        .routed(Routing::FirstHolder)
+        .admin();
     forward(cfg, "/api/delete", &[Method::DELETE], delete, false);
     cfg.service(
         web::resource("/api/blobs/{digest}")
             .route(web::head().to(native::blob))
             .route(web::post().to(native::blob)),
     );
-    // Until Corral converts the OpenAI API itself, root `/v1/*` reaches the chosen
-    // instance's own OpenAI-compatible layer.
-    for path in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"] {
-        forward(cfg, path, &[Method::POST], Spec::post(path), false);
-    }
-    cfg.route("/v1/models", web::get().to(fleet::v1_models));
+}
+
+/// The OpenAI-compatible API, converted by Corral: at the root (the base URL OpenAI clients
+/// are given) and Open WebUI's `/api/chat/completions` and `/api/models` aliases.
+fn openai_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/chat/completions", web::post().to(openai::chat))
+        .route("/api/chat/completions", web::post().to(openai::chat))
+        .route("/v1/completions", web::post().to(openai::completions))
+        .route("/v1/embeddings", web::post().to(openai::embeddings))
+        .route("/v1/models", web::get().to(openai::models))
+        .route("/api/models", web::get().to(openai::models))
+        .route("/v1/models/{model:.+}", web::get().to(openai::model));
 }
 
 /// Open WebUI's `/ollama` router: `/{url_idx}` variants, push as DELETE, `true` answers for
@@ -94,7 +105,7 @@ fn owui_routes(cfg: &mut web::ServiceConfig) {
         );
     let get_head = [Method::GET, Method::HEAD];
     forward_idx_only(cfg, "/api/tags", &get_head, Spec::get("/api/tags"));
-    forward_idx_only(cfg, "/api/version", &get_head, Spec::get("/api/version"));
+    forward_idx_only(cfg, "/api/version", &get_head, Spec::get("/api/version").public());
     forward_idx_only(cfg, "/v1/models", &[Method::GET], Spec::get("/v1/models"));
     cfg.route("/v1/models", web::get().to(fleet::v1_models));
     cfg.route("/api/unload", web::post().to(fleet::unload));
@@ -113,26 +124,31 @@ fn owui_routes(cfg: &mut web::ServiceConfig) {
     ] {
         forward(cfg, path, &[Method::POST], owui(Spec::post(path)), true);
     }
-    let pull = Spec::post("/api/pull").with(Quirk::OwuiPull).routed(Routing::Default);
+    let pull = Spec::post("/api/pull")
+        .with(Quirk::OwuiPull)
+        .routed(Routing::Default)
+        .admin();
     forward(cfg, "/api/pull", &[Method::POST], owui(pull), true);
     forward(
         cfg,
         "/api/create",
         &[Method::POST],
-        owui(Spec::post("/api/create").routed(Routing::Default)),
+        owui(Spec::post("/api/create").routed(Routing::Default).admin()),
         true,
     );
     // Open WebUI exposes push as DELETE; POST is accepted too, as Ollama's clients send it.
-    let push = Spec::post("/api/push").routed(Routing::FirstHolder);
+    let push = Spec::post("/api/push").routed(Routing::FirstHolder).admin();
     forward(cfg, "/api/push", &[Method::DELETE, Method::POST], owui(push), true);
     let copy = Spec::post("/api/copy")
         .with(Quirk::OwuiTrue)
-        .routed(Routing::FirstHolder);
+        .routed(Routing::FirstHolder)
+        .admin();
     forward(cfg, "/api/copy", &[Method::POST], owui(copy), true);
     let delete = Spec::post("/api/delete")
         .method("DELETE")
         .with(Quirk::OwuiTrue)
-        .routed(Routing::FirstHolder);
+        .routed(Routing::FirstHolder)
+        .admin();
     forward(cfg, "/api/delete", &[Method::DELETE], owui(delete), true);
 }
 

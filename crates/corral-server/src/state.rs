@@ -27,6 +27,8 @@ pub struct Shared {
     pub fleet: Fleet,
     /// What the gateway's own traffic says about each instance.
     pub instances: crate::instances::Instances,
+    /// Users, keys, sessions and model records, in memory.
+    pub auth: crate::auth::Auth,
     picks: std::sync::atomic::AtomicU64,
 }
 
@@ -40,6 +42,7 @@ impl Shared {
             config_revision: AtomicI64::new(-1),
             fleet: Fleet::default(),
             instances: crate::instances::Instances::default(),
+            auth: crate::auth::Auth::default(),
             picks: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -50,9 +53,10 @@ impl Shared {
         let revision = store.revision("config")?;
         let stored = store.load_ollama()?;
         let shared = Shared {
-            store: Some(store),
+            store: Some(store.clone()),
             ..Shared::new(settings)
         };
+        shared.auth.enable(&shared.base.auth.secret_key, &store)?;
         if let Some(stored) = stored {
             let ollama = OllamaSettings {
                 enable: stored.enable,

@@ -70,8 +70,8 @@ def test_pull_with_progress_copy_and_delete(client: ollama.Client) -> None:
     assert "mistral-copy:latest" not in [m.model for m in client.list().models]
 
 
-def test_open_webui_mount_works_as_a_host(corral_url: str) -> None:
-    owui = ollama.Client(host=f"{corral_url}/ollama")
+def test_open_webui_mount_works_as_a_host(corral_url: str, auth_headers: dict) -> None:
+    owui = ollama.Client(host=f"{corral_url}/ollama", headers=auth_headers)
     assert "llama3.2:latest" in [m.model for m in owui.list().models]
     parts = list(owui.chat(model="llama3.2", messages=MESSAGES, stream=True, options={"num_predict": 3}))
     assert parts[-1].done
@@ -81,3 +81,18 @@ def test_bad_request_surfaces_as_a_response_error(client: ollama.Client) -> None
     with pytest.raises(ollama.ResponseError) as err:
         client.embed(model="no-such-model", input="x")
     assert err.value.status_code == 404
+
+
+def test_no_key_is_refused_with_401(corral_url: str) -> None:
+    anonymous = ollama.Client(host=corral_url)
+    with pytest.raises(ollama.ResponseError) as err:
+        anonymous.list()
+    assert err.value.status_code == 401
+    assert "Not authenticated" in err.value.error
+
+
+def test_a_wrong_key_is_refused_with_401(corral_url: str) -> None:
+    wrong = ollama.Client(host=corral_url, headers={"Authorization": "Bearer sk-" + "0" * 32})
+    with pytest.raises(ollama.ResponseError) as err:
+        wrong.chat(model="llama3.2", messages=MESSAGES)
+    assert err.value.status_code == 401

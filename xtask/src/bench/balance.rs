@@ -126,6 +126,7 @@ fn one_run(root: &Path, bin: &Path, policy: &str, requests: usize, kill_one: boo
         .join(format!("bench-balance-{policy}-{kill_one}"));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
+    let key = super::provision_key(bin, &data)?;
     let _gw = Proc(Some(
         Command::new(bin.join("corral"))
             .args([
@@ -157,12 +158,12 @@ fn one_run(root: &Path, bin: &Path, policy: &str, requests: usize, kill_one: boo
     let start = Instant::now();
     let workers: Vec<_> = (0..CLIENTS)
         .map(|w| {
-            let (next, outcomes, gateway) = (next.clone(), outcomes.clone(), gateway.clone());
+            let (next, outcomes, gateway, key) = (next.clone(), outcomes.clone(), gateway.clone(), key.clone());
             std::thread::spawn(move || {
                 let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (w as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
                 while next.fetch_add(1, Ordering::Relaxed) < requests {
                     let model = MODELS[zipf(&mut rng)];
-                    let outcome = chat(&gateway, model);
+                    let outcome = chat(&gateway, model, &key);
                     if let Ok(mut all) = outcomes.lock() {
                         all.push(outcome);
                     }
@@ -213,7 +214,7 @@ fn zipf(state: &mut u64) -> usize {
 }
 
 /// One streamed 20-token chat.
-fn chat(gateway: &str, model: &str) -> Outcome {
+fn chat(gateway: &str, model: &str, key: &str) -> Outcome {
     let start = Instant::now();
     let body = format!(
         r#"{{"model":"{model}","messages":[{{"role":"user","content":"hello"}}],"stream":true,"options":{{"num_predict":20}}}}"#
@@ -228,7 +229,7 @@ fn chat(gateway: &str, model: &str) -> Outcome {
     };
     let _ = conn.set_read_timeout(Some(Duration::from_secs(300)));
     let req = format!(
-        "POST /api/chat HTTP/1.1\r\nHost: {gateway}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /api/chat HTTP/1.1\r\nHost: {gateway}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     if conn.write_all(req.as_bytes()).is_err() {

@@ -58,7 +58,10 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
 
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let data = root.join("target/xtask-tmp/bench-data");
+    let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
+    let key = super::provision_key(&bin, &data)?;
+    let auth = format!("authorization: Bearer {key}");
     let gw = Command::new(bin.join("corral"))
         .args([
             "serve",
@@ -91,14 +94,21 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
         ("OpenAI `/v1/chat/completions`", "/v1/chat/completions", OPENAI),
     ] {
         for (c, n) in [(1, n1), (32, n32)] {
-            let d = oha_run(&oha, &format!("{direct}{path}"), body, c, n)?;
-            let g = oha_run(&oha, &format!("{through}{path}"), body, c, n)?;
+            let d = oha_run(&oha, &format!("{direct}{path}"), body, c, n, None)?;
+            let g = oha_run(&oha, &format!("{through}{path}"), body, c, n, Some(&auth))?;
             rows.push((label, c, d, g));
         }
     }
     let addr = |url: &str| url.trim_start_matches("http://").to_owned();
-    let sd = stream::run(&addr(&direct), "/api/chat", STREAM, 8, per_worker);
-    let sg = stream::run(&addr(&through), "/api/chat", STREAM, 8, per_worker);
+    let sd = stream::run(&addr(&direct), "/api/chat", STREAM, 8, per_worker, "");
+    let sg = stream::run(
+        &addr(&through),
+        "/api/chat",
+        STREAM,
+        8,
+        per_worker,
+        &format!("{auth}\r\n"),
+    );
     let loaded_rss = rss_mib(pid);
 
     let report = report(&rows, &sd, &sg, idle_rss, loaded_rss, quick);
@@ -245,8 +255,12 @@ fn oha(root: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn oha_run(oha: &Path, url: &str, body: &str, concurrency: usize, n: usize) -> Result<Load> {
-    let out = Command::new(oha)
+fn oha_run(oha: &Path, url: &str, body: &str, concurrency: usize, n: usize, auth: Option<&str>) -> Result<Load> {
+    let mut cmd = Command::new(oha);
+    if let Some(header) = auth {
+        cmd.args(["-H", header]);
+    }
+    let out = cmd
         .args([
             "--no-tui",
             "--output-format",

@@ -23,15 +23,16 @@ pub struct StreamStats {
 }
 
 /// Runs the scenario against `addr` (`host:port`).
-pub fn run(addr: &str, path: &str, body: &str, workers: usize, per_worker: usize) -> StreamStats {
+/// `headers` are extra header lines, each ending in CRLF.
+pub fn run(addr: &str, path: &str, body: &str, workers: usize, per_worker: usize, headers: &str) -> StreamStats {
     let start = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|_| {
-            let (addr, path, body) = (addr.to_owned(), path.to_owned(), body.to_owned());
+            let (addr, path, body, headers) = (addr.to_owned(), path.to_owned(), body.to_owned(), headers.to_owned());
             std::thread::spawn(move || {
                 let mut mine = StreamStats::default();
                 for _ in 0..per_worker {
-                    match one(&addr, &path, &body) {
+                    match one(&addr, &path, &body, &headers) {
                         Some((first, last, chunks)) => {
                             mine.streams += 1;
                             mine.chunks += chunks;
@@ -60,12 +61,12 @@ pub fn run(addr: &str, path: &str, body: &str, workers: usize, per_worker: usize
 }
 
 /// One streamed request: (time to first object, time to last object, objects received).
-fn one(addr: &str, path: &str, body: &str) -> Option<(Duration, Duration, u64)> {
+fn one(addr: &str, path: &str, body: &str, headers: &str) -> Option<(Duration, Duration, u64)> {
     let start = Instant::now();
     let mut conn = TcpStream::connect(addr).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     conn.write_all(req.as_bytes()).ok()?;

@@ -7,6 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -18,7 +19,35 @@ use crate::error::AppError;
 use crate::proxy::{self, Body, Outgoing};
 use crate::state::Shared;
 
-/// Forwards a model-bearing request with balancing and failover.
+/// A model-bearing request to send to one of the model's holders.
+pub struct Call<'a> {
+    /// The route (its upstream path, and whether it is served under `/ollama`).
+    pub spec: Spec,
+    /// The method upstream.
+    pub method: &'a Method,
+    /// The model, as the client named it.
+    pub model: &'a str,
+    /// The body's routing fields.
+    pub fields: &'a ModelRef,
+    /// The body to send (its model prefix is stripped per instance).
+    pub body: Bytes,
+    /// Headers added upstream (user information, `Accept-Encoding: identity`).
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The answer of the instance that took a [`Call`].
+pub struct Answer {
+    /// The response, its headers read, its body not yet.
+    pub resp: awc::ClientResponse,
+    /// The instance that answered.
+    pub target: crate::proxy::Target,
+    /// The settings the call was made under.
+    pub settings: std::sync::Arc<corral_config::Settings>,
+    /// Ends the request's slot on the instance; run it when the body is done or dropped.
+    pub on_end: Box<dyn FnOnce()>,
+}
+
+/// Forwards a model-bearing request with balancing and failover, and relays the answer.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward(
     req: &HttpRequest,
@@ -29,7 +58,42 @@ pub async fn forward(
     model: &str,
     fields: &ModelRef,
     body: Bytes,
+    extra_headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<HttpResponse, AppError> {
+    let call = Call {
+        spec,
+        method,
+        model,
+        fields,
+        body,
+        extra_headers,
+    };
+    let answer = dispatch(req, shared, client, call).await?;
+    Ok(proxy::relay_with(
+        answer.resp,
+        &answer.settings.upstream,
+        &answer.target,
+        method,
+        Some(answer.on_end),
+    ))
+}
+
+/// Sends a model-bearing request to a holder chosen by the policy, failing over before the
+/// first byte, and returns the answer's headers.
+pub async fn dispatch(
+    req: &HttpRequest,
+    shared: &Shared,
+    client: &awc::Client,
+    call: Call<'_>,
+) -> Result<Answer, AppError> {
+    let Call {
+        spec,
+        method,
+        model,
+        fields,
+        body,
+        extra_headers,
+    } = call;
     let (snap, id, holders) = holders(shared, client, model)
         .await?
         .ok_or_else(|| unknown_model(model, spec.owui))?;
@@ -76,7 +140,7 @@ pub async fn forward(
             method: method.clone(),
             path_and_query: upstream_path(req, spec.path),
             client_headers: req.headers(),
-            extra_headers: Vec::new(),
+            extra_headers: extra_headers.clone(),
             body: Body::Bytes(strip_body_prefix(shared, idx, body.clone())?),
         };
         let in_flight = instance.begin(&id, queue.clone(), max_loaded(&settings, idx));
@@ -100,13 +164,12 @@ pub async fn forward(
                     instance.succeeded(&id, now - started, fields.unloads(), now);
                 }
                 let on_end: Box<dyn FnOnce()> = Box::new(move || drop(in_flight));
-                return Ok(proxy::relay_with(
+                return Ok(Answer {
                     resp,
-                    &settings.upstream,
-                    &target,
-                    method,
-                    Some(on_end),
-                ));
+                    target,
+                    settings,
+                    on_end,
+                });
             }
             Err(err @ (AppError::UpstreamUnreachable { .. } | AppError::UpstreamTimeout { .. })) => {
                 let why = if matches!(err, AppError::UpstreamTimeout { .. }) {

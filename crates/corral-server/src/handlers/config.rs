@@ -8,17 +8,27 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use corral_config::{ConnectionSettings, OllamaSettings};
 use corral_store::StoredOllama;
 use serde_json::{json, Map, Value};
 
 use super::read_object;
+use crate::auth::Admin;
 use crate::error::AppError;
 use crate::state::Shared;
 
 /// Shown instead of a connection's key; sent back unchanged, it keeps the saved key.
 pub const KEY_MASK: &str = "********";
+
+/// Lets an admin through; a gateway that authenticates nobody serves admin routes only on a
+/// loopback address.
+pub fn admin_only(shared: &Shared, admin: &Admin) -> Result<(), AppError> {
+    if admin.0.user.is_some() {
+        return Ok(());
+    }
+    loopback_only(shared)
+}
 
 /// Refuses admin routes unless the server is bound to a loopback address.
 pub fn loopback_only(shared: &Shared) -> Result<(), AppError> {
@@ -55,14 +65,14 @@ fn shape(ollama: &OllamaSettings) -> Value {
 }
 
 /// `GET /ollama/config`.
-pub async fn get(shared: web::Data<Shared>) -> Result<HttpResponse, AppError> {
-    loopback_only(&shared)?;
+pub async fn get(shared: web::Data<Shared>, admin: Admin) -> Result<HttpResponse, AppError> {
+    admin_only(&shared, &admin)?;
     Ok(HttpResponse::Ok().json(shape(&shared.settings().ollama)))
 }
 
 /// `POST /ollama/config/update`.
-pub async fn update(shared: web::Data<Shared>, payload: web::Payload) -> Result<HttpResponse, AppError> {
-    loopback_only(&shared)?;
+pub async fn update(shared: web::Data<Shared>, admin: Admin, payload: web::Payload) -> Result<HttpResponse, AppError> {
+    admin_only(&shared, &admin)?;
     let (_, value) = read_object(payload).await?;
     let current = shared.settings().ollama.clone();
     let next = parse_update(&value, &current)?;
@@ -170,10 +180,10 @@ fn owui_names(message: &str) -> String {
 pub async fn verify(
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
-    _req: HttpRequest,
+    admin: Admin,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
-    loopback_only(&shared)?;
+    admin_only(&shared, &admin)?;
     let (_, value) = read_object(payload).await?;
     let url = value
         .get("url")

@@ -10,6 +10,7 @@ use futures_util::{stream, StreamExt};
 use serde_json::{json, Value};
 
 use super::{read_object, target, unknown_model};
+use crate::auth::{Admin, Caller};
 use crate::discovery::fetch_json;
 use crate::error::AppError;
 use crate::proxy::{self, Body, Outgoing};
@@ -21,7 +22,7 @@ fn ttl(shared: &Shared) -> Duration {
 }
 
 /// `GET /api/tags`, `GET /ollama/api/tags`: every enabled instance's models, merged.
-pub async fn tags(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> HttpResponse {
+pub async fn tags(shared: web::Data<Shared>, client: web::Data<awc::Client>, caller: Caller) -> HttpResponse {
     if !shared.settings().ollama.enable {
         return HttpResponse::Ok().json(json!({ "models": [] }));
     }
@@ -29,10 +30,12 @@ pub async fn tags(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> 
     let settings = shared.settings();
     let now = std::time::Instant::now();
     // Each model lists the health of its instances beside `urls`, e.g. {"0":"healthy"}.
+    let bypass = settings.auth.bypass_model_access_control;
     let models: Vec<Value> = snap
         .catalogue
         .models_json()
         .into_iter()
+        .filter(|m| m["model"].as_str().is_some_and(|id| caller.can_read(id, bypass)))
         .map(|mut m| {
             let health: serde_json::Map<String, Value> = m["urls"]
                 .as_array()
@@ -59,7 +62,7 @@ pub async fn tags(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> 
 /// `GET /api/ps`, `GET /ollama/api/ps`: every enabled instance's loaded models, merged.
 /// Loaded models change with every request, so this listing is always fetched fresh
 /// (concurrent callers still share one fetch).
-pub async fn ps(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> HttpResponse {
+pub async fn ps(shared: web::Data<Shared>, client: web::Data<awc::Client>, _admin: Admin) -> HttpResponse {
     if !shared.settings().ollama.enable {
         return HttpResponse::Ok().json(json!({ "models": [] }));
     }
@@ -69,13 +72,14 @@ pub async fn ps(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> Ht
 
 /// `GET /ollama/v1/models`: the merged catalogue in OpenAI's list shape, as Open WebUI
 /// answers it.
-pub async fn v1_models(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> HttpResponse {
+pub async fn v1_models(shared: web::Data<Shared>, client: web::Data<awc::Client>, caller: Caller) -> HttpResponse {
     let data: Vec<Value> = if shared.settings().ollama.enable {
         let snap = shared.fleet.fresh(&shared, &client, ttl(&shared)).await;
         let now = chrono_now();
         snap.catalogue
             .entries()
             .iter()
+            .filter(|e| caller.can_read(&e.id, shared.settings().auth.bypass_model_access_control))
             .map(|e| json!({ "id": e.id, "object": "model", "created": now, "owned_by": "openai" }))
             .collect()
     } else {
@@ -151,6 +155,7 @@ fn chosen_instances(shared: &Shared, body: &Value) -> Result<Vec<usize>, AppErro
 /// streams one merged NDJSON progress stream whose lines name their instance (`url_idx`).
 /// It ends with `{"status":"success"}` when every instance succeeded, else an error line.
 pub async fn pull_all(
+    _admin: Admin,
     req: HttpRequest,
     payload: web::Payload,
     shared: web::Data<Shared>,
@@ -300,6 +305,7 @@ fn tagged_lines(resp: awc::ClientResponse, idx: usize) -> impl futures_util::Str
 /// `DELETE /ollama/api/delete/all`: deletes the model from every enabled instance that holds
 /// it (or from `urls`), and reports each instance's answer.
 pub async fn delete_all(
+    _admin: Admin,
     req: HttpRequest,
     payload: web::Payload,
     shared: web::Data<Shared>,
@@ -346,6 +352,7 @@ pub async fn delete_all(
 
 /// `POST /ollama/api/unload`: unloads the model on every instance holding it.
 pub async fn unload(
+    _admin: Admin,
     req: HttpRequest,
     payload: web::Payload,
     shared: web::Data<Shared>,
@@ -393,8 +400,12 @@ pub async fn unload(
 
 /// `GET /ollama/status`: each instance's health, loaded models, requests in flight and
 /// recent time to first token, as the gateway sees them.
-pub async fn status(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> Result<HttpResponse, AppError> {
-    super::config::loopback_only(&shared)?;
+pub async fn status(
+    shared: web::Data<Shared>,
+    client: web::Data<awc::Client>,
+    admin: Admin,
+) -> Result<HttpResponse, AppError> {
+    super::config::admin_only(&shared, &admin)?;
     let settings = shared.settings();
     let snap = shared.fleet.fresh(&shared, &client, Duration::ZERO).await;
     let now = std::time::Instant::now();

@@ -58,6 +58,7 @@ fn sse(events: mpsc::Receiver<Value>) -> HttpResponse {
 
 /// `POST /ollama/models/upload[/{url_idx}]`: multipart field `file`.
 pub async fn upload(
+    _admin: crate::auth::Admin,
     req: HttpRequest,
     mut form: Multipart,
     shared: web::Data<Shared>,
@@ -123,6 +124,7 @@ pub async fn upload(
 
 /// `POST /ollama/models/download[/{url_idx}]` with `{"url": "https://huggingface.co/…"}`.
 pub async fn download(
+    _admin: crate::auth::Admin,
     req: HttpRequest,
     payload: web::Payload,
     shared: web::Data<Shared>,

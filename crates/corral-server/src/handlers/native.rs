@@ -8,6 +8,7 @@ use super::{
     check_json, default_target, first_holder, read_body, strip_body_prefix, target, unknown_model, upstream_path,
     url_idx,
 };
+use crate::auth::{self, Level};
 use crate::error::AppError;
 use crate::proxy::{self, Body, Outgoing};
 use crate::state::Shared;
@@ -49,6 +50,8 @@ pub struct Spec {
     pub routing: Routing,
     /// Served under `/ollama` (Open WebUI's error texts).
     pub owui: bool,
+    /// Who may call it.
+    pub level: Level,
 }
 
 impl Spec {
@@ -61,6 +64,7 @@ impl Spec {
             quirk: Quirk::None,
             routing: Routing::ByModel,
             owui: false,
+            level: Level::Verified,
         }
     }
 
@@ -73,6 +77,7 @@ impl Spec {
             quirk: Quirk::None,
             routing: Routing::Default,
             owui: false,
+            level: Level::Verified,
         }
     }
 
@@ -99,6 +104,22 @@ impl Spec {
         Spec { owui, ..self }
     }
 
+    /// The same route for admins only.
+    pub const fn admin(self) -> Spec {
+        Spec {
+            level: Level::Admin,
+            ..self
+        }
+    }
+
+    /// The same route open to everyone.
+    pub const fn public(self) -> Spec {
+        Spec {
+            level: Level::Public,
+            ..self
+        }
+    }
+
     /// The same route with another upstream method.
     pub const fn method(self, method: &'static str) -> Spec {
         Spec { method, ..self }
@@ -113,6 +134,7 @@ pub async fn forward(
     client: web::Data<awc::Client>,
     spec: Spec,
 ) -> Result<HttpResponse, AppError> {
+    let caller = auth::require(&req, spec.level)?;
     let settings = shared.settings();
     let pinned = url_idx(&req, settings.ollama.base_urls.len())?;
     // HEAD stays HEAD; everything else uses the route's upstream method.
@@ -121,7 +143,7 @@ pub async fn forward(
     } else {
         Method::from_bytes(spec.method.as_bytes()).map_err(|e| AppError::Internal(e.to_string()))?
     };
-    let (target, body) = if spec.json_body {
+    let (target, body, extra_headers) = if spec.json_body {
         let bytes = read_body(payload).await?;
         let fields = check_json(&bytes)?;
         let bytes = match spec.quirk {
@@ -129,12 +151,51 @@ pub async fn forward(
             _ => bytes,
         };
         let model = fields.source.as_deref().filter(|s| !s.is_empty()).or(fields.get());
+        // Model-bearing routes users may call check the model, and apply its record.
+        let mut extra_headers = Vec::new();
+        let mut bytes = bytes;
+        if spec.level != Level::Admin {
+            if let (Some(caller), Some(model)) = (&caller, model) {
+                let grant = caller.model_for(&shared, &client, model).await?;
+                let chat = spec.path == "/api/chat";
+                let applies = chat
+                    && grant
+                        .rule
+                        .as_ref()
+                        .is_some_and(|r| r.system.is_some() || !r.params.is_null());
+                let forwards = settings.auth.forward_user_info_headers;
+                if applies || forwards {
+                    let mut value: Value =
+                        serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
+                    extra_headers = caller.forwarded_headers(&settings, chat.then_some(&value));
+                    if applies {
+                        caller.apply_native_chat(&grant, &mut value);
+                        bytes = serde_json::to_vec(&value)
+                            .map(bytes::Bytes::from)
+                            .map_err(|e| AppError::Internal(e.to_string()))?;
+                    }
+                }
+            }
+        } else if let Some(caller) = &caller {
+            extra_headers = caller.forwarded_headers(&settings, None);
+        }
         let target = match (pinned, spec.routing, model) {
             (Some(idx), _, _) => target(&shared, idx)?,
             (None, Routing::Default, _) => default_target(&shared)?,
             (None, _, None) => return Err(AppError::BadRequest("model is required".to_owned())),
             (None, Routing::ByModel, Some(model)) => {
-                return super::balanced::forward(&req, &shared, &client, spec, &method, model, &fields, bytes).await;
+                return super::balanced::forward(
+                    &req,
+                    &shared,
+                    &client,
+                    spec,
+                    &method,
+                    model,
+                    &fields,
+                    bytes,
+                    extra_headers,
+                )
+                .await;
             }
             (None, Routing::FirstHolder, Some(model)) => match first_holder(&shared, &client, model).await? {
                 Some(target) => target,
@@ -142,22 +203,30 @@ pub async fn forward(
             },
         };
         let bytes = strip_body_prefix(&shared, target.idx, bytes)?;
-        (target, Body::Bytes(bytes))
+        (target, Body::Bytes(bytes), extra_headers)
     } else {
         let target = match pinned {
             Some(idx) => target(&shared, idx)?,
             None => default_target(&shared)?,
         };
-        (target, Body::Empty)
+        (target, Body::Empty, Vec::new())
     };
     let out = Outgoing {
         method: method.clone(),
         path_and_query: upstream_path(&req, spec.path),
         client_headers: req.headers(),
-        extra_headers: Vec::new(),
+        extra_headers,
         body,
     };
-    let resp = proxy::send(&client, &settings.upstream, &target, out).await?;
+    let mut resp = proxy::send(&client, &settings.upstream, &target, out).await?;
+    // A user's view of one instance's listing holds only the models the user may read.
+    if let Some(caller) = caller.as_ref().filter(|c| !c.is_admin()) {
+        if let Some(key) = listing_key(spec.path) {
+            if resp.status().is_success() {
+                return filtered_listing(&mut resp, caller, &settings, target.idx, key).await;
+            }
+        }
+    }
     // Pull, push, create, copy and delete change what instances hold: the catalogue is
     // marked stale once the operation has ended, so the next lookup sees the change.
     let on_end: Option<Box<dyn FnOnce()>> = if spec.changes_models() {
@@ -180,6 +249,7 @@ pub async fn blob(
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
 ) -> Result<HttpResponse, AppError> {
+    auth::require(&req, Level::Admin)?;
     let digest = req.match_info().get("digest").unwrap_or_default().to_owned();
     let settings = shared.settings();
     let target = match url_idx(&req, settings.ollama.base_urls.len())? {
@@ -218,4 +288,53 @@ fn owui_pull_body(bytes: &[u8]) -> Result<bytes::Bytes, AppError> {
     serde_json::to_vec(&value)
         .map(bytes::Bytes::from)
         .map_err(|e| AppError::Internal(e.to_string()))
+}
+
+/// The array a listing route answers with, and the field naming each model in it.
+fn listing_key(path: &str) -> Option<(&'static str, &'static str)> {
+    match path {
+        "/api/tags" => Some(("models", "model")),
+        "/v1/models" => Some(("data", "id")),
+        _ => None,
+    }
+}
+
+/// One instance's listing with only the models `caller` may read; the instance's prefix is
+/// put back on each name before the check, as the catalogue names the model.
+async fn filtered_listing(
+    resp: &mut awc::ClientResponse,
+    caller: &auth::Caller,
+    settings: &corral_config::Settings,
+    idx: usize,
+    (key, field): (&str, &str),
+) -> Result<HttpResponse, AppError> {
+    let body = proxy::read_all(resp, 64 * 1024 * 1024)
+        .await
+        .map_err(|reason| AppError::UpstreamUnreachable {
+            idx,
+            url: settings.ollama.base_urls.get(idx).cloned().unwrap_or_default(),
+            reason,
+        })?;
+    let mut value: Value = serde_json::from_slice(&body).map_err(|e| AppError::UpstreamUnreachable {
+        idx,
+        url: settings.ollama.base_urls.get(idx).cloned().unwrap_or_default(),
+        reason: format!("unreadable listing: {e}"),
+    })?;
+    let prefix = settings.ollama.connection(idx).prefix().map(str::to_owned);
+    let bypass = settings.auth.bypass_model_access_control;
+    if let Some(Value::Array(items)) = value.get_mut(key) {
+        items.retain(|item| {
+            let name = item
+                .get(field)
+                .or_else(|| item.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let id = match &prefix {
+                Some(p) => format!("{p}.{name}"),
+                None => name.to_owned(),
+            };
+            caller.can_read(&id, bypass) || caller.can_read(&corral_registry::with_latest(&id), bypass)
+        });
+    }
+    Ok(HttpResponse::Ok().json(value))
 }

@@ -3,9 +3,11 @@
 // Test helpers fail the test on any error, which is what `unwrap` says.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod auth;
 mod balance;
 mod config;
 mod fleet;
 mod models;
+mod openai;
 mod passthrough;
 mod support;

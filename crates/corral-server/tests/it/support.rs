@@ -22,7 +22,7 @@ impl Gateway {
         settings.server.workers = 1;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let corral = Corral::new(settings);
+        let corral = Corral::new(settings).open_access();
         corral.start();
         let server = corral.server(listener).unwrap();
         let handle = server.handle();
@@ -129,14 +129,25 @@ pub fn dead_url() -> String {
 }
 
 impl Gateway {
-    /// Starts a gateway whose configuration lives in the database at `db_url`.
-    pub async fn with_store(mut settings: Settings, db_url: &str) -> Gateway {
+    /// Starts a gateway whose configuration lives in the database at `db_url`, letting every
+    /// caller in.
+    pub async fn with_store(settings: Settings, db_url: &str) -> Gateway {
+        Gateway::store_backed(settings, db_url, false).await
+    }
+
+    /// Starts a gateway on the database at `db_url` that authenticates its callers.
+    pub async fn with_auth(settings: Settings, db_url: &str) -> Gateway {
+        Gateway::store_backed(settings, db_url, true).await
+    }
+
+    async fn store_backed(mut settings: Settings, db_url: &str, auth: bool) -> Gateway {
         settings.server.workers = 1;
         let store = corral_store::Store::open(db_url, 2).unwrap();
         store.migrate().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let corral = Corral::with_store(settings, store).unwrap();
+        let corral = if auth { corral } else { corral.open_access() };
         corral.start();
         let server = corral.server(listener).unwrap();
         let handle = server.handle();

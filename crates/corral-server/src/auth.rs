@@ -1,0 +1,586 @@
+//! Who is calling: credentials checked against an in-memory directory of users, keys,
+//! revoked tokens and model records, with no database query on the request path.
+//!
+//! The directory is loaded from the store at start-up, reloaded right after this replica
+//! changes it, and reloaded when another replica's change moves the `auth` or `models`
+//! revision (the watcher polls it). Key use times are noted in memory and written in batches.
+//!
+//! A gateway built without a store or with [`crate::Corral::open_access`] authenticates
+//! nobody: every caller acts as an admin. That is for hosts that put their own authentication
+//! in front of a mounted gateway, and for tests.
+
+use std::collections::{HashMap, HashSet};
+use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use arc_swap::ArcSwap;
+use corral_auth::{messages, AccessControl, Presented, Role, SigninLimiter, UserInfo};
+use corral_store::Store;
+use dashmap::DashMap;
+use serde_json::Value;
+
+use crate::error::AppError;
+use crate::state::Shared;
+
+/// The store key of the generated JWT secret.
+const SECRET_SETTING: &str = "auth.jwt_secret";
+
+/// A user as request handling sees it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The user's id.
+    pub id: String,
+    /// The lower-cased email.
+    pub email: String,
+    /// The display name.
+    pub name: String,
+    /// The role.
+    pub role: Role,
+    /// The avatar URL.
+    pub profile_image_url: String,
+    /// The ids of the user's groups.
+    pub groups: Vec<String>,
+}
+
+impl Member {
+    /// The user as the pure auth crate describes one.
+    pub fn info(&self) -> UserInfo {
+        UserInfo::new(&self.id, &self.name, &self.email, self.role)
+    }
+}
+
+/// A model record: who may use the model, and what is applied to its requests.
+#[derive(Debug, Clone)]
+pub struct ModelRule {
+    /// The model id (a catalogue id, or a preset's own id).
+    pub id: String,
+    /// The model a preset runs on, if it is one.
+    pub base_model_id: Option<String>,
+    /// The owner.
+    pub owner: Option<String>,
+    /// Who may read it; `None` is public.
+    pub access: Option<AccessControl>,
+    /// Model parameters applied to requests (`system` taken out).
+    pub params: Value,
+    /// The system prompt, if any.
+    pub system: Option<String>,
+    /// Whether the record is active; an inactive record grants nothing to non-admins.
+    pub active: bool,
+}
+
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    id: String,
+    user_id: String,
+    expires_at: Option<i64>,
+}
+
+/// Everything authentication and access control read, as one immutable snapshot.
+#[derive(Debug, Default)]
+pub struct Directory {
+    users: HashMap<String, Arc<Member>>,
+    keys: HashMap<String, KeyEntry>,
+    revoked: HashSet<String>,
+    models: HashMap<String, Arc<ModelRule>>,
+}
+
+impl Directory {
+    /// Reads the directory from the store. Blocking.
+    pub fn load(store: &Store, now: i64) -> Result<Directory, corral_store::StoreError> {
+        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+        for (group, user) in store.group_memberships()? {
+            groups.entry(user).or_default().push(group);
+        }
+        let users = store
+            .list_users()?
+            .into_iter()
+            .map(|u| {
+                let member = Member {
+                    groups: groups.remove(&u.id).unwrap_or_default(),
+                    id: u.id.clone(),
+                    email: u.email,
+                    name: u.name,
+                    role: u.role,
+                    profile_image_url: u.profile_image_url,
+                };
+                (u.id, Arc::new(member))
+            })
+            .collect();
+        let keys = store
+            .active_api_keys(now)?
+            .into_iter()
+            .map(|k| {
+                let entry = KeyEntry {
+                    id: k.key.id,
+                    user_id: k.key.user_id,
+                    expires_at: k.key.expires_at,
+                };
+                (k.hash.as_str().to_owned(), entry)
+            })
+            .collect();
+        let revoked = store.revoked_tokens(now)?.into_iter().map(|t| t.jti).collect();
+        let models = store
+            .list_models()?
+            .into_iter()
+            .map(|m| {
+                let mut params = m.params;
+                let system = params
+                    .as_object_mut()
+                    .and_then(|p| p.remove("system"))
+                    .and_then(|s| s.as_str().map(str::to_owned))
+                    .filter(|s| !s.is_empty());
+                let access = m
+                    .access_control
+                    .as_ref()
+                    .map(AccessControl::from_json)
+                    .transpose()
+                    .ok()
+                    .flatten()
+                    .flatten()
+                    // An access control that cannot be read grants nobody.
+                    .or_else(|| m.access_control.as_ref().map(|_| AccessControl::private()));
+                let rule = ModelRule {
+                    id: m.id.clone(),
+                    base_model_id: m.base_model_id,
+                    owner: m.user_id,
+                    access,
+                    params,
+                    system,
+                    active: m.is_active,
+                };
+                (m.id, Arc::new(rule))
+            })
+            .collect();
+        Ok(Directory {
+            users,
+            keys,
+            revoked,
+            models,
+        })
+    }
+
+    /// The user with this id.
+    pub fn user(&self, id: &str) -> Option<&Arc<Member>> {
+        self.users.get(id)
+    }
+
+    /// The record of model `id`.
+    pub fn model(&self, id: &str) -> Option<&Arc<ModelRule>> {
+        self.models.get(id)
+    }
+
+    /// How many users there are.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+}
+
+/// The authentication state of a gateway.
+pub struct Auth {
+    enforced: AtomicBool,
+    directory: ArcSwap<Directory>,
+    secret: ArcSwap<Vec<u8>>,
+    revisions: Mutex<(i64, i64)>,
+    /// Sign-in attempts per account and per address.
+    pub limiter: Mutex<SigninLimiter>,
+    /// Key id → when it was last used, waiting to be written.
+    key_uses: DashMap<String, i64>,
+    /// The last time keys' use times were written.
+    flushed: AtomicI64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            enforced: AtomicBool::new(false),
+            directory: ArcSwap::from_pointee(Directory::default()),
+            secret: ArcSwap::from_pointee(Vec::new()),
+            revisions: Mutex::new((-1, -1)),
+            limiter: Mutex::new(SigninLimiter::default()),
+            key_uses: DashMap::new(),
+            flushed: AtomicI64::new(0),
+        }
+    }
+}
+
+impl Auth {
+    /// Turns authentication on for a gateway with `store`: the signing secret is the
+    /// configured one, else the one generated once and kept in the store. Blocking.
+    pub fn enable(&self, configured_secret: &str, store: &Store) -> Result<(), AppError> {
+        let secret = if configured_secret.is_empty() {
+            let proposal = Value::String(corral_auth::generate_jwt_secret());
+            let saved = store.setting_or_insert(SECRET_SETTING, &proposal, unix_now())?;
+            saved
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| AppError::Internal(format!("stored {SECRET_SETTING} is not a string")))?
+        } else {
+            configured_secret.to_owned()
+        };
+        self.secret.store(Arc::new(secret.into_bytes()));
+        self.reload(store)?;
+        self.enforced.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Lets every caller in as an admin.
+    pub fn disable(&self) {
+        self.enforced.store(false, Ordering::Release);
+    }
+
+    /// Whether callers must authenticate.
+    pub fn enforced(&self) -> bool {
+        self.enforced.load(Ordering::Acquire)
+    }
+
+    /// The signing secret.
+    pub fn secret(&self) -> Arc<Vec<u8>> {
+        self.secret.load_full()
+    }
+
+    /// The current directory; cheap, lock-free.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.load_full()
+    }
+
+    /// Reloads the directory from the store now. Blocking: call it off the executor.
+    pub fn reload(&self, store: &Store) -> Result<(), AppError> {
+        let revisions = store.revisions()?;
+        let directory = Directory::load(store, unix_now())?;
+        self.directory.store(Arc::new(directory));
+        if let Ok(mut seen) = self.revisions.lock() {
+            *seen = (revisions.auth, revisions.models);
+        }
+        Ok(())
+    }
+
+    /// Reloads the directory if another replica changed it since the last load. Blocking.
+    pub fn refresh_if_changed(&self, store: &Store) -> Result<(), AppError> {
+        let revisions = store.revisions()?;
+        let seen = self.revisions.lock().map(|s| *s).unwrap_or((-1, -1));
+        if seen != (revisions.auth, revisions.models) {
+            self.reload(store)?;
+        }
+        self.flush_key_uses(store, false);
+        Ok(())
+    }
+
+    /// Writes the keys' last-use times, at most every few seconds unless `now`. Blocking.
+    pub fn flush_key_uses(&self, store: &Store, force: bool) {
+        let now = unix_now();
+        if !force && now - self.flushed.load(Ordering::Relaxed) < 5 {
+            return;
+        }
+        self.flushed.store(now, Ordering::Relaxed);
+        let mut by_time: HashMap<i64, Vec<String>> = HashMap::new();
+        let ids: Vec<String> = self.key_uses.iter().map(|e| e.key().clone()).collect();
+        for id in ids {
+            if let Some((id, at)) = self.key_uses.remove(&id) {
+                by_time.entry(at).or_default().push(id);
+            }
+        }
+        for (at, ids) in by_time {
+            if let Err(err) = store.touch_api_keys(&ids, at) {
+                tracing::debug!(error = %err, "could not record API key use");
+            }
+        }
+    }
+
+    fn note_key_use(&self, id: &str, now: i64) {
+        self.key_uses.insert(id.to_owned(), now);
+    }
+}
+
+/// The seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// The authenticated caller of a route that needs a verified user (`user` or `admin`).
+///
+/// `user` is `None` when the gateway authenticates nobody; such a caller acts as an admin.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The user, when authentication is on.
+    pub user: Option<Arc<Member>>,
+    /// The session token's id and expiry, when the caller used a token.
+    pub session: Option<(String, Option<i64>)>,
+    /// The directory the caller was checked against.
+    pub directory: Arc<Directory>,
+}
+
+/// The caller of an admin route.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+/// The caller of a route any signed-in user may call, pending ones included.
+#[derive(Debug, Clone)]
+pub struct Anyone(pub Caller);
+
+/// Which callers a route admits (Open WebUI's none, verified and admin, plus pending users).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Everyone, signed in or not.
+    Public,
+    /// Any signed-in user, pending ones included.
+    Any,
+    /// Users and admins.
+    Verified,
+    /// Admins.
+    Admin,
+}
+
+/// Checks the caller of `req` against `level`; `None` for a public route.
+pub fn require(req: &HttpRequest, level: Level) -> Result<Option<Caller>, AppError> {
+    match level {
+        Level::Public => Ok(None),
+        level => authenticate(req, level).map(Some),
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = AppError;
+    type Future = Ready<Result<Caller, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req, Level::Verified))
+    }
+}
+
+impl FromRequest for Admin {
+    type Error = AppError;
+    type Future = Ready<Result<Admin, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req, Level::Admin).map(Admin))
+    }
+}
+
+impl FromRequest for Anyone {
+    type Error = AppError;
+    type Future = Ready<Result<Anyone, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req, Level::Any).map(Anyone))
+    }
+}
+
+fn authenticate(req: &HttpRequest, level: Level) -> Result<Caller, AppError> {
+    let shared = req
+        .app_data::<web::Data<Shared>>()
+        .ok_or_else(|| AppError::Internal("the gateway's state is not registered".to_owned()))?;
+    let auth = &shared.auth;
+    let directory = auth.directory();
+    if !auth.enforced() {
+        return Ok(Caller {
+            user: None,
+            session: None,
+            directory,
+        });
+    }
+    let settings = shared.settings();
+    let header = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        None => None,
+        Some(value) => Some(value.to_str().map_err(|_| unauthorized(messages::NOT_AUTHENTICATED))?),
+    };
+    let cookie = req.cookie(corral_auth::TOKEN_COOKIE);
+    let now = unix_now();
+    let (user_id, session) = match corral_auth::select_credential(header, cookie.as_ref().map(|c| c.value())) {
+        Presented::Missing | Presented::Malformed => return Err(unauthorized(messages::NOT_AUTHENTICATED)),
+        Presented::ApiKey { key, .. } => {
+            if !settings.auth.enable_api_keys {
+                return Err(AppError::Forbidden(messages::API_KEY_NOT_ALLOWED.to_owned()));
+            }
+            let hash = key.hash();
+            let entry = directory
+                .keys
+                .get(hash.as_str())
+                .filter(|k| k.expires_at.is_none_or(|at| at > now))
+                .ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
+            auth.note_key_use(&entry.id, now);
+            (entry.user_id.clone(), None)
+        }
+        Presented::Jwt { token, .. } => {
+            let claims = corral_auth::verify_token(&auth.secret(), &token, chrono::Utc::now())
+                .map_err(|_| unauthorized(messages::UNAUTHORIZED))?;
+            if directory.revoked.contains(&claims.jti) {
+                return Err(unauthorized(messages::TOKEN_REVOKED));
+            }
+            (claims.id, Some((claims.jti, claims.exp)))
+        }
+    };
+    let user = directory
+        .user(&user_id)
+        .cloned()
+        .ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
+    let admitted = match level {
+        Level::Public | Level::Any => true,
+        Level::Verified => matches!(user.role, Role::User | Role::Admin),
+        Level::Admin => user.role == Role::Admin,
+    };
+    if !admitted {
+        return Err(unauthorized(messages::ACCESS_PROHIBITED));
+    }
+    Ok(Caller {
+        user: Some(user),
+        session,
+        directory,
+    })
+}
+
+fn unauthorized(message: &str) -> AppError {
+    AppError::Unauthorized(message.to_owned())
+}
+
+/// A model the caller may use: the catalogue id, and its record if it has one.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The model's id.
+    pub id: String,
+    /// Its record.
+    pub rule: Option<Arc<ModelRule>>,
+}
+
+impl Caller {
+    /// Whether the caller acts as an admin (an admin, or nobody is authenticated).
+    pub fn is_admin(&self) -> bool {
+        self.user.as_ref().is_none_or(|u| u.role == Role::Admin)
+    }
+
+    /// Whether the caller may list and use model `id`.
+    pub fn can_read(&self, id: &str, bypass: bool) -> bool {
+        let Some(user) = &self.user else {
+            return true;
+        };
+        let rule = self
+            .directory
+            .model(id)
+            .filter(|r| r.active || user.role == Role::Admin);
+        let record = rule.map(|r| corral_auth::ModelRecord {
+            owner_id: r.owner.as_deref().unwrap_or_default(),
+            access_control: r.access.as_ref(),
+        });
+        corral_auth::can_read(&user.id, user.role, &user.groups, record, bypass)
+    }
+
+    /// Checks that the caller may use the model the client calls `requested`, whose catalogue
+    /// id is `id` (or, for a model no instance lists, `requested` with `:latest` implied).
+    pub fn grant(&self, settings: &corral_config::Settings, id: &str) -> Result<Grant, AppError> {
+        if !self.can_read(id, settings.auth.bypass_model_access_control) {
+            return Err(AppError::Forbidden(messages::MODEL_NOT_FOUND.to_owned()));
+        }
+        Ok(Grant {
+            id: id.to_owned(),
+            rule: self.directory.model(id).cloned(),
+        })
+    }
+
+    /// Resolves the model the client names against the catalogue (refreshing it once on a
+    /// miss) and checks the caller may use it.
+    pub async fn model_for(&self, shared: &Shared, client: &awc::Client, requested: &str) -> Result<Grant, AppError> {
+        if self.is_admin() {
+            // Admins may use anything: no lookup beyond the catalogue at hand, and the
+            // routing gives its own answer for a model nobody holds.
+            let id = shared
+                .fleet
+                .snapshot()
+                .and_then(|snap| snap.catalogue.resolve(requested).map(|e| e.id.clone()))
+                .unwrap_or_else(|| corral_registry::with_latest(requested));
+            let rule = self.directory.model(&id).cloned();
+            return Ok(Grant { id, rule });
+        }
+        let id = match crate::handlers::holders(shared, client, requested).await? {
+            Some((_, id, _)) => id,
+            // Refuse with the same answer whether the model exists or not.
+            None => return Err(AppError::Forbidden(messages::MODEL_NOT_FOUND.to_owned())),
+        };
+        self.grant(&shared.settings(), &id)
+    }
+
+    /// The catalogue ids the caller may see.
+    pub async fn visible_models(&self, shared: &Shared, client: &awc::Client) -> Result<Vec<String>, AppError> {
+        let settings = shared.settings();
+        if !settings.ollama.enable {
+            return Ok(Vec::new());
+        }
+        let ttl = std::time::Duration::from_secs(settings.ollama.models_cache_ttl);
+        let snap = shared.fleet.fresh(shared, client, ttl).await;
+        let bypass = settings.auth.bypass_model_access_control;
+        Ok(snap
+            .catalogue
+            .entries()
+            .iter()
+            .filter(|e| self.can_read(&e.id, bypass))
+            .map(|e| e.id.clone())
+            .collect())
+    }
+
+    /// Applies the model record's params and system prompt to an OpenAI chat body.
+    pub fn apply_openai(&self, grant: &Grant, body: &mut Value) {
+        self.apply_openai_params(grant, body);
+        if let Some(system) = grant.rule.as_ref().and_then(|r| r.system.as_deref()) {
+            self.apply_system(system, body);
+        }
+    }
+
+    /// Applies the model record's params to an OpenAI body (chat or completion).
+    pub fn apply_openai_params(&self, grant: &Grant, body: &mut Value) {
+        if let Some(rule) = &grant.rule {
+            if has_params(&rule.params) {
+                corral_auth::apply_params_openai(&rule.params, body);
+            }
+        }
+    }
+
+    /// Applies the model record's params and system prompt to a native `/api/chat` body.
+    pub fn apply_native_chat(&self, grant: &Grant, body: &mut Value) {
+        let Some(rule) = &grant.rule else { return };
+        if has_params(&rule.params) {
+            corral_auth::apply_params_ollama(&rule.params, body);
+        }
+        if let Some(system) = rule.system.as_deref() {
+            self.apply_system(system, body);
+        }
+    }
+
+    fn apply_system(&self, system: &str, body: &mut Value) {
+        let variables = body.pointer("/metadata/variables").cloned();
+        let info = self.user.as_ref().map(|u| u.info());
+        let Some(Value::Array(messages)) = body.get_mut("messages") else {
+            return;
+        };
+        let now = chrono::Local::now().naive_local();
+        corral_auth::apply_system_prompt(system, messages, variables.as_ref(), info.as_ref(), now);
+    }
+
+    /// The user-info headers to send upstream, when `auth.forward_user_info_headers` is on.
+    pub fn forwarded_headers(
+        &self,
+        settings: &corral_config::Settings,
+        body: Option<&Value>,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        if !settings.auth.forward_user_info_headers {
+            return out;
+        }
+        let Some(user) = &self.user else { return out };
+        let mut pairs = corral_auth::user_info_headers(&user.info());
+        if let Some(chat) = body.and_then(|b| b.pointer("/metadata/chat_id")) {
+            pairs.extend(corral_auth::chat_id_header(chat));
+        }
+        for (name, value) in pairs {
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+                out.push((name, value));
+            }
+        }
+        out
+    }
+}
+
+/// Whether a params object sets anything.
+fn has_params(params: &Value) -> bool {
+    params.as_object().is_some_and(|p| p.values().any(|v| !v.is_null()))
+}

@@ -1,0 +1,880 @@
+//! Accounts under `/api/v1`, in Open WebUI's shapes: sign-up, sign-in, sign-out and the
+//! current user (`/auths`), API keys, and the admin endpoints for users, groups and model
+//! records.
+//!
+//! Every write goes to the store off the executor and reloads this replica's directory before
+//! answering, so a revoked key or a deleted user is refused by the next request; other
+//! replicas reload when they see the revision move.
+
+use actix_web::cookie::{time::OffsetDateTime, Cookie, SameSite};
+use actix_web::{web, HttpRequest, HttpResponse};
+use corral_auth::{messages, Role};
+use corral_store::{NewApiKey, NewModel, NewUser, Store, User, UserChanges};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{unix_now, Admin, Anyone, Caller};
+use crate::error::AppError;
+use crate::state::Shared;
+
+/// Registers the routes under `/api/v1`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/auths")
+            .route("/signup", web::post().to(signup))
+            .route("/signin", web::post().to(signin))
+            .route("/signout", web::get().to(signout))
+            .route("/signout", web::post().to(signout))
+            .route("/add", web::post().to(add_user))
+            .route("/api_key", web::post().to(create_key))
+            .route("/api_key", web::get().to(get_key))
+            .route("/api_key", web::delete().to(revoke_all_keys))
+            .route("/api_keys", web::get().to(list_keys))
+            .route("/api_keys/{id}", web::delete().to(revoke_key))
+            .route("", web::get().to(me))
+            .route("/", web::get().to(me)),
+    )
+    .service(
+        web::scope("/users")
+            .route("", web::get().to(list_users))
+            .route("/", web::get().to(list_users))
+            .route("/update/role", web::post().to(update_role))
+            .route("/{id}", web::get().to(get_user))
+            .route("/{id}/update", web::post().to(update_user))
+            .route("/{id}", web::delete().to(delete_user))
+            .route("/{id}/delete", web::delete().to(delete_user)),
+    )
+    .service(
+        web::scope("/groups")
+            .route("", web::get().to(list_groups))
+            .route("/", web::get().to(list_groups))
+            .route("/create", web::post().to(create_group))
+            .route("/id/{id}/update", web::post().to(update_group))
+            .route("/id/{id}/delete", web::delete().to(delete_group)),
+    )
+    .service(
+        web::scope("/models")
+            .route("", web::get().to(list_models))
+            .route("/", web::get().to(list_models))
+            .route("/create", web::post().to(create_model))
+            .route("/model", web::get().to(get_model))
+            .route("/model/update", web::post().to(update_model))
+            .route("/model/delete", web::delete().to(delete_model)),
+    );
+}
+
+/// Runs `f` on the store off the executor, then reloads this replica's directory.
+async fn write<T: Send + 'static>(
+    shared: &web::Data<Shared>,
+    f: impl FnOnce(&Store) -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    let shared = shared.clone().into_inner();
+    web::block(move || {
+        let store = store_of(&shared)?;
+        let out = f(&store)?;
+        shared.auth.reload(&store)?;
+        Ok(out)
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?
+}
+
+/// Runs a read on the store off the executor.
+async fn read<T: Send + 'static>(
+    shared: &web::Data<Shared>,
+    f: impl FnOnce(&Store) -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    let shared = shared.clone().into_inner();
+    web::block(move || f(&store_of(&shared)?))
+        .await
+        .map_err(|e| AppError::Internal(e.to_string()))?
+}
+
+fn store_of(shared: &Shared) -> Result<Store, AppError> {
+    shared
+        .store()
+        .ok_or_else(|| AppError::StoreUnavailable("no database is configured".to_owned()))
+}
+
+/// Parses a JSON body into `T`, with a 400 naming what is wrong.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(AppError::BadRequest("missing request body".to_owned()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| AppError::BadRequest(format!("invalid request body: {e}")))
+}
+
+fn user_json(user: &User) -> Value {
+    json!({
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "role": user.role.as_str(),
+        "profile_image_url": user.profile_image_url,
+        "created_at": user.created_at,
+        "updated_at": user.updated_at,
+        "last_active_at": user.last_active_at,
+    })
+}
+
+/// A signed-in answer: the user, a fresh token in the body and in the `token` cookie.
+fn session(shared: &Shared, user: &User) -> Result<HttpResponse, AppError> {
+    let settings = shared.settings();
+    let expires_in = corral_auth::parse_expires_in(&settings.auth.jwt_expires_in)
+        .map_err(|e| AppError::Internal(format!("JWT_EXPIRES_IN: {e}")))?;
+    let token = corral_auth::issue_token(&shared.auth.secret(), &user.id, chrono::Utc::now(), expires_in)
+        .map_err(|e| AppError::Internal(e.to_string()))?;
+    let mut cookie = Cookie::build(corral_auth::TOKEN_COOKIE, token.token.clone())
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .finish();
+    if let Some(at) = token
+        .expires_at
+        .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok())
+    {
+        cookie.set_expires(at);
+    }
+    Ok(HttpResponse::Ok().cookie(cookie).json(json!({
+        "token": token.token,
+        "token_type": "Bearer",
+        "expires_at": token.expires_at,
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "role": user.role.as_str(),
+        "profile_image_url": user.profile_image_url,
+        "permissions": {},
+    })))
+}
+
+#[derive(Deserialize)]
+struct SignupForm {
+    email: String,
+    password: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    profile_image_url: String,
+}
+
+/// Checks and normalises a new account's fields.
+fn new_user(form: SignupForm, role: Role, first_user_role: Option<Role>) -> Result<(NewUser, String), AppError> {
+    let email = corral_auth::normalize_email(&form.email);
+    if !corral_auth::is_valid_email(&email) {
+        return Err(AppError::BadRequest("Invalid email format".to_owned()));
+    }
+    corral_auth::check_password_policy(&form.password).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    let name = match form.name.trim() {
+        "" => email.clone(),
+        name => name.to_owned(),
+    };
+    let user = NewUser {
+        email,
+        name,
+        role,
+        first_user_role,
+        profile_image_url: form.profile_image_url,
+        password_hash: None,
+    };
+    Ok((user, form.password))
+}
+
+/// Creates the user, hashing the password first (slow by design: off the executor).
+fn create(store: &Store, mut user: NewUser, password: &str) -> Result<User, AppError> {
+    if store.get_user_by_email(&user.email)?.is_some() {
+        return Err(AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()));
+    }
+    let hash = corral_auth::hash_password(password).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    user.password_hash = Some(hash);
+    store.create_user(&user, unix_now()).map_err(|e| match e {
+        corral_store::StoreError::Conflict(_) => AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()),
+        other => other.into(),
+    })
+}
+
+fn default_role(shared: &Shared) -> Role {
+    shared
+        .settings()
+        .auth
+        .default_user_role
+        .parse()
+        .unwrap_or(Role::Pending)
+}
+
+/// `POST /api/v1/auths/signup`: the first account becomes admin; later ones get
+/// `DEFAULT_USER_ROLE` while `ENABLE_SIGNUP` allows sign-ups.
+async fn signup(shared: web::Data<Shared>, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+    let form: SignupForm = body(&bytes)?;
+    let settings = shared.settings();
+    let open = settings.auth.enable_signup && settings.auth.webui_auth;
+    let users = shared.auth.directory().user_count();
+    if !open && users > 0 {
+        return Err(AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned()));
+    }
+    let (user, password) = new_user(form, default_role(&shared), Some(Role::Admin))?;
+    let created = write(&shared, move |store| create(store, user, &password)).await?;
+    tracing::info!(user = %created.id, role = created.role.as_str(), "account created by sign-up");
+    session(&shared, &created)
+}
+
+#[derive(Deserialize)]
+struct SigninForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// The single-user mode's account (Open WebUI's `WEBUI_AUTH=false`).
+const LOCAL_ADMIN: &str = "admin@localhost";
+
+/// `POST /api/v1/auths/signin`, limited per account and per client address.
+async fn signin(req: HttpRequest, shared: web::Data<Shared>, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+    let mut form: SigninForm = body(&bytes)?;
+    if !shared.settings().auth.webui_auth {
+        return signin_single_user(shared).await;
+    }
+    let address = req.peer_addr().map(|a| a.ip().to_string());
+    let limited = shared
+        .auth
+        .limiter
+        .lock()
+        .map_err(|_| AppError::Internal("sign-in limiter poisoned".to_owned()))?
+        .check_and_record(&form.email, address.as_deref(), chrono::Utc::now());
+    if let Err(wait) = limited {
+        return Err(AppError::RateLimited {
+            retry_after: wait.as_secs_ceil().max(1),
+            message: messages::RATE_LIMIT_EXCEEDED.to_owned(),
+        });
+    }
+    let email = corral_auth::normalize_email(&form.email);
+    let password = std::mem::take(&mut form.password);
+    let user = read(&shared, move |store| {
+        let found = store.get_user_with_password(&email)?;
+        // The same work whether or not the account exists, so timing tells nothing.
+        let ok = match &found {
+            Some((_, Some(hash))) => corral_auth::verify_password(&password, hash),
+            _ => corral_auth::verify_dummy_password(&password),
+        };
+        match found {
+            Some((user, _)) if ok => Ok(user),
+            _ => Err(AppError::BadRequest(messages::INVALID_CRED.to_owned())),
+        }
+    })
+    .await?;
+    session(&shared, &user)
+}
+
+async fn signin_single_user(shared: web::Data<Shared>) -> Result<HttpResponse, AppError> {
+    let user = write(&shared, |store| {
+        if let Some(user) = store.get_user_by_email(LOCAL_ADMIN)? {
+            return Ok(user);
+        }
+        if store.count_users()? > 0 {
+            return Err(AppError::BadRequest(messages::EXISTING_USERS.to_owned()));
+        }
+        let user = NewUser {
+            email: LOCAL_ADMIN.to_owned(),
+            name: "User".to_owned(),
+            role: Role::Admin,
+            first_user_role: Some(Role::Admin),
+            profile_image_url: String::new(),
+            password_hash: None,
+        };
+        create(store, user, "admin")
+    })
+    .await?;
+    session(&shared, &user)
+}
+
+/// `GET|POST /api/v1/auths/signout`: the session token is refused from now on, on every
+/// replica, for the rest of its lifetime.
+async fn signout(shared: web::Data<Shared>, caller: Anyone) -> Result<HttpResponse, AppError> {
+    if let Some((jti, exp)) = caller.0.session.clone() {
+        write(&shared, move |store| {
+            Ok(store.revoke_token(&jti, exp.unwrap_or(i64::MAX))?)
+        })
+        .await?;
+    }
+    let mut gone = Cookie::build(corral_auth::TOKEN_COOKIE, "").path("/").finish();
+    gone.make_removal();
+    Ok(HttpResponse::Ok().cookie(gone).json(json!({ "status": true })))
+}
+
+/// `GET /api/v1/auths/`: the signed-in user.
+async fn me(req: HttpRequest, caller: Anyone) -> Result<HttpResponse, AppError> {
+    let Some(user) = caller.0.user.clone() else {
+        return Err(AppError::Unauthorized(messages::NOT_AUTHENTICATED.to_owned()));
+    };
+    let token = caller
+        .0
+        .session
+        .as_ref()
+        .and_then(|_| {
+            let header = req
+                .headers()
+                .get(actix_web::http::header::AUTHORIZATION)?
+                .to_str()
+                .ok()?;
+            header.split_once(' ').map(|(_, t)| t.to_owned())
+        })
+        .or_else(|| req.cookie(corral_auth::TOKEN_COOKIE).map(|c| c.value().to_owned()));
+    Ok(HttpResponse::Ok().json(json!({
+        "token": caller.0.session.as_ref().and(token),
+        "token_type": "Bearer",
+        "expires_at": caller.0.session.as_ref().and_then(|s| s.1),
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "role": user.role.as_str(),
+        "profile_image_url": user.profile_image_url,
+        "permissions": {},
+    })))
+}
+
+#[derive(Deserialize)]
+struct AddForm {
+    email: String,
+    password: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    profile_image_url: String,
+}
+
+fn parse_role(role: &str) -> Result<Role, AppError> {
+    role.parse()
+        .map_err(|_| AppError::BadRequest(format!("role must be admin, user or pending, got {role:?}")))
+}
+
+/// `POST /api/v1/auths/add` (admin): creates an account.
+async fn add_user(shared: web::Data<Shared>, _admin: Admin, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+    let form: AddForm = body(&bytes)?;
+    let role = match form.role.as_deref() {
+        Some(r) => parse_role(r)?,
+        None => default_role(&shared),
+    };
+    let signup = SignupForm {
+        email: form.email,
+        password: form.password,
+        name: form.name,
+        profile_image_url: form.profile_image_url,
+    };
+    let (user, password) = new_user(signup, role, None)?;
+    let created = write(&shared, move |store| create(store, user, &password)).await?;
+    Ok(HttpResponse::Ok().json(user_json(&created)))
+}
+
+fn caller_user(caller: &Caller) -> Result<std::sync::Arc<crate::auth::Member>, AppError> {
+    caller
+        .user
+        .clone()
+        .ok_or_else(|| AppError::Forbidden("this gateway authenticates nobody: there are no accounts".to_owned()))
+}
+
+#[derive(Deserialize, Default)]
+struct KeyForm {
+    #[serde(default)]
+    name: Option<String>,
+    /// Seconds until the key stops working.
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+fn key_json(key: &corral_store::ApiKey) -> Value {
+    json!({
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+        "expires_at": key.expires_at,
+    })
+}
+
+/// `POST /api/v1/auths/api_key`: a new `sk-` key, shown this once.
+async fn create_key(shared: web::Data<Shared>, caller: Anyone, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+    if !shared.settings().auth.enable_api_keys {
+        return Err(AppError::Forbidden(messages::API_KEY_CREATION_NOT_ALLOWED.to_owned()));
+    }
+    let user = caller_user(&caller.0)?;
+    let form: KeyForm = if bytes.iter().all(u8::is_ascii_whitespace) {
+        KeyForm::default()
+    } else {
+        body(&bytes)?
+    };
+    if form.expires_in.is_some_and(|s| s <= 0) {
+        return Err(AppError::BadRequest(
+            "expires_in must be a positive number of seconds".to_owned(),
+        ));
+    }
+    let (plain, hash, prefix) = corral_auth::generate_api_key();
+    let now = unix_now();
+    let new = NewApiKey {
+        user_id: user.id.clone(),
+        name: form.name.unwrap_or_else(|| "default".to_owned()),
+        prefix,
+        hash,
+        expires_at: form.expires_in.map(|s| now.saturating_add(s)),
+    };
+    let key = write(&shared, move |store| Ok(store.create_api_key(&new, now)?)).await?;
+    let mut answer = key_json(&key);
+    answer["api_key"] = Value::String(plain.expose().to_owned());
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+async fn own_keys(shared: &web::Data<Shared>, user_id: String) -> Result<Vec<corral_store::ApiKey>, AppError> {
+    let now = unix_now();
+    let keys = read(shared, move |store| Ok(store.list_api_keys(&user_id)?)).await?;
+    Ok(keys.into_iter().filter(|k| k.is_active(now)).collect())
+}
+
+/// `GET /api/v1/auths/api_key`: the caller's working keys (never the keys themselves).
+async fn get_key(shared: web::Data<Shared>, caller: Anyone) -> Result<HttpResponse, AppError> {
+    let user = caller_user(&caller.0)?;
+    let keys = own_keys(&shared, user.id.clone()).await?;
+    let Some(newest) = keys.iter().max_by_key(|k| k.created_at) else {
+        return Err(AppError::NotFound(messages::API_KEY_NOT_FOUND.to_owned()));
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "api_key": format!("{}…", newest.prefix),
+        "keys": keys.iter().map(key_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /api/v1/auths/api_keys`: the caller's keys, revoked and expired ones included.
+async fn list_keys(shared: web::Data<Shared>, caller: Anyone) -> Result<HttpResponse, AppError> {
+    let user = caller_user(&caller.0)?;
+    let user_id = user.id.clone();
+    let keys = read(&shared, move |store| Ok(store.list_api_keys(&user_id)?)).await?;
+    let now = unix_now();
+    let shaped: Vec<Value> = keys
+        .iter()
+        .map(|k| {
+            let mut v = key_json(k);
+            v["revoked_at"] = json!(k.revoked_at);
+            v["active"] = json!(k.is_active(now));
+            v
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(shaped))
+}
+
+/// `DELETE /api/v1/auths/api_key`: revokes every key of the caller; `true` if there was one.
+async fn revoke_all_keys(shared: web::Data<Shared>, caller: Anyone) -> Result<HttpResponse, AppError> {
+    let user = caller_user(&caller.0)?;
+    let keys = own_keys(&shared, user.id.clone()).await?;
+    if keys.is_empty() {
+        return Ok(HttpResponse::Ok().json(false));
+    }
+    let ids: Vec<String> = keys.into_iter().map(|k| k.id).collect();
+    write(&shared, move |store| {
+        let now = unix_now();
+        for id in &ids {
+            store.revoke_api_key(id, now)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(true))
+}
+
+/// `DELETE /api/v1/auths/api_keys/{id}`: revokes one key of the caller (an admin: anyone's).
+async fn revoke_key(
+    shared: web::Data<Shared>,
+    caller: Anyone,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let user = caller_user(&caller.0)?;
+    let id = path.into_inner();
+    let admin = user.role == Role::Admin;
+    write(&shared, move |store| {
+        match store.get_api_key(&id)? {
+            Some(key) if key.user_id == user.id || admin => {}
+            _ => return Err(AppError::NotFound(format!("no API key {id}"))),
+        }
+        Ok(store.revoke_api_key(&id, unix_now())?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(true))
+}
+
+/// `GET /api/v1/users/` (admin).
+async fn list_users(shared: web::Data<Shared>, _admin: Admin) -> Result<HttpResponse, AppError> {
+    let users = read(&shared, |store| Ok(store.list_users()?)).await?;
+    Ok(HttpResponse::Ok().json(users.iter().map(user_json).collect::<Vec<_>>()))
+}
+
+/// `GET /api/v1/users/{id}` (admin).
+async fn get_user(shared: web::Data<Shared>, _admin: Admin, path: web::Path<String>) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    let user = read(&shared, move |store| {
+        store.get_user(&id)?.ok_or_else(|| user_not_found(&id))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(user_json(&user)))
+}
+
+fn user_not_found(id: &str) -> AppError {
+    AppError::NotFound(format!("no user {id}"))
+}
+
+#[derive(Deserialize)]
+struct RoleForm {
+    id: String,
+    role: String,
+}
+
+/// `POST /api/v1/users/update/role` (admin): `{"id", "role"}`.
+async fn update_role(shared: web::Data<Shared>, admin: Admin, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+    let form: RoleForm = body(&bytes)?;
+    let changes = UserChanges {
+        role: Some(parse_role(&form.role)?),
+        ..UserChanges::default()
+    };
+    change_user(shared, admin, form.id, changes, None).await
+}
+
+#[derive(Deserialize)]
+struct UserForm {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    profile_image_url: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// `POST /api/v1/users/{id}/update` (admin): any of email, name, role, avatar, password.
+async fn update_user(
+    shared: web::Data<Shared>,
+    admin: Admin,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let form: UserForm = body(&bytes)?;
+    let email = form.email.map(|e| corral_auth::normalize_email(&e));
+    if email.as_deref().is_some_and(|e| !corral_auth::is_valid_email(e)) {
+        return Err(AppError::BadRequest("Invalid email format".to_owned()));
+    }
+    let password = form.password.filter(|p| !p.is_empty());
+    if let Some(p) = &password {
+        corral_auth::check_password_policy(p).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    }
+    let changes = UserChanges {
+        email,
+        name: form.name.filter(|n| !n.trim().is_empty()),
+        role: form.role.as_deref().map(parse_role).transpose()?,
+        profile_image_url: form.profile_image_url,
+    };
+    change_user(shared, admin, path.into_inner(), changes, password).await
+}
+
+async fn change_user(
+    shared: web::Data<Shared>,
+    admin: Admin,
+    id: String,
+    changes: UserChanges,
+    password: Option<String>,
+) -> Result<HttpResponse, AppError> {
+    let me = admin.0.user.as_ref().map(|u| u.id.clone());
+    if me.as_deref() == Some(id.as_str()) && changes.role.is_some_and(|r| r != Role::Admin) {
+        return Err(AppError::Forbidden(
+            "admins cannot take their own admin role away".to_owned(),
+        ));
+    }
+    let user = write(&shared, move |store| {
+        if store.get_user(&id)?.is_none() {
+            return Err(user_not_found(&id));
+        }
+        if let Some(email) = &changes.email {
+            if store.get_user_by_email(email)?.is_some_and(|u| u.id != id) {
+                return Err(AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()));
+            }
+        }
+        let now = unix_now();
+        if let Some(password) = password {
+            let hash = corral_auth::hash_password(&password).map_err(|e| AppError::BadRequest(e.to_string()))?;
+            store.set_password_hash(&id, &hash, now)?;
+        }
+        Ok(store.update_user(&id, &changes, now)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(user_json(&user)))
+}
+
+/// `DELETE /api/v1/users/{id}` (admin): the user's keys and sessions stop working at once.
+async fn delete_user(
+    shared: web::Data<Shared>,
+    admin: Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    if admin.0.user.as_ref().is_some_and(|u| u.id == id) {
+        return Err(AppError::Forbidden("admins cannot delete their own account".to_owned()));
+    }
+    write(&shared, move |store| {
+        store.delete_user(&id).map_err(|e| match e {
+            corral_store::StoreError::NotFound => user_not_found(&id),
+            other => other.into(),
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(true))
+}
+
+#[derive(Deserialize)]
+struct GroupForm {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    user_ids: Option<Vec<String>>,
+}
+
+fn group_json(group: &corral_store::Group, members: &[String]) -> Value {
+    json!({
+        "id": group.id,
+        "name": group.name,
+        "description": group.description,
+        "user_ids": members,
+        "created_at": group.created_at,
+        "updated_at": group.updated_at,
+    })
+}
+
+/// `GET /api/v1/groups/` (admin).
+async fn list_groups(shared: web::Data<Shared>, _admin: Admin) -> Result<HttpResponse, AppError> {
+    let groups = read(&shared, |store| {
+        let mut out = Vec::new();
+        for g in store.list_groups()? {
+            let members = store.group_members(&g.id)?;
+            out.push(group_json(&g, &members));
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(groups))
+}
+
+fn set_members(store: &Store, group_id: &str, user_ids: &[String]) -> Result<Vec<String>, AppError> {
+    for user in user_ids {
+        if store.get_user(user)?.is_none() {
+            return Err(AppError::BadRequest(format!("user_ids: no user {user}")));
+        }
+    }
+    for current in store.group_members(group_id)? {
+        if !user_ids.contains(&current) {
+            store.remove_group_member(group_id, &current)?;
+        }
+    }
+    for user in user_ids {
+        store.add_group_member(group_id, user)?;
+    }
+    Ok(store.group_members(group_id)?)
+}
+
+/// `POST /api/v1/groups/create` (admin): `{"name", "description", "user_ids"}`.
+async fn create_group(shared: web::Data<Shared>, _admin: Admin, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+    let form: GroupForm = body(&bytes)?;
+    if form.name.trim().is_empty() {
+        return Err(AppError::BadRequest("name must not be empty".to_owned()));
+    }
+    let group = write(&shared, move |store| {
+        let group = store.create_group(form.name.trim(), &form.description, unix_now())?;
+        let members = set_members(store, &group.id, form.user_ids.as_deref().unwrap_or_default())?;
+        Ok(group_json(&group, &members))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(group))
+}
+
+/// `POST /api/v1/groups/id/{id}/update` (admin).
+async fn update_group(
+    shared: web::Data<Shared>,
+    _admin: Admin,
+    path: web::Path<String>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let form: GroupForm = body(&bytes)?;
+    let id = path.into_inner();
+    let group = write(&shared, move |store| {
+        if store.get_group(&id)?.is_none() {
+            return Err(AppError::NotFound(format!("no group {id}")));
+        }
+        let group = store.update_group(&id, form.name.trim(), &form.description, unix_now())?;
+        let members = match &form.user_ids {
+            Some(ids) => set_members(store, &id, ids)?,
+            None => store.group_members(&id)?,
+        };
+        Ok(group_json(&group, &members))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(group))
+}
+
+/// `DELETE /api/v1/groups/id/{id}/delete` (admin).
+async fn delete_group(
+    shared: web::Data<Shared>,
+    _admin: Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = path.into_inner();
+    write(&shared, move |store| {
+        store.delete_group(&id).map_err(|e| match e {
+            corral_store::StoreError::NotFound => AppError::NotFound(format!("no group {id}")),
+            other => other.into(),
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(true))
+}
+
+#[derive(Deserialize)]
+struct ModelForm {
+    id: String,
+    #[serde(default)]
+    base_model_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    params: Option<Value>,
+    #[serde(default)]
+    meta: Option<Value>,
+    #[serde(default)]
+    access_control: Option<Value>,
+    #[serde(default = "yes")]
+    is_active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ModelForm {
+    fn into_new(self, owner: Option<String>) -> Result<NewModel, AppError> {
+        if self.id.trim().is_empty() {
+            return Err(AppError::BadRequest("id must not be empty".to_owned()));
+        }
+        let params = self.params.unwrap_or_else(|| json!({}));
+        if !params.is_object() {
+            return Err(AppError::BadRequest("params must be an object".to_owned()));
+        }
+        if let Some(ac) = &self.access_control {
+            corral_auth::AccessControl::from_json(ac)
+                .map_err(|e| AppError::BadRequest(format!("access_control: {e}")))?;
+        }
+        let access_control = self.access_control.filter(|v| !v.is_null());
+        Ok(NewModel {
+            name: self.name.unwrap_or_else(|| self.id.clone()),
+            id: self.id,
+            base_model_id: self.base_model_id.filter(|b| !b.is_empty()),
+            user_id: owner,
+            params,
+            meta: self.meta.unwrap_or_else(|| json!({})),
+            access_control,
+            is_active: self.is_active,
+        })
+    }
+}
+
+fn model_json(m: &corral_store::Model) -> Value {
+    json!({
+        "id": m.id,
+        "base_model_id": m.base_model_id,
+        "name": m.name,
+        "user_id": m.user_id,
+        "params": m.params,
+        "meta": m.meta,
+        "access_control": m.access_control,
+        "is_active": m.is_active,
+        "created_at": m.created_at,
+        "updated_at": m.updated_at,
+    })
+}
+
+#[derive(Deserialize)]
+struct ModelId {
+    id: String,
+}
+
+/// `GET /api/v1/models/` (admin): every model record.
+async fn list_models(shared: web::Data<Shared>, _admin: Admin) -> Result<HttpResponse, AppError> {
+    let models = read(&shared, |store| Ok(store.list_models()?)).await?;
+    Ok(HttpResponse::Ok().json(models.iter().map(model_json).collect::<Vec<_>>()))
+}
+
+/// `GET /api/v1/models/model?id=` (admin).
+async fn get_model(
+    shared: web::Data<Shared>,
+    _admin: Admin,
+    query: web::Query<ModelId>,
+) -> Result<HttpResponse, AppError> {
+    let id = query.into_inner().id;
+    let model = read(&shared, move |store| {
+        store
+            .get_model(&id)?
+            .ok_or_else(|| AppError::NotFound(format!("no model record {id}")))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(model_json(&model)))
+}
+
+/// `POST /api/v1/models/create` (admin).
+async fn create_model(shared: web::Data<Shared>, admin: Admin, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+    let form: ModelForm = body(&bytes)?;
+    let new = form.into_new(admin.0.user.as_ref().map(|u| u.id.clone()))?;
+    let model = write(&shared, move |store| {
+        if store.get_model(&new.id)?.is_some() {
+            return Err(AppError::Conflict(format!("a model record {} already exists", new.id)));
+        }
+        Ok(store.create_model(&new, unix_now())?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(model_json(&model)))
+}
+
+/// `POST /api/v1/models/model/update?id=` (admin): replaces the record.
+async fn update_model(
+    shared: web::Data<Shared>,
+    _admin: Admin,
+    query: web::Query<ModelId>,
+    bytes: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let id = query.into_inner().id;
+    let mut form: ModelForm = body(&bytes)?;
+    form.id = id.clone();
+    let model = write(&shared, move |store| {
+        let Some(current) = store.get_model(&id)? else {
+            return Err(AppError::NotFound(format!("no model record {id}")));
+        };
+        let new = form.into_new(current.user_id)?;
+        Ok(store.update_model(&new, unix_now())?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(model_json(&model)))
+}
+
+/// `DELETE /api/v1/models/model/delete?id=` (admin).
+async fn delete_model(
+    shared: web::Data<Shared>,
+    _admin: Admin,
+    query: web::Query<ModelId>,
+) -> Result<HttpResponse, AppError> {
+    let id = query.into_inner().id;
+    write(&shared, move |store| {
+        store.delete_model(&id).map_err(|e| match e {
+            corral_store::StoreError::NotFound => AppError::NotFound(format!("no model record {id}")),
+            other => other.into(),
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(true))
+}

@@ -1,0 +1,999 @@
+//! Accounts, tokens, API keys, the route-protection matrix and per-model access control,
+//! driven over HTTP against a gateway on a real database, in front of a simulator.
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::{Method, StatusCode};
+use corral_sim::{SimConfig, SimHandle, SimModel};
+use corral_store::test_support::TestDb;
+use serde_json::{json, Value};
+
+use crate::support::{client, settings_for, Gateway};
+
+/// One HTTP exchange: status, `Retry-After`, and the body as JSON (or a string).
+struct Reply {
+    status: StatusCode,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+async fn call(method: Method, url: &str, bearer: Option<&str>, body: Option<&Value>) -> Reply {
+    let mut req = client().request(method, url);
+    if let Some(token) = bearer {
+        req = req.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    let sent = match body {
+        Some(b) => req.send_json(b).await,
+        None => req.send().await,
+    };
+    let mut resp = sent.unwrap();
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = resp.body().limit(64 * 1024 * 1024).await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    Reply {
+        status,
+        retry_after,
+        body,
+    }
+}
+
+async fn post(gw: &Gateway, path: &str, bearer: Option<&str>, body: Value) -> Reply {
+    call(Method::POST, &gw.at(path), bearer, Some(&body)).await
+}
+
+async fn get(gw: &Gateway, path: &str, bearer: Option<&str>) -> Reply {
+    call(Method::GET, &gw.at(path), bearer, None).await
+}
+
+/// Signs up and returns the session token.
+async fn signup(gw: &Gateway, email: &str) -> String {
+    let r = post(
+        gw,
+        "/api/v1/auths/signup",
+        None,
+        json!({"email": email, "password": "correct horse", "name": email}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["token"].as_str().unwrap().to_owned()
+}
+
+async fn user_id(gw: &Gateway, token: &str) -> String {
+    let r = get(gw, "/api/v1/auths/", Some(token)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn set_role(gw: &Gateway, admin: &str, id: &str, role: &str) {
+    let r = post(
+        gw,
+        "/api/v1/users/update/role",
+        Some(admin),
+        json!({"id": id, "role": role}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+async fn new_key(gw: &Gateway, token: &str) -> (String, String) {
+    let r = post(gw, "/api/v1/auths/api_key", Some(token), json!({"name": "test"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    (
+        r.body["api_key"].as_str().unwrap().to_owned(),
+        r.body["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn sim_with(models: &[&str]) -> SimHandle {
+    SimHandle::start(SimConfig {
+        models: models.iter().map(|m| SimModel::chat(m)).collect(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": false, "options": {"num_predict": 2}})
+}
+
+fn openai_chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+}
+
+/// Who is calling, for the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Nobody,
+    BadToken,
+    Pending,
+    User,
+    Admin,
+    UserKey,
+    RevokedKey,
+}
+
+/// What a route requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    None,
+    Verified,
+    Admin,
+}
+
+fn admitted(who: Who, need: Need) -> bool {
+    match need {
+        Need::None => true,
+        Need::Verified => matches!(who, Who::User | Who::Admin | Who::UserKey),
+        Need::Admin => who == Who::Admin,
+    }
+}
+
+#[actix_web::test]
+async fn every_route_answers_each_caller_as_the_matrix_says() {
+    let db = TestDb::sqlite();
+    let sim = sim_with(&["llama3.2", "all-minilm"]).await;
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    let admin = signup(&gw, "admin@example.com").await;
+    let user = signup(&gw, "user@example.com").await;
+    let pending = signup(&gw, "pending@example.com").await;
+    let user_id = user_id(&gw, &user).await;
+    set_role(&gw, &admin, &user_id, "user").await;
+    // Users may read the models the matrix exercises.
+    for id in ["llama3.2:latest", "all-minilm:latest"] {
+        let r = post(
+            &gw,
+            "/api/v1/models/create",
+            Some(&admin),
+            json!({"id": id, "access_control": null}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let (user_key, _) = new_key(&gw, &user).await;
+    let (revoked_key, revoked_id) = new_key(&gw, &user).await;
+    let r = call(
+        Method::DELETE,
+        &gw.at(&format!("/api/v1/auths/api_keys/{revoked_id}")),
+        Some(&user),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let embed = json!({"model": "all-minilm", "input": "x"});
+    let routes: Vec<(Method, &str, Option<Value>, Need)> = vec![
+        (Method::GET, "/health", None, Need::None),
+        (Method::GET, "/ollama/", None, Need::None),
+        (Method::GET, "/api/version", None, Need::None),
+        (Method::GET, "/ollama/api/version", None, Need::None),
+        (Method::GET, "/ollama/api/version/0", None, Need::None),
+        (Method::GET, "/api/tags", None, Need::Verified),
+        (Method::GET, "/ollama/api/tags", None, Need::Verified),
+        (Method::GET, "/ollama/api/tags/0", None, Need::Verified),
+        (Method::GET, "/ollama/v1/models", None, Need::Verified),
+        (Method::GET, "/ollama/v1/models/0", None, Need::Verified),
+        (Method::POST, "/api/chat", Some(chat("llama3.2")), Need::Verified),
+        (Method::POST, "/ollama/api/chat", Some(chat("llama3.2")), Need::Verified),
+        (
+            Method::POST,
+            "/ollama/api/chat/0",
+            Some(chat("llama3.2")),
+            Need::Verified,
+        ),
+        (
+            Method::POST,
+            "/api/generate",
+            Some(json!({"model": "llama3.2", "prompt": "hi", "stream": false})),
+            Need::Verified,
+        ),
+        (
+            Method::POST,
+            "/ollama/api/generate",
+            Some(json!({"model": "llama3.2", "prompt": "hi", "stream": false})),
+            Need::Verified,
+        ),
+        (Method::POST, "/api/embed", Some(embed.clone()), Need::Verified),
+        (Method::POST, "/ollama/api/embed", Some(embed.clone()), Need::Verified),
+        (
+            Method::POST,
+            "/api/embeddings",
+            Some(json!({"model": "all-minilm", "prompt": "x"})),
+            Need::Verified,
+        ),
+        (
+            Method::POST,
+            "/ollama/api/embeddings",
+            Some(json!({"model": "all-minilm", "prompt": "x"})),
+            Need::Verified,
+        ),
+        (
+            Method::POST,
+            "/api/show",
+            Some(json!({"model": "llama3.2"})),
+            Need::Verified,
+        ),
+        (
+            Method::POST,
+            "/ollama/api/show",
+            Some(json!({"model": "llama3.2"})),
+            Need::Verified,
+        ),
+        (
+            Method::POST,
+            "/ollama/v1/chat/completions",
+            Some(openai_chat("llama3.2")),
+            Need::Verified,
+        ),
+        (
+            Method::POST,
+            "/ollama/v1/completions",
+            Some(json!({"model": "llama3.2", "prompt": "hi", "max_tokens": 2})),
+            Need::Verified,
+        ),
+        (
+            Method::POST,
+            "/v1/chat/completions",
+            Some(openai_chat("llama3.2")),
+            Need::Verified,
+        ),
+        (
+            Method::POST,
+            "/api/chat/completions",
+            Some(openai_chat("llama3.2")),
+            Need::Verified,
+        ),
+        (
+            Method::POST,
+            "/v1/completions",
+            Some(json!({"model": "llama3.2", "prompt": "hi", "max_tokens": 2})),
+            Need::Verified,
+        ),
+        (
+            Method::POST,
+            "/v1/embeddings",
+            Some(json!({"model": "all-minilm", "input": ["a", "b"]})),
+            Need::Verified,
+        ),
+        (Method::GET, "/v1/models", None, Need::Verified),
+        (Method::GET, "/v1/models/llama3.2:latest", None, Need::Verified),
+        (Method::GET, "/api/models", None, Need::Verified),
+        (Method::GET, "/api/ps", None, Need::Admin),
+        (Method::GET, "/ollama/api/ps", None, Need::Admin),
+        (Method::GET, "/ollama/status", None, Need::Admin),
+        (Method::GET, "/ollama/config", None, Need::Admin),
+        (Method::POST, "/ollama/config/update", Some(json!({})), Need::Admin),
+        (
+            Method::POST,
+            "/ollama/verify",
+            Some(json!({"url": sim.url()})),
+            Need::Admin,
+        ),
+        (
+            Method::POST,
+            "/ollama/api/unload",
+            Some(json!({"model": "llama3.2"})),
+            Need::Admin,
+        ),
+        (
+            Method::POST,
+            "/api/pull",
+            Some(json!({"model": "mistral", "stream": false})),
+            Need::Admin,
+        ),
+        (
+            Method::POST,
+            "/ollama/api/pull",
+            Some(json!({"model": "mistral", "stream": false})),
+            Need::Admin,
+        ),
+        (
+            Method::POST,
+            "/ollama/api/pull/all",
+            Some(json!({"model": "mistral"})),
+            Need::Admin,
+        ),
+        (
+            Method::POST,
+            "/api/create",
+            Some(json!({"model": "mine", "from": "llama3.2", "stream": false})),
+            Need::Admin,
+        ),
+        (
+            Method::POST,
+            "/ollama/api/create",
+            Some(json!({"model": "mine", "from": "llama3.2", "stream": false})),
+            Need::Admin,
+        ),
+        (
+            Method::POST,
+            "/api/copy",
+            Some(json!({"source": "nope", "destination": "x"})),
+            Need::Admin,
+        ),
+        (
+            Method::POST,
+            "/ollama/api/copy",
+            Some(json!({"source": "nope", "destination": "x"})),
+            Need::Admin,
+        ),
+        (
+            Method::DELETE,
+            "/api/delete",
+            Some(json!({"model": "nope"})),
+            Need::Admin,
+        ),
+        (
+            Method::DELETE,
+            "/ollama/api/delete",
+            Some(json!({"model": "nope"})),
+            Need::Admin,
+        ),
+        (
+            Method::DELETE,
+            "/ollama/api/delete/all",
+            Some(json!({"model": "nope"})),
+            Need::Admin,
+        ),
+        (
+            Method::POST,
+            "/api/push",
+            Some(json!({"model": "nope", "stream": false})),
+            Need::Admin,
+        ),
+        (
+            Method::DELETE,
+            "/ollama/api/push",
+            Some(json!({"model": "nope", "stream": false})),
+            Need::Admin,
+        ),
+        (Method::POST, "/api/blobs/sha256:00", None, Need::Admin),
+        (
+            Method::POST,
+            "/ollama/models/download",
+            Some(json!({"url": "not a url"})),
+            Need::Admin,
+        ),
+        (Method::POST, "/ollama/models/upload", None, Need::Admin),
+        (Method::GET, "/api/v1/users/", None, Need::Admin),
+        (Method::GET, "/api/v1/groups/", None, Need::Admin),
+        (Method::GET, "/api/v1/models/", None, Need::Admin),
+    ];
+    let callers = [
+        (Who::Nobody, None),
+        (Who::BadToken, Some("not-a-token".to_owned())),
+        (Who::Pending, Some(pending.clone())),
+        (Who::User, Some(user.clone())),
+        (Who::Admin, Some(admin.clone())),
+        (Who::UserKey, Some(user_key.clone())),
+        (Who::RevokedKey, Some(revoked_key.clone())),
+    ];
+    let mut wrong = Vec::new();
+    for (method, path, body, need) in &routes {
+        for (who, token) in &callers {
+            let r = call(method.clone(), &gw.at(path), token.as_deref(), body.as_ref()).await;
+            let refused = matches!(r.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+            let ok = if admitted(*who, *need) {
+                !refused && !r.status.is_server_error()
+                    || (r.status == StatusCode::BAD_GATEWAY && *path == "/ollama/verify")
+            } else {
+                r.status == StatusCode::UNAUTHORIZED && r.body.get("detail").is_some_and(Value::is_string)
+            };
+            if !ok {
+                wrong.push(format!("{method} {path} as {who:?}: {} {}", r.status, r.body));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{} wrong answers:\n{}", wrong.len(), wrong.join("\n"));
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn refusals_carry_the_reference_texts_and_odd_headers_get_401() {
+    let db = TestDb::sqlite();
+    let sim = sim_with(&["llama3.2"]).await;
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    let _admin = signup(&gw, "admin@example.com").await;
+    let pending = signup(&gw, "p@example.com").await;
+    let r = get(&gw, "/api/tags", None).await;
+    assert_eq!(
+        (r.status, r.body["detail"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("Not authenticated"))
+    );
+    let r = get(&gw, "/api/tags", Some(&pending)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("You do not have permission"));
+    // The reference answers a plain 500 to these; each is a JSON 401 here.
+    for header in [
+        "Bearer",
+        "Bearer  two  spaces",
+        "Bearer a b",
+        "sk-nospace",
+        "Basic",
+        " ",
+        "Bearer sk-",
+    ] {
+        let resp = client()
+            .get(gw.at("/api/tags"))
+            .insert_header(("Authorization", header))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "Authorization: {header:?}");
+    }
+    let resp = client()
+        .get(gw.at("/api/tags"))
+        .insert_header((
+            "Authorization",
+            actix_web::http::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "non-UTF-8 header");
+    // A token signed with another secret.
+    let forged = corral_auth::issue_token(b"another secret", "someone", chrono::Utc::now(), None).unwrap();
+    let r = get(&gw, "/api/tags", Some(&forged.token)).await;
+    assert_eq!(
+        (r.status, r.body["detail"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("401 Unauthorized"))
+    );
+    // Bad bodies on the account routes are JSON 4xx.
+    for body in [
+        json!({}),
+        json!({"email": "nope", "password": "x"}),
+        json!({"email": "a@b.c", "password": ""}),
+    ] {
+        let r = post(&gw, "/api/v1/auths/signup", None, body.clone()).await;
+        assert!(
+            r.status.is_client_error() && r.body["detail"].is_string(),
+            "{body}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    let r = post(
+        &gw,
+        "/api/v1/auths/signup",
+        None,
+        json!({"email": "P@example.com", "password": "pw"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("already registered"),
+        "{}",
+        r.body
+    );
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn sign_in_sign_out_and_the_rate_limit() {
+    let db = TestDb::sqlite();
+    let sim = sim_with(&["llama3.2"]).await;
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    let first = post(
+        &gw,
+        "/api/v1/auths/signup",
+        None,
+        json!({"email": "Boss@Example.com", "password": "correct horse", "name": "Boss"}),
+    )
+    .await;
+    assert_eq!(first.body["role"], "admin", "the first account is the admin");
+    assert_eq!(first.body["email"], "boss@example.com");
+    let second = post(
+        &gw,
+        "/api/v1/auths/signup",
+        None,
+        json!({"email": "later@example.com", "password": "pw"}),
+    )
+    .await;
+    assert_eq!(second.body["role"], "pending", "later ones get DEFAULT_USER_ROLE");
+
+    let r = post(
+        &gw,
+        "/api/v1/auths/signin",
+        None,
+        json!({"email": "boss@example.com", "password": "wrong"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("The email or password provided is incorrect"));
+    let r = post(
+        &gw,
+        "/api/v1/auths/signin",
+        None,
+        json!({"email": "BOSS@example.com", "password": "correct horse"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["token_type"], "Bearer");
+    assert!(r.body["expires_at"].as_i64().unwrap() > chrono::Utc::now().timestamp() + 27 * 86_400);
+    let token = r.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(get(&gw, "/api/tags", Some(&token)).await.status, StatusCode::OK);
+    // The cookie works as the header does.
+    let resp = client()
+        .get(gw.at("/api/tags"))
+        .insert_header(("Cookie", format!("token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let r = get(&gw, "/api/v1/auths/signout", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = get(&gw, "/api/tags", Some(&token)).await;
+    assert_eq!(
+        (r.status, r.body["detail"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("Invalid token"))
+    );
+
+    // Every attempt counts; over 15 in the window is a 429 with Retry-After, even with the
+    // right password.
+    let mut statuses = Vec::new();
+    for i in 0..16 {
+        let password = if i == 15 { "pw" } else { "wrong" };
+        let r = post(
+            &gw,
+            "/api/v1/auths/signin",
+            None,
+            json!({"email": "later@example.com", "password": password}),
+        )
+        .await;
+        statuses.push(r.status.as_u16());
+        if i == 15 {
+            assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+            assert_eq!(r.body["detail"], "API rate limit exceeded");
+            assert!(r.retry_after.unwrap().parse::<u64>().unwrap() >= 1);
+        }
+    }
+    assert!(statuses[..15].iter().all(|s| *s == 400), "{statuses:?}");
+    // Another account from the same address is not locked out by this one.
+    let r = post(
+        &gw,
+        "/api/v1/auths/signin",
+        None,
+        json!({"email": "boss@example.com", "password": "correct horse"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn single_user_mode_signs_in_the_local_admin() {
+    let db = TestDb::sqlite();
+    let sim = sim_with(&["llama3.2"]).await;
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.auth.webui_auth = false;
+    let gw = Gateway::with_auth(settings, &db.url).await;
+    // Every route still needs a token; sign-in ignores what is sent.
+    assert_eq!(get(&gw, "/api/tags", None).await.status, StatusCode::UNAUTHORIZED);
+    let r = post(&gw, "/api/v1/auths/signin", None, json!({"email": "", "password": ""})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        (r.body["email"].as_str(), r.body["role"].as_str()),
+        (Some("admin@localhost"), Some("admin"))
+    );
+    let token = r.body["token"].as_str().unwrap();
+    assert_eq!(get(&gw, "/api/ps", Some(token)).await.status, StatusCode::OK);
+    let again = post(&gw, "/api/v1/auths/signin", None, json!({})).await;
+    assert_eq!(again.body["id"], r.body["id"]);
+    let r = post(
+        &gw,
+        "/api/v1/auths/signup",
+        None,
+        json!({"email": "x@example.com", "password": "pw"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    gw.stop().await;
+}
+
+/// Rights: `llama3.2` readable through a group, `qwen3` by one user directly, `all-minilm`
+/// with no record (hidden from users), `mistral` public.
+#[actix_web::test]
+async fn users_see_and_use_only_the_models_they_may_read() {
+    let db = TestDb::sqlite();
+    let sim = SimHandle::start(SimConfig {
+        models: vec![
+            SimModel::chat("llama3.2"),
+            SimModel::chat("qwen3"),
+            SimModel::embedding("all-minilm"),
+            SimModel::chat("mistral"),
+        ],
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    let admin = signup(&gw, "admin@example.com").await;
+    let alice = signup(&gw, "alice@example.com").await;
+    let bob = signup(&gw, "bob@example.com").await;
+    let (alice_id, bob_id) = (user_id(&gw, &alice).await, user_id(&gw, &bob).await);
+    set_role(&gw, &admin, &alice_id, "user").await;
+    set_role(&gw, &admin, &bob_id, "user").await;
+    let r = post(
+        &gw,
+        "/api/v1/groups/create",
+        Some(&admin),
+        json!({"name": "team", "user_ids": [alice_id]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let group = r.body["id"].as_str().unwrap().to_owned();
+    for record in [
+        json!({"id": "llama3.2:latest", "access_control": {"read": {"group_ids": [group], "user_ids": []}, "write": {"group_ids": [], "user_ids": []}}}),
+        json!({"id": "qwen3:latest", "access_control": {"read": {"group_ids": [], "user_ids": [bob_id]}, "write": {"group_ids": [], "user_ids": []}}}),
+        json!({"id": "mistral:latest", "access_control": null}),
+    ] {
+        let r = post(&gw, "/api/v1/models/create", Some(&admin), record).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let names = |v: &Value, key: &str, field: &str| -> Vec<String> {
+        let mut n: Vec<String> = v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m[field].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    // Interleaved, so a shared listing cache would leak one view into the other.
+    for _ in 0..3 {
+        for (token, expected) in [
+            (&alice, vec!["llama3.2:latest", "mistral:latest"]),
+            (&bob, vec!["mistral:latest", "qwen3:latest"]),
+            (
+                &admin,
+                vec!["all-minilm:latest", "llama3.2:latest", "mistral:latest", "qwen3:latest"],
+            ),
+        ] {
+            for path in ["/api/tags", "/ollama/api/tags", "/ollama/api/tags/0"] {
+                assert_eq!(
+                    names(&get(&gw, path, Some(token)).await.body, "models", "model"),
+                    expected,
+                    "{path}"
+                );
+            }
+            for path in ["/v1/models", "/api/models", "/ollama/v1/models"] {
+                assert_eq!(
+                    names(&get(&gw, path, Some(token)).await.body, "data", "id"),
+                    expected,
+                    "{path}"
+                );
+            }
+        }
+    }
+    // Use: every model route, with and without the reference's bypass parameter.
+    let uses = |model: &str| -> Vec<(&'static str, Value)> {
+        vec![
+            ("/api/chat", chat(model)),
+            ("/ollama/api/chat", chat(model)),
+            ("/ollama/api/chat/0", chat(model)),
+            ("/api/generate", json!({"model": model, "prompt": "x", "stream": false})),
+            (
+                "/ollama/api/generate",
+                json!({"model": model, "prompt": "x", "stream": false}),
+            ),
+            ("/api/show", json!({"model": model})),
+            ("/ollama/api/show", json!({"model": model})),
+            ("/api/embed", json!({"model": model, "input": "x"})),
+            ("/api/embeddings", json!({"model": model, "prompt": "x"})),
+            ("/v1/chat/completions", openai_chat(model)),
+            ("/api/chat/completions", openai_chat(model)),
+            (
+                "/v1/completions",
+                json!({"model": model, "prompt": "x", "max_tokens": 2}),
+            ),
+            ("/v1/embeddings", json!({"model": model, "input": "x"})),
+        ]
+    };
+    let mut wrong = Vec::new();
+    for (who, token, allowed, refused) in [
+        ("alice", &alice, "llama3.2", ["qwen3", "all-minilm"]),
+        ("bob", &bob, "qwen3", ["llama3.2", "all-minilm"]),
+    ] {
+        for (path, body) in uses(allowed) {
+            let r = post(&gw, path, Some(token), body).await;
+            if matches!(r.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                wrong.push(format!("{who} refused {allowed} on {path}: {} {}", r.status, r.body));
+            }
+        }
+        for model in refused {
+            for suffix in ["", "?bypass_filter=true"] {
+                for (path, body) in uses(model) {
+                    let path = format!("{path}{suffix}");
+                    let r = post(&gw, &path, Some(token), body).await;
+                    if r.status != StatusCode::FORBIDDEN {
+                        wrong.push(format!("{who} got {model} on {path}: {} {}", r.status, r.body));
+                    }
+                }
+            }
+        }
+        let r = get(&gw, "/v1/models/all-minilm:latest", Some(token)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "a hidden model looks absent");
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The bypass setting is configuration, not a parameter.
+    gw.stop().await;
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.auth.bypass_model_access_control = true;
+    let gw = Gateway::with_auth(settings, &db.url).await;
+    assert_eq!(
+        names(&get(&gw, "/api/tags", Some(&alice)).await.body, "models", "model").len(),
+        4
+    );
+    assert_eq!(
+        post(&gw, "/api/chat", Some(&alice), chat("qwen3")).await.status,
+        StatusCode::OK
+    );
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
+    let db = TestDb::sqlite();
+    let sim = sim_with(&["llama3.2"]).await;
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.auth.forward_user_info_headers = true;
+    let gw = Gateway::with_auth(settings, &db.url).await;
+    let admin = signup(&gw, "admin@example.com").await;
+    let user = signup(&gw, "jose@example.com").await;
+    let uid = user_id(&gw, &user).await;
+    set_role(&gw, &admin, &uid, "user").await;
+    let r = post(
+        &gw,
+        &format!("/api/v1/users/{uid}/update"),
+        Some(&admin),
+        json!({"name": "José O'Neil"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let record = json!({
+        "id": "llama3.2:latest",
+        "access_control": null,
+        "params": {"system": "You are Corral, speaking to {{USER_NAME}}.", "temperature": 0.25, "num_ctx": 1024, "max_tokens": 7},
+    });
+    assert_eq!(
+        post(&gw, "/api/v1/models/create", Some(&admin), record).await.status,
+        StatusCode::OK
+    );
+    let last_url = format!("{}/_sim/last_request", sim.url());
+    let last = || get_url(&last_url);
+
+    // Native chat: model params override the client's options; the system prompt leads.
+    let mut body = chat("llama3.2");
+    body["options"] = json!({"temperature": 0.9, "seed": 3});
+    body["metadata"] = json!({"chat_id": "chat-42"});
+    let r = post(&gw, "/api/chat", Some(&user), body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let seen = last().await;
+    let sent = seen["json"].clone();
+    assert_eq!(sent["options"]["temperature"], 0.25);
+    assert_eq!(sent["options"]["num_ctx"], 1024);
+    assert_eq!(sent["options"]["num_predict"], 7);
+    assert_eq!(sent["options"]["seed"], 3);
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "You are Corral, speaking to José O'Neil."})
+    );
+    assert_eq!(sent["messages"][1]["content"], "hi");
+    assert_eq!(
+        header(&seen, "x-openwebui-user-name").as_deref(),
+        Some("Jos%C3%A9 O%27Neil")
+    );
+    assert_eq!(header(&seen, "x-openwebui-user-id"), Some(uid.clone()));
+    assert_eq!(header(&seen, "x-openwebui-user-role").as_deref(), Some("user"));
+    assert_eq!(header(&seen, "x-openwebui-chat-id").as_deref(), Some("chat-42"));
+    assert_eq!(
+        header(&seen, "authorization"),
+        None,
+        "the caller's token stays at the gateway"
+    );
+
+    // The OpenAI route: params at the top level, converted to Ollama's options.
+    let mut body = openai_chat("llama3.2");
+    body["temperature"] = json!(1.5);
+    body["messages"] = json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]);
+    let r = post(&gw, "/v1/chat/completions", Some(&user), body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let seen = last().await;
+    assert_eq!(seen["path"], "/api/chat");
+    let sent = seen["json"].clone();
+    assert_eq!(sent["options"]["temperature"], 0.25);
+    assert_eq!(sent["options"]["num_predict"], 7);
+    assert_eq!(
+        sent["messages"][0]["content"],
+        "You are Corral, speaking to José O'Neil.\nBe brief."
+    );
+    assert_eq!(
+        header(&seen, "x-openwebui-user-email").as_deref(),
+        Some("jose@example.com")
+    );
+
+    // Generate gets neither params nor a system prompt (as the reference).
+    let r = post(
+        &gw,
+        "/api/generate",
+        Some(&user),
+        json!({"model": "llama3.2", "prompt": "x", "stream": false}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let sent = last().await["json"].clone();
+    assert!(sent.get("system").is_none() && sent.get("options").is_none(), "{sent}");
+    gw.stop().await;
+
+    // Without the setting, no user header goes upstream.
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    assert_eq!(
+        post(&gw, "/api/chat", Some(&user), chat("llama3.2")).await.status,
+        StatusCode::OK
+    );
+    let seen = last().await;
+    let leaked: Vec<&Value> = seen["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pair| pair[0].as_str().unwrap().starts_with("x-openwebui"))
+        .collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
+    gw.stop().await;
+}
+
+/// A header of a request the simulator recorded.
+fn header(seen: &Value, name: &str) -> Option<String> {
+    seen["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|pair| pair[0] == name)
+        .map(|pair| pair[1].as_str().unwrap().to_owned())
+}
+
+async fn get_url(url: &str) -> Value {
+    let mut resp = client().get(url).send().await.unwrap();
+    serde_json::from_slice(&resp.body().await.unwrap()).unwrap()
+}
+
+/// Keys and users on `db`, through two replicas: what one revokes or deletes, the other
+/// refuses within two seconds; on this replica, at once.
+async fn key_lifecycle_across_replicas(db: &TestDb) {
+    let sim = sim_with(&["llama3.2"]).await;
+    let a = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    let b = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    let admin = signup(&a, "admin@example.com").await;
+    let user = signup(&a, "user@example.com").await;
+    let uid = user_id(&a, &user).await;
+    set_role(&a, &admin, &uid, "user").await;
+    assert_eq!(
+        post(
+            &a,
+            "/api/v1/models/create",
+            Some(&admin),
+            json!({"id": "llama3.2:latest"})
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let (key1, id1) = new_key(&a, &user).await;
+    let (key2, _) = new_key(&a, &user).await;
+    assert!(key1.starts_with("sk-") && key1.len() >= 35, "{key1}");
+    // Shown once: the listing has prefixes and use times, never a key.
+    let before = Instant::now();
+    let wait_for = |gw: &Gateway, key: String, want: StatusCode| {
+        let url = gw.at("/api/tags");
+        async move {
+            loop {
+                let s = call(Method::GET, &url, Some(&key), None).await.status;
+                if s == want {
+                    return true;
+                }
+                if before.elapsed() > Duration::from_secs(10) {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert!(
+        wait_for(&b, key1.clone(), StatusCode::OK).await,
+        "replica B accepts a key made on A"
+    );
+    assert_eq!(
+        post(&b, "/api/chat", Some(&key1), chat("llama3.2")).await.status,
+        StatusCode::OK
+    );
+    let list = get(&a, "/api/v1/auths/api_keys", Some(&user)).await;
+    assert_eq!(list.body.as_array().unwrap().len(), 2);
+    let text = list.body.to_string();
+    assert!(!text.contains(&key1[3..]) && !text.contains(&key2[3..]), "{text}");
+    let got = get(&a, "/api/v1/auths/api_key", Some(&user)).await;
+    assert!(!got.body.to_string().contains(&key1[3..]));
+
+    // Revoked on A: refused on A at once, on B within two seconds.
+    let r = call(
+        Method::DELETE,
+        &a.at(&format!("/api/v1/auths/api_keys/{id1}")),
+        Some(&user),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(get(&a, "/api/tags", Some(&key1)).await.status, StatusCode::UNAUTHORIZED);
+    let revoked = Instant::now();
+    assert!(wait_for(&b, key1.clone(), StatusCode::UNAUTHORIZED).await);
+    assert!(
+        revoked.elapsed() < Duration::from_secs(2),
+        "B took {:?}",
+        revoked.elapsed()
+    );
+    assert_eq!(
+        get(&b, "/api/tags", Some(&key2)).await.status,
+        StatusCode::OK,
+        "the other key still works"
+    );
+
+    // The user deleted on B: the key and the session stop on A within two seconds.
+    let r = call(
+        Method::DELETE,
+        &b.at(&format!("/api/v1/users/{uid}")),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(get(&b, "/api/tags", Some(&key2)).await.status, StatusCode::UNAUTHORIZED);
+    let deleted = Instant::now();
+    assert!(wait_for(&a, key2.clone(), StatusCode::UNAUTHORIZED).await);
+    assert!(wait_for(&a, user.clone(), StatusCode::UNAUTHORIZED).await);
+    assert!(
+        deleted.elapsed() < Duration::from_secs(2),
+        "A took {:?}",
+        deleted.elapsed()
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+#[actix_web::test]
+async fn key_lifecycle_and_user_deletion_across_replicas_on_sqlite() {
+    key_lifecycle_across_replicas(&TestDb::sqlite()).await;
+}
+
+#[actix_web::test]
+async fn key_lifecycle_and_user_deletion_across_replicas_on_postgres() {
+    let Some(db) = TestDb::postgres() else { return };
+    key_lifecycle_across_replicas(&db).await;
+}
+
+#[actix_web::test]
+async fn sessions_survive_a_restart_and_the_secret_is_kept_in_the_store() {
+    let db = TestDb::sqlite();
+    let sim = sim_with(&["llama3.2"]).await;
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    let admin = signup(&gw, "admin@example.com").await;
+    gw.stop().await;
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    assert_eq!(get(&gw, "/api/ps", Some(&admin)).await.status, StatusCode::OK);
+    gw.stop().await;
+    // A configured secret replaces the stored one: old tokens no longer verify.
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.auth.secret_key = "configured-secret".to_owned();
+    let gw = Gateway::with_auth(settings, &db.url).await;
+    assert_eq!(get(&gw, "/api/ps", Some(&admin)).await.status, StatusCode::UNAUTHORIZED);
+    gw.stop().await;
+}

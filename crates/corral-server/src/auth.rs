@@ -132,16 +132,14 @@ impl Directory {
                     .and_then(|p| p.remove("system"))
                     .and_then(|s| s.as_str().map(str::to_owned))
                     .filter(|s| !s.is_empty());
-                let access = m
-                    .access_control
-                    .as_ref()
-                    .map(AccessControl::from_json)
-                    .transpose()
-                    .ok()
-                    .flatten()
-                    .flatten()
-                    // An access control that cannot be read grants nobody.
-                    .or_else(|| m.access_control.as_ref().map(|_| AccessControl::private()));
+                let access = match &m.access_control {
+                    None => None,
+                    Some(value) => match AccessControl::from_json(value) {
+                        Ok(access) => access,
+                        // An access control that cannot be read grants nobody.
+                        Err(_) => Some(AccessControl::private()),
+                    },
+                };
                 let rule = ModelRule {
                     id: m.id.clone(),
                     base_model_id: m.base_model_id,

@@ -170,6 +170,20 @@ impl Directory {
         self.models.get(id)
     }
 
+    /// The preset a client names `requested`: a record with a base model, looked up by the
+    /// name as sent, then with `:latest` implied.
+    pub fn preset(&self, requested: &str) -> Option<&Arc<ModelRule>> {
+        self.models
+            .get(requested)
+            .or_else(|| self.models.get(&corral_registry::with_latest(requested)))
+            .filter(|r| r.base_model_id.is_some())
+    }
+
+    /// Every preset (records with a base model).
+    pub fn presets(&self) -> impl Iterator<Item = &Arc<ModelRule>> {
+        self.models.values().filter(|r| r.base_model_id.is_some())
+    }
+
     /// How many users there are.
     pub fn user_count(&self) -> usize {
         self.users.len()
@@ -188,6 +202,8 @@ pub struct Auth {
     key_uses: DashMap<String, i64>,
     /// The last time keys' use times were written.
     flushed: AtomicI64,
+    /// The last time expired revocations were deleted.
+    purged: AtomicI64,
 }
 
 impl Default for Auth {
@@ -200,6 +216,7 @@ impl Default for Auth {
             limiter: Mutex::new(SigninLimiter::default()),
             key_uses: DashMap::new(),
             flushed: AtomicI64::new(0),
+            purged: AtomicI64::new(0),
         }
     }
 }
@@ -263,7 +280,22 @@ impl Auth {
             self.reload(store)?;
         }
         self.flush_key_uses(store, false);
+        self.purge_revocations(store);
         Ok(())
+    }
+
+    /// Deletes revocations of tokens that have expired anyway, about once an hour. Blocking.
+    fn purge_revocations(&self, store: &Store) {
+        let now = unix_now();
+        if now - self.purged.load(Ordering::Relaxed) < 3600 {
+            return;
+        }
+        self.purged.store(now, Ordering::Relaxed);
+        match store.purge_revoked_tokens(now) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired token revocations deleted"),
+            Err(err) => tracing::debug!(error = %err, "could not delete expired token revocations"),
+        }
     }
 
     /// Writes the keys' last-use times, at most every few seconds unless `now`. Blocking.
@@ -438,8 +470,33 @@ fn unauthorized(message: &str) -> AppError {
 pub struct Grant {
     /// The model's id.
     pub id: String,
-    /// Its record.
+    /// Its record (for a preset, the preset's).
     pub rule: Option<Arc<ModelRule>>,
+    /// When the client named a preset: the base model to ask the instance for.
+    pub base: Option<String>,
+}
+
+impl Grant {
+    /// The model name to route by: the base model of a preset, else what the client sent.
+    pub fn routed<'a>(&'a self, requested: &'a str) -> &'a str {
+        self.base.as_deref().unwrap_or(requested)
+    }
+
+    /// Renames a preset to its base model in a request body (`model`, and `name` if set).
+    /// Returns whether anything changed.
+    pub fn rename(&self, body: &mut Value) -> bool {
+        let (Some(base), Some(obj)) = (&self.base, body.as_object_mut()) else {
+            return false;
+        };
+        let mut changed = false;
+        for key in ["model", "name"] {
+            if let Some(slot) = obj.get_mut(key).filter(|v| v.as_str().is_some_and(|s| !s.is_empty())) {
+                *slot = Value::String(base.clone());
+                changed = true;
+            }
+        }
+        changed
+    }
 }
 
 impl Caller {
@@ -473,12 +530,41 @@ impl Caller {
         Ok(Grant {
             id: id.to_owned(),
             rule: self.directory.model(id).cloned(),
+            base: None,
         })
+    }
+
+    /// The preset the client names `requested`, if the caller may see it exists.
+    pub fn preset(&self, requested: &str) -> Option<Arc<ModelRule>> {
+        self.directory
+            .preset(requested)
+            .filter(|p| p.active || self.is_admin())
+            .cloned()
     }
 
     /// Resolves the model the client names against the catalogue (refreshing it once on a
     /// miss) and checks the caller may use it.
+    ///
+    /// A name that is a preset's (a model record with a base model, as the reference's
+    /// workspace models are) resolves to its base model, with the preset's access control,
+    /// params and system prompt; an inactive preset is an admin's alone.
     pub async fn model_for(&self, shared: &Shared, client: &awc::Client, requested: &str) -> Result<Grant, AppError> {
+        if let Some(preset) = self.preset(requested) {
+            if !self.can_read(&preset.id, shared.settings().auth.bypass_model_access_control) {
+                return Err(AppError::Forbidden(messages::MODEL_NOT_FOUND.to_owned()));
+            }
+            let base = preset.base_model_id.clone().unwrap_or_default();
+            let id = match crate::handlers::holders(shared, client, &base).await? {
+                Some((_, id, _)) => id,
+                // Nobody holds the base model: routing answers that, naming it.
+                None => corral_registry::with_latest(&base),
+            };
+            return Ok(Grant {
+                id,
+                rule: Some(preset),
+                base: Some(base),
+            });
+        }
         if self.is_admin() {
             // Admins may use anything: no lookup beyond the catalogue at hand, and the
             // routing gives its own answer for a model nobody holds.
@@ -488,7 +574,7 @@ impl Caller {
                 .and_then(|snap| snap.catalogue.resolve(requested).map(|e| e.id.clone()))
                 .unwrap_or_else(|| corral_registry::with_latest(requested));
             let rule = self.directory.model(&id).cloned();
-            return Ok(Grant { id, rule });
+            return Ok(Grant { id, rule, base: None });
         }
         let id = match crate::handlers::holders(shared, client, requested).await? {
             Some((_, id, _)) => id,
@@ -507,13 +593,29 @@ impl Caller {
         let ttl = std::time::Duration::from_secs(settings.ollama.models_cache_ttl);
         let snap = shared.fleet.fresh(shared, client, ttl).await;
         let bypass = settings.auth.bypass_model_access_control;
-        Ok(snap
+        let mut ids: Vec<String> = snap
             .catalogue
             .entries()
             .iter()
             .filter(|e| self.can_read(&e.id, bypass))
             .map(|e| e.id.clone())
-            .collect())
+            .collect();
+        // Presets the caller may use, whose base model the fleet has.
+        let mut presets: Vec<String> = self
+            .directory
+            .presets()
+            .filter(|p| p.active || self.is_admin())
+            .filter(|p| !ids.contains(&p.id) && self.can_read(&p.id, bypass))
+            .filter(|p| {
+                p.base_model_id
+                    .as_deref()
+                    .is_some_and(|base| snap.catalogue.resolve(base).is_some())
+            })
+            .map(|p| p.id.clone())
+            .collect();
+        presets.sort();
+        ids.extend(presets);
+        Ok(ids)
     }
 
     /// Applies the model record's params and system prompt to an OpenAI chat body.

@@ -124,12 +124,17 @@ pub fn unknown_model(model: &str, owui: bool) -> AppError {
 pub const BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Reads the whole request body, refusing more than [`BODY_LIMIT`] bytes.
-pub async fn read_body(mut payload: web::Payload) -> Result<Bytes, AppError> {
+pub async fn read_body(payload: web::Payload) -> Result<Bytes, AppError> {
+    read_body_up_to(payload, BODY_LIMIT).await
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes with a JSON 413.
+pub async fn read_body_up_to(mut payload: web::Payload, limit: usize) -> Result<Bytes, AppError> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| AppError::BadRequest(format!("could not read the request body: {e}")))?;
-        if buf.len() + chunk.len() > BODY_LIMIT {
-            return Err(AppError::PayloadTooLarge { limit: BODY_LIMIT });
+        if buf.len() + chunk.len() > limit {
+            return Err(AppError::PayloadTooLarge { limit });
         }
         buf.extend_from_slice(&chunk);
     }

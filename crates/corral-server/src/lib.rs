@@ -68,7 +68,16 @@ impl Corral {
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
         let client = proxy::client(&self.shared.settings().upstream);
         cfg.app_data(web::Data::from(self.shared.clone()))
-            .app_data(web::Data::new(client));
+            .app_data(web::Data::new(client))
+            // A query string or path segment that does not parse is a JSON 400, as all errors are.
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|err, _| error::AppError::BadRequest(format!("invalid query string: {err}")).into()),
+            )
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|err, _| error::AppError::BadRequest(format!("invalid path: {err}")).into()),
+            );
         routes::configure(cfg);
     }
 

@@ -96,6 +96,9 @@ fn store_of(shared: &Shared) -> Result<Store, AppError> {
         .ok_or_else(|| AppError::StoreUnavailable("no database is configured".to_owned()))
 }
 
+/// The largest body an account or admin form may have; more is refused with a JSON 413.
+const FORM_LIMIT: usize = 1024 * 1024;
+
 /// Parses a JSON body into `T`, with a 400 naming what is wrong.
 fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -204,7 +207,8 @@ fn default_role(shared: &Shared) -> Role {
 
 /// `POST /api/v1/auths/signup`: the first account becomes admin; later ones get
 /// `DEFAULT_USER_ROLE` while `ENABLE_SIGNUP` allows sign-ups.
-async fn signup(shared: web::Data<Shared>, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+async fn signup(shared: web::Data<Shared>, payload: web::Payload) -> Result<HttpResponse, AppError> {
+    let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: SignupForm = body(&bytes)?;
     let settings = shared.settings();
     let open = settings.auth.enable_signup && settings.auth.webui_auth;
@@ -230,7 +234,8 @@ struct SigninForm {
 const LOCAL_ADMIN: &str = "admin@localhost";
 
 /// `POST /api/v1/auths/signin`, limited per account and per client address.
-async fn signin(req: HttpRequest, shared: web::Data<Shared>, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+async fn signin(req: HttpRequest, shared: web::Data<Shared>, payload: web::Payload) -> Result<HttpResponse, AppError> {
+    let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let mut form: SigninForm = body(&bytes)?;
     if !shared.settings().auth.webui_auth {
         return signin_single_user(shared).await;
@@ -351,7 +356,8 @@ fn parse_role(role: &str) -> Result<Role, AppError> {
 }
 
 /// `POST /api/v1/auths/add` (admin): creates an account.
-async fn add_user(shared: web::Data<Shared>, _admin: Admin, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+async fn add_user(shared: web::Data<Shared>, _admin: Admin, payload: web::Payload) -> Result<HttpResponse, AppError> {
+    let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: AddForm = body(&bytes)?;
     let role = match form.role.as_deref() {
         Some(r) => parse_role(r)?,
@@ -396,7 +402,12 @@ fn key_json(key: &corral_store::ApiKey) -> Value {
 }
 
 /// `POST /api/v1/auths/api_key`: a new `sk-` key, shown this once.
-async fn create_key(shared: web::Data<Shared>, caller: Anyone, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+async fn create_key(
+    shared: web::Data<Shared>,
+    caller: Anyone,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
+    let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     if !shared.settings().auth.enable_api_keys {
         return Err(AppError::Forbidden(messages::API_KEY_CREATION_NOT_ALLOWED.to_owned()));
     }
@@ -529,7 +540,8 @@ struct RoleForm {
 }
 
 /// `POST /api/v1/users/update/role` (admin): `{"id", "role"}`.
-async fn update_role(shared: web::Data<Shared>, admin: Admin, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+async fn update_role(shared: web::Data<Shared>, admin: Admin, payload: web::Payload) -> Result<HttpResponse, AppError> {
+    let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: RoleForm = body(&bytes)?;
     let changes = UserChanges {
         role: Some(parse_role(&form.role)?),
@@ -557,8 +569,9 @@ async fn update_user(
     shared: web::Data<Shared>,
     admin: Admin,
     path: web::Path<String>,
-    bytes: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: UserForm = body(&bytes)?;
     let email = form.email.map(|e| corral_auth::normalize_email(&e));
     if email.as_deref().is_some_and(|e| !corral_auth::is_valid_email(e)) {
@@ -682,7 +695,12 @@ fn set_members(store: &Store, group_id: &str, user_ids: &[String]) -> Result<Vec
 }
 
 /// `POST /api/v1/groups/create` (admin): `{"name", "description", "user_ids"}`.
-async fn create_group(shared: web::Data<Shared>, _admin: Admin, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+async fn create_group(
+    shared: web::Data<Shared>,
+    _admin: Admin,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
+    let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: GroupForm = body(&bytes)?;
     if form.name.trim().is_empty() {
         return Err(AppError::BadRequest("name must not be empty".to_owned()));
@@ -701,8 +719,9 @@ async fn update_group(
     shared: web::Data<Shared>,
     _admin: Admin,
     path: web::Path<String>,
-    bytes: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: GroupForm = body(&bytes)?;
     let id = path.into_inner();
     let group = write(&shared, move |store| {
@@ -828,7 +847,12 @@ async fn get_model(
 }
 
 /// `POST /api/v1/models/create` (admin).
-async fn create_model(shared: web::Data<Shared>, admin: Admin, bytes: web::Bytes) -> Result<HttpResponse, AppError> {
+async fn create_model(
+    shared: web::Data<Shared>,
+    admin: Admin,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
+    let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: ModelForm = body(&bytes)?;
     let new = form.into_new(admin.0.user.as_ref().map(|u| u.id.clone()))?;
     let model = write(&shared, move |store| {
@@ -846,8 +870,9 @@ async fn update_model(
     shared: web::Data<Shared>,
     _admin: Admin,
     query: web::Query<ModelId>,
-    bytes: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
+    let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let id = query.into_inner().id;
     let mut form: ModelForm = body(&bytes)?;
     form.id = id.clone();

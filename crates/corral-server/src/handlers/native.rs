@@ -154,6 +154,8 @@ pub async fn forward(
         // Model-bearing routes users may call check the model, and apply its record.
         let mut extra_headers = Vec::new();
         let mut bytes = bytes;
+        // A preset is routed, and sent upstream, as its base model.
+        let mut base = None;
         if spec.level != Level::Admin {
             if let (Some(caller), Some(model)) = (&caller, model) {
                 let grant = caller.model_for(&shared, &client, model).await?;
@@ -164,21 +166,25 @@ pub async fn forward(
                         .as_ref()
                         .is_some_and(|r| r.system.is_some() || !r.params.is_null());
                 let forwards = settings.auth.forward_user_info_headers;
-                if applies || forwards {
+                if applies || forwards || grant.base.is_some() {
                     let mut value: Value =
                         serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
                     extra_headers = caller.forwarded_headers(&settings, chat.then_some(&value));
                     if applies {
                         caller.apply_native_chat(&grant, &mut value);
+                    }
+                    if grant.rename(&mut value) | applies {
                         bytes = serde_json::to_vec(&value)
                             .map(bytes::Bytes::from)
                             .map_err(|e| AppError::Internal(e.to_string()))?;
                     }
                 }
+                base = grant.base;
             }
         } else if let Some(caller) = &caller {
             extra_headers = caller.forwarded_headers(&settings, None);
         }
+        let model = base.as_deref().or(model);
         let target = match (pinned, spec.routing, model) {
             (Some(idx), _, _) => target(&shared, idx)?,
             (None, Routing::Default, _) => default_target(&shared)?,

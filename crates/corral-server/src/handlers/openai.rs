@@ -103,14 +103,24 @@ pub async fn chat(
 ) -> Result<HttpResponse> {
     let mut value = read_request(payload).await?;
     let model = model_of(&value)?;
-    let entry = caller.model_for(&shared, &client, &model).await?;
-    caller.apply_openai(&entry, &mut value);
+    let grant = caller.model_for(&shared, &client, &model).await?;
+    caller.apply_openai(&grant, &mut value);
+    grant.rename(&mut value);
     let headers = caller.forwarded_headers(&shared.settings(), Some(&value));
     let request: openai::ChatCompletionRequest = from_value(value)?;
     let (stream, usage) = (request.is_stream(), request.include_usage());
     let native = corral_convert::chat_request(request)?;
     let meta = meta("chatcmpl", &model);
-    let answer = send(&req, &shared, &client, headers, "/api/chat", &model, &native).await?;
+    let answer = send(
+        &req,
+        &shared,
+        &client,
+        headers,
+        "/api/chat",
+        grant.routed(&model),
+        &native,
+    )
+    .await?;
     if !answer.resp.status().is_success() {
         return upstream_error(answer).await;
     }
@@ -131,14 +141,24 @@ pub async fn completions(
 ) -> Result<HttpResponse> {
     let mut value = read_request(payload).await?;
     let model = model_of(&value)?;
-    let entry = caller.model_for(&shared, &client, &model).await?;
-    caller.apply_openai_params(&entry, &mut value);
+    let grant = caller.model_for(&shared, &client, &model).await?;
+    caller.apply_openai_params(&grant, &mut value);
+    grant.rename(&mut value);
     let headers = caller.forwarded_headers(&shared.settings(), Some(&value));
     let request: openai::CompletionRequest = from_value(value)?;
     let (stream, usage) = (request.is_stream(), request.include_usage());
     let native = corral_convert::completion_request(request)?;
     let meta = meta("cmpl", &model);
-    let answer = send(&req, &shared, &client, headers, "/api/generate", &model, &native).await?;
+    let answer = send(
+        &req,
+        &shared,
+        &client,
+        headers,
+        "/api/generate",
+        grant.routed(&model),
+        &native,
+    )
+    .await?;
     if !answer.resp.status().is_success() {
         return upstream_error(answer).await;
     }
@@ -157,13 +177,23 @@ pub async fn embeddings(
     client: web::Data<awc::Client>,
     caller: Caller,
 ) -> Result<HttpResponse> {
-    let value = read_request(payload).await?;
+    let mut value = read_request(payload).await?;
     let model = model_of(&value)?;
-    caller.model_for(&shared, &client, &model).await?;
+    let grant = caller.model_for(&shared, &client, &model).await?;
+    grant.rename(&mut value);
     let headers = caller.forwarded_headers(&shared.settings(), None);
     let request: openai::EmbeddingRequest = from_value(value)?;
     let (native, format) = corral_convert::embedding_request(request)?;
-    let answer = send(&req, &shared, &client, headers, "/api/embed", &model, &native).await?;
+    let answer = send(
+        &req,
+        &shared,
+        &client,
+        headers,
+        "/api/embed",
+        grant.routed(&model),
+        &native,
+    )
+    .await?;
     if !answer.resp.status().is_success() {
         return upstream_error(answer).await;
     }
@@ -192,8 +222,16 @@ pub async fn model(
         body: corral_convert::model_not_found(&requested),
         retry_after: None,
     };
+    let bypass = shared.settings().auth.bypass_model_access_control;
+    if let Some(preset) = caller.preset(&requested) {
+        return if caller.can_read(&preset.id, bypass) {
+            Ok(HttpResponse::Ok().json(corral_convert::model(&preset.id, now())))
+        } else {
+            Err(not_found())
+        };
+    }
     match super::holders(&shared, &client, &requested).await? {
-        Some((_, id, _)) if caller.can_read(&id, shared.settings().auth.bypass_model_access_control) => {
+        Some((_, id, _)) if caller.can_read(&id, bypass) => {
             Ok(HttpResponse::Ok().json(corral_convert::model(&id, now())))
         }
         _ => Err(not_found()),

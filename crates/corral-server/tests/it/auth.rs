@@ -397,7 +397,7 @@ async fn refusals_carry_the_reference_texts_and_odd_headers_get_401() {
     let db = TestDb::sqlite();
     let sim = sim_with(&["llama3.2"]).await;
     let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
-    let _admin = signup(&gw, "admin@example.com").await;
+    let admin = signup(&gw, "admin@example.com").await;
     let pending = signup(&gw, "p@example.com").await;
     let r = get(&gw, "/api/tags", None).await;
     assert_eq!(
@@ -472,6 +472,35 @@ async fn refusals_carry_the_reference_texts_and_odd_headers_get_401() {
         "{}",
         r.body
     );
+    // Not JSON, too big, a query string that does not parse: JSON 4xx all the same.
+    let raw = |path: &str, body: Vec<u8>| {
+        client()
+            .post(gw.at(path))
+            .insert_header(("Authorization", format!("Bearer {admin}")))
+            .insert_header(("Content-Type", "application/json"))
+            .send_body(body)
+    };
+    let cases: [(&str, Vec<u8>, StatusCode); 4] = [
+        ("/api/v1/auths/signin", b"{not json".to_vec(), StatusCode::BAD_REQUEST),
+        ("/api/v1/auths/signin", Vec::new(), StatusCode::BAD_REQUEST),
+        (
+            "/api/v1/models/create",
+            vec![b' '; 2 * 1024 * 1024],
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        ("/api/v1/models/model/update", b"{}".to_vec(), StatusCode::BAD_REQUEST),
+    ];
+    for (path, body, status) in cases {
+        let mut resp = raw(path, body).await.unwrap();
+        let bytes = resp.body().await.unwrap();
+        let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        assert_eq!(resp.status(), status, "{path}: {}", String::from_utf8_lossy(&bytes));
+        assert!(
+            json["detail"].is_string(),
+            "{path}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
     gw.stop().await;
 }
 
@@ -995,5 +1024,122 @@ async fn sessions_survive_a_restart_and_the_secret_is_kept_in_the_store() {
     settings.auth.secret_key = "configured-secret".to_owned();
     let gw = Gateway::with_auth(settings, &db.url).await;
     assert_eq!(get(&gw, "/api/ps", Some(&admin)).await.status, StatusCode::UNAUTHORIZED);
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_preset_runs_on_its_base_model_with_its_own_access_and_settings() {
+    let db = TestDb::sqlite();
+    let sim = sim_with(&["llama3.2", "qwen3"]).await;
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    let admin = signup(&gw, "admin@example.com").await;
+    let user = signup(&gw, "user@example.com").await;
+    let uid = user_id(&gw, &user).await;
+    set_role(&gw, &admin, &uid, "user").await;
+    let other = signup(&gw, "other@example.com").await;
+    let oid = user_id(&gw, &other).await;
+    set_role(&gw, &admin, &oid, "user").await;
+    let private = json!({"read": {"group_ids": [], "user_ids": []}, "write": {"group_ids": [], "user_ids": []}});
+    let records = [
+        // The base model is nobody's but the admins'; the other model is everyone's.
+        json!({"id": "llama3.2:latest", "access_control": private}),
+        json!({"id": "qwen3:latest", "access_control": null}),
+        // The preset on it is the user's.
+        json!({
+            "id": "support-bot",
+            "base_model_id": "llama3.2:latest",
+            "name": "Support bot",
+            "params": {"system": "You answer questions about Corral.", "temperature": 0.1},
+            "access_control": {"read": {"group_ids": [], "user_ids": [uid]}},
+        }),
+        // A preset on a model no instance has.
+        json!({"id": "ghost", "base_model_id": "nowhere:7b", "access_control": null}),
+    ];
+    for record in records {
+        let r = post(&gw, "/api/v1/models/create", Some(&admin), record).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let last_url = format!("{}/_sim/last_request", sim.url());
+
+    // Native chat: routed and sent as the base model, with the preset's settings.
+    let r = post(&gw, "/api/chat", Some(&user), chat("support-bot")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let seen = get_url(&last_url).await;
+    assert_eq!(seen["path"], "/api/chat");
+    assert_eq!(seen["json"]["model"], "llama3.2:latest");
+    assert_eq!(seen["json"]["options"]["temperature"], 0.1);
+    assert_eq!(
+        seen["json"]["messages"][0],
+        json!({"role": "system", "content": "You answer questions about Corral."})
+    );
+    // The base model itself stays closed to the user.
+    let r = post(&gw, "/api/chat", Some(&user), chat("llama3.2")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    // Generate and embed reach the base model too, without the chat settings.
+    let r = post(
+        &gw,
+        "/api/generate",
+        Some(&user),
+        json!({"model": "support-bot", "prompt": "x", "stream": false}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let seen = get_url(&last_url).await;
+    assert_eq!(seen["json"]["model"], "llama3.2:latest");
+    assert!(seen["json"].get("options").is_none(), "{}", seen["json"]);
+
+    // The OpenAI route: the answer names the preset the client asked for.
+    let r = post(&gw, "/v1/chat/completions", Some(&user), openai_chat("support-bot")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["model"], "support-bot");
+    let seen = get_url(&last_url).await;
+    assert_eq!(seen["json"]["model"], "llama3.2:latest");
+    assert_eq!(seen["json"]["messages"][0]["role"], "system");
+
+    // Listings: the user sees the preset and not its base; another user sees neither.
+    let ids = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let r = get(&gw, "/v1/models", Some(&user)).await;
+    assert_eq!(ids(&r.body), ["qwen3:latest", "support-bot"]);
+    let r = get(&gw, "/v1/models", Some(&other)).await;
+    assert_eq!(ids(&r.body), ["qwen3:latest"]);
+    let r = get(&gw, "/v1/models", Some(&admin)).await;
+    assert_eq!(ids(&r.body), ["llama3.2:latest", "qwen3:latest", "support-bot"]);
+    assert_eq!(
+        get(&gw, "/v1/models/support-bot", Some(&user)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&gw, "/v1/models/support-bot", Some(&other)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = post(&gw, "/api/chat", Some(&other), chat("support-bot")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+
+    // A preset on a model nobody has is answered as that model's absence.
+    let r = post(&gw, "/api/chat", Some(&user), chat("ghost")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert!(r.body.to_string().contains("nowhere:7b"), "{}", r.body);
+
+    // A deactivated preset is the admins' alone.
+    let r = post(
+        &gw,
+        "/api/v1/models/model/update?id=support-bot",
+        Some(&admin),
+        json!({"id": "support-bot", "base_model_id": "llama3.2:latest", "is_active": false,
+               "access_control": {"read": {"group_ids": [], "user_ids": [uid]}}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = post(&gw, "/api/chat", Some(&user), chat("support-bot")).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = post(&gw, "/api/chat", Some(&admin), chat("support-bot")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     gw.stop().await;
 }

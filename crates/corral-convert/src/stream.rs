@@ -102,7 +102,10 @@ fn handle<C: ChunkConverter>(conv: &mut C, line: &[u8], out: &mut Vec<u8>) -> bo
 /// A cheap byte search skips the full parse for ordinary chunks; the key can only appear
 /// unescaped as a key or as a whole string value, and the parse below tells which.
 fn native_error(line: &[u8]) -> Option<String> {
-    memchr::memmem::find(line, b"\"error\"")?;
+    // Built once: building a searcher costs more than searching a line.
+    static ERROR_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
+    ERROR_KEY.find(line)?;
     let serde_json::Value::Object(map) = serde_json::from_slice(line).ok()? else {
         return None;
     };

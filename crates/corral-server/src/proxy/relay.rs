@@ -6,12 +6,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
 use futures_util::Stream;
+use memchr::memmem::Finder;
 use tokio::time::{Instant, Sleep};
 
 /// How the client reads the body, which decides how a late error is told.
@@ -63,6 +65,9 @@ pub struct Relay<S> {
 /// model output cannot fake them.
 const NDJSON_ENDS: [&[u8]; 3] = [b"\"done\":true", b"\"status\":\"success\"", b"{\"error\":"];
 const SSE_ENDS: [&[u8]; 2] = [b"data: [DONE]", b"data: {\"error\":"];
+/// The searchers for the markers, built once: building one costs more than searching a chunk.
+static NDJSON_FINDERS: LazyLock<Vec<Finder<'static>>> = LazyLock::new(|| NDJSON_ENDS.iter().map(Finder::new).collect());
+static SSE_FINDERS: LazyLock<Vec<Finder<'static>>> = LazyLock::new(|| SSE_ENDS.iter().map(Finder::new).collect());
 const CARRY: usize = 24;
 
 impl<S> Drop for Relay<S> {
@@ -104,9 +109,9 @@ impl<S> Relay<S> {
         if self.complete {
             return;
         }
-        let ends: &[&[u8]] = match self.framing {
-            Framing::NdJson => &NDJSON_ENDS,
-            Framing::Sse => &SSE_ENDS,
+        let ends: &[Finder<'static>] = match self.framing {
+            Framing::NdJson => &NDJSON_FINDERS,
+            Framing::Sse => &SSE_FINDERS,
             Framing::Opaque => return,
         };
         // The seam: the carried tail of the last chunk and the head of this one, on the stack.
@@ -115,9 +120,7 @@ impl<S> Relay<S> {
         seam[..self.carry_len].copy_from_slice(&self.carry[..self.carry_len]);
         seam[self.carry_len..self.carry_len + head].copy_from_slice(&chunk[..head]);
         let seam = &seam[..self.carry_len + head];
-        self.complete = ends
-            .iter()
-            .any(|m| memchr::memmem::find(chunk, m).is_some() || memchr::memmem::find(seam, m).is_some());
+        self.complete = ends.iter().any(|m| m.find(chunk).is_some() || m.find(seam).is_some());
         // Keep the stream's last CARRY bytes, which may span several small chunks.
         let mut tail = [0u8; CARRY];
         let from_chunk = chunk.len().min(CARRY);

@@ -22,6 +22,18 @@ pub struct StreamStats {
     pub wall: Duration,
 }
 
+impl StreamStats {
+    /// Adds another run's figures to these (wall times add up).
+    pub fn absorb(&mut self, other: StreamStats) {
+        self.streams += other.streams;
+        self.errors += other.errors;
+        self.chunks += other.chunks;
+        self.first.extend(other.first);
+        self.last.extend(other.last);
+        self.wall += other.wall;
+    }
+}
+
 /// Runs the scenario against `addr` (`host:port`).
 /// `headers` are extra header lines, each ending in CRLF.
 pub fn run(addr: &str, path: &str, body: &str, workers: usize, per_worker: usize, headers: &str) -> StreamStats {

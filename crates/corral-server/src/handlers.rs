@@ -156,6 +156,10 @@ pub struct ModelRef {
     /// How long the model should stay loaded; `0` unloads it.
     #[serde(default)]
     pub keep_alive: Option<serde_json::Value>,
+    /// Open WebUI's `metadata` (chat id, template variables): read by the gateway on
+    /// `/api/chat`, not sent upstream.
+    #[serde(default)]
+    pub metadata: Option<serde::de::IgnoredAny>,
 }
 
 impl ModelRef {

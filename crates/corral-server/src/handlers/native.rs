@@ -166,14 +166,17 @@ pub async fn forward(
                         .as_ref()
                         .is_some_and(|r| r.system.is_some() || !r.params.is_null());
                 let forwards = settings.auth.forward_user_info_headers;
-                if applies || forwards || grant.base.is_some() {
+                // As the reference does, `metadata` is read here and not sent on.
+                let pops = chat && fields.metadata.is_some();
+                if applies || forwards || pops || grant.base.is_some() {
                     let mut value: Value =
                         serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
                     extra_headers = caller.forwarded_headers(&settings, chat.then_some(&value));
                     if applies {
                         caller.apply_native_chat(&grant, &mut value);
                     }
-                    if grant.rename(&mut value) | applies {
+                    let popped = pops && value.as_object_mut().is_some_and(|o| o.remove("metadata").is_some());
+                    if grant.rename(&mut value) | applies | popped {
                         bytes = serde_json::to_vec(&value)
                             .map(bytes::Bytes::from)
                             .map_err(|e| AppError::Internal(e.to_string()))?;

@@ -814,6 +814,10 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     assert_eq!(sent["options"]["num_ctx"], 1024);
     assert_eq!(sent["options"]["num_predict"], 7);
     assert_eq!(sent["options"]["seed"], 3);
+    assert!(
+        sent.get("metadata").is_none(),
+        "metadata is the gateway's, not the instance's: {sent}"
+    );
     assert_eq!(
         sent["messages"][0],
         json!({"role": "system", "content": "You are Corral, speaking to José O'Neil."})
@@ -1072,6 +1076,14 @@ async fn a_preset_runs_on_its_base_model_with_its_own_access_and_settings() {
         seen["json"]["messages"][0],
         json!({"role": "system", "content": "You answer questions about Corral."})
     );
+    // A model with no settings: `metadata` alone is still not sent on.
+    let mut body = chat("qwen3");
+    body["metadata"] = json!({"chat_id": "c1", "variables": {"{{X}}": "y"}});
+    let r = post(&gw, "/api/chat", Some(&user), body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let seen = get_url(&last_url).await;
+    assert_eq!(seen["json"]["model"], "qwen3");
+    assert!(seen["json"].get("metadata").is_none(), "{}", seen["json"]);
     // The base model itself stays closed to the user.
     let r = post(&gw, "/api/chat", Some(&user), chat("llama3.2")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);

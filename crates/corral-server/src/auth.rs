@@ -452,7 +452,14 @@ fn authenticate(req: &HttpRequest, level: Level) -> Result<Caller, AppError> {
         Level::Admin => user.role == Role::Admin,
     };
     if !admitted {
-        return Err(unauthorized(messages::ACCESS_PROHIBITED));
+        // A signed-in user without the role is forbidden, not unauthenticated: the reference
+        // answers 401 here (its section 8.1, item 19), which clients read as "sign in again".
+        // A pending account gets 401, as the reference's verified check gives it.
+        return Err(if user.role == Role::Pending {
+            unauthorized(messages::ACCESS_PROHIBITED)
+        } else {
+            AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned())
+        });
     }
     Ok(Caller {
         user: Some(user),

@@ -6,14 +6,16 @@ pub mod balanced;
 pub mod config;
 pub mod fleet;
 pub mod meta;
+mod model_ref;
 pub mod models;
 pub mod native;
 pub mod openai;
 
+pub use model_ref::ModelRef;
+
 use actix_web::web;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use serde::Deserialize;
 
 use crate::error::AppError;
 use crate::proxy::Target;
@@ -139,27 +141,6 @@ pub async fn read_body_up_to(mut payload: web::Payload, limit: usize) -> Result<
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
-}
-
-/// The fields of a request body the gateway routes on; everything else is forwarded untouched.
-#[derive(Debug, Default, Deserialize)]
-pub struct ModelRef {
-    /// The model, as Ollama's current API names it.
-    #[serde(default)]
-    pub model: Option<String>,
-    /// The model, as older clients (and ollama-js for pull/push/delete) name it.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// The model a copy starts from.
-    #[serde(default)]
-    pub source: Option<String>,
-    /// How long the model should stay loaded; `0` unloads it.
-    #[serde(default)]
-    pub keep_alive: Option<serde_json::Value>,
-    /// Open WebUI's `metadata` (chat id, template variables): read by the gateway on
-    /// `/api/chat`, not sent upstream.
-    #[serde(default)]
-    pub metadata: Option<serde::de::IgnoredAny>,
 }
 
 impl ModelRef {

@@ -295,8 +295,10 @@ async fn admit(
         });
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(balance.queue_timeout);
-    queue.waiting.fetch_add(1, Ordering::AcqRel);
-    let result = loop {
+    // Counted out however the wait ends, including the client going away mid-wait (the
+    // request's future is then dropped at the await below).
+    let _turn = Waiting::enter(&queue);
+    loop {
         let freed = queue.slot_freed.notified();
         if free(Instant::now()) {
             break Ok(());
@@ -308,11 +310,25 @@ async fn admit(
                 reason: format!("no slot for model {id} freed within {}s", balance.queue_timeout),
             });
         }
-    };
-    queue.waiting.fetch_sub(1, Ordering::AcqRel);
-    // Pass the turn on: the next waiter checks again too.
-    queue.slot_freed.notify_one();
-    result
+    }
+}
+
+/// One request waiting in a model's queue.
+struct Waiting<'a>(&'a crate::instances::Queue);
+
+impl<'a> Waiting<'a> {
+    fn enter(queue: &'a crate::instances::Queue) -> Waiting<'a> {
+        queue.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(queue)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        // Pass the turn on: the next waiter checks again too.
+        self.0.slot_freed.notify_one();
+    }
 }
 
 /// How many models instance `idx` keeps loaded, if configured.
@@ -323,4 +339,29 @@ fn max_loaded(settings: &corral_config::Settings, idx: usize) -> Option<usize> {
         .max_loaded
         .or(Some(settings.balance.max_loaded))
         .filter(|m| *m > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::Ordering;
+
+    use super::Waiting;
+    use crate::instances::Queue;
+
+    #[test]
+    fn a_wait_dropped_midway_is_counted_out() {
+        let queue = Queue::default();
+        let mut wait = Box::pin(async {
+            let _turn = Waiting::enter(&queue);
+            std::future::pending::<()>().await;
+        });
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(queue.waiting.load(Ordering::Acquire), 1);
+        // A request future dropped while it waits (an HTTP/2 reset, a host's timeout) leaves.
+        drop(wait);
+        assert_eq!(queue.waiting.load(Ordering::Acquire), 0);
+    }
 }

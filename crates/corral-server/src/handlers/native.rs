@@ -126,6 +126,28 @@ impl Spec {
     }
 }
 
+/// What a route applies of a model record (params, system prompt) to the body it forwards,
+/// as the reference does: `/api/chat` natively, the instance's own `/v1` chat with params and
+/// system prompt, its `/v1` completions with params only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    NativeChat,
+    OpenAiChat,
+    OpenAiCompletion,
+    Nothing,
+}
+
+impl Applied {
+    fn on(path: &str) -> Applied {
+        match path {
+            "/api/chat" => Applied::NativeChat,
+            "/v1/chat/completions" => Applied::OpenAiChat,
+            "/v1/completions" => Applied::OpenAiCompletion,
+            _ => Applied::Nothing,
+        }
+    }
+}
+
 /// Forwards a native request to the chosen instance and relays the answer.
 pub async fn forward(
     req: HttpRequest,
@@ -150,7 +172,13 @@ pub async fn forward(
             Quirk::OwuiPull => owui_pull_body(&bytes)?,
             _ => bytes,
         };
-        let model = fields.source.as_deref().filter(|s| !s.is_empty()).or(fields.get());
+        // A copy is routed by the model it copies; every other route by the model it runs, as
+        // Ollama reads it (`source` means nothing to them, so it must not steer the check).
+        let model = if spec.path == "/api/copy" {
+            fields.source.as_deref().filter(|s| !s.is_empty()).or(fields.get())
+        } else {
+            fields.get()
+        };
         // Model-bearing routes users may call check the model, and apply its record.
         let mut extra_headers = Vec::new();
         let mut bytes = bytes;
@@ -160,20 +188,26 @@ pub async fn forward(
             if let (Some(caller), Some(model)) = (&caller, model) {
                 let grant = caller.model_for(&shared, &client, model).await?;
                 let chat = spec.path == "/api/chat";
-                let applies = chat
+                let kind = Applied::on(spec.path);
+                let applies = kind != Applied::Nothing
                     && grant
                         .rule
                         .as_ref()
                         .is_some_and(|r| r.system.is_some() || !r.params.is_null());
                 let forwards = settings.auth.forward_user_info_headers;
                 // As the reference does, `metadata` is read here and not sent on.
-                let pops = chat && fields.metadata.is_some();
+                let pops = kind != Applied::Nothing && fields.metadata.is_some();
                 if applies || forwards || pops || grant.base.is_some() {
                     let mut value: Value =
                         serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
                     extra_headers = caller.forwarded_headers(&settings, chat.then_some(&value));
                     if applies {
-                        caller.apply_native_chat(&grant, &mut value);
+                        match kind {
+                            Applied::NativeChat => caller.apply_native_chat(&grant, &mut value),
+                            Applied::OpenAiChat => caller.apply_openai(&grant, &mut value),
+                            Applied::OpenAiCompletion => caller.apply_openai_params(&grant, &mut value),
+                            Applied::Nothing => {}
+                        }
                     }
                     let popped = pops && value.as_object_mut().is_some_and(|o| o.remove("metadata").is_some());
                     if grant.rename(&mut value) | applies | popped {

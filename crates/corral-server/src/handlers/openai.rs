@@ -93,13 +93,28 @@ impl From<ConvertError> for OpenAiError {
 
 type Result<T> = std::result::Result<T, OpenAiError>;
 
+/// The verified caller of an OpenAI route; a refusal comes in OpenAI's error shape, which
+/// typed clients parse.
+pub struct OpenAiCaller(pub Caller);
+
+impl actix_web::FromRequest for OpenAiCaller {
+    type Error = OpenAiError;
+    type Future = std::future::Ready<Result<OpenAiCaller>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let caller = crate::auth::require(req, crate::auth::Level::Verified)
+            .and_then(|c| c.ok_or_else(|| AppError::Internal("no caller on a verified route".to_owned())));
+        std::future::ready(caller.map(OpenAiCaller).map_err(OpenAiError::from))
+    }
+}
+
 /// `POST /v1/chat/completions` (and `/api/chat/completions`): to `/api/chat`.
 pub async fn chat(
     req: HttpRequest,
     payload: web::Payload,
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
-    caller: Caller,
+    OpenAiCaller(caller): OpenAiCaller,
 ) -> Result<HttpResponse> {
     let mut value = read_request(payload).await?;
     let model = model_of(&value)?;
@@ -137,7 +152,7 @@ pub async fn completions(
     payload: web::Payload,
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
-    caller: Caller,
+    OpenAiCaller(caller): OpenAiCaller,
 ) -> Result<HttpResponse> {
     let mut value = read_request(payload).await?;
     let model = model_of(&value)?;
@@ -175,7 +190,7 @@ pub async fn embeddings(
     payload: web::Payload,
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
-    caller: Caller,
+    OpenAiCaller(caller): OpenAiCaller,
 ) -> Result<HttpResponse> {
     let mut value = read_request(payload).await?;
     let model = model_of(&value)?;
@@ -202,7 +217,11 @@ pub async fn embeddings(
 }
 
 /// `GET /v1/models` (and `/api/models`): the merged catalogue as the caller may see it.
-pub async fn models(shared: web::Data<Shared>, client: web::Data<awc::Client>, caller: Caller) -> Result<HttpResponse> {
+pub async fn models(
+    shared: web::Data<Shared>,
+    client: web::Data<awc::Client>,
+    OpenAiCaller(caller): OpenAiCaller,
+) -> Result<HttpResponse> {
     let ids = caller.visible_models(&shared, &client).await?;
     let created = now();
     let list = corral_convert::model_list(ids.iter().map(|id| (id.as_str(), created)));
@@ -214,7 +233,7 @@ pub async fn model(
     path: web::Path<String>,
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
-    caller: Caller,
+    OpenAiCaller(caller): OpenAiCaller,
 ) -> Result<HttpResponse> {
     let requested = path.into_inner();
     let not_found = || OpenAiError {

@@ -381,7 +381,19 @@ async fn every_route_answers_each_caller_as_the_matrix_says() {
                 !refused && !r.status.is_server_error()
                     || (r.status == StatusCode::BAD_GATEWAY && *path == "/ollama/verify")
             } else {
-                r.status == StatusCode::UNAUTHORIZED && r.body.get("detail").is_some_and(Value::is_string)
+                // Signed-in users without the role are forbidden; everyone else is unauthenticated.
+                let status = if matches!(who, Who::User | Who::UserKey) {
+                    StatusCode::FORBIDDEN
+                } else {
+                    StatusCode::UNAUTHORIZED
+                };
+                let openai = path.starts_with("/v1/") || *path == "/api/chat/completions" || *path == "/api/models";
+                let explained = if openai {
+                    r.body["error"]["message"].is_string()
+                } else {
+                    r.body["detail"].is_string()
+                };
+                r.status == status && explained
             };
             if !ok {
                 wrong.push(format!("{method} {path} as {who:?}: {} {}", r.status, r.body));
@@ -472,6 +484,23 @@ async fn refusals_carry_the_reference_texts_and_odd_headers_get_401() {
         "{}",
         r.body
     );
+    // On the OpenAI routes a refusal comes in OpenAI's shape, which typed clients parse.
+    for (method, path) in [(Method::GET, "/v1/models"), (Method::POST, "/v1/chat/completions")] {
+        for bearer in [
+            None,
+            Some("sk-0123456789abcdef0123456789abcdef"),
+            Some(pending.as_str()),
+        ] {
+            let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
+            let r = call(method.clone(), &gw.at(path), bearer, Some(&body)).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path} {bearer:?}: {}", r.body);
+            assert!(
+                r.body["error"]["message"].is_string() && r.body["error"]["type"].is_string(),
+                "{path} {bearer:?}: {}",
+                r.body
+            );
+        }
+    }
     // Not JSON, too big, a query string that does not parse: JSON 4xx all the same.
     let raw = |path: &str, body: Vec<u8>| {
         client()
@@ -856,6 +885,34 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
         Some("jose@example.com")
     );
 
+    // The instance's own `/v1` through `/ollama`: params and prompt on chat, params on completions.
+    let mut body = openai_chat("llama3.2");
+    body["temperature"] = json!(1.5);
+    body["metadata"] = json!({"chat_id": "chat-43"});
+    let r = post(&gw, "/ollama/v1/chat/completions", Some(&user), body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let seen = last().await;
+    assert_eq!(seen["path"], "/v1/chat/completions");
+    let sent = seen["json"].clone();
+    assert_eq!(sent["temperature"], 0.25, "{sent}");
+    assert_eq!(sent["max_tokens"], 7, "{sent}");
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "You are Corral, speaking to José O'Neil."})
+    );
+    assert!(sent.get("metadata").is_none(), "{sent}");
+    let r = post(
+        &gw,
+        "/ollama/v1/completions",
+        Some(&user),
+        json!({"model": "llama3.2", "prompt": "x", "temperature": 1.5}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let sent = last().await["json"].clone();
+    assert_eq!(sent["temperature"], 0.25, "{sent}");
+    assert!(sent.get("messages").is_none() && sent.get("system").is_none(), "{sent}");
+
     // Generate gets neither params nor a system prompt (as the reference).
     let r = post(
         &gw,
@@ -1084,6 +1141,28 @@ async fn a_preset_runs_on_its_base_model_with_its_own_access_and_settings() {
     let seen = get_url(&last_url).await;
     assert_eq!(seen["json"]["model"], "qwen3");
     assert!(seen["json"].get("metadata").is_none(), "{}", seen["json"]);
+    // A body Ollama would read as another model than the one checked is refused.
+    let mut smuggled = chat("llama3.2");
+    smuggled["source"] = json!("qwen3");
+    let r = post(&gw, "/api/chat", Some(&user), smuggled).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    for (path, body) in [
+        ("/api/chat", r#"{"model":"qwen3","Model":"llama3.2","messages":[]}"#),
+        ("/ollama/api/chat/0", r#"{"MODEL":"llama3.2","messages":[]}"#),
+        ("/api/generate", r#"{"model":"qwen3","prompt":"x","model":"llama3.2"}"#),
+        ("/api/show", r#"{"name":"qwen3","Name":"llama3.2"}"#),
+    ] {
+        let mut resp = client()
+            .post(gw.at(path))
+            .insert_header(("Authorization", format!("Bearer {user}")))
+            .insert_header(("Content-Type", "application/json"))
+            .send_body(body)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&resp.body().await.unwrap()).into_owned();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{path} {body}: {text}");
+        assert!(text.contains("\"detail\""), "{text}");
+    }
     // The base model itself stays closed to the user.
     let r = post(&gw, "/api/chat", Some(&user), chat("llama3.2")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);

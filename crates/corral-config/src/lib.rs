@@ -58,6 +58,18 @@ impl ConfigError {
     }
 }
 
+/// An instance URL fit for a log line: any `user:password@` in it replaced by `***@`.
+pub fn loggable_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let authority_end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]).into(),
+        None => url.into(),
+    }
+}
+
 /// Layers defaults, then `file` (TOML text, if any), then `env`, and validates the result.
 pub fn load(file: Option<&str>, env: &dyn Env) -> Result<Settings, ConfigError> {
     let defaults =

@@ -136,3 +136,15 @@ fn docs_configuration_md_is_current() {
         );
     }
 }
+
+#[test]
+fn loggable_urls_hide_credentials() {
+    use crate::loggable_url;
+    assert_eq!(loggable_url("http://gpu:11434"), "http://gpu:11434");
+    assert_eq!(
+        loggable_url("https://me:s3cret@gpu:11434/x@y"),
+        "https://***@gpu:11434/x@y"
+    );
+    assert_eq!(loggable_url("http://token@gpu"), "http://***@gpu");
+    assert_eq!(loggable_url("not a url"), "not a url");
+}

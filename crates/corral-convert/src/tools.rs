@@ -6,15 +6,16 @@ use crate::{ollama, openai};
 
 /// OpenAI's `finish_reason` for Ollama's `done_reason`.
 ///
-/// `length` wins; a stop after tool calls is `tool_calls`; otherwise Ollama's own reason
-/// (`stop`, `load`, `unload`) is kept, and a missing or empty one is `stop`.
+/// `length` wins; otherwise an answer that made tool calls is `tool_calls`, and anything else
+/// `stop`. Ollama's other reasons (`load`, `unload`, for a request with no prompt) are not
+/// among OpenAI's values, which typed clients check, so they are `stop` too.
 pub fn finish_reason(done_reason: Option<&str>, made_tool_calls: bool) -> String {
     match done_reason.filter(|r| !r.is_empty()) {
-        Some("length") => "length".to_owned(),
-        Some("stop") | None if made_tool_calls => "tool_calls".to_owned(),
-        Some(reason) => reason.to_owned(),
-        None => "stop".to_owned(),
+        Some("length") => "length",
+        _ if made_tool_calls => "tool_calls",
+        _ => "stop",
     }
+    .to_owned()
 }
 
 /// One native tool call as OpenAI's: the id kept (or `call_<response id>_<position>` when
@@ -60,8 +61,9 @@ mod tests {
             (Some("length"), false, "length"),
             (None, false, "stop"),
             (Some(""), true, "tool_calls"),
-            (Some("load"), false, "load"),
-            (Some("unload"), true, "unload"),
+            (Some("load"), false, "stop"),
+            (Some("unload"), true, "tool_calls"),
+            (Some("something new"), false, "stop"),
         ];
         for (reason, tools, want) in cases {
             assert_eq!(finish_reason(reason, tools), want, "{reason:?} {tools}");

@@ -583,10 +583,23 @@ impl Caller {
             let rule = self.directory.model(&id).cloned();
             return Ok(Grant { id, rule, base: None });
         }
-        let id = match crate::handlers::holders(shared, client, requested).await? {
-            Some((_, id, _)) => id,
+        let id = match crate::handlers::holders(shared, client, requested).await {
+            Ok(Some((_, id, _))) => id,
             // Refuse with the same answer whether the model exists or not.
-            None => return Err(AppError::Forbidden(messages::MODEL_NOT_FOUND.to_owned())),
+            Ok(None) => return Err(AppError::Forbidden(messages::MODEL_NOT_FOUND.to_owned())),
+            // Maybe on an instance that did not answer: say so only about a model the caller
+            // may read, so an outage does not tell private models from missing ones.
+            Err(err @ AppError::NoInstance { .. }) => {
+                let bypass = shared.settings().auth.bypass_model_access_control;
+                let readable =
+                    self.can_read(requested, bypass) || self.can_read(&corral_registry::with_latest(requested), bypass);
+                return Err(if readable {
+                    err
+                } else {
+                    AppError::Forbidden(messages::MODEL_NOT_FOUND.to_owned())
+                });
+            }
+            Err(other) => return Err(other),
         };
         self.grant(&shared.settings(), &id)
     }

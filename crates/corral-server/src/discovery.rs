@@ -61,13 +61,13 @@ pub async fn fetch_json(client: &awc::Client, settings: &Settings, idx: usize, p
     match tokio::time::timeout(timeout, work).await {
         Ok(Ok(value)) => Some(value),
         Ok(Err(reason)) => {
-            tracing::warn!(instance = idx, url = base, path, %reason, "instance left out of the listing");
+            tracing::warn!(instance = idx, url = %corral_config::loggable_url(base), path, %reason, "instance left out of the listing");
             None
         }
         Err(_) => {
             tracing::warn!(
                 instance = idx,
-                url = base,
+                url = %corral_config::loggable_url(base),
                 path,
                 timeout_secs = timeout.as_secs_f64(),
                 "instance too slow; left out of the listing"

@@ -47,7 +47,10 @@ pub enum AppError {
     #[error("{0}")]
     Disabled(String),
     /// An instance could not be reached or broke the connection before answering.
-    #[error("Ollama instance {idx} ({url}) is unreachable: {reason}")]
+    ///
+    /// Clients see the instance's index; its URL, an internal address, is only logged (admins
+    /// find it in `/ollama/status`).
+    #[error("Ollama instance {idx} is unreachable: {reason}")]
     UpstreamUnreachable {
         /// The instance's index.
         idx: usize,
@@ -57,7 +60,7 @@ pub enum AppError {
         reason: String,
     },
     /// An instance accepted the connection but sent no response headers in time.
-    #[error("Ollama instance {idx} ({url}) did not answer within {secs}s")]
+    #[error("Ollama instance {idx} did not answer within {secs}s")]
     UpstreamTimeout {
         /// The instance's index.
         idx: usize,
@@ -136,9 +139,10 @@ impl ResponseError for AppError {
             AppError::Internal(_) => {
                 tracing::error!(kind = self.kind(), %message, "request failed")
             }
-            AppError::UpstreamUnreachable { .. } | AppError::UpstreamTimeout { .. } | AppError::NoInstance { .. } => {
-                tracing::warn!(kind = self.kind(), %message, "upstream failed")
+            AppError::UpstreamUnreachable { url, .. } | AppError::UpstreamTimeout { url, .. } => {
+                tracing::warn!(kind = self.kind(), %message, upstream = %corral_config::loggable_url(url), "upstream failed")
             }
+            AppError::NoInstance { .. } => tracing::warn!(kind = self.kind(), %message, "upstream failed"),
             _ => tracing::debug!(kind = self.kind(), %message, "request refused"),
         }
         let mut resp = HttpResponse::build(self.status_code());

@@ -51,10 +51,10 @@ pub fn spawn(shared: Arc<Shared>) {
                         .checked(ok, &health, Instant::now());
                 match (before, after) {
                     (HealthState::Healthy, HealthState::Ejected { .. }) => {
-                        tracing::warn!(instance = idx, url = %url, "instance failed its health checks; taken out of rotation")
+                        tracing::warn!(instance = idx, url = %corral_config::loggable_url(url), "instance failed its health checks; taken out of rotation")
                     }
                     (HealthState::HalfOpen { .. }, HealthState::Healthy) => {
-                        tracing::info!(instance = idx, url = %url, "instance passed its health check; back in rotation")
+                        tracing::info!(instance = idx, url = %corral_config::loggable_url(url), "instance passed its health check; back in rotation")
                     }
                     _ => {}
                 }

@@ -312,21 +312,19 @@ async fn me(req: HttpRequest, caller: Anyone) -> Result<HttpResponse, AppError> 
     let Some(user) = caller.0.user.clone() else {
         return Err(AppError::Unauthorized(messages::NOT_AUTHENTICATED.to_owned()));
     };
-    let token = caller
-        .0
-        .session
-        .as_ref()
-        .and_then(|_| {
-            let header = req
-                .headers()
-                .get(actix_web::http::header::AUTHORIZATION)?
-                .to_str()
-                .ok()?;
-            header.split_once(' ').map(|(_, t)| t.to_owned())
-        })
-        .or_else(|| req.cookie(corral_auth::TOKEN_COOKIE).map(|c| c.value().to_owned()));
+    // The token that was verified, chosen from the header and the cookie as authentication
+    // chose it; a key holder gets none.
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let cookie = req.cookie(corral_auth::TOKEN_COOKIE);
+    let token = match corral_auth::select_credential(header, cookie.as_ref().map(|c| c.value())) {
+        corral_auth::Presented::Jwt { token, .. } if caller.0.session.is_some() => Some(token),
+        _ => None,
+    };
     Ok(HttpResponse::Ok().json(json!({
-        "token": caller.0.session.as_ref().and(token),
+        "token": token,
         "token_type": "Bearer",
         "expires_at": caller.0.session.as_ref().and_then(|s| s.1),
         "id": user.id,
@@ -756,25 +754,30 @@ async fn delete_group(
     Ok(HttpResponse::Ok().json(true))
 }
 
+/// A model record as sent to create or update one. On update a field left out keeps its
+/// stored value (an explicit `"access_control": null` makes the model public); on create it
+/// takes its default.
 #[derive(Deserialize)]
 struct ModelForm {
-    id: String,
     #[serde(default)]
-    base_model_id: Option<String>,
+    id: String,
+    #[serde(default, deserialize_with = "present")]
+    base_model_id: Option<Value>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     params: Option<Value>,
     #[serde(default)]
     meta: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     access_control: Option<Value>,
-    #[serde(default = "yes")]
-    is_active: bool,
+    #[serde(default)]
+    is_active: Option<bool>,
 }
 
-fn yes() -> bool {
-    true
+/// A field that was sent, `null` included (`None` is a field left out).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 impl ModelForm {
@@ -782,24 +785,56 @@ impl ModelForm {
         if self.id.trim().is_empty() {
             return Err(AppError::BadRequest("id must not be empty".to_owned()));
         }
-        let params = self.params.unwrap_or_else(|| json!({}));
+        let empty = || json!({});
+        let fresh = corral_store::Model {
+            id: self.id.clone(),
+            base_model_id: None,
+            name: self.id.clone(),
+            user_id: owner,
+            params: empty(),
+            meta: empty(),
+            access_control: None,
+            is_active: true,
+            created_at: 0,
+            updated_at: 0,
+        };
+        self.merge(fresh)
+    }
+
+    /// The record `current` with the fields this form sets.
+    fn merge(self, current: corral_store::Model) -> Result<NewModel, AppError> {
+        let params = self.params.unwrap_or(current.params);
         if !params.is_object() {
             return Err(AppError::BadRequest("params must be an object".to_owned()));
         }
-        if let Some(ac) = &self.access_control {
-            corral_auth::AccessControl::from_json(ac)
-                .map_err(|e| AppError::BadRequest(format!("access_control: {e}")))?;
-        }
-        let access_control = self.access_control.filter(|v| !v.is_null());
+        let base_model_id = match self.base_model_id {
+            None => current.base_model_id,
+            Some(Value::Null) => None,
+            Some(Value::String(b)) => Some(b).filter(|b| !b.trim().is_empty()),
+            Some(_) => {
+                return Err(AppError::BadRequest(
+                    "base_model_id must be a string or null".to_owned(),
+                ))
+            }
+        };
+        let access_control = match self.access_control {
+            None => current.access_control,
+            Some(Value::Null) => None,
+            Some(ac) => {
+                corral_auth::AccessControl::from_json(&ac)
+                    .map_err(|e| AppError::BadRequest(format!("access_control: {e}")))?;
+                Some(ac)
+            }
+        };
         Ok(NewModel {
-            name: self.name.unwrap_or_else(|| self.id.clone()),
-            id: self.id,
-            base_model_id: self.base_model_id.filter(|b| !b.is_empty()),
-            user_id: owner,
+            id: current.id,
+            base_model_id,
+            name: self.name.unwrap_or(current.name),
+            user_id: current.user_id,
             params,
-            meta: self.meta.unwrap_or_else(|| json!({})),
+            meta: self.meta.unwrap_or(current.meta),
             access_control,
-            is_active: self.is_active,
+            is_active: self.is_active.unwrap_or(current.is_active),
         })
     }
 }
@@ -874,13 +909,18 @@ async fn update_model(
 ) -> Result<HttpResponse, AppError> {
     let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let id = query.into_inner().id;
-    let mut form: ModelForm = body(&bytes)?;
-    form.id = id.clone();
+    let form: ModelForm = body(&bytes)?;
+    if !form.id.is_empty() && form.id != id {
+        return Err(AppError::BadRequest(format!(
+            "the body's id {:?} is not the record's id {id:?}; a record's id cannot change",
+            form.id
+        )));
+    }
     let model = write(&shared, move |store| {
         let Some(current) = store.get_model(&id)? else {
             return Err(AppError::NotFound(format!("no model record {id}")));
         };
-        let new = form.into_new(current.user_id)?;
+        let new = form.merge(current)?;
         Ok(store.update_model(&new, unix_now())?)
     })
     .await?;

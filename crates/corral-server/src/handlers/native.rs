@@ -265,7 +265,8 @@ pub async fn forward(
     // A user's view of one instance's listing holds only the models the user may read.
     if let Some(caller) = caller.as_ref().filter(|c| !c.is_admin()) {
         if let Some(key) = listing_key(spec.path) {
-            if resp.status().is_success() {
+            // HEAD has no listing to filter: its headers are relayed as they are.
+            if resp.status().is_success() && method != Method::HEAD {
                 return filtered_listing(&mut resp, caller, &settings, target.idx, key).await;
             }
         }

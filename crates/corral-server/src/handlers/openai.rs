@@ -249,11 +249,13 @@ pub async fn model(
             Err(not_found())
         };
     }
-    match super::holders(&shared, &client, &requested).await? {
-        Some((_, id, _)) if caller.can_read(&id, bypass) => {
+    match super::holders(&shared, &client, &requested).await {
+        Ok(Some((_, id, _))) if caller.can_read(&id, bypass) => {
             Ok(HttpResponse::Ok().json(corral_convert::model(&id, now())))
         }
-        _ => Err(not_found()),
+        // Not listed by any instance that answered: OpenAI's 404, as for any unknown model.
+        Ok(_) | Err(AppError::NoInstance { .. }) => Err(not_found()),
+        Err(other) => Err(other.into()),
     }
 }
 

@@ -588,6 +588,23 @@ async fn sign_in_sign_out_and_the_rate_limit() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    // The current user's answer echoes the token that was checked, and a key holder gets none.
+    let mut resp = client()
+        .get(gw.at("/api/v1/auths/"))
+        .insert_header(("Cookie", format!("token={token}")))
+        .send()
+        .await
+        .unwrap();
+    let me: Value = resp.json().await.unwrap();
+    assert_eq!(me["token"], token.as_str());
+    let (key, _) = new_key(&gw, &token).await;
+    let r = get(&gw, "/api/v1/auths/", Some(&key)).await;
+    assert_eq!(
+        (r.status, &r.body["token"]),
+        (StatusCode::OK, &Value::Null),
+        "{}",
+        r.body
+    );
     let r = get(&gw, "/api/v1/auths/signout", Some(&token)).await;
     assert_eq!(r.status, StatusCode::OK);
     let r = get(&gw, "/api/tags", Some(&token)).await;
@@ -731,6 +748,10 @@ async fn users_see_and_use_only_the_models_they_may_read() {
                     expected,
                     "{path}"
                 );
+            }
+            for path in ["/api/tags", "/ollama/api/tags", "/ollama/api/tags/0"] {
+                let r = call(Method::HEAD, &gw.at(path), Some(token), None).await;
+                assert_eq!(r.status, StatusCode::OK, "HEAD {path}");
             }
         }
     }
@@ -1232,5 +1253,89 @@ async fn a_preset_runs_on_its_base_model_with_its_own_access_and_settings() {
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     let r = post(&gw, "/api/chat", Some(&admin), chat("support-bot")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // An update changes only what it sends: reactivated, the preset keeps its base, its
+    // access list and its prompt.
+    let r = post(
+        &gw,
+        "/api/v1/models/model/update?id=support-bot",
+        Some(&admin),
+        json!({"is_active": true}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["base_model_id"], "llama3.2:latest");
+    assert_eq!(r.body["access_control"]["read"]["user_ids"], json!([uid]));
+    assert_eq!(r.body["params"]["system"], "You answer questions about Corral.");
+    assert_eq!(
+        post(&gw, "/api/chat", Some(&user), chat("support-bot")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(&gw, "/api/chat", Some(&other), chat("support-bot")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // An explicit null opens it to everyone; another id in the body is refused.
+    let r = post(
+        &gw,
+        "/api/v1/models/model/update?id=support-bot",
+        Some(&admin),
+        json!({"access_control": null}),
+    )
+    .await;
+    assert_eq!((r.status, &r.body["access_control"]), (StatusCode::OK, &Value::Null));
+    assert_eq!(
+        post(&gw, "/api/chat", Some(&other), chat("support-bot")).await.status,
+        StatusCode::OK
+    );
+    let r = post(
+        &gw,
+        "/api/v1/models/model/update?id=support-bot",
+        Some(&admin),
+        json!({"id": "other-bot"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn an_outage_does_not_tell_private_models_from_missing_ones() {
+    let db = TestDb::sqlite();
+    let sim = sim_with(&["llama3.2"]).await;
+    let dead = crate::support::dead_url();
+    let gw = Gateway::with_auth(settings_for(&[&sim.url(), &dead]), &db.url).await;
+    let admin = signup(&gw, "admin@example.com").await;
+    let user = signup(&gw, "user@example.com").await;
+    let uid = user_id(&gw, &user).await;
+    set_role(&gw, &admin, &uid, "user").await;
+    for record in [
+        json!({"id": "llama3.2:latest", "access_control": {}}),
+        json!({"id": "phi4:latest", "access_control": null}),
+    ] {
+        let r = post(&gw, "/api/v1/models/create", Some(&admin), record).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    // Instance 1 is down. A private model and a missing one get the same answer.
+    for model in ["llama3.2", "nothing-here"] {
+        let r = post(&gw, "/api/chat", Some(&user), chat(model)).await;
+        assert_eq!(
+            (r.status, r.body["detail"].as_str()),
+            (StatusCode::FORBIDDEN, Some("Model not found")),
+            "{model}"
+        );
+        let r = get(&gw, &format!("/v1/models/{model}"), Some(&user)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{model}: {}", r.body);
+    }
+    // A model the user may read is maybe on the silent instance, and the answer says so.
+    let r = post(&gw, "/api/chat", Some(&user), chat("phi4")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("did not answer"),
+        "{}",
+        r.body
+    );
+    // Admins are told about the outage for any model.
+    let r = post(&gw, "/api/chat", Some(&admin), chat("nothing-here")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
     gw.stop().await;
 }

@@ -156,7 +156,8 @@ async fn malformed_json_gets_a_4xx_json_error() {
 
 #[actix_web::test]
 async fn an_unreachable_upstream_gets_a_json_502() {
-    let gw = Gateway::in_front_of(&dead_url()).await;
+    let dead = dead_url();
+    let gw = Gateway::in_front_of(&dead).await;
     let mut resp = client()
         .post(gw.at("/api/chat"))
         .send_json(&chat_body("llama3.2", 3, true))
@@ -174,6 +175,9 @@ async fn an_unreachable_upstream_gets_a_json_502() {
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
     assert!(v["error"].as_str().unwrap().contains("unreachable"), "{v}");
+    // The instance's address is internal: logged, not told to clients.
+    let addr = dead.trim_start_matches("http://");
+    assert!(!v.to_string().contains(addr), "{v}");
     gw.stop().await;
 }
 

@@ -54,11 +54,14 @@ impl Fleet {
     }
 
     /// A snapshot no older than `max_age` and taken with the current settings, refreshing
-    /// (once, shared with concurrent callers) if needed.
+    /// (once, shared with concurrent callers) if needed. A refresh that ends after the call
+    /// began is fresh enough whatever `max_age` is, so callers that wait share it.
     pub async fn fresh(&self, shared: &Shared, client: &awc::Client, max_age: Duration) -> Arc<Snapshot> {
+        let asked = Instant::now();
         loop {
             if let Some(snap) = self.snapshot() {
-                if snap.generation == self.generation() && snap.fetched_at.elapsed() <= max_age {
+                let recent = snap.fetched_at.elapsed() <= max_age || snap.fetched_at >= asked;
+                if snap.generation == self.generation() && recent {
                     return snap;
                 }
             }
@@ -68,10 +71,9 @@ impl Fleet {
                 notified.await;
                 continue;
             }
-            let snap = self.refresh_now(shared, client).await;
-            self.refreshing.store(false, Ordering::Release);
-            self.refreshed.notify_waiters();
-            return snap;
+            // Lets the others go however this refresh ends, the caller going away included.
+            let _turn = Refreshing(self);
+            return self.refresh_now(shared, client).await;
         }
     }
 
@@ -92,6 +94,16 @@ impl Fleet {
     }
 }
 
+/// The refresh a request is running; when it ends, waiters are woken to look again.
+struct Refreshing<'a>(&'a Fleet);
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.refreshing.store(false, Ordering::Release);
+        self.0.refreshed.notify_waiters();
+    }
+}
+
 /// Keeps the catalogue fresh in the background, on the current actix system.
 pub fn spawn_refresher(shared: Arc<Shared>) {
     actix_rt::spawn(async move {
@@ -107,4 +119,28 @@ pub fn spawn_refresher(shared: Arc<Shared>) {
 fn refresh_interval(shared: &Shared) -> Duration {
     let ttl = shared.settings().ollama.models_cache_ttl;
     Duration::from_secs(ttl.clamp(2, 30))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::Ordering;
+
+    use super::{Fleet, Refreshing};
+
+    #[test]
+    fn a_refresh_dropped_midway_lets_the_next_caller_refresh() {
+        let fleet = Fleet::default();
+        let mut refresh = Box::pin(async {
+            fleet.refreshing.store(true, Ordering::Release);
+            let _turn = Refreshing(&fleet);
+            std::future::pending::<()>().await;
+        });
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(refresh.as_mut().poll(&mut cx).is_pending());
+        assert!(fleet.refreshing.load(Ordering::Acquire));
+        drop(refresh);
+        assert!(!fleet.refreshing.load(Ordering::Acquire), "the flag was left set");
+    }
 }

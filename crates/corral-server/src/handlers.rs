@@ -153,6 +153,12 @@ impl ModelRef {
         }
     }
 
+    /// Whether the request only unloads the model: `keep_alive` of 0 and nothing to run, which
+    /// Ollama answers at once without loading anything.
+    pub fn only_unloads(&self) -> bool {
+        self.unloads() && !self.input
+    }
+
     /// `model`, else `name`, if non-empty.
     pub fn get(&self) -> Option<&str> {
         self.model

@@ -187,6 +187,17 @@ impl Instance {
         (before, inner.health.state(now))
     }
 
+    /// The instance answered a request that ran nothing (a show, an unload): it is up, and an
+    /// unloaded model is no longer counted as loaded there. Its quick answer says nothing
+    /// about time to first token.
+    pub fn answered(&self, model: &str, unloads: bool) {
+        let mut inner = lock(&self.inner);
+        inner.health.on_success();
+        if unloads {
+            inner.served.remove(model);
+        }
+    }
+
     /// The instance answered (headers after `ttft`) with a status that is not a server error.
     pub fn succeeded(&self, model: &str, ttft: Duration, unloads: bool, now: Instant) {
         let mut inner = lock(&self.inner);

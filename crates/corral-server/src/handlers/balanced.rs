@@ -101,10 +101,11 @@ pub async fn dispatch(
     let balance = &settings.balance;
     let name = balance.per_model.get(&id).unwrap_or(&balance.policy);
     let policy = corral_balance::named(name).unwrap_or(&corral_balance::ModelAffinity);
-    // Failover stops at the first-byte deadline, however many attempts remain.
-    let deadline = proxy::secs(settings.upstream.first_byte_timeout).map(|t| Instant::now() + t);
     let health = crate::health_check::policy(&settings);
     let queue = shared.instances.queue(&id);
+    // Showing a model's details or unloading it runs nothing: it takes no slot, waits in no
+    // queue and does not count the model as loaded there.
+    let light = spec.path == "/api/show" || fields.only_unloads();
     // The common case computes the candidates once: nobody waits and a slot is free.
     let mut first = Some(pool(
         shared,
@@ -114,10 +115,13 @@ pub async fn dispatch(
         balance.slots,
         Instant::now(),
     ));
-    if queue.waiting.load(Ordering::Acquire) > 0 || !first.as_ref().is_some_and(has_free_slot) {
+    if !light && (queue.waiting.load(Ordering::Acquire) > 0 || !first.as_ref().is_some_and(has_free_slot)) {
         admit(shared, &snap.catalogue, &id, &holders).await?;
         first = None;
     }
+    // Failover stops at the first-byte deadline, however many attempts remain; the time spent
+    // waiting for a slot does not count against it.
+    let deadline = proxy::secs(settings.upstream.first_byte_timeout).map(|t| Instant::now() + t);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error = None;
     for attempt in 0..balance.max_attempts.max(1) {
@@ -142,8 +146,9 @@ pub async fn dispatch(
             client_headers: req.headers(),
             extra_headers: extra_headers.clone(),
             body: Body::Bytes(strip_body_prefix(shared, idx, body.clone())?),
+            patient: false,
         };
-        let in_flight = instance.begin(&id, queue.clone(), max_loaded(&settings, idx));
+        let in_flight = (!light).then(|| instance.begin(&id, queue.clone(), max_loaded(&settings, idx)));
         let started = Instant::now();
         let last_try = attempt + 1 >= balance.max_attempts.max(1) || tried.len() >= holders.len();
         match proxy::send(client, &settings.upstream, &target, out).await {
@@ -160,6 +165,8 @@ pub async fn dispatch(
                 let now = Instant::now();
                 if resp.status().is_server_error() {
                     instance.failed(Failure::Status(resp.status().as_u16()), &health, now);
+                } else if light {
+                    instance.answered(&id, fields.unloads());
                 } else {
                     instance.succeeded(&id, now - started, fields.unloads(), now);
                 }

@@ -25,6 +25,10 @@ pub struct ModelRef {
     /// Open WebUI's `metadata` (chat id, template variables): read by the gateway on
     /// `/api/chat`, not sent upstream.
     pub metadata: Option<IgnoredAny>,
+    /// `stream`, when the body says.
+    pub stream: Option<bool>,
+    /// Whether the body gives the model something to run: a non-empty `prompt` or `messages`.
+    pub input: bool,
 }
 
 /// A top-level key, as far as routing cares.
@@ -35,6 +39,9 @@ enum Key {
     Destination,
     KeepAlive,
     Metadata,
+    Stream,
+    /// `prompt` or `messages`.
+    Input,
     /// A key Ollama would read as the routing field named here.
     CaseVariant(&'static str, String),
     Other,
@@ -52,6 +59,8 @@ impl Key {
             "destination" => Key::Destination,
             "keep_alive" => Key::KeepAlive,
             "metadata" => Key::Metadata,
+            "stream" => Key::Stream,
+            "prompt" | "messages" => Key::Input,
             other => match GUARDED.iter().find(|g| g.eq_ignore_ascii_case(other)) {
                 Some(field) => Key::CaseVariant(field, other.to_owned()),
                 None => Key::Other,
@@ -112,6 +121,14 @@ impl<'de> Visitor<'de> for RefVisitor {
                     out.metadata = map.next_value()?;
                     None
                 }
+                Key::Stream => {
+                    out.stream = map.next_value()?;
+                    None
+                }
+                Key::Input => {
+                    out.input |= map.next_value::<NonEmpty>()?.0;
+                    None
+                }
                 Key::CaseVariant(field, key) => {
                     return Err(de::Error::custom(format!(
                         "field `{key}` differs from `{field}` only in case; Ollama would read it as `{field}`, so send `{field}` alone"
@@ -128,6 +145,51 @@ impl<'de> Visitor<'de> for RefVisitor {
             }
         }
         Ok(out)
+    }
+}
+
+/// Whether a value holds something: a non-empty string or array. Read without copying it.
+struct NonEmpty(bool);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<NonEmpty, D::Error> {
+        struct NonEmptyVisitor;
+        impl<'de> Visitor<'de> for NonEmptyVisitor {
+            type Value = NonEmpty;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<NonEmpty, E> {
+                Ok(NonEmpty(!v.is_empty()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<NonEmpty, A::Error> {
+                let mut any = false;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    any = true;
+                }
+                Ok(NonEmpty(any))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NonEmpty, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(NonEmpty(true))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<NonEmpty, E> {
+                Ok(NonEmpty(false))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<NonEmpty, E> {
+                Ok(NonEmpty(true))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<NonEmpty, E> {
+                Ok(NonEmpty(true))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<NonEmpty, E> {
+                Ok(NonEmpty(true))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<NonEmpty, E> {
+                Ok(NonEmpty(true))
+            }
+        }
+        d.deserialize_any(NonEmptyVisitor)
     }
 }
 
@@ -155,6 +217,11 @@ mod tests {
         .unwrap();
         assert_eq!(r.model.as_deref(), Some("llama3.2"));
         assert!(r.unloads() && r.metadata.is_some() && r.name.is_none());
+        assert!(r.input && !r.only_unloads(), "a request with messages runs the model");
+        let r = parse(r#"{"model":"m","prompt":"","keep_alive":"0s","stream":false}"#).unwrap();
+        assert!(!r.input && r.only_unloads() && r.stream == Some(false));
+        assert!(!parse(r#"{"model":"m","messages":[],"keep_alive":0}"#).unwrap().input);
+        assert!(parse(r#"{"model":"m","prompt":"\u0068i"}"#).unwrap().input);
         let r = parse(r#"{"name":"a","source":"b","destination":"c","\u006dodel":"m"}"#).unwrap();
         assert_eq!(
             (r.name.as_deref(), r.source.as_deref(), r.model.as_deref()),

@@ -342,3 +342,43 @@ async fn active_checks_eject_a_silent_instance_and_bring_it_back() {
     assert!(back, "a good check after the ejection brought it back");
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn show_and_unload_run_nothing_so_they_wait_for_no_slot() {
+    let sim = slow_sim().await;
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.balance.slots = 1;
+    settings.balance.queue_timeout = 0.3;
+    let gw = Gateway::start(settings).await;
+    warm(&gw).await;
+    let url = gw.at("/api/chat");
+    // While a one-second chat holds the only slot, a show and an unload answer at once,
+    // where another chat would wait past the queue timeout and get a 503.
+    let others = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let start = std::time::Instant::now();
+        let show = client()
+            .post(gw.at("/api/show"))
+            .send_json(&serde_json::json!({ "model": "llama3.2" }))
+            .await
+            .unwrap()
+            .status();
+        let mut resp = client()
+            .post(gw.at("/api/generate"))
+            .send_json(&serde_json::json!({ "model": "llama3.2", "prompt": "", "keep_alive": 0 }))
+            .await
+            .unwrap();
+        let unload: Value = resp.json().await.unwrap();
+        let chat = timed_chat(gw.at("/api/chat")).await.0;
+        (show, unload, chat, start.elapsed())
+    };
+    let (first, (show, unload, chat, took)) = futures_util::join!(timed_chat(url), others);
+    assert_eq!(first.0, StatusCode::OK);
+    assert_eq!(show, StatusCode::OK, "a show waited for the chat's slot");
+    assert_eq!(unload["done_reason"], "unload", "{unload}");
+    assert_eq!(chat, StatusCode::SERVICE_UNAVAILABLE, "the slot was really taken");
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    let status = status(&gw).await;
+    assert_eq!(status["instances"][0]["in_flight"], 0, "{status}");
+    gw.stop().await;
+}

@@ -52,6 +52,9 @@ pub struct Outgoing<'a> {
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     /// The body.
     pub body: Body,
+    /// Whether the instance answers only once a long job is done (a blob upload, a pull, push
+    /// or create that does not stream), so no first-byte deadline applies.
+    pub patient: bool,
 }
 
 /// Builds this worker's upstream client: connect timeout from the settings, no overall
@@ -96,7 +99,9 @@ pub async fn send(
     for (name, value) in out.extra_headers {
         req = req.insert_header((name, value));
     }
-    let first_byte = secs(settings.first_byte_timeout);
+    // A streamed upload of many GB is still being sent when the deadline would fall.
+    let patient = out.patient || matches!(out.body, Body::Stream(_));
+    let first_byte = secs(settings.first_byte_timeout).filter(|_| !patient);
     if let Some(limit) = first_byte {
         req = req.timeout(limit);
     }
@@ -106,6 +111,19 @@ pub async fn send(
         Body::Stream(payload) => req.send_stream(payload).await,
     };
     sent.map_err(|err| send_error(target, err, settings.first_byte_timeout))
+}
+
+/// Whether the instance holds the blob at `path` (`/api/blobs/sha256:…`), by a `HEAD`; an
+/// instance that cannot say is taken not to.
+pub async fn has_blob(client: &awc::Client, settings: &UpstreamSettings, target: &Target, path: &str) -> bool {
+    let mut req = client.head(format!("{}{path}", target.base_url));
+    if let Some(key) = target.key.as_deref().filter(|k| !k.is_empty()) {
+        req = req.insert_header((header::AUTHORIZATION, format!("Bearer {key}")));
+    }
+    if let Some(limit) = secs(settings.first_byte_timeout) {
+        req = req.timeout(limit);
+    }
+    req.send().await.is_ok_and(|resp| resp.status() == StatusCode::OK)
 }
 
 /// Relays an upstream response to the client as it arrives.

@@ -179,35 +179,41 @@ pub async fn pull_all(
         .iter()
         .map(|&idx| target(&shared, idx))
         .collect::<Result<Vec<_>, _>>()?;
-    // Every instance is asked at once; a slow one does not hold the others' progress back.
-    let sends = targets.iter().map(|target| {
-        let out = Outgoing {
-            method: Method::POST,
-            path_and_query: "/api/pull".to_owned(),
-            client_headers: req.headers(),
-            extra_headers: Vec::new(),
-            body: Body::Bytes(payload.clone()),
-        };
-        proxy::send(&client, &settings.upstream, target, out)
-    });
-    let answers = futures_util::future::join_all(sends).await;
+    // Every instance is asked at once, and each one's progress is relayed as soon as it
+    // answers: a slow one holds neither the others' answers nor their progress back.
     let mut streams = Vec::new();
-    for (target, answer) in targets.iter().zip(answers) {
-        let idx = target.idx;
-        let lines: stream::LocalBoxStream<'static, Value> = match answer {
-            Ok(resp) if resp.status().is_success() => tagged_lines(resp, idx).boxed_local(),
-            Ok(mut resp) => {
-                let status = resp.status();
-                let text = proxy::read_all(&mut resp, 64 * 1024).await.unwrap_or_default();
-                let message = serde_json::from_slice::<Value>(&text)
-                    .ok()
-                    .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
-                    .unwrap_or_else(|| format!("answered {status}"));
-                stream::iter([json!({ "error": message, "url_idx": idx })]).boxed_local()
-            }
-            Err(err) => stream::iter([json!({ "error": err.to_string(), "url_idx": idx })]).boxed_local(),
+    for target in targets {
+        let client = client.clone();
+        let settings = settings.clone();
+        let headers = req.headers().clone();
+        let payload = payload.clone();
+        let lines = async move {
+            let idx = target.idx;
+            let out = Outgoing {
+                method: Method::POST,
+                path_and_query: "/api/pull".to_owned(),
+                client_headers: &headers,
+                extra_headers: Vec::new(),
+                body: Body::Bytes(payload),
+                patient: false,
+            };
+            let lines: stream::LocalBoxStream<'static, Value> =
+                match proxy::send(&client, &settings.upstream, &target, out).await {
+                    Ok(resp) if resp.status().is_success() => tagged_lines(resp, idx).boxed_local(),
+                    Ok(mut resp) => {
+                        let status = resp.status();
+                        let text = proxy::read_all(&mut resp, 64 * 1024).await.unwrap_or_default();
+                        let message = serde_json::from_slice::<Value>(&text)
+                            .ok()
+                            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                            .unwrap_or_else(|| format!("answered {status}"));
+                        stream::iter([json!({ "error": message, "url_idx": idx })]).boxed_local()
+                    }
+                    Err(err) => stream::iter([json!({ "error": err.to_string(), "url_idx": idx })]).boxed_local(),
+                };
+            lines
         };
-        streams.push(lines);
+        streams.push(stream::once(lines).flatten().boxed_local());
     }
     shared.fleet.invalidate();
     let fleet_shared = shared.clone().into_inner();
@@ -321,10 +327,13 @@ pub async fn delete_all(
     let wanted = chosen_instances(&shared, &body)?;
     let holders: Vec<usize> = entry.urls.iter().copied().filter(|i| wanted.contains(i)).collect();
     let settings = shared.settings();
-    let mut results = Vec::new();
-    let mut all_ok = true;
-    for idx in holders {
-        let target = target(&shared, idx)?;
+    let targets = holders
+        .iter()
+        .map(|&idx| target(&shared, idx))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Every instance is asked at once; the answers are reported in instance order.
+    let deletes = targets.iter().map(|target| {
+        let idx = target.idx;
         let name = snap.catalogue.upstream_name(idx, &entry.id).to_owned();
         let out = Outgoing {
             method: Method::DELETE,
@@ -332,15 +341,19 @@ pub async fn delete_all(
             client_headers: req.headers(),
             extra_headers: Vec::new(),
             body: Body::Bytes(Bytes::from(json!({ "model": name }).to_string())),
+            patient: false,
         };
-        let result = match proxy::send(&client, &settings.upstream, &target, out).await {
-            Ok(resp) if resp.status().is_success() => json!({ "url_idx": idx, "status": true }),
-            Ok(resp) => json!({ "url_idx": idx, "status": false, "error": format!("answered {}", resp.status()) }),
-            Err(e) => json!({ "url_idx": idx, "status": false, "error": e.to_string() }),
-        };
-        all_ok &= result["status"] == json!(true);
-        results.push(result);
-    }
+        let (client, settings) = (&client, &settings);
+        async move {
+            match proxy::send(client, &settings.upstream, target, out).await {
+                Ok(resp) if resp.status().is_success() => json!({ "url_idx": idx, "status": true }),
+                Ok(resp) => json!({ "url_idx": idx, "status": false, "error": format!("answered {}", resp.status()) }),
+                Err(e) => json!({ "url_idx": idx, "status": false, "error": e.to_string() }),
+            }
+        }
+    });
+    let results = futures_util::future::join_all(deletes).await;
+    let all_ok = results.iter().all(|r| r["status"] == json!(true));
     shared.fleet.invalidate();
     let status = if all_ok {
         actix_web::http::StatusCode::OK
@@ -366,9 +379,14 @@ pub async fn unload(
         .resolve(&model)
         .ok_or_else(|| unknown_model(&model, true))?;
     let settings = shared.settings();
-    let mut failures = Vec::new();
-    for &idx in &entry.urls {
-        let target = target(&shared, idx)?;
+    let targets = entry
+        .urls
+        .iter()
+        .map(|&idx| target(&shared, idx))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Every holder is asked at once.
+    let unloads = targets.iter().map(|target| {
+        let idx = target.idx;
         let name = snap.catalogue.upstream_name(idx, &entry.id).to_owned();
         let out = Outgoing {
             method: Method::POST,
@@ -378,13 +396,25 @@ pub async fn unload(
             body: Body::Bytes(Bytes::from(
                 json!({ "model": name, "keep_alive": 0, "prompt": "" }).to_string(),
             )),
+            patient: false,
         };
-        match proxy::send(&client, &settings.upstream, &target, out).await {
-            Ok(resp) if resp.status().is_success() => {}
-            Ok(resp) => failures.push(json!({ "url_idx": idx, "error": format!("answered {}", resp.status()) })),
-            Err(e) => failures.push(json!({ "url_idx": idx, "error": e.to_string() })),
+        let (client, settings, shared, id) = (&client, &settings, &shared, &entry.id);
+        async move {
+            match proxy::send(client, &settings.upstream, target, out).await {
+                Ok(resp) if resp.status().is_success() => {
+                    shared.instances.get(&target.base_url).answered(id, true);
+                    None
+                }
+                Ok(resp) => Some(json!({ "url_idx": idx, "error": format!("answered {}", resp.status()) })),
+                Err(e) => Some(json!({ "url_idx": idx, "error": e.to_string() })),
+            }
         }
-    }
+    });
+    let failures: Vec<Value> = futures_util::future::join_all(unloads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     shared.fleet.invalidate();
     if failures.is_empty() {
         Ok(HttpResponse::Ok().json(json!({ "status": true })))

@@ -107,7 +107,7 @@ pub async fn upload(
             .send(json!({ "progress": 100.0, "total": size, "completed": size }))
             .await;
         let result = async {
-            push_blob(&client, &target, &path, size, &digest).await?;
+            push_blob(&client, &shared, &target, &path, size, &digest).await?;
             let model = name.rsplit_once('.').map_or(name.as_str(), |(stem, _)| stem).to_owned();
             create(&client, &shared, &target, &model, &name, &digest).await?;
             Ok::<_, String>(
@@ -146,7 +146,7 @@ pub async fn download(
         let path = uploads_dir(&shared).join(format!("{:016x}-{name}", rand::random::<u64>()));
         let result = async {
             let (size, digest) = fetch(&shared, &url, &path, &mut tx).await?;
-            push_blob(&client, &target, &path, size, &digest).await?;
+            push_blob(&client, &shared, &target, &path, size, &digest).await?;
             Ok::<_, String>(json!({ "done": true, "blob": format!("sha256:{digest}"), "name": name }))
         }
         .await;
@@ -208,7 +208,19 @@ async fn fetch(shared: &Shared, url: &str, path: &Path, tx: &mut Events) -> Resu
 }
 
 /// Streams the file at `path` to the instance as blob `sha256:<digest>`.
-async fn push_blob(client: &awc::Client, target: &Target, path: &Path, size: u64, digest: &str) -> Result<(), String> {
+async fn push_blob(
+    client: &awc::Client,
+    shared: &Shared,
+    target: &Target,
+    path: &Path,
+    size: u64,
+    digest: &str,
+) -> Result<(), String> {
+    // An instance that has the blob answers at once and drops the upload it did not read.
+    let blob = format!("/api/blobs/sha256:{digest}");
+    if proxy::has_blob(client, &shared.settings().upstream, target, &blob).await {
+        return Ok(());
+    }
     let file = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
     let body = futures_util::stream::unfold(file, |mut file| async move {
         let mut buf = vec![0u8; 256 * 1024];
@@ -221,7 +233,7 @@ async fn push_blob(client: &awc::Client, target: &Target, path: &Path, size: u64
             Err(e) => Some((Err(e), file)),
         }
     });
-    let url = format!("{}/api/blobs/sha256:{digest}", target.base_url);
+    let url = format!("{}{blob}", target.base_url);
     let mut req = client
         .request(Method::POST, url)
         .insert_header(("Content-Length", size.to_string()));

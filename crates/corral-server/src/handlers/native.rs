@@ -165,7 +165,7 @@ pub async fn forward(
     } else {
         Method::from_bytes(spec.method.as_bytes()).map_err(|e| AppError::Internal(e.to_string()))?
     };
-    let (target, body, extra_headers) = if spec.json_body {
+    let (target, body, extra_headers, patient) = if spec.json_body {
         let bytes = read_body(payload).await?;
         let fields = check_json(&bytes)?;
         let bytes = match spec.quirk {
@@ -246,13 +246,15 @@ pub async fn forward(
             },
         };
         let bytes = strip_body_prefix(&shared, target.idx, bytes)?;
-        (target, Body::Bytes(bytes), extra_headers)
+        // A pull, push or create that does not stream answers only when it is done.
+        let patient = spec.changes_models() && fields.stream == Some(false);
+        (target, Body::Bytes(bytes), extra_headers, patient)
     } else {
         let target = match pinned {
             Some(idx) => target(&shared, idx)?,
             None => default_target(&shared)?,
         };
-        (target, Body::Empty, Vec::new())
+        (target, Body::Empty, Vec::new(), false)
     };
     let out = Outgoing {
         method: method.clone(),
@@ -260,6 +262,7 @@ pub async fn forward(
         client_headers: req.headers(),
         extra_headers,
         body,
+        patient,
     };
     let mut resp = proxy::send(&client, &settings.upstream, &target, out).await?;
     // A user's view of one instance's listing holds only the models the user may read.
@@ -300,17 +303,25 @@ pub async fn blob(
         Some(idx) => target(&shared, idx)?,
         None => default_target(&shared)?,
     };
+    let path = upstream_path(&req, &format!("/api/blobs/{digest}"));
     let body = if req.method() == Method::POST {
+        // Ollama answers an upload of a blob it has at once, without reading it, and then
+        // drops the connection under the body still being sent: asked first, the instance
+        // says so, and the client gets Ollama's 200 rather than a broken upload.
+        if proxy::has_blob(&client, &settings.upstream, &target, &path).await {
+            return Ok(HttpResponse::Ok().finish());
+        }
         Body::Stream(payload)
     } else {
         Body::Empty
     };
     let out = Outgoing {
         method: req.method().clone(),
-        path_and_query: upstream_path(&req, &format!("/api/blobs/{digest}")),
+        path_and_query: path,
         client_headers: req.headers(),
         extra_headers: Vec::new(),
         body,
+        patient: true,
     };
     let resp = proxy::send(&client, &settings.upstream, &target, out).await?;
     Ok(proxy::relay(resp, &settings.upstream, &target, req.method()))

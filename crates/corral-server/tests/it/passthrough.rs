@@ -413,3 +413,58 @@ async fn an_upstream_that_drops_mid_stream_ends_with_an_error_line_not_a_clean_e
     assert!(all[1]["error"].as_str().unwrap().contains("simulated fault"));
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn long_jobs_are_not_cut_by_the_first_byte_timeout_and_known_blobs_are_not_resent() {
+    use sha2::Digest;
+    let sim = SimHandle::start(SimConfig {
+        models: vec![corral_sim::SimModel::chat("llama3.2")],
+        registry: vec![corral_sim::SimModel::chat("qwen3")],
+        // Paces the pull: it ends after about 160 ms.
+        tokens_per_sec: 50.0,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.upstream.first_byte_timeout = 0.05;
+    let gw = Gateway::start(settings).await;
+    // A pull that does not stream answers only when it is done, past the first-byte deadline.
+    let mut resp = client()
+        .post(gw.at("/api/pull"))
+        .send_json(&json!({ "model": "qwen3", "stream": false }))
+        .await
+        .unwrap();
+    let body = body_of(&mut resp).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{body:?}");
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["status"], "success");
+    // A streamed pull is still held to it: its headers come at once.
+    let mut resp = client()
+        .post(gw.at("/api/pull"))
+        .send_json(&json!({ "model": "qwen3" }))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(lines(&body_of(&mut resp).await).last().unwrap()["status"], "success");
+
+    // An upload of a blob the instance has gets Ollama's 200 (the gateway asks first, as Ollama
+    // drops the connection under an upload it does not read).
+    let blob = vec![7u8; 8 << 20];
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&blob)));
+    let url = gw.at(&format!("/api/blobs/{digest}"));
+    let first = client().post(&url).send_body(blob.clone()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    for _ in 0..2 {
+        let again = client().post(&url).send_body(blob.clone()).await.unwrap();
+        assert_eq!(again.status(), StatusCode::OK);
+    }
+    let head = client().head(&url).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    let mut bad = client()
+        .post(gw.at(&format!("/api/blobs/sha256:{}", "0".repeat(64))))
+        .send_body(blob)
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST, "{:?}", body_of(&mut bad).await);
+    gw.stop().await;
+}

@@ -16,12 +16,15 @@ use crate::state::Sim;
 use crate::text;
 
 /// Sends progress lines (or, with `stream:false`, only the last one).
-fn progress(lines: Vec<Value>, stream: bool, pace: Duration) -> HttpResponse {
+async fn progress(lines: Vec<Value>, stream: bool, pace: Duration) -> HttpResponse {
     if !stream {
         let last = lines.last().cloned().unwrap_or(Value::Null);
         if let Some(e) = last.get("error").and_then(Value::as_str) {
             return error(StatusCode::INTERNAL_SERVER_ERROR, e);
         }
+        // Ollama answers a request that does not stream once the whole job is done.
+        let steps = u32::try_from(lines.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        tokio::time::sleep(pace * steps).await;
         return HttpResponse::Ok()
             .content_type("application/json")
             .body(last.to_string());
@@ -85,7 +88,7 @@ pub async fn pull(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpRes
         }
         None => lines.push(json!({ "error": "pull model manifest: file does not exist" })),
     }
-    progress(lines, stream, pace(&sim))
+    progress(lines, stream, pace(&sim)).await
 }
 
 pub async fn push(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpResponse {
@@ -116,7 +119,7 @@ pub async fn push(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpRes
             lines.push(json!({ "error": format!("open manifest: file does not exist: {name}") }));
         }
     }
-    progress(lines, stream, pace(&sim))
+    progress(lines, stream, pace(&sim)).await
 }
 
 pub async fn create(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpResponse {
@@ -156,7 +159,7 @@ pub async fn create(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpR
         json!({ "status": "success" }),
     ];
     sim.add_model(model);
-    progress(lines, stream, Duration::ZERO)
+    progress(lines, stream, Duration::ZERO).await
 }
 
 pub async fn copy(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpResponse {
@@ -230,7 +233,14 @@ pub async fn blob_head(sim: web::Data<Sim>, req: HttpRequest, path: web::Path<St
     }
 }
 
-pub async fn blob_post(sim: web::Data<Sim>, req: HttpRequest, path: web::Path<String>, body: Bytes) -> HttpResponse {
+/// Like Ollama, answers an upload of a blob it has at once, without reading the body, and
+/// hashes a new one as it arrives.
+pub async fn blob_post(
+    sim: web::Data<Sim>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    mut body: web::Payload,
+) -> HttpResponse {
     let sim: Arc<Sim> = sim.into_inner();
     let ticket = match admit(&sim, &req, "/api/blobs", b"", None) {
         Ok(t) => t,
@@ -241,9 +251,17 @@ pub async fn blob_post(sim: web::Data<Sim>, req: HttpRequest, path: web::Path<St
         return error(StatusCode::BAD_REQUEST, "invalid digest format");
     };
     if sim.blobs.lock().contains(&want) {
-        return HttpResponse::Ok().finish();
+        // Go's server then closes the connection rather than read a large unread body.
+        return HttpResponse::Ok().force_close().finish();
     }
-    let got = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+        match chunk {
+            Ok(chunk) => hasher.update(&chunk),
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        }
+    }
+    let got = format!("sha256:{}", hex::encode(hasher.finalize()));
     if got != want {
         return error(
             StatusCode::BAD_REQUEST,

@@ -70,6 +70,19 @@ pub fn loggable_url(url: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// A database URL fit for a log line: credentials before `@` and any `password=` parameter
+/// replaced by `***`.
+pub fn loggable_database_url(url: &str) -> String {
+    let mut out = loggable_url(url).into_owned();
+    let mut from = 0;
+    while let Some(at) = out[from..].find("password=").map(|i| from + i + "password=".len()) {
+        let end = out[at..].find(['&', ' ', '#']).map_or(out.len(), |i| at + i);
+        out.replace_range(at..end, "***");
+        from = at + 3;
+    }
+    out
+}
+
 /// Layers defaults, then `file` (TOML text, if any), then `env`, and validates the result.
 pub fn load(file: Option<&str>, env: &dyn Env) -> Result<Settings, ConfigError> {
     let defaults =

@@ -101,8 +101,11 @@ impl Default for ServerSettings {
     }
 }
 
+/// The longest duration any setting may give, in seconds: a year.
+pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
 /// Where Corral keeps its state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
     /// `postgres://…` for PostgreSQL, `sqlite://PATH` or a path for SQLite.
@@ -112,8 +115,17 @@ pub struct DatabaseSettings {
     pub pool_size: u32,
 }
 
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &crate::loggable_database_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
 /// The Ollama instances behind Corral, in Open WebUI's shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OllamaSettings {
     /// Whether the Ollama API is served at all.
@@ -124,6 +136,18 @@ pub struct OllamaSettings {
     pub api_configs: BTreeMap<String, ConnectionSettings>,
     /// Seconds a merged model listing is reused; 0 fetches every time.
     pub models_cache_ttl: u64,
+}
+
+impl fmt::Debug for OllamaSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<_> = self.base_urls.iter().map(|u| crate::loggable_url(u)).collect();
+        f.debug_struct("OllamaSettings")
+            .field("enable", &self.enable)
+            .field("base_urls", &urls)
+            .field("api_configs", &self.api_configs)
+            .field("models_cache_ttl", &self.models_cache_ttl)
+            .finish()
+    }
 }
 
 impl Default for OllamaSettings {
@@ -324,20 +348,28 @@ impl Settings {
             ));
         }
         self.ollama.validate()?;
-        let timeouts = [
+        // Durations are capped so that time arithmetic on them cannot overflow; a year is
+        // longer than any wait a gateway should make.
+        let durations = [
             ("upstream.connect_timeout", self.upstream.connect_timeout, false),
             ("upstream.first_byte_timeout", self.upstream.first_byte_timeout, true),
             ("upstream.idle_timeout", self.upstream.idle_timeout, true),
             ("upstream.discovery_timeout", self.upstream.discovery_timeout, false),
+            ("balance.health_interval", self.balance.health_interval, true),
+            ("balance.queue_timeout", self.balance.queue_timeout, true),
+            ("balance.ejection_time", self.balance.ejection_time, false),
         ];
-        for (key, value, zero_ok) in timeouts {
-            if !value.is_finite() || value < 0.0 || (!zero_ok && value == 0.0) {
+        for (key, value, zero_ok) in durations {
+            if !value.is_finite() || value < 0.0 || (!zero_ok && value == 0.0) || value > MAX_SECONDS {
                 let want = if zero_ok {
-                    "a number of seconds, 0 or more"
+                    "a number of seconds from 0"
                 } else {
                     "a positive number of seconds"
                 };
-                return Err(ConfigError::key(key, format!("{value} is not {want}")));
+                return Err(ConfigError::key(
+                    key,
+                    format!("{value} is not {want} up to {MAX_SECONDS} (a year)"),
+                ));
             }
         }
         let policies = [
@@ -355,24 +387,6 @@ impl Settings {
         }
         if self.balance.slots == 0 || self.balance.max_attempts == 0 {
             return Err(ConfigError::key("balance", "slots and max_attempts must be at least 1"));
-        }
-        if !self.balance.health_interval.is_finite() || self.balance.health_interval < 0.0 {
-            return Err(ConfigError::key(
-                "balance.health_interval",
-                "must be 0 or a positive number of seconds",
-            ));
-        }
-        if !self.balance.queue_timeout.is_finite() || self.balance.queue_timeout < 0.0 {
-            return Err(ConfigError::key(
-                "balance.queue_timeout",
-                "must be 0 or a positive number of seconds",
-            ));
-        }
-        if !self.balance.ejection_time.is_finite() || self.balance.ejection_time <= 0.0 {
-            return Err(ConfigError::key(
-                "balance.ejection_time",
-                "must be a positive number of seconds",
-            ));
         }
         if !["pending", "user", "admin"].contains(&self.auth.default_user_role.as_str()) {
             return Err(ConfigError::key(

@@ -88,6 +88,15 @@ fn bad_input_names_the_key() {
         key_err(load(Some("[upstream]\nconnect_timeout = -1\n"), &env(&[]))),
         "upstream.connect_timeout"
     );
+    // A duration too long for time arithmetic is refused, not a panic later.
+    assert_eq!(
+        key_err(load(None, &env(&[("AIOHTTP_CLIENT_TIMEOUT", "1e19")]))),
+        "upstream.first_byte_timeout"
+    );
+    assert_eq!(
+        key_err(load(Some("[balance]\nqueue_timeout = 1e300\n"), &env(&[]))),
+        "balance.queue_timeout"
+    );
     assert_eq!(
         key_err(load(Some("[auth]\ndefault_user_role = \"root\"\n"), &env(&[]))),
         "auth.default_user_role"
@@ -147,4 +156,14 @@ fn loggable_urls_hide_credentials() {
     );
     assert_eq!(loggable_url("http://token@gpu"), "http://***@gpu");
     assert_eq!(loggable_url("not a url"), "not a url");
+    assert_eq!(
+        crate::loggable_database_url("postgres://corral:hunter2@db/corral?sslmode=require&password=x2&a=b"),
+        "postgres://***@db/corral?sslmode=require&password=***&a=b"
+    );
+    let mut s = crate::Settings::default();
+    s.database.url = "postgres://corral:hunter2@db/corral".to_owned();
+    s.ollama.base_urls = vec!["https://me:s3cret@gpu:11434".to_owned()];
+    let shown = format!("{s:#?}");
+    assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("postgres://***@db/corral") && shown.contains("https://***@gpu:11434"));
 }

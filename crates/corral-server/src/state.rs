@@ -99,15 +99,17 @@ impl Shared {
     }
 
     /// Applies an Ollama configuration saved in the database at `revision`, over the lower
-    /// layers. An older revision than the one applied is ignored.
+    /// layers. An older revision than the one applied is ignored; an invalid one is refused,
+    /// and the settings stay as they were.
     pub fn apply_stored(&self, ollama: OllamaSettings, revision: i64) -> Result<(), AppError> {
         if revision < self.config_revision() {
             return Ok(());
         }
-        let next = self
-            .base
-            .with_stored_ollama(ollama)
-            .map_err(|e| AppError::Internal(format!("stored configuration is invalid: {e}")))?;
+        let next = self.base.with_stored_ollama(ollama).map_err(|e| {
+            // Unusable, it is still seen: the watcher reports it once, not at every poll.
+            self.config_revision.store(revision, Ordering::Release);
+            AppError::Internal(format!("stored configuration is invalid: {e}"))
+        })?;
         self.set_settings(next);
         self.config_revision.store(revision, Ordering::Release);
         Ok(())

@@ -149,12 +149,14 @@ pub fn parse_update(value: &Value, current: &OllamaSettings) -> Result<OllamaSet
         let mut conn: ConnectionSettings =
             serde_json::from_value(raw.clone()).map_err(|e| bad(&field, e.to_string()))?;
         if conn.key.as_deref() == Some(KEY_MASK) {
-            // The masked key came back unchanged: keep the saved key of the same URL.
-            conn.key = current
-                .base_urls
-                .iter()
-                .position(|u| *u == base_urls[idx])
-                .and_then(|old| current.connection(old).key.clone());
+            // The masked key came back unchanged: keep the saved key of the same URL. A key is
+            // never carried over to another URL, where it would go to a different server.
+            conn.key = Some(saved_key(current, &base_urls[idx]).ok_or_else(|| {
+                bad(
+                    &format!("{field}.key"),
+                    "is the masked key, but no saved connection has this URL; send the key itself".to_owned(),
+                )
+            })?);
         }
         api_configs.insert(idx.to_string(), conn);
     }
@@ -167,6 +169,16 @@ pub fn parse_update(value: &Value, current: &OllamaSettings) -> Result<OllamaSet
     next.validate()
         .map_err(|e| AppError::BadRequest(owui_names(&e.to_string())))?;
     Ok(next)
+}
+
+/// The saved key of the connection at `url`, if one has a key.
+fn saved_key(current: &OllamaSettings, url: &str) -> Option<String> {
+    let url = url.trim_end_matches('/');
+    current
+        .base_urls
+        .iter()
+        .position(|u| u.trim_end_matches('/') == url)
+        .and_then(|old| current.connection(old).key.clone())
 }
 
 /// Names the settings keys as the admin API calls them.
@@ -205,7 +217,16 @@ pub async fn verify(
     let timeout =
         crate::proxy::secs(shared.settings().upstream.discovery_timeout).unwrap_or(std::time::Duration::from_secs(3));
     let mut req = client.get(format!("{url}/api/version")).timeout(timeout);
-    if let Some(key) = value.get("key").and_then(Value::as_str).filter(|k| !k.is_empty()) {
+    let key = match value.get("key").and_then(Value::as_str).filter(|k| !k.is_empty()) {
+        // The admin page shows saved keys masked; checking a saved connection sends its key.
+        Some(KEY_MASK) => Some(saved_key(&shared.settings().ollama, &url).ok_or_else(|| {
+            AppError::BadRequest(
+                "key: is the masked key, but no saved connection has this URL; send the key itself".to_owned(),
+            )
+        })?),
+        other => other.map(str::to_owned),
+    };
+    if let Some(key) = key {
         req = req.insert_header(("Authorization", format!("Bearer {key}")));
     }
     let unreachable = |reason: String| AppError::UpstreamUnreachable {

@@ -64,6 +64,36 @@ async fn survives_a_restart(db: &TestDb) {
         StatusCode::OK,
         "applied without a restart"
     );
+    // The masked key, sent back as the admin page shows it, stands for the saved key of the
+    // same URL, and for no other.
+    let verify = |url: String| {
+        let a = &a;
+        async move {
+            let mut resp = client()
+                .post(a.at("/ollama/verify"))
+                .send_json(&json!({ "url": url, "key": "********" }))
+                .await
+                .unwrap();
+            (resp.status(), body_of(&mut resp).await)
+        }
+    };
+    let (status, body) = verify(sim.url()).await;
+    assert_eq!(status, StatusCode::OK, "the saved key was sent: {body:?}");
+    let (status, body) = verify(dead_url()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+    let masked =
+        json!({"OLLAMA_BASE_URLS": [sim.url()], "OLLAMA_API_CONFIGS": {"0": {"prefix_id": "x", "key": "********"}}});
+    let (status, saved) = update(&a, &masked).await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    assert_eq!(chat_status(&a, "x.llama3.2").await, StatusCode::OK, "the key was kept");
+    let moved = json!({"OLLAMA_BASE_URLS": [dead_url()], "OLLAMA_API_CONFIGS": {"0": {"key": "********"}}});
+    let (status, err) = update(&a, &moved).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("OLLAMA_API_CONFIGS.0.key"),
+        "{err}"
+    );
+    assert_eq!(chat_status(&a, "x.llama3.2").await, StatusCode::OK, "nothing changed");
     a.stop().await;
 
     let b = Gateway::with_store(base, &db.url).await;

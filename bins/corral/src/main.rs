@@ -273,8 +273,12 @@ fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let corral = corral_server::Corral::with_store(settings, store).context("loading the saved configuration")?;
+    let stand_in = _simulator.as_ref().map(corral_sim::SimHandle::url);
     actix_rt::System::new().block_on(async move {
         corral.start();
+        if let Some(stand_in) = stand_in {
+            watch_for_ollama(corral.shared().clone(), stand_in);
+        }
         tracing::info!(address = %local, "corral listening on http://{local}");
         corral.serve(listener).await
     })?;
@@ -307,6 +311,37 @@ fn demo_simulator(settings: &mut Settings) -> anyhow::Result<Option<corral_sim::
     );
     settings.ollama.base_urls = vec![sim.url()];
     Ok(Some(sim))
+}
+
+/// How often the default Ollama address is tried while the simulator stands in for it.
+const OLLAMA_WATCH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// While the simulator stands in, watches the default Ollama address; once an Ollama answers
+/// there (one started after Corral), the gateway serves it instead, and says so.
+fn watch_for_ollama(shared: std::sync::Arc<corral_server::Shared>, stand_in: String) {
+    let default = Settings::default().ollama.base_urls;
+    actix_rt::spawn(async move {
+        loop {
+            actix_rt::time::sleep(OLLAMA_WATCH).await;
+            let current = shared.settings();
+            // An admin pointed the gateway elsewhere: the stand-in is no longer in use.
+            if current.ollama.base_urls != [stand_in.as_str()] {
+                return;
+            }
+            let url = default[0].clone();
+            let up = actix_rt::task::spawn_blocking(move || reachable(&url)).await;
+            if up.unwrap_or(false) {
+                let mut next = (*current).clone();
+                next.ollama.base_urls.clone_from(&default);
+                shared.set_settings(next);
+                tracing::warn!(
+                    "an Ollama answers at {} now: Corral serves it, and no longer the built-in simulator",
+                    default[0]
+                );
+                return;
+            }
+        }
+    });
 }
 
 /// Whether something accepts TCP connections at `url`'s host and port.

@@ -52,3 +52,69 @@ fn migrate_creates_the_default_sqlite_database_and_an_unreachable_one_fails_fast
     assert!(err.contains("127.0.0.1:1"), "the message names the database: {err}");
     assert!(!err.contains("hunter2"), "the password is never printed: {err}");
 }
+
+/// `GET path` on 127.0.0.1:`port`, the answer's body, if any.
+fn get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).ok()?;
+    answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// Kills the gateway however the test ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_simulator_stands_in_until_a_local_ollama_answers() {
+    let ollama: std::net::SocketAddr = "127.0.0.1:11434".parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect_timeout(&ollama, std::time::Duration::from_millis(300)).is_err(),
+        "this test plays the late local Ollama on {ollama}, and something already listens there"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("corral-cli-sim-{}", std::process::id()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+    cmd.args(["serve", "--port", &port.to_string()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATA_DIR", &dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _gateway = Running(cmd.spawn().unwrap());
+    let wait_for = |want: &str| {
+        let mut last = None;
+        for _ in 0..100 {
+            last = get(port, "/api/version");
+            if last.as_deref().is_some_and(|b| b.contains(want)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("/api/version never said {want}; last: {last:?}");
+    };
+    wait_for("corral-simulator");
+    let _late = corral_sim::SimHandle::spawn_thread(
+        corral_sim::SimConfig {
+            version: "0.12.0-late".to_owned(),
+            ..corral_sim::SimConfig::default()
+        },
+        ollama,
+    )
+    .unwrap();
+    wait_for("0.12.0-late");
+    let _ = std::fs::remove_dir_all(&dir);
+}

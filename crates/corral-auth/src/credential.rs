@@ -1,7 +1,9 @@
 //! Reading credentials from `Authorization` and `Cookie` header values, pure and panic-free.
 //!
 //! The reference crashes with a plain 500 on an `Authorization` header with no space or several spaces (its
-//! API-key middleware splits on one space); here every odd header is [`Credential::Malformed`].
+//! API-key middleware splits on one space). Here a header that holds no bearer credential (another scheme, or no
+//! value at all) is [`Credential::Other`], after which the cookie is tried, as the reference's `HTTPBearer` does;
+//! a bearer value that cannot be a token is [`Credential::Malformed`].
 
 use std::fmt;
 
@@ -20,10 +22,11 @@ pub enum Credential {
     Bearer(String),
     /// `Bearer sk-...`: an API key.
     ApiKey(PlainKey),
-    /// Anything that is not `<scheme> <value>` with exactly one space, a token-character scheme and a value of
-    /// visible ASCII: no space, several spaces, empty parts, control or non-ASCII characters.
+    /// `Bearer` followed by a value that is not visible ASCII without spaces (several spaces, control or
+    /// non-ASCII characters).
     Malformed,
-    /// A well-formed header with another scheme (for example `Basic`); holds the scheme only.
+    /// A header with no bearer credential: another scheme (for example `Basic`), held here when it is a valid
+    /// scheme name, or no value at all (`Bearer`, empty, no space), with an empty scheme.
     Other(String),
 }
 
@@ -39,15 +42,20 @@ impl fmt::Debug for Credential {
 }
 
 /// Parses an `Authorization` header value. Never panics.
+///
+/// Split as Starlette does, at the first space: an empty scheme or an empty value is no credential at all.
 pub fn parse_authorization(header: &str) -> Credential {
-    let Some((scheme, value)) = header.split_once(' ') else {
-        return Credential::Malformed;
-    };
-    if scheme.is_empty() || !scheme.bytes().all(is_tchar) || !is_credential_value(value) {
-        return Credential::Malformed;
+    let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
+    if scheme.is_empty() || value.is_empty() {
+        // Nothing after the scheme (a bare `sk-…` included) is not kept, so a secret cannot reach `Debug`.
+        return Credential::Other(String::new());
     }
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Credential::Other(scheme.to_owned());
+        let named = scheme.len() <= 32 && scheme.bytes().all(is_tchar);
+        return Credential::Other(if named { scheme.to_owned() } else { String::new() });
+    }
+    if !is_credential_value(value) {
+        return Credential::Malformed;
     }
     if looks_like_api_key(value) {
         Credential::ApiKey(PlainKey::new(value))
@@ -56,13 +64,15 @@ pub fn parse_authorization(header: &str) -> Credential {
     }
 }
 
-/// Parses a raw `Authorization` header value; bytes that are not UTF-8 give [`Credential::Malformed`].
+/// Parses a raw `Authorization` header value; a bearer value that is not UTF-8 is [`Credential::Malformed`],
+/// another scheme [`Credential::Other`].
 ///
 /// Use it when the HTTP library refuses to turn the value into a string.
 pub fn parse_authorization_bytes(header: &[u8]) -> Credential {
     match std::str::from_utf8(header) {
         Ok(s) => parse_authorization(s),
-        Err(_) => Credential::Malformed,
+        Err(_) if header.len() > 7 && header[..7].eq_ignore_ascii_case(b"bearer ") => Credential::Malformed,
+        Err(_) => Credential::Other(String::new()),
     }
 }
 

@@ -107,12 +107,80 @@ impl Corral {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(cors::cors(&cors_origins))
-                .wrap(actix_web::middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("corral::access"))
+                .wrap(
+                    actix_web::middleware::Logger::new("%a \"%{request}xi\" %s %b %Dms")
+                        .custom_request_replace("request", |req| access_line(req.method(), req.uri(), req.version()))
+                        .log_target("corral::access"),
+                )
                 .configure(|cfg| corral.configure(cfg))
         })
         .workers(workers)
         .listen(listener)?
         .run();
         Ok(server)
+    }
+}
+
+/// The request line for the access log, with the values of query parameters that may carry a
+/// credential (`token`, `key`, `api_key`, `password`, …) replaced by `***`.
+fn access_line(
+    method: &actix_web::http::Method,
+    uri: &actix_web::http::Uri,
+    version: actix_web::http::Version,
+) -> String {
+    let path = uri.path();
+    let line = match uri.query() {
+        None => path.to_owned(),
+        Some(query) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((name, _)) if secret_name(name) => format!("{name}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+    };
+    format!("{method} {line} {version:?}")
+}
+
+/// Whether a query parameter's name says it may hold a secret.
+fn secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "token",
+        "key",
+        "secret",
+        "password",
+        "passwd",
+        "auth",
+        "signature",
+        "sig",
+        "jwt",
+        "session",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::{Method, Uri, Version};
+
+    #[test]
+    fn the_access_line_hides_credentials_in_the_query() {
+        let uri: Uri = "/api/tags?token=eyJ.a.b&api_key=sk-123&x=1&Authorization=Bearer%20z&flag"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            super::access_line(&Method::GET, &uri, Version::HTTP_11),
+            "GET /api/tags?token=***&api_key=***&x=1&Authorization=***&flag HTTP/1.1"
+        );
+        let uri: Uri = "/api/chat".parse().unwrap();
+        assert_eq!(
+            super::access_line(&Method::POST, &uri, Version::HTTP_2),
+            "POST /api/chat HTTP/2.0"
+        );
     }
 }

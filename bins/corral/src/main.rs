@@ -192,11 +192,18 @@ fn user(settings: &Settings, action: UserAction) -> anyhow::Result<()> {
                 name: name.unwrap_or_else(|| email.clone()),
                 email,
                 role,
-                first_user_role: None,
+                // An admin made into an empty table is recorded as the first account.
+                first_user_role: (role == corral_auth::Role::Admin).then_some(role),
                 profile_image_url: String::new(),
                 password_hash: Some(corral_auth::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?),
             };
             let created = store.create_user(&new, unix_now())?;
+            // As a first sign-up does, the first account closes sign-up until an admin opens it.
+            if store.first_user_id()?.as_deref() == Some(created.id.as_str())
+                && store.get_setting(corral_store::SIGNUP_SETTING)?.is_none()
+            {
+                store.put_setting(corral_store::SIGNUP_SETTING, &false.into(), unix_now())?;
+            }
             eprintln!(
                 "created {} ({}), id {}",
                 created.email,

@@ -10,6 +10,9 @@ pub const NOT_AUTHENTICATED: &str = "Not authenticated";
 pub const ACCESS_PROHIBITED: &str =
     "You do not have permission to access this resource. Please contact your administrator for assistance.";
 
+/// 403 when an action is refused to protect the instance (changing or deleting the first admin).
+pub const ACTION_PROHIBITED: &str = "The requested action has been restricted as a security measure.";
+
 /// 400 for a wrong email or password at sign-in.
 pub const INVALID_CRED: &str =
     "The email or password provided is incorrect. Please check for typos and try logging in again.";

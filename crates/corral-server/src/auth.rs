@@ -363,6 +363,31 @@ pub enum Level {
     Admin,
 }
 
+/// The credential a request presents: the `Authorization` header, else the `token` cookie,
+/// chosen as the reference chooses them (section 6.3).
+pub fn presented(req: &HttpRequest) -> Result<Presented, AppError> {
+    let header = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
+        None => None,
+        Some(value) => match value.to_str() {
+            Ok(text) => Some(text),
+            // Bytes beyond visible ASCII: another scheme is ignored, a bearer value refused.
+            Err(_) => match corral_auth::parse_authorization_bytes(value.as_bytes()) {
+                corral_auth::Credential::Other(_) => None,
+                _ => return Err(unauthorized(messages::NOT_AUTHENTICATED)),
+            },
+        },
+    };
+    // Of several `token` cookies (a stale one with a longer path comes first), the last
+    // counts, as in the reference's cookie parser.
+    let cookie = req
+        .headers()
+        .get_all(actix_web::http::header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(corral_auth::token_from_cookie_header)
+        .last();
+    Ok(corral_auth::select_credential(header, cookie))
+}
+
 /// Checks the caller of `req` against `level`; `None` for a public route.
 pub fn require(req: &HttpRequest, level: Level) -> Result<Option<Caller>, AppError> {
     match level {
@@ -412,13 +437,8 @@ fn authenticate(req: &HttpRequest, level: Level) -> Result<Caller, AppError> {
         });
     }
     let settings = shared.settings();
-    let header = match req.headers().get(actix_web::http::header::AUTHORIZATION) {
-        None => None,
-        Some(value) => Some(value.to_str().map_err(|_| unauthorized(messages::NOT_AUTHENTICATED))?),
-    };
-    let cookie = req.cookie(corral_auth::TOKEN_COOKIE);
     let now = unix_now();
-    let (user_id, session) = match corral_auth::select_credential(header, cookie.as_ref().map(|c| c.value())) {
+    let (user_id, session) = match presented(req)? {
         Presented::Missing | Presented::Malformed => return Err(unauthorized(messages::NOT_AUTHENTICATED)),
         Presented::ApiKey { key, .. } => {
             if !settings.auth.enable_api_keys {
@@ -651,6 +671,24 @@ impl Caller {
         if let Some(rule) = &grant.rule {
             if has_params(&rule.params) {
                 corral_auth::apply_params_openai(&rule.params, body);
+            }
+        }
+    }
+
+    /// Applies the model record's system prompt to an OpenAI chat body.
+    pub fn apply_openai_system(&self, grant: &Grant, body: &mut Value) {
+        if let Some(system) = grant.rule.as_ref().and_then(|r| r.system.as_deref()) {
+            self.apply_system(system, body);
+        }
+    }
+
+    /// Applies the model record's params to a native body (`/api/chat` or `/api/generate`)
+    /// the gateway converted from an OpenAI request: the same casts and placement as on
+    /// `/api/chat`, so a param means the same on every route.
+    pub fn apply_native_params(&self, grant: &Grant, body: &mut Value) {
+        if let Some(rule) = &grant.rule {
+            if has_params(&rule.params) {
+                corral_auth::apply_params_ollama(&rule.params, body);
             }
         }
     }

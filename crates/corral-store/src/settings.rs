@@ -11,7 +11,7 @@ use crate::schema::settings;
 use crate::{Store, StoreError};
 
 /// Keys the store itself uses; [`Store::put_setting`] refuses them.
-pub(crate) const RESERVED_KEYS: [&str; 1] = [crate::ollama::ENABLE_KEY];
+pub(crate) const RESERVED_KEYS: [&str; 2] = [crate::ollama::ENABLE_KEY, crate::users::FIRST_USER_KEY];
 
 impl Store {
     /// The JSON value saved under `key`, if any.

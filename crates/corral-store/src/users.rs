@@ -107,28 +107,45 @@ struct UserChangeset<'a> {
     updated_at: i64,
 }
 
+/// The setting that names the first account, which became admin by being first.
+pub(crate) const FIRST_USER_KEY: &str = "auth.first_user";
+/// The admin-saved switch that opens or closes sign-up (Open WebUI's persistent `ENABLE_SIGNUP`).
+pub const SIGNUP_SETTING: &str = "auth.enable_signup";
+/// The admin-saved role of new sign-ups (Open WebUI's persistent `DEFAULT_USER_ROLE`).
+pub const ROLE_SETTING: &str = "auth.default_user_role";
+
 impl Store {
     /// Creates a user (and its password hash) in one transaction and bumps the `auth` revision.
+    /// With `first_user_role`, an account created into an empty table gets that role and is
+    /// recorded as the first account ([`Store::first_user_id`]).
     ///
     /// An email already taken gives [`StoreError::Conflict`].
     pub fn create_user(&self, new: &NewUser, now: i64) -> Result<User, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let email = normalize_email(&new.email);
         self.write(Area::Auth, |c| {
-            let role = match new.first_user_role {
+            let (role, is_first) = match new.first_user_role {
                 Some(first) => {
                     if let AnyConnection::Postgresql(pg) = c {
                         diesel::sql_query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE").execute(pg)?;
                     }
                     let count: i64 = users::table.count().get_result(c)?;
                     if count == 0 {
-                        first
+                        (first, true)
                     } else {
-                        new.role
+                        (new.role, false)
                     }
                 }
-                None => new.role,
+                None => (new.role, false),
             };
+            if is_first {
+                crate::settings::upsert(
+                    c,
+                    FIRST_USER_KEY,
+                    &serde_json::Value::from(id.as_str()).to_string(),
+                    now,
+                )?;
+            }
             diesel::insert_into(users::table)
                 .values((
                     users::id.eq(&id),
@@ -161,6 +178,17 @@ impl Store {
                 last_active_at: now,
             })
         })
+    }
+
+    /// The first account: the one recorded when it was created into an empty table, else (for
+    /// accounts made otherwise) the oldest.
+    pub fn first_user_id(&self) -> Result<Option<String>, StoreError> {
+        if let Some(serde_json::Value::String(id)) = self.get_setting(FIRST_USER_KEY)? {
+            if self.get_user(&id)?.is_some() {
+                return Ok(Some(id));
+            }
+        }
+        Ok(self.list_users()?.into_iter().next().map(|u| u.id))
     }
 
     /// How many users exist.

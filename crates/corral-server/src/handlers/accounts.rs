@@ -26,6 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/signout", web::get().to(signout))
             .route("/signout", web::post().to(signout))
             .route("/add", web::post().to(add_user))
+            .route("/admin/config", web::get().to(get_admin_config))
+            .route("/admin/config", web::post().to(update_admin_config))
             .route("/api_key", web::post().to(create_key))
             .route("/api_key", web::get().to(get_key))
             .route("/api_key", web::delete().to(revoke_all_keys))
@@ -205,21 +207,114 @@ fn default_role(shared: &Shared) -> Role {
         .unwrap_or(Role::Pending)
 }
 
-/// `POST /api/v1/auths/signup`: the first account becomes admin; later ones get
-/// `DEFAULT_USER_ROLE` while `ENABLE_SIGNUP` allows sign-ups.
-async fn signup(shared: web::Data<Shared>, payload: web::Payload) -> Result<HttpResponse, AppError> {
+use corral_store::{ROLE_SETTING as ROLE_KEY, SIGNUP_SETTING as SIGNUP_KEY};
+
+/// Whether sign-up is open and the role it gives: what an admin saved, else the settings
+/// (which, as the reference's persistent configuration, only give the starting values).
+fn signup_policy(store: &Store, settings: &corral_config::Settings) -> Result<(bool, Role), AppError> {
+    let open = match store.get_setting(SIGNUP_KEY)? {
+        Some(Value::Bool(open)) => open,
+        _ => settings.auth.enable_signup,
+    };
+    let role = match store.get_setting(ROLE_KEY)? {
+        Some(Value::String(role)) => role.parse().ok(),
+        _ => None,
+    };
+    let role = role.unwrap_or_else(|| settings.auth.default_user_role.parse().unwrap_or(Role::Pending));
+    // Without authentication there is one account, and no sign-up after it.
+    Ok((open && settings.auth.webui_auth, role))
+}
+
+/// `POST /api/v1/auths/signup`: the first account becomes admin and, as in the reference,
+/// closes sign-up behind it; later ones get the default role while an admin keeps sign-up
+/// open (`/api/v1/auths/admin/config`). Limited per address like sign-in.
+async fn signup(req: HttpRequest, shared: web::Data<Shared>, payload: web::Payload) -> Result<HttpResponse, AppError> {
     let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: SignupForm = body(&bytes)?;
+    // Sign-ups count per address with sign-ins, and per email apart from them.
+    limit(&req, &shared, &format!("signup:{}", form.email))?;
     let settings = shared.settings();
-    let open = settings.auth.enable_signup && settings.auth.webui_auth;
-    let users = shared.auth.directory().user_count();
-    if !open && users > 0 {
-        return Err(AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned()));
-    }
-    let (user, password) = new_user(form, default_role(&shared), Some(Role::Admin))?;
-    let created = write(&shared, move |store| create(store, user, &password)).await?;
+    let (mut user, password) = new_user(form, Role::Pending, Some(Role::Admin))?;
+    let created = write(&shared, move |store| {
+        let (open, role) = signup_policy(store, &settings)?;
+        if !open && store.count_users()? > 0 {
+            return Err(AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned()));
+        }
+        user.role = role;
+        let created = create(store, user, &password)?;
+        if store.first_user_id()?.as_deref() == Some(created.id.as_str()) {
+            store.put_setting(SIGNUP_KEY, &Value::Bool(false), unix_now())?;
+        }
+        Ok(created)
+    })
+    .await?;
     tracing::info!(user = %created.id, role = created.role.as_str(), "account created by sign-up");
     session(&shared, &created)
+}
+
+/// Counts an attempt against the per-account and per-address limits; 429 past them.
+fn limit(req: &HttpRequest, shared: &Shared, email: &str) -> Result<(), AppError> {
+    let address = req.peer_addr().map(|a| a.ip().to_string());
+    let limited = shared
+        .auth
+        .limiter
+        .lock()
+        .map_err(|_| AppError::Internal("sign-in limiter poisoned".to_owned()))?
+        .check_and_record(email, address.as_deref(), chrono::Utc::now());
+    limited.map_err(|wait| AppError::RateLimited {
+        retry_after: wait.as_secs_ceil().max(1),
+        message: messages::RATE_LIMIT_EXCEEDED.to_owned(),
+    })
+}
+
+/// The sign-up settings in Open WebUI's admin shape.
+fn admin_config_json(settings: &corral_config::Settings, open: bool, role: Role) -> Value {
+    json!({
+        "ENABLE_SIGNUP": open,
+        "DEFAULT_USER_ROLE": role.as_str(),
+        "ENABLE_API_KEY": settings.auth.enable_api_keys,
+        "JWT_EXPIRES_IN": settings.auth.jwt_expires_in,
+    })
+}
+
+/// `GET /api/v1/auths/admin/config` (admin).
+async fn get_admin_config(shared: web::Data<Shared>, _admin: Admin) -> Result<HttpResponse, AppError> {
+    let settings = shared.settings();
+    let (open, role) = read(&shared, move |store| signup_policy(store, &settings)).await?;
+    Ok(HttpResponse::Ok().json(admin_config_json(&shared.settings(), open, role)))
+}
+
+#[derive(Deserialize)]
+struct AdminConfigForm {
+    #[serde(rename = "ENABLE_SIGNUP", default)]
+    enable_signup: Option<bool>,
+    #[serde(rename = "DEFAULT_USER_ROLE", default)]
+    default_user_role: Option<String>,
+}
+
+/// `POST /api/v1/auths/admin/config` (admin): opens or closes sign-up and sets the role of
+/// new sign-ups, for every replica; other fields are the settings' and are ignored.
+async fn update_admin_config(
+    shared: web::Data<Shared>,
+    _admin: Admin,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
+    let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
+    let form: AdminConfigForm = body(&bytes)?;
+    let role = form.default_user_role.as_deref().map(parse_role).transpose()?;
+    let settings = shared.settings();
+    let (open, role) = write(&shared, move |store| {
+        let now = unix_now();
+        if let Some(open) = form.enable_signup {
+            store.put_setting(SIGNUP_KEY, &Value::Bool(open), now)?;
+        }
+        if let Some(role) = role {
+            store.put_setting(ROLE_KEY, &Value::String(role.as_str().to_owned()), now)?;
+        }
+        signup_policy(store, &settings)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(admin_config_json(&shared.settings(), open, role)))
 }
 
 #[derive(Deserialize)]
@@ -240,19 +335,7 @@ async fn signin(req: HttpRequest, shared: web::Data<Shared>, payload: web::Paylo
     if !shared.settings().auth.webui_auth {
         return signin_single_user(shared).await;
     }
-    let address = req.peer_addr().map(|a| a.ip().to_string());
-    let limited = shared
-        .auth
-        .limiter
-        .lock()
-        .map_err(|_| AppError::Internal("sign-in limiter poisoned".to_owned()))?
-        .check_and_record(&form.email, address.as_deref(), chrono::Utc::now());
-    if let Err(wait) = limited {
-        return Err(AppError::RateLimited {
-            retry_after: wait.as_secs_ceil().max(1),
-            message: messages::RATE_LIMIT_EXCEEDED.to_owned(),
-        });
-    }
+    limit(&req, &shared, &form.email)?;
     let email = corral_auth::normalize_email(&form.email);
     let password = std::mem::take(&mut form.password);
     let user = read(&shared, move |store| {
@@ -314,12 +397,7 @@ async fn me(req: HttpRequest, caller: Anyone) -> Result<HttpResponse, AppError> 
     };
     // The token that was verified, chosen from the header and the cookie as authentication
     // chose it; a key holder gets none.
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let cookie = req.cookie(corral_auth::TOKEN_COOKIE);
-    let token = match corral_auth::select_credential(header, cookie.as_ref().map(|c| c.value())) {
+    let token = match crate::auth::presented(&req)? {
         corral_auth::Presented::Jwt { token, .. } if caller.0.session.is_some() => Some(token),
         _ => None,
     };
@@ -605,6 +683,9 @@ async fn change_user(
         if store.get_user(&id)?.is_none() {
             return Err(user_not_found(&id));
         }
+        if changes.role.is_some_and(|r| r != Role::Admin) && is_first_user(store, &id)? {
+            return Err(AppError::Forbidden(messages::ACTION_PROHIBITED.to_owned()));
+        }
         if let Some(email) = &changes.email {
             if store.get_user_by_email(email)?.is_some_and(|u| u.id != id) {
                 return Err(AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()));
@@ -632,6 +713,9 @@ async fn delete_user(
         return Err(AppError::Forbidden("admins cannot delete their own account".to_owned()));
     }
     write(&shared, move |store| {
+        if is_first_user(store, &id)? {
+            return Err(AppError::Forbidden(messages::ACTION_PROHIBITED.to_owned()));
+        }
         store.delete_user(&id).map_err(|e| match e {
             corral_store::StoreError::NotFound => user_not_found(&id),
             other => other.into(),
@@ -639,6 +723,12 @@ async fn delete_user(
     })
     .await?;
     Ok(HttpResponse::Ok().json(true))
+}
+
+/// Whether `id` is the first account, the instance's own admin, which no other admin may
+/// demote or delete (as in the reference).
+fn is_first_user(store: &Store, id: &str) -> Result<bool, AppError> {
+    Ok(store.first_user_id()?.as_deref() == Some(id))
 }
 
 #[derive(Deserialize)]

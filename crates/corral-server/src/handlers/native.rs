@@ -187,7 +187,6 @@ pub async fn forward(
         if spec.level != Level::Admin {
             if let (Some(caller), Some(model)) = (&caller, model) {
                 let grant = caller.model_for(&shared, &client, model).await?;
-                let chat = spec.path == "/api/chat";
                 let kind = Applied::on(spec.path);
                 let applies = kind != Applied::Nothing
                     && grant
@@ -200,7 +199,8 @@ pub async fn forward(
                 if applies || forwards || pops || grant.base.is_some() {
                     let mut value: Value =
                         serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(e.to_string()))?;
-                    extra_headers = caller.forwarded_headers(&settings, chat.then_some(&value));
+                    // The chat id travels with `/api/chat` and the `/v1` chat and completions.
+                    extra_headers = caller.forwarded_headers(&settings, (kind != Applied::Nothing).then_some(&value));
                     if applies {
                         match kind {
                             Applied::NativeChat => caller.apply_native_chat(&grant, &mut value),
@@ -254,7 +254,12 @@ pub async fn forward(
             Some(idx) => target(&shared, idx)?,
             None => default_target(&shared)?,
         };
-        (target, Body::Empty, Vec::new(), false)
+        // As the reference, user information goes with every call but a version check.
+        let extra_headers = match &caller {
+            Some(caller) if spec.path != "/api/version" => caller.forwarded_headers(&settings, None),
+            _ => Vec::new(),
+        };
+        (target, Body::Empty, extra_headers, false)
     };
     let out = Outgoing {
         method: method.clone(),

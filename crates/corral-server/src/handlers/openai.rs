@@ -119,12 +119,14 @@ pub async fn chat(
     let mut value = read_request(payload).await?;
     let model = model_of(&value)?;
     let grant = caller.model_for(&shared, &client, &model).await?;
-    caller.apply_openai(&grant, &mut value);
+    caller.apply_openai_system(&grant, &mut value);
     grant.rename(&mut value);
     let headers = caller.forwarded_headers(&shared.settings(), Some(&value));
     let request: openai::ChatCompletionRequest = from_value(value)?;
     let (stream, usage) = (request.is_stream(), request.include_usage());
-    let native = corral_convert::chat_request(request)?;
+    // The record's params are applied to the converted body, as on `/api/chat`.
+    let mut native = to_value(corral_convert::chat_request(request)?)?;
+    caller.apply_native_params(&grant, &mut native);
     let meta = meta("chatcmpl", &model);
     let answer = send(
         &req,
@@ -157,12 +159,13 @@ pub async fn completions(
     let mut value = read_request(payload).await?;
     let model = model_of(&value)?;
     let grant = caller.model_for(&shared, &client, &model).await?;
-    caller.apply_openai_params(&grant, &mut value);
     grant.rename(&mut value);
     let headers = caller.forwarded_headers(&shared.settings(), Some(&value));
     let request: openai::CompletionRequest = from_value(value)?;
     let (stream, usage) = (request.is_stream(), request.include_usage());
-    let native = corral_convert::completion_request(request)?;
+    // The record's params are applied to the converted body, as on `/api/chat`.
+    let mut native = to_value(corral_convert::completion_request(request)?)?;
+    caller.apply_native_params(&grant, &mut native);
     let meta = meta("cmpl", &model);
     let answer = send(
         &req,
@@ -306,6 +309,11 @@ async fn send(
         extra_headers,
     };
     Ok(balanced::dispatch(req, shared, client, call).await?)
+}
+
+/// A converted request as JSON, for the record's params to be applied to it.
+fn to_value(native: impl serde::Serialize) -> Result<Value> {
+    Ok(serde_json::to_value(native).map_err(|e| AppError::Internal(e.to_string()))?)
 }
 
 /// An upstream error answer, in OpenAI's shape with the upstream's status.

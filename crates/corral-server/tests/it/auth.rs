@@ -62,6 +62,24 @@ async fn signup(gw: &Gateway, email: &str) -> String {
     r.body["token"].as_str().unwrap().to_owned()
 }
 
+/// Signs up the first account, which becomes admin and closes sign-up behind it, and opens
+/// sign-up again for the accounts a test makes next.
+async fn first_admin(gw: &Gateway, email: &str) -> String {
+    let admin = signup(gw, email).await;
+    let r = get(gw, "/api/v1/auths/admin/config", Some(&admin)).await;
+    assert_eq!(r.body["ENABLE_SIGNUP"], false, "{}", r.body);
+    let r = post(
+        gw,
+        "/api/v1/auths/admin/config",
+        Some(&admin),
+        json!({"ENABLE_SIGNUP": true}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["ENABLE_SIGNUP"], true, "{}", r.body);
+    admin
+}
+
 async fn user_id(gw: &Gateway, token: &str) -> String {
     let r = get(gw, "/api/v1/auths/", Some(token)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -138,7 +156,7 @@ async fn every_route_answers_each_caller_as_the_matrix_says() {
     let db = TestDb::sqlite();
     let sim = sim_with(&["llama3.2", "all-minilm"]).await;
     let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
-    let admin = signup(&gw, "admin@example.com").await;
+    let admin = first_admin(&gw, "admin@example.com").await;
     let user = signup(&gw, "user@example.com").await;
     let pending = signup(&gw, "pending@example.com").await;
     let user_id = user_id(&gw, &user).await;
@@ -409,7 +427,7 @@ async fn refusals_carry_the_reference_texts_and_odd_headers_get_401() {
     let db = TestDb::sqlite();
     let sim = sim_with(&["llama3.2"]).await;
     let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
-    let admin = signup(&gw, "admin@example.com").await;
+    let admin = first_admin(&gw, "admin@example.com").await;
     let pending = signup(&gw, "p@example.com").await;
     let r = get(&gw, "/api/tags", None).await;
     assert_eq!(
@@ -547,14 +565,61 @@ async fn sign_in_sign_out_and_the_rate_limit() {
     .await;
     assert_eq!(first.body["role"], "admin", "the first account is the admin");
     assert_eq!(first.body["email"], "boss@example.com");
-    let second = post(
+    let boss = first.body["token"].as_str().unwrap().to_owned();
+    let later = json!({"email": "later@example.com", "password": "pw"});
+    // As in the reference, the first sign-up closes sign-up until an admin opens it.
+    let closed = post(&gw, "/api/v1/auths/signup", None, later.clone()).await;
+    assert_eq!(closed.status, StatusCode::FORBIDDEN, "{}", closed.body);
+    let open = json!({"ENABLE_SIGNUP": true, "DEFAULT_USER_ROLE": "pending"});
+    let r = post(&gw, "/api/v1/auths/admin/config", None, open.clone()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "admins only: {}", r.body);
+    let r = post(&gw, "/api/v1/auths/admin/config", Some(&boss), open).await;
+    assert_eq!(r.body["ENABLE_SIGNUP"], true, "{}", r.body);
+    let second = post(&gw, "/api/v1/auths/signup", None, later).await;
+    assert_eq!(second.body["role"], "pending", "later ones get DEFAULT_USER_ROLE");
+    let r = post(
+        &gw,
+        "/api/v1/auths/admin/config",
+        Some(&boss),
+        json!({"DEFAULT_USER_ROLE": "user"}),
+    )
+    .await;
+    assert_eq!(
+        (r.body["ENABLE_SIGNUP"].clone(), r.body["DEFAULT_USER_ROLE"].clone()),
+        (json!(true), json!("user"))
+    );
+    let third = post(
         &gw,
         "/api/v1/auths/signup",
         None,
-        json!({"email": "later@example.com", "password": "pw"}),
+        json!({"email": "third@example.com", "password": "pw"}),
     )
     .await;
-    assert_eq!(second.body["role"], "pending", "later ones get DEFAULT_USER_ROLE");
+    assert_eq!(third.body["role"], "user", "the role an admin saved: {}", third.body);
+    let bad = post(
+        &gw,
+        "/api/v1/auths/admin/config",
+        Some(&boss),
+        json!({"DEFAULT_USER_ROLE": "root"}),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    let bad = post(
+        &gw,
+        "/api/v1/auths/admin/config",
+        Some(&boss),
+        json!({"ENABLE_SIGNUP": "yes"}),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    // Sign-ups are limited too: the same email over and over gets 429.
+    let mut statuses = Vec::new();
+    for _ in 0..16 {
+        let again = json!({"email": "third@example.com", "password": "pw"});
+        statuses.push(post(&gw, "/api/v1/auths/signup", None, again).await.status.as_u16());
+    }
+    assert_eq!(statuses[..14], [400; 14], "{statuses:?}");
+    assert_eq!(statuses[14..], [429; 2], "{statuses:?}");
 
     let r = post(
         &gw,
@@ -692,7 +757,7 @@ async fn users_see_and_use_only_the_models_they_may_read() {
     .await
     .unwrap();
     let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
-    let admin = signup(&gw, "admin@example.com").await;
+    let admin = first_admin(&gw, "admin@example.com").await;
     let alice = signup(&gw, "alice@example.com").await;
     let bob = signup(&gw, "bob@example.com").await;
     let (alice_id, bob_id) = (user_id(&gw, &alice).await, user_id(&gw, &bob).await);
@@ -828,7 +893,7 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     let mut settings = settings_for(&[&sim.url()]);
     settings.auth.forward_user_info_headers = true;
     let gw = Gateway::with_auth(settings, &db.url).await;
-    let admin = signup(&gw, "admin@example.com").await;
+    let admin = first_admin(&gw, "admin@example.com").await;
     let user = signup(&gw, "jose@example.com").await;
     let uid = user_id(&gw, &user).await;
     set_role(&gw, &admin, &uid, "user").await;
@@ -843,7 +908,7 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     let record = json!({
         "id": "llama3.2:latest",
         "access_control": null,
-        "params": {"system": "You are Corral, speaking to {{USER_NAME}}.", "temperature": 0.25, "num_ctx": 1024, "max_tokens": 7},
+        "params": {"system": "You are Corral, speaking to {{USER_NAME}}.", "temperature": 0.25, "num_ctx": 1024, "max_tokens": 7, "keep_alive": "300", "top_k": "7"},
     });
     assert_eq!(
         post(&gw, "/api/v1/models/create", Some(&admin), record).await.status,
@@ -864,6 +929,8 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     assert_eq!(sent["options"]["num_ctx"], 1024);
     assert_eq!(sent["options"]["num_predict"], 7);
     assert_eq!(sent["options"]["seed"], 3);
+    assert_eq!(sent["options"]["top_k"], 7, "cast as the reference casts: {sent}");
+    assert_eq!(sent["keep_alive"], 300, "JSON-parsed and lifted to the root: {sent}");
     assert!(
         sent.get("metadata").is_none(),
         "metadata is the gateway's, not the instance's: {sent}"
@@ -897,6 +964,8 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     let sent = seen["json"].clone();
     assert_eq!(sent["options"]["temperature"], 0.25);
     assert_eq!(sent["options"]["num_predict"], 7);
+    assert_eq!(sent["options"]["top_k"], 7, "the same casts as on /api/chat: {sent}");
+    assert_eq!(sent["keep_alive"], 300, "{sent}");
     assert_eq!(
         sent["messages"][0]["content"],
         "You are Corral, speaking to José O'Neil.\nBe brief."
@@ -914,6 +983,7 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let seen = last().await;
     assert_eq!(seen["path"], "/v1/chat/completions");
+    assert_eq!(header(&seen, "x-openwebui-chat-id").as_deref(), Some("chat-43"));
     let sent = seen["json"].clone();
     assert_eq!(sent["temperature"], 0.25, "{sent}");
     assert_eq!(sent["max_tokens"], 7, "{sent}");
@@ -933,6 +1003,27 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     let sent = last().await["json"].clone();
     assert_eq!(sent["temperature"], 0.25, "{sent}");
     assert!(sent.get("messages").is_none() && sent.get("system").is_none(), "{sent}");
+
+    // The root completions route converts to /api/generate and applies the params there.
+    let r = post(
+        &gw,
+        "/v1/completions",
+        Some(&user),
+        json!({"model": "llama3.2", "prompt": "x", "temperature": 1.5}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let seen = last().await;
+    assert_eq!(seen["path"], "/api/generate");
+    let sent = seen["json"].clone();
+    assert_eq!(sent["options"]["temperature"], 0.25, "{sent}");
+    assert_eq!(sent["keep_alive"], 300, "{sent}");
+
+    // A pinned listing carries the user's headers too.
+    assert_eq!(get(&gw, "/ollama/api/tags/0", Some(&user)).await.status, StatusCode::OK);
+    let seen = last().await;
+    assert_eq!(seen["path"], "/api/tags");
+    assert_eq!(header(&seen, "x-openwebui-user-id"), Some(uid.clone()));
 
     // Generate gets neither params nor a system prompt (as the reference).
     let r = post(
@@ -985,7 +1076,7 @@ async fn key_lifecycle_across_replicas(db: &TestDb) {
     let sim = sim_with(&["llama3.2"]).await;
     let a = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
     let b = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
-    let admin = signup(&a, "admin@example.com").await;
+    let admin = first_admin(&a, "admin@example.com").await;
     let user = signup(&a, "user@example.com").await;
     let uid = user_id(&a, &user).await;
     set_role(&a, &admin, &uid, "user").await;
@@ -1096,7 +1187,7 @@ async fn sessions_survive_a_restart_and_the_secret_is_kept_in_the_store() {
     let db = TestDb::sqlite();
     let sim = sim_with(&["llama3.2"]).await;
     let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
-    let admin = signup(&gw, "admin@example.com").await;
+    let admin = first_admin(&gw, "admin@example.com").await;
     gw.stop().await;
     let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
     assert_eq!(get(&gw, "/api/ps", Some(&admin)).await.status, StatusCode::OK);
@@ -1114,7 +1205,7 @@ async fn a_preset_runs_on_its_base_model_with_its_own_access_and_settings() {
     let db = TestDb::sqlite();
     let sim = sim_with(&["llama3.2", "qwen3"]).await;
     let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
-    let admin = signup(&gw, "admin@example.com").await;
+    let admin = first_admin(&gw, "admin@example.com").await;
     let user = signup(&gw, "user@example.com").await;
     let uid = user_id(&gw, &user).await;
     set_role(&gw, &admin, &uid, "user").await;
@@ -1304,7 +1395,7 @@ async fn an_outage_does_not_tell_private_models_from_missing_ones() {
     let sim = sim_with(&["llama3.2"]).await;
     let dead = crate::support::dead_url();
     let gw = Gateway::with_auth(settings_for(&[&sim.url(), &dead]), &db.url).await;
-    let admin = signup(&gw, "admin@example.com").await;
+    let admin = first_admin(&gw, "admin@example.com").await;
     let user = signup(&gw, "user@example.com").await;
     let uid = user_id(&gw, &user).await;
     set_role(&gw, &admin, &uid, "user").await;
@@ -1337,5 +1428,70 @@ async fn an_outage_does_not_tell_private_models_from_missing_ones() {
     // Admins are told about the outage for any model.
     let r = post(&gw, "/api/chat", Some(&admin), chat("nothing-here")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn the_first_admin_stays_and_tokens_are_picked_as_the_reference_picks_them() {
+    let db = TestDb::sqlite();
+    let sim = sim_with(&["llama3.2"]).await;
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    let first = first_admin(&gw, "admin@example.com").await;
+    let first_id = user_id(&gw, &first).await;
+    let second = signup(&gw, "second@example.com").await;
+    let second_id = user_id(&gw, &second).await;
+    set_role(&gw, &first, &second_id, "admin").await;
+    // Another admin can neither demote nor delete the first one.
+    let r = post(
+        &gw,
+        "/api/v1/users/update/role",
+        Some(&second),
+        json!({"id": first_id, "role": "user"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = call(
+        Method::DELETE,
+        &gw.at(&format!("/api/v1/users/{first_id}")),
+        Some(&second),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(
+        get(&gw, "/api/ps", Some(&first)).await.status,
+        StatusCode::OK,
+        "still admin"
+    );
+
+    let tags = |auth: Option<&'static str>, cookie: String| {
+        let url = gw.at("/api/tags");
+        async move {
+            let mut req = client().get(url).insert_header(("Cookie", cookie));
+            if let Some(auth) = auth {
+                req = req.insert_header(("Authorization", auth));
+            }
+            req.send().await.unwrap().status()
+        }
+    };
+    // An Authorization header with no credential is no usable Bearer header: the cookie counts.
+    for auth in ["Bearer", "Bearer ", "Basic abc", ""] {
+        assert_eq!(
+            tags(Some(auth), format!("token={first}")).await,
+            StatusCode::OK,
+            "{auth:?}"
+        );
+    }
+    // A bearer value that cannot be a token is refused, cookie or not.
+    assert_eq!(
+        tags(Some("Bearer a b"), format!("token={first}")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Of two `token` cookies the last counts (a stale one with a longer path comes first).
+    assert_eq!(tags(None, format!("token=stale; token={first}")).await, StatusCode::OK);
+    assert_eq!(
+        tags(None, format!("token={first}; token=stale")).await,
+        StatusCode::UNAUTHORIZED
+    );
     gw.stop().await;
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod catalogue;
+mod client_gone;
 mod config_watch;
 mod cors;
 mod discovery;
@@ -106,6 +107,21 @@ impl Corral {
         let corral = self.clone();
         let server = HttpServer::new(move || {
             App::new()
+                // A request whose client has gone is dropped before it answers (see `client_gone`).
+                .wrap_fn(|req, srv| {
+                    let socket = req.conn_data::<client_gone::ClientSocket>().cloned();
+                    let call = actix_web::dev::Service::call(srv, req);
+                    async move {
+                        let Some(socket) = socket else {
+                            return call.await;
+                        };
+                        tokio::select! {
+                            biased;
+                            answer = call => answer,
+                            () = socket.gone() => Err(client_gone::left()),
+                        }
+                    }
+                })
                 .wrap(cors::cors(&cors_origins))
                 .wrap(
                     actix_web::middleware::Logger::new("%a \"%{request}xi\" %s %b %Dms")
@@ -115,6 +131,7 @@ impl Corral {
                 .configure(|cfg| corral.configure(cfg))
         })
         .workers(workers)
+        .on_connect(client_gone::on_connect)
         .listen(listener)?
         .run();
         Ok(server)

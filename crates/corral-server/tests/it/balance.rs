@@ -382,3 +382,67 @@ async fn show_and_unload_run_nothing_so_they_wait_for_no_slot() {
     assert_eq!(status["instances"][0]["in_flight"], 0, "{status}");
     gw.stop().await;
 }
+
+/// Sends `body` to `url` over a connection of its own and closes it after `after`, as a
+/// client that gives up does.
+async fn abandon(url: String, body: Value, after: Duration) {
+    use tokio::io::AsyncWriteExt;
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let mut conn = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let body = body.to_string();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(body.as_bytes()).await.unwrap();
+    tokio::time::sleep(after).await;
+    drop(conn);
+}
+
+#[actix_web::test]
+async fn a_client_that_leaves_before_its_answer_gives_back_its_slot_and_its_place_in_the_queue() {
+    let sim = slow_sim().await;
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.balance.slots = 1;
+    settings.balance.queue_timeout = 30.0;
+    let gw = Gateway::start(settings).await;
+    warm(&gw).await;
+    let url = gw.at("/api/chat");
+    // A non-streamed two-second chat whose client leaves after 300 ms: its slot comes back
+    // long before the generation would have ended.
+    abandon(
+        url.clone(),
+        chat_body("llama3.2", 40, false),
+        Duration::from_millis(300),
+    )
+    .await;
+    let mut freed = false;
+    for _ in 0..20 {
+        if status(&gw).await["instances"][0]["in_flight"] == 0 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the slot was still taken: {}", status(&gw).await);
+    let sent_before = sim.stats().requests.get("/api/chat").copied().unwrap_or(0);
+    // While a one-second chat holds the slot, a request that waits in the queue and is then
+    // abandoned never reaches the instance.
+    let waiting = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        abandon(
+            url.clone(),
+            chat_body("llama3.2", 20, false),
+            Duration::from_millis(300),
+        )
+        .await;
+    };
+    let (first, ()) = futures_util::join!(timed_chat(url.clone()), waiting);
+    assert_eq!(first.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = sim.stats().requests.get("/api/chat").copied().unwrap_or(0) - sent_before;
+    assert_eq!(sent, 1, "only the chat whose client stayed was sent: {:?}", sim.stats());
+    gw.stop().await;
+}

@@ -1,0 +1,65 @@
+//! Noticing a client that goes away while its request is still being worked on.
+//!
+//! actix-web drops a request's handler when a response body cannot be written, so a stream
+//! stops as soon as its client leaves. Before the response starts (a request waiting for a
+//! slot, a non-streamed generation) actix does not look at the connection, and the handler
+//! would run on, its upstream generation too, for nobody. So each plain-TCP connection keeps
+//! a second handle on its socket, and a request in progress watches it: when the client has
+//! closed the connection, the request is dropped, which gives back its place in the queue,
+//! its slot, and (by closing the upstream connection) the instance's generation.
+
+use std::any::Any;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_web::dev::Extensions;
+
+/// A second handle on a client's socket, kept with the connection.
+#[derive(Clone)]
+pub struct ClientSocket(Rc<tokio::net::TcpStream>);
+
+/// How often a socket with unread bytes (a body still arriving, a pipelined request) is
+/// looked at again.
+const RECHECK: Duration = Duration::from_millis(100);
+
+/// `HttpServer::on_connect` hook: keeps a duplicate of a plain TCP connection's socket.
+/// Nothing is kept for other connection types, and nothing is watched then.
+pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
+    let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    let Ok(socket) = socket2::SockRef::from(tcp).try_clone() else {
+        return;
+    };
+    let std: std::net::TcpStream = socket.into();
+    if std.set_nonblocking(true).is_err() {
+        return;
+    }
+    if let Ok(watch) = tokio::net::TcpStream::from_std(std) {
+        ext.insert(ClientSocket(Rc::new(watch)));
+    }
+}
+
+impl ClientSocket {
+    /// Resolves once the client has closed the connection (or it broke). Bytes waiting to be
+    /// read say nothing about that, so they are left for actix and looked past until read.
+    pub async fn gone(&self) {
+        let mut byte = [0u8; 1];
+        loop {
+            match self.0.peek(&mut byte).await {
+                Ok(0) => return,
+                Ok(_) => tokio::time::sleep(RECHECK).await,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// What a request the client left ends with: nobody reads it, but the access log shows it,
+/// with nginx's 499 for "client closed request".
+pub fn left() -> actix_web::Error {
+    let status = actix_web::http::StatusCode::from_u16(499).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+    tracing::debug!("the client closed the connection before its answer began; the request was dropped");
+    actix_web::error::InternalError::new("the client closed the connection", status).into()
+}

@@ -70,11 +70,12 @@ impl ConvertError {
 
 /// OpenAI's error `type` for an HTTP status.
 ///
-/// 400 `invalid_request_error`, 401 `authentication_error`, 403 `permission_error`,
+/// 400 (and the other refusals of a request's form: 405, 413, 415, 422)
+/// `invalid_request_error`, 401 `authentication_error`, 403 `permission_error`,
 /// 404 `not_found_error`, 429 `rate_limit_error`, anything else `api_error`.
 pub fn error_type(status: u16) -> &'static str {
     match status {
-        400 => "invalid_request_error",
+        400 | 405 | 413 | 415 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",

@@ -69,6 +69,8 @@ pub struct ModelRule {
     pub system: Option<String>,
     /// Whether the record is active; an inactive record grants nothing to non-admins.
     pub active: bool,
+    /// When the record was made, in Unix seconds.
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +150,7 @@ impl Directory {
                     params,
                     system,
                     active: m.is_active,
+                    created_at: m.created_at,
                 };
                 (m.id, Arc::new(rule))
             })
@@ -625,7 +628,9 @@ impl Caller {
     }
 
     /// The catalogue ids the caller may see.
-    pub async fn visible_models(&self, shared: &Shared, client: &awc::Client) -> Result<Vec<String>, AppError> {
+    /// The models (and presets) the caller may see, each with when it was made in Unix seconds:
+    /// the instance's `modified_at`, a preset's record time.
+    pub async fn visible_models(&self, shared: &Shared, client: &awc::Client) -> Result<Vec<(String, i64)>, AppError> {
         let settings = shared.settings();
         if !settings.ollama.enable {
             return Ok(Vec::new());
@@ -633,25 +638,25 @@ impl Caller {
         let ttl = std::time::Duration::from_secs(settings.ollama.models_cache_ttl);
         let snap = shared.fleet.fresh(shared, client, ttl).await;
         let bypass = settings.auth.bypass_model_access_control;
-        let mut ids: Vec<String> = snap
+        let mut ids: Vec<(String, i64)> = snap
             .catalogue
             .entries()
             .iter()
             .filter(|e| self.can_read(&e.id, bypass))
-            .map(|e| e.id.clone())
+            .map(|e| (e.id.clone(), modified_at(&e.object)))
             .collect();
         // Presets the caller may use, whose base model the fleet has.
-        let mut presets: Vec<String> = self
+        let mut presets: Vec<(String, i64)> = self
             .directory
             .presets()
             .filter(|p| p.active || self.is_admin())
-            .filter(|p| !ids.contains(&p.id) && self.can_read(&p.id, bypass))
+            .filter(|p| !ids.iter().any(|(id, _)| *id == p.id) && self.can_read(&p.id, bypass))
             .filter(|p| {
                 p.base_model_id
                     .as_deref()
                     .is_some_and(|base| snap.catalogue.resolve(base).is_some())
             })
-            .map(|p| p.id.clone())
+            .map(|p| (p.id.clone(), p.created_at))
             .collect();
         presets.sort();
         ids.extend(presets);
@@ -739,6 +744,16 @@ impl Caller {
 }
 
 /// Whether a params object sets anything.
+/// A listed model's `modified_at` in Unix seconds, as Ollama's `/v1/models` gives `created`;
+/// 0 when the instance gave none that parses.
+pub(crate) fn modified_at(object: &serde_json::Map<String, Value>) -> i64 {
+    object
+        .get("modified_at")
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(0, |t| t.timestamp())
+}
+
 fn has_params(params: &Value) -> bool {
     params.as_object().is_some_and(|p| p.values().any(|v| !v.is_null()))
 }

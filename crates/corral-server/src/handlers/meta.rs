@@ -1,5 +1,6 @@
 //! Routes that answer from the gateway itself: liveness and Open WebUI's status probe.
 
+use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use serde_json::json;
 
@@ -20,8 +21,32 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": true }))
 }
 
-/// Any path the gateway does not serve.
+/// The OpenAI routes Corral serves at the root, for telling a wrong method from a wrong path.
+const OPENAI_ROUTES: [&str; 4] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/models",
+];
+
+/// Any path the gateway does not serve. Under `/v1/` (the base URL OpenAI clients are given)
+/// the answer is in OpenAI's error shape: 405 for a served path with another method, else
+/// 404, as OpenAI answers an invalid URL.
 pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
-    let message = format!("no route for {} {}", req.method(), req.path());
+    let (method, path) = (req.method(), req.path());
+    if path.starts_with("/v1/") {
+        let known = OPENAI_ROUTES.contains(&path) || path.strip_prefix("/v1/models/").is_some_and(|id| !id.is_empty());
+        let (status, message) = if known {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("Method {method} is not allowed on {path}"),
+            )
+        } else {
+            (StatusCode::NOT_FOUND, format!("Invalid URL ({method} {path})"))
+        };
+        let body = corral_convert::openai::ErrorResponse::new(status.as_u16(), message);
+        return HttpResponse::build(status).json(body);
+    }
+    let message = format!("no route for {method} {path}");
     HttpResponse::NotFound().json(json!({ "error": message, "detail": "Not Found" }))
 }

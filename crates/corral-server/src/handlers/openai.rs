@@ -225,9 +225,8 @@ pub async fn models(
     client: web::Data<awc::Client>,
     OpenAiCaller(caller): OpenAiCaller,
 ) -> Result<HttpResponse> {
-    let ids = caller.visible_models(&shared, &client).await?;
-    let created = now();
-    let list = corral_convert::model_list(ids.iter().map(|id| (id.as_str(), created)));
+    let models = caller.visible_models(&shared, &client).await?;
+    let list = corral_convert::model_list(models.iter().map(|(id, created)| (id.as_str(), *created)));
     Ok(HttpResponse::Ok().json(list))
 }
 
@@ -247,17 +246,28 @@ pub async fn model(
     let bypass = shared.settings().auth.bypass_model_access_control;
     if let Some(preset) = caller.preset(&requested) {
         return if caller.can_read(&preset.id, bypass) {
-            Ok(HttpResponse::Ok().json(corral_convert::model(&preset.id, now())))
+            Ok(HttpResponse::Ok().json(corral_convert::model(&preset.id, preset.created_at)))
         } else {
             Err(not_found())
         };
     }
     match super::holders(&shared, &client, &requested).await {
-        Ok(Some((_, id, _))) if caller.can_read(&id, bypass) => {
-            Ok(HttpResponse::Ok().json(corral_convert::model(&id, now())))
+        Ok(Some((snap, id, _))) if caller.can_read(&id, bypass) => {
+            let created = snap
+                .catalogue
+                .resolve(&id)
+                .map_or(0, |e| crate::auth::modified_at(&e.object));
+            Ok(HttpResponse::Ok().json(corral_convert::model(&id, created)))
         }
         // Not listed by any instance that answered: OpenAI's 404, as for any unknown model.
-        Ok(_) | Err(AppError::NoInstance { .. }) => Err(not_found()),
+        Ok(_) => Err(not_found()),
+        // Maybe on an instance that did not answer: an outage (502) for a model the caller
+        // may read, so a client does not take it for deleted; else the 404 of any unknown.
+        Err(err @ AppError::NoInstance { .. }) => {
+            let readable = caller.can_read(&requested, bypass)
+                || caller.can_read(&corral_registry::with_latest(&requested), bypass);
+            Err(if readable { err.into() } else { not_found() })
+        }
         Err(other) => Err(other.into()),
     }
 }

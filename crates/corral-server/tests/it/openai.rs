@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use corral_sim::{Faults, SimConfig, SimHandle, SimModel};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -192,6 +192,46 @@ async fn errors_come_back_in_openai_shape() {
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
     assert_eq!(v["error"]["code"], "model_not_found");
+    // Paths the OpenAI API does not have here, and served paths with another method, answer
+    // in OpenAI's shape too.
+    for (method, path, status) in [
+        (Method::POST, "/v1/responses", StatusCode::NOT_FOUND),
+        (Method::GET, "/v1/models/", StatusCode::NOT_FOUND),
+        (Method::GET, "/v1/chat/completions", StatusCode::METHOD_NOT_ALLOWED),
+        (Method::DELETE, "/v1/models/llama3.2", StatusCode::METHOD_NOT_ALLOWED),
+    ] {
+        let mut resp = c.request(method.clone(), gw.at(path)).send().await.unwrap();
+        let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+        assert_eq!(resp.status(), status, "{method} {path}: {v}");
+        assert_eq!(
+            v["error"]["type"],
+            if status == StatusCode::NOT_FOUND {
+                "not_found_error"
+            } else {
+                "invalid_request_error"
+            },
+            "{v}"
+        );
+        assert!(v["error"]["message"].as_str().unwrap().contains(path), "{v}");
+    }
+    // The merged models list gives each model the instance's `modified_at` as `created`.
+    let mut resp = c.get(gw.at("/v1/models")).send().await.unwrap();
+    let list: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    let mut resp = c.get(format!("{}/api/tags", sim.url())).send().await.unwrap();
+    let tags: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    let modified = tags["models"][0]["modified_at"].as_str().unwrap();
+    let want = chrono::DateTime::parse_from_rfc3339(modified).unwrap().timestamp();
+    let name = tags["models"][0]["model"].as_str().unwrap();
+    let entry = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == name)
+        .unwrap();
+    assert_eq!(entry["created"], want, "{list}");
+    let mut resp = c.get(gw.at(&format!("/v1/models/{name}"))).send().await.unwrap();
+    let one: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    assert_eq!(one["created"], want, "{one}");
     gw.stop().await;
 }
 
@@ -256,5 +296,15 @@ async fn completions_and_embeddings_are_converted() {
     let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
     assert_eq!(v["object"], "list");
     assert_eq!(v["data"][0]["owned_by"], "library");
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_model_asked_for_during_an_outage_is_not_called_missing() {
+    let gw = Gateway::in_front_of(&crate::support::dead_url()).await;
+    let mut resp = client().get(gw.at("/v1/models/llama3.2")).send().await.unwrap();
+    let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{v}");
+    assert_eq!(v["error"]["type"], "api_error", "{v}");
     gw.stop().await;
 }

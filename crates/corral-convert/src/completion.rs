@@ -73,7 +73,7 @@ pub fn completion_request(req: openai::CompletionRequest) -> Result<ollama::Gene
         Sampling {
             temperature: req.temperature,
             top_p: req.top_p,
-            num_predict: req.max_tokens,
+            num_predict: params::token_limit(req.max_tokens, "max_tokens")?,
             stop: req.stop,
             seed: req.seed,
             frequency_penalty: req.frequency_penalty,

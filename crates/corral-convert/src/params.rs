@@ -109,10 +109,22 @@ pub(crate) fn think_from_effort(effort: &str, param: &str) -> Result<Think, Conv
 /// with fewer choices than asked would be silently wrong.
 pub(crate) fn one_choice(value: Option<u32>, param: &str) -> Result<(), ConvertError> {
     match value {
-        Some(n) if n > 1 => Err(ConvertError::invalid(
+        Some(n) if n != 1 => Err(ConvertError::invalid(
             format!("'{param}' must be 1: Ollama generates one choice per request"),
             param,
         )),
         _ => Ok(()),
+    }
+}
+
+/// A token limit as Ollama's `num_predict`: OpenAI's limits are at least 1 (Ollama reads 0
+/// and negative numbers otherwise: nothing, or no limit at all).
+pub(crate) fn token_limit(value: Option<i64>, param: &str) -> Result<Option<i64>, ConvertError> {
+    match value {
+        Some(n) if n < 1 => Err(ConvertError::invalid(
+            format!("'{param}' must be at least 1, got {n}"),
+            param,
+        )),
+        other => Ok(other),
     }
 }

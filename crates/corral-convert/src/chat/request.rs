@@ -75,7 +75,10 @@ pub fn chat_request(req: openai::ChatCompletionRequest) -> Result<ollama::ChatRe
         Sampling {
             temperature: req.temperature,
             top_p: req.top_p,
-            num_predict: req.max_completion_tokens.or(req.max_tokens),
+            num_predict: match req.max_completion_tokens {
+                Some(n) => params::token_limit(Some(n), "max_completion_tokens")?,
+                None => params::token_limit(req.max_tokens, "max_tokens")?,
+            },
             stop: req.stop,
             seed: req.seed,
             frequency_penalty: req.frequency_penalty,
@@ -105,7 +108,13 @@ fn messages(input: Vec<ChatMessage>) -> Result<Vec<ollama::Message>, ConvertErro
         let role = match m.role.to_ascii_lowercase().as_str() {
             "developer" => "system".to_owned(),
             "function" => "tool".to_owned(),
-            other => other.to_owned(),
+            known @ ("system" | "user" | "assistant" | "tool") => known.to_owned(),
+            other => {
+                return Err(ConvertError::invalid(
+                    format!("invalid role {other:?}: must be system, developer, user, assistant, tool or function"),
+                    format!("messages[{i}].role"),
+                ))
+            }
         };
         let (content, images) = content(m.content, i)?;
         let tool_calls = match m.tool_calls {

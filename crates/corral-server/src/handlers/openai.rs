@@ -68,7 +68,10 @@ impl From<AppError> for OpenAiError {
             _ => None,
         };
         let mut body = ErrorResponse::new(status.as_u16(), err.to_string());
-        body.error.code = Some(err.kind().to_owned());
+        // A refused request's form has no code, as OpenAI's own 400s; the rest name their kind.
+        if !matches!(err, AppError::BadRequest(_) | AppError::PayloadTooLarge { .. }) {
+            body.error.code = Some(err.kind().to_owned());
+        }
         if matches!(err, AppError::NotFound(_)) {
             body.error.param = Some("model".to_owned());
             body.error.code = Some("model_not_found".to_owned());
@@ -291,8 +294,24 @@ fn model_of(value: &Value) -> Result<String> {
 }
 
 /// The typed request, with serde's complaint as a 400.
+/// Reads the request as `T`; a field of the wrong shape is a 400 naming it (`param`).
 fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|e| ConvertError::InvalidJson(format!("invalid request body: {e}")).into())
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde's wording for a value that fits none of a field's accepted forms.
+        let why = if inner.starts_with("data did not match any variant") {
+            "it has none of the accepted types".to_owned()
+        } else {
+            inner
+        };
+        let err = if path == "." {
+            ConvertError::InvalidJson(format!("invalid request body: {why}"))
+        } else {
+            ConvertError::invalid(format!("invalid value for '{path}': {why}"), path)
+        };
+        err.into()
+    })
 }
 
 /// Sends the converted request to a holder of the model.

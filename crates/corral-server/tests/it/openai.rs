@@ -188,6 +188,46 @@ async fn errors_come_back_in_openai_shape() {
         assert_eq!(v["error"]["type"], kind, "{v}");
         assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
     }
+    // Values OpenAI refuses are refused with the field named, not passed on to mean
+    // something else to Ollama.
+    for (path, body, param) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "llama3.2", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),
+            "max_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "llama3.2", "messages": [{"role": "user", "content": "x"}], "max_completion_tokens": -5}),
+            "max_completion_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "llama3.2", "messages": [{"role": "user", "content": "x"}], "n": 0}),
+            "n",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "llama3.2", "messages": [{"role": "wizard", "content": "x"}]}),
+            "messages[0].role",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "llama3.2", "prompt": "x", "stop": ["a", 3]}),
+            "stop",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "llama3.2", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}),
+            "temperature",
+        ),
+    ] {
+        let mut resp = c.post(gw.at(path)).send_json(&body).await.unwrap();
+        let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["error"]["param"], param, "{body}: {v}");
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    }
     let mut resp = c.get(gw.at("/v1/models/nope")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();

@@ -379,7 +379,10 @@ async fn read_answer<T: serde::de::DeserializeOwned>(answer: Answer) -> Result<T
 /// Stamps a new response: a fresh id, the model as the client named it, the time.
 fn meta(kind: &str, model: &str) -> ResponseMeta {
     let id = format!("{kind}-{}", hex::encode(rand::random::<[u8; 12]>()));
-    ResponseMeta::new(id, model, now())
+    let mut meta = ResponseMeta::new(id, model, now());
+    // OpenAI always sends one; Ollama's own `/v1` sends this one for the same backend.
+    meta.system_fingerprint = Some("fp_ollama".to_owned());
+    meta
 }
 
 fn now() -> i64 {

@@ -44,9 +44,9 @@ async fn a_streamed_chat_is_converted_chunk_by_chunk_with_usage() {
         .collect();
     let ids: std::collections::BTreeSet<&str> = chunks.iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 1, "one id per stream");
-    assert!(chunks
-        .iter()
-        .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "llama3.2"));
+    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"
+        && c["model"] == "llama3.2"
+        && c["system_fingerprint"] == "fp_ollama"));
     let content: usize = chunks
         .iter()
         .filter(|c| {

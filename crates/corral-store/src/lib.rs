@@ -32,7 +32,7 @@ pub use crate::ollama::StoredOllama;
 pub use crate::revisions::Revisions;
 pub use crate::tokens::RevokedToken;
 pub use crate::url::redact;
-pub use crate::users::{NewUser, User, UserChanges, ROLE_SETTING, SIGNUP_SETTING};
+pub use crate::users::{NewUser, User, UserChanges, ROLE_SETTING, SIGNUP_CLOSED, SIGNUP_SETTING};
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");

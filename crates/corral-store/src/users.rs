@@ -111,6 +111,8 @@ struct UserChangeset<'a> {
 pub(crate) const FIRST_USER_KEY: &str = "auth.first_user";
 /// The admin-saved switch that opens or closes sign-up (Open WebUI's persistent `ENABLE_SIGNUP`).
 pub const SIGNUP_SETTING: &str = "auth.enable_signup";
+/// What [`Store::sign_up`] says when sign-up is closed.
+pub const SIGNUP_CLOSED: &str = "sign-up is closed";
 /// The admin-saved role of new sign-ups (Open WebUI's persistent `DEFAULT_USER_ROLE`).
 pub const ROLE_SETTING: &str = "auth.default_user_role";
 
@@ -121,9 +123,45 @@ impl Store {
     ///
     /// An email already taken gives [`StoreError::Conflict`].
     pub fn create_user(&self, new: &NewUser, now: i64) -> Result<User, StoreError> {
+        self.insert_user(new, None, now)
+    }
+
+    /// Creates a user by sign-up, as [`Store::create_user`]; into an empty table it is the
+    /// first account, and sign-up closes behind it ([`SIGNUP_SETTING`] saved false). Otherwise
+    /// only while sign-up is open: the saved [`SIGNUP_SETTING`], else `open_by_default`.
+    /// Decided under the lock that decides the first account, so of two simultaneous sign-ups
+    /// into an empty table the second is refused. A closed sign-up is [`StoreError::Conflict`]
+    /// with [`SIGNUP_CLOSED`].
+    pub fn sign_up(&self, new: &NewUser, open_by_default: bool, now: i64) -> Result<User, StoreError> {
+        self.insert_user(new, Some(open_by_default), now)
+    }
+
+    fn insert_user(&self, new: &NewUser, signup: Option<bool>, now: i64) -> Result<User, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let email = normalize_email(&new.email);
         self.write(Area::Auth, |c| {
+            if let Some(open_by_default) = signup {
+                if let AnyConnection::Postgresql(pg) = c {
+                    diesel::sql_query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE").execute(pg)?;
+                }
+                let count: i64 = users::table.count().get_result(c)?;
+                if count > 0 {
+                    let saved: Option<String> = crate::schema::settings::table
+                        .filter(crate::schema::settings::key.eq(SIGNUP_SETTING))
+                        .select(crate::schema::settings::value)
+                        .first(c)
+                        .optional()?;
+                    let open = match saved.as_deref().map(serde_json::from_str::<serde_json::Value>) {
+                        Some(Ok(serde_json::Value::Bool(open))) => open,
+                        _ => open_by_default,
+                    };
+                    if !open {
+                        return Err(StoreError::Conflict(SIGNUP_CLOSED.to_owned()));
+                    }
+                } else {
+                    crate::settings::upsert(c, SIGNUP_SETTING, "false", now)?;
+                }
+            }
             let (role, is_first) = match new.first_user_role {
                 Some(first) => {
                     if let AnyConnection::Postgresql(pg) = c {

@@ -237,15 +237,25 @@ async fn signup(req: HttpRequest, shared: web::Data<Shared>, payload: web::Paylo
     let (mut user, password) = new_user(form, Role::Pending, Some(Role::Admin))?;
     let created = write(&shared, move |store| {
         let (open, role) = signup_policy(store, &settings)?;
+        let closed = || AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned());
+        // Refused before the password is hashed when it is plainly closed; the store decides
+        // for sure, under the lock that decides the first account.
         if !open && store.count_users()? > 0 {
-            return Err(AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned()));
+            return Err(closed());
         }
         user.role = role;
-        let created = create(store, user, &password)?;
-        if store.first_user_id()?.as_deref() == Some(created.id.as_str()) {
-            store.put_setting(SIGNUP_KEY, &Value::Bool(false), unix_now())?;
+        if store.get_user_by_email(&user.email)?.is_some() {
+            return Err(AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()));
         }
-        Ok(created)
+        let hash = corral_auth::hash_password(&password).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        user.password_hash = Some(hash);
+        // The settings' switch (closed without authentication) is the default of the saved one.
+        let by_default = settings.auth.enable_signup && settings.auth.webui_auth;
+        store.sign_up(&user, by_default, unix_now()).map_err(|e| match e {
+            corral_store::StoreError::Conflict(m) if m == corral_store::SIGNUP_CLOSED => closed(),
+            corral_store::StoreError::Conflict(_) => AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()),
+            other => other.into(),
+        })
     })
     .await?;
     tracing::info!(user = %created.id, role = created.role.as_str(), "account created by sign-up");
@@ -683,7 +693,11 @@ async fn change_user(
         if store.get_user(&id)?.is_none() {
             return Err(user_not_found(&id));
         }
-        if changes.role.is_some_and(|r| r != Role::Admin) && is_first_user(store, &id)? {
+        // The first account is changed by no one but itself (its role by no one), so another
+        // admin can neither demote it nor take it over through its email or password.
+        if is_first_user(store, &id)?
+            && (me.as_deref() != Some(id.as_str()) || changes.role.is_some_and(|r| r != Role::Admin))
+        {
             return Err(AppError::Forbidden(messages::ACTION_PROHIBITED.to_owned()));
         }
         if let Some(email) = &changes.email {

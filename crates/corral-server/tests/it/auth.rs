@@ -1450,6 +1450,22 @@ async fn the_first_admin_stays_and_tokens_are_picked_as_the_reference_picks_them
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    for change in [
+        json!({"password": "Hijacked1!"}),
+        json!({"email": "takeover@example.com"}),
+        json!({"name": "pwned"}),
+    ] {
+        let r = post(&gw, &format!("/api/v1/users/{first_id}/update"), Some(&second), change).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    }
+    let r = post(
+        &gw,
+        &format!("/api/v1/users/{first_id}/update"),
+        Some(&first),
+        json!({"name": "Owner"}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "the first admin changes itself: {}", r.body);
     let r = call(
         Method::DELETE,
         &gw.at(&format!("/api/v1/users/{first_id}")),
@@ -1493,5 +1509,23 @@ async fn the_first_admin_stays_and_tokens_are_picked_as_the_reference_picks_them
         tags(None, format!("token={first}; token=stale")).await,
         StatusCode::UNAUTHORIZED
     );
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn of_two_simultaneous_first_sign_ups_only_one_gets_in() {
+    let db = TestDb::sqlite();
+    let sim = sim_with(&["llama3.2"]).await;
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    let form = |email: &str| json!({"email": email, "password": "correct horse", "name": email});
+    let (a, b) = futures_util::join!(
+        post(&gw, "/api/v1/auths/signup", None, form("owner@example.com")),
+        post(&gw, "/api/v1/auths/signup", None, form("intruder@example.com")),
+    );
+    let mut statuses = [a.status.as_u16(), b.status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 403], "{} / {}", a.body, b.body);
+    let winner = if a.status == StatusCode::OK { &a } else { &b };
+    assert_eq!(winner.body["role"], "admin");
     gw.stop().await;
 }

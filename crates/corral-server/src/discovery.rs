@@ -24,14 +24,22 @@ pub struct Listings {
     pub ps: Vec<Option<Value>>,
 }
 
-/// Fetches `/api/tags` and `/api/ps` from every enabled instance at once.
-pub async fn fetch_listings(client: &awc::Client, settings: &Settings) -> Listings {
+/// Fetches `/api/tags` and `/api/ps` from every enabled instance at once, but those `out`
+/// names (ejected instances: a listing must not wait on them while they are out).
+pub async fn fetch_listings(client: &awc::Client, settings: &Settings, out: &dyn Fn(usize) -> bool) -> Listings {
     if !settings.ollama.enable {
         return Listings::default();
     }
     let n = settings.ollama.base_urls.len();
-    let tags = join_all((0..n).map(|i| fetch_json(client, settings, i, "/api/tags")));
-    let ps = join_all((0..n).map(|i| fetch_json(client, settings, i, "/api/ps")));
+    let ask = |i: usize, path: &'static str| async move {
+        if out(i) {
+            None
+        } else {
+            fetch_json(client, settings, i, path).await
+        }
+    };
+    let tags = join_all((0..n).map(|i| ask(i, "/api/tags")));
+    let ps = join_all((0..n).map(|i| ask(i, "/api/ps")));
     let (tags, ps) = futures_util::join!(tags, ps);
     Listings { tags, ps }
 }

@@ -81,7 +81,8 @@ impl Fleet {
     pub async fn refresh_now(&self, shared: &Shared, client: &awc::Client) -> Arc<Snapshot> {
         let generation = self.generation();
         let settings = shared.settings();
-        let listings = fetch_listings(client, &settings).await;
+        let out = |idx: usize| shared.is_ejected(idx);
+        let listings = fetch_listings(client, &settings, &out).await;
         let catalogue = crate::catalogue::merge(&settings, &listings);
         let snap = Arc::new(Snapshot {
             catalogue,

@@ -86,6 +86,19 @@ impl Shared {
         self.picks.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Whether instance `idx` is ejected now (out of rotation until its ejection ends).
+    pub fn is_ejected(&self, idx: usize) -> bool {
+        let settings = self.settings();
+        let Some(url) = settings.ollama.base_urls.get(idx) else {
+            return false;
+        };
+        let instance = self.instances.get(url.trim_end_matches('/'));
+        matches!(
+            instance.health(std::time::Instant::now()),
+            corral_balance::HealthState::Ejected { .. }
+        )
+    }
+
     /// The `config` revision the current settings reflect.
     pub fn config_revision(&self) -> i64 {
         self.config_revision.load(Ordering::Acquire)

@@ -101,9 +101,17 @@ pub async fn version(shared: web::Data<Shared>, client: web::Data<awc::Client>) 
     if !settings.ollama.enable {
         return Ok(HttpResponse::Ok().json(json!({ "version": false })));
     }
-    let answers = futures_util::future::join_all(
-        (0..settings.ollama.base_urls.len()).map(|idx| fetch_json(&client, &settings, idx, "/api/version")),
-    )
+    let answers = futures_util::future::join_all((0..settings.ollama.base_urls.len()).map(|idx| {
+        let (client, settings, shared) = (&client, &settings, &shared);
+        // An ejected instance is not waited on.
+        async move {
+            if shared.is_ejected(idx) {
+                None
+            } else {
+                fetch_json(client, settings, idx, "/api/version").await
+            }
+        }
+    }))
     .await;
     let versions: Vec<(usize, String)> = answers
         .into_iter()

@@ -446,3 +446,41 @@ async fn a_client_that_leaves_before_its_answer_gives_back_its_slot_and_its_plac
     assert_eq!(sent, 1, "only the chat whose client stayed was sent: {:?}", sim.stats());
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn listings_do_not_wait_on_an_ejected_instance() {
+    let a = plain_sim().await;
+    // Accepts connections (the kernel does) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let mut settings = settings_for(&[&a.url(), &silent_url]);
+    settings.balance.health_interval = 0.1;
+    settings.balance.failures_to_eject = 1;
+    settings.balance.ejection_time = 60.0;
+    // Every listing asks the instances again.
+    settings.ollama.models_cache_ttl = 0;
+    let gw = Gateway::start(settings).await;
+    let mut ejected = false;
+    for _ in 0..20 {
+        if status(&gw).await["instances"][1]["health"] == "ejected" {
+            ejected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ejected, "{}", status(&gw).await);
+    for path in ["/api/tags", "/api/version", "/api/ps", "/ollama/api/tags"] {
+        for _ in 0..3 {
+            let start = std::time::Instant::now();
+            let resp = client().get(gw.at(path)).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            let took = start.elapsed();
+            assert!(
+                took < Duration::from_millis(500),
+                "{path} waited {took:?} on the ejected instance"
+            );
+        }
+    }
+    drop(silent);
+    gw.stop().await;
+}

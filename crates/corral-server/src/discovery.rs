@@ -25,15 +25,22 @@ pub struct Listings {
 }
 
 /// Fetches `/api/tags` and `/api/ps` from every enabled instance at once, but those `out`
-/// names (ejected instances: a listing must not wait on them while they are out).
-pub async fn fetch_listings(client: &awc::Client, settings: &Settings, out: &dyn Fn(usize) -> bool) -> Listings {
+/// names (ejected instances: a listing must not wait on them while they are out), for which
+/// what they said last time (`previous`, taken with the same settings) stands.
+pub async fn fetch_listings(
+    client: &awc::Client,
+    settings: &Settings,
+    out: &dyn Fn(usize) -> bool,
+    previous: Option<&Listings>,
+) -> Listings {
     if !settings.ollama.enable {
         return Listings::default();
     }
     let n = settings.ollama.base_urls.len();
     let ask = |i: usize, path: &'static str| async move {
         if out(i) {
-            None
+            let last = previous.map(|p| if path == "/api/tags" { &p.tags } else { &p.ps });
+            last.and_then(|l| l.get(i).cloned().flatten())
         } else {
             fetch_json(client, settings, i, path).await
         }

@@ -82,7 +82,8 @@ impl Fleet {
         let generation = self.generation();
         let settings = shared.settings();
         let out = |idx: usize| shared.is_ejected(idx);
-        let listings = fetch_listings(client, &settings, &out).await;
+        let previous = self.snapshot().filter(|p| p.generation == generation);
+        let listings = fetch_listings(client, &settings, &out, previous.as_ref().map(|p| &p.listings)).await;
         let catalogue = crate::catalogue::merge(&settings, &listings);
         let snap = Arc::new(Snapshot {
             catalogue,

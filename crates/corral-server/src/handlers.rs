@@ -252,10 +252,8 @@ pub fn default_target(shared: &Shared) -> Result<Target, AppError> {
     target(shared, idx)
 }
 
-/// Path and query for the upstream: `path` plus the client's query string, if any.
-pub fn upstream_path(req: &actix_web::HttpRequest, path: &str) -> String {
-    match req.query_string() {
-        "" => path.to_owned(),
-        q => format!("{path}?{q}"),
-    }
+/// The path upstream. The client's query string stays at the gateway, as the reference builds
+/// `{base}{path}`: Ollama reads none, and a credential put there would reach its logs.
+pub fn upstream_path(_req: &actix_web::HttpRequest, path: &str) -> String {
+    path.to_owned()
 }

@@ -149,8 +149,10 @@ fn access_line(
     let line = match uri.query() {
         None => path.to_owned(),
         Some(query) => {
+            // `;` separates pairs too for some parsers.
             let pairs: Vec<String> = query
                 .split('&')
+                .flat_map(|p| p.split(';'))
                 .map(|pair| match pair.split_once('=') {
                     Some((name, _)) if secret_name(name) => format!("{name}=***"),
                     _ => pair.to_owned(),
@@ -164,7 +166,27 @@ fn access_line(
 
 /// Whether a query parameter's name says it may hold a secret.
 fn secret_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+    // Named as a query parser reads it: `%74oken` is `token`.
+    let mut bytes = Vec::with_capacity(name.len());
+    let mut rest = name.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b, tail) {
+            (b'%', [h, l, more @ ..]) if hex(*h).is_some() && hex(*l).is_some() => {
+                bytes.push(((hex(*h).unwrap_or(0) << 4) | hex(*l).unwrap_or(0)) as u8);
+                rest = more;
+            }
+            (b'+', _) => {
+                bytes.push(b' ');
+                rest = tail;
+            }
+            _ => {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+    }
+    let name = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
     [
         "token",
         "key",
@@ -193,6 +215,11 @@ mod tests {
         assert_eq!(
             super::access_line(&Method::GET, &uri, Version::HTTP_11),
             "GET /api/tags?token=***&api_key=***&x=1&Authorization=***&flag HTTP/1.1"
+        );
+        let uri: Uri = "/api/tags?%74oken=a&tok%65n=b&x=1;token=c".parse().unwrap();
+        assert_eq!(
+            super::access_line(&Method::GET, &uri, Version::HTTP_11),
+            "GET /api/tags?%74oken=***&tok%65n=***&x=1&token=*** HTTP/1.1"
         );
         let uri: Uri = "/api/chat".parse().unwrap();
         assert_eq!(

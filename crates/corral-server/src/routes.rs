@@ -105,11 +105,18 @@ fn owui_routes(cfg: &mut web::ServiceConfig) {
         );
     let get_head = [Method::GET, Method::HEAD];
     forward_idx_only(cfg, "/api/tags", &get_head, Spec::get("/api/tags"));
-    forward_idx_only(cfg, "/api/version", &get_head, Spec::get("/api/version").public());
+    // One instance's version is not everyone's to probe (the reference's §8.1 item 3).
+    forward_idx_only(cfg, "/api/version", &get_head, Spec::get("/api/version"));
     forward_idx_only(cfg, "/v1/models", &[Method::GET], Spec::get("/v1/models"));
     cfg.route("/v1/models", web::get().to(fleet::v1_models));
     cfg.route("/api/unload", web::post().to(fleet::unload));
     cfg.route("/api/pull/all", web::post().to(fleet::pull_all));
+    // Clients pointed at `/ollama` upload blobs there before a create.
+    cfg.service(
+        web::resource(["/api/blobs/{digest}", "/api/blobs/{digest}/{url_idx}"])
+            .route(web::head().to(native::blob))
+            .route(web::post().to(native::blob)),
+    );
     cfg.route("/api/delete/all", web::delete().to(fleet::delete_all));
 
     let owui = |spec: Spec| spec.owui(true);

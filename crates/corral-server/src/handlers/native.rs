@@ -112,14 +112,6 @@ impl Spec {
         }
     }
 
-    /// The same route open to everyone.
-    pub const fn public(self) -> Spec {
-        Spec {
-            level: Level::Public,
-            ..self
-        }
-    }
-
     /// The same route with another upstream method.
     pub const fn method(self, method: &'static str) -> Spec {
         Spec { method, ..self }

@@ -189,7 +189,7 @@ async fn every_route_answers_each_caller_as_the_matrix_says() {
         (Method::GET, "/ollama/", None, Need::None),
         (Method::GET, "/api/version", None, Need::None),
         (Method::GET, "/ollama/api/version", None, Need::None),
-        (Method::GET, "/ollama/api/version/0", None, Need::None),
+        (Method::GET, "/ollama/api/version/0", None, Need::Verified),
         (Method::GET, "/api/tags", None, Need::Verified),
         (Method::GET, "/ollama/api/tags", None, Need::Verified),
         (Method::GET, "/ollama/api/tags/0", None, Need::Verified),

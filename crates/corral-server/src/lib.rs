@@ -166,27 +166,11 @@ fn access_line(
 
 /// Whether a query parameter's name says it may hold a secret.
 fn secret_name(name: &str) -> bool {
-    // Named as a query parser reads it: `%74oken` is `token`.
-    let mut bytes = Vec::with_capacity(name.len());
-    let mut rest = name.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (b, tail) {
-            (b'%', [h, l, more @ ..]) if hex(*h).is_some() && hex(*l).is_some() => {
-                bytes.push(((hex(*h).unwrap_or(0) << 4) | hex(*l).unwrap_or(0)) as u8);
-                rest = more;
-            }
-            (b'+', _) => {
-                bytes.push(b' ');
-                rest = tail;
-            }
-            _ => {
-                bytes.push(b);
-                rest = tail;
-            }
-        }
-    }
-    let name = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+    // Named as a query parser reads it: `%74oken` is `token`, `+` a space.
+    let name = name.replace('+', " ");
+    let name = percent_encoding::percent_decode_str(&name)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
     [
         "token",
         "key",

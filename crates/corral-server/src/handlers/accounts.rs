@@ -186,13 +186,27 @@ fn new_user(form: SignupForm, role: Role, first_user_role: Option<Role>) -> Resu
 }
 
 /// Creates the user, hashing the password first (slow by design: off the executor).
-fn create(store: &Store, mut user: NewUser, password: &str) -> Result<User, AppError> {
+fn create(store: &Store, user: NewUser, password: &str) -> Result<User, AppError> {
+    insert(store, user, password, None)
+}
+
+/// [`create`], or with `signup` (sign-up's default openness) a sign-up, refused with the
+/// reference's 403 when sign-up is closed ([`Store::sign_up`] decides).
+fn insert(store: &Store, mut user: NewUser, password: &str, signup: Option<bool>) -> Result<User, AppError> {
     if store.get_user_by_email(&user.email)?.is_some() {
         return Err(AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()));
     }
     let hash = corral_auth::hash_password(password).map_err(|e| AppError::BadRequest(e.to_string()))?;
     user.password_hash = Some(hash);
-    store.create_user(&user, unix_now()).map_err(|e| match e {
+    let now = unix_now();
+    let created = match signup {
+        Some(open_by_default) => store.sign_up(&user, open_by_default, now),
+        None => store.create_user(&user, now),
+    };
+    created.map_err(|e| match e {
+        corral_store::StoreError::Conflict(m) if m == corral_store::SIGNUP_CLOSED => {
+            AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned())
+        }
         corral_store::StoreError::Conflict(_) => AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()),
         other => other.into(),
     })
@@ -237,25 +251,15 @@ async fn signup(req: HttpRequest, shared: web::Data<Shared>, payload: web::Paylo
     let (mut user, password) = new_user(form, Role::Pending, Some(Role::Admin))?;
     let created = write(&shared, move |store| {
         let (open, role) = signup_policy(store, &settings)?;
-        let closed = || AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned());
         // Refused before the password is hashed when it is plainly closed; the store decides
         // for sure, under the lock that decides the first account.
         if !open && store.count_users()? > 0 {
-            return Err(closed());
+            return Err(AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned()));
         }
         user.role = role;
-        if store.get_user_by_email(&user.email)?.is_some() {
-            return Err(AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()));
-        }
-        let hash = corral_auth::hash_password(&password).map_err(|e| AppError::BadRequest(e.to_string()))?;
-        user.password_hash = Some(hash);
         // The settings' switch (closed without authentication) is the default of the saved one.
         let by_default = settings.auth.enable_signup && settings.auth.webui_auth;
-        store.sign_up(&user, by_default, unix_now()).map_err(|e| match e {
-            corral_store::StoreError::Conflict(m) if m == corral_store::SIGNUP_CLOSED => closed(),
-            corral_store::StoreError::Conflict(_) => AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()),
-            other => other.into(),
-        })
+        insert(store, user, &password, Some(by_default))
     })
     .await?;
     tracing::info!(user = %created.id, role = created.role.as_str(), "account created by sign-up");

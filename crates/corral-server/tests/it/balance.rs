@@ -235,6 +235,18 @@ async fn slow_sim() -> SimHandle {
     .unwrap()
 }
 
+/// A warmed gateway running one request at a time per model, in front of the slow simulator,
+/// with `queue_timeout` seconds of waiting allowed.
+async fn one_slot(queue_timeout: f64) -> (SimHandle, Gateway) {
+    let sim = slow_sim().await;
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.balance.slots = 1;
+    settings.balance.queue_timeout = queue_timeout;
+    let gw = Gateway::start(settings).await;
+    warm(&gw).await;
+    (sim, gw)
+}
+
 /// Status and `Retry-After` of one 20-token chat (about a second at 20 tokens/s).
 async fn timed_chat(url: String) -> (StatusCode, Option<String>) {
     let body = chat_body("llama3.2", 20, false);
@@ -280,12 +292,7 @@ async fn when_every_slot_is_taken_requests_queue_and_a_full_queue_gets_503() {
 
 #[actix_web::test]
 async fn a_wait_past_the_queue_timeout_gets_503_with_retry_after() {
-    let sim = slow_sim().await;
-    let mut settings = settings_for(&[&sim.url()]);
-    settings.balance.slots = 1;
-    settings.balance.queue_timeout = 0.3;
-    let gw = Gateway::start(settings).await;
-    warm(&gw).await;
+    let (_sim, gw) = one_slot(0.3).await;
     let url = gw.at("/api/chat");
     let second = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -346,12 +353,7 @@ async fn active_checks_eject_a_silent_instance_and_bring_it_back() {
 
 #[actix_web::test]
 async fn show_and_unload_run_nothing_so_they_wait_for_no_slot() {
-    let sim = slow_sim().await;
-    let mut settings = settings_for(&[&sim.url()]);
-    settings.balance.slots = 1;
-    settings.balance.queue_timeout = 0.3;
-    let gw = Gateway::start(settings).await;
-    warm(&gw).await;
+    let (_sim, gw) = one_slot(0.3).await;
     let url = gw.at("/api/chat");
     // While a one-second chat holds the only slot, a show and an unload answer at once,
     // where another chat would wait past the queue timeout and get a 503.
@@ -404,12 +406,7 @@ async fn abandon(url: String, body: Value, after: Duration) {
 
 #[actix_web::test]
 async fn a_client_that_leaves_before_its_answer_gives_back_its_slot_and_its_place_in_the_queue() {
-    let sim = slow_sim().await;
-    let mut settings = settings_for(&[&sim.url()]);
-    settings.balance.slots = 1;
-    settings.balance.queue_timeout = 30.0;
-    let gw = Gateway::start(settings).await;
-    warm(&gw).await;
+    let (sim, gw) = one_slot(30.0).await;
     let url = gw.at("/api/chat");
     // A non-streamed two-second chat whose client leaves after 300 ms: its slot comes back
     // long before the generation would have ended.

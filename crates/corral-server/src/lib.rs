@@ -131,6 +131,9 @@ impl Corral {
                 .configure(|cfg| corral.configure(cfg))
         })
         .workers(workers)
+        // Streams end with small writes (the last chunk, the chunked terminator): Nagle's
+        // algorithm would hold them for the client's delayed ACK on every reused connection.
+        .tcp_nodelay(true)
         .on_connect(client_gone::on_connect)
         .listen(listener)?
         .run();

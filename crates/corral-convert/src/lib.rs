@@ -12,6 +12,7 @@ pub mod openai;
 mod params;
 pub mod sse;
 mod stream;
+pub mod stream_end;
 mod tools;
 mod usage;
 

@@ -6,14 +6,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use actix_web::http::header::HeaderValue;
 use bytes::Bytes;
+use corral_convert::stream_end::{EndFraming, StreamEnd};
 use futures_util::Stream;
-use memchr::memmem::Finder;
 use tokio::time::{Instant, Sleep};
 
 /// How the client reads the body, which decides how a late error is told.
@@ -54,21 +53,9 @@ pub struct Relay<S> {
     /// The declared body length, checked at the end.
     expected_len: Option<u64>,
     relayed: u64,
-    /// Whether a terminal marker (final object, success, error, `[DONE]`) went by.
-    complete: bool,
-    /// The last bytes relayed, so a marker split across two chunks is still seen.
-    carry: [u8; CARRY],
-    carry_len: usize,
+    /// The last lines seen, to tell a finished stream from one that broke off.
+    end: Option<StreamEnd>,
 }
-
-/// Byte sequences that end a stream properly. Inside a JSON string `"` is escaped, so
-/// model output cannot fake them.
-const NDJSON_ENDS: [&[u8]; 3] = [b"\"done\":true", b"\"status\":\"success\"", b"{\"error\":"];
-const SSE_ENDS: [&[u8]; 2] = [b"data: [DONE]", b"data: {\"error\":"];
-/// The searchers for the markers, built once: building one costs more than searching a chunk.
-static NDJSON_FINDERS: LazyLock<Vec<Finder<'static>>> = LazyLock::new(|| NDJSON_ENDS.iter().map(Finder::new).collect());
-static SSE_FINDERS: LazyLock<Vec<Finder<'static>>> = LazyLock::new(|| SSE_ENDS.iter().map(Finder::new).collect());
-const CARRY: usize = 24;
 
 impl<S> Drop for Relay<S> {
     fn drop(&mut self) {
@@ -92,9 +79,11 @@ impl<S> Relay<S> {
             on_drop: None,
             expected_len: None,
             relayed: 0,
-            complete: false,
-            carry: [0; CARRY],
-            carry_len: 0,
+            end: match framing {
+                Framing::NdJson => Some(StreamEnd::new(EndFraming::NdJson)),
+                Framing::Sse => Some(StreamEnd::new(EndFraming::Sse)),
+                Framing::Opaque => None,
+            },
         }
     }
 
@@ -104,38 +93,11 @@ impl<S> Relay<S> {
         self
     }
 
-    /// Notes terminal markers in `chunk` (and across its boundary with the last one).
-    fn scan(&mut self, chunk: &[u8]) {
-        if self.complete {
-            return;
-        }
-        let ends: &[Finder<'static>] = match self.framing {
-            Framing::NdJson => &NDJSON_FINDERS,
-            Framing::Sse => &SSE_FINDERS,
-            Framing::Opaque => return,
-        };
-        // The seam: the carried tail of the last chunk and the head of this one, on the stack.
-        let mut seam = [0u8; 2 * CARRY];
-        let head = chunk.len().min(CARRY);
-        seam[..self.carry_len].copy_from_slice(&self.carry[..self.carry_len]);
-        seam[self.carry_len..self.carry_len + head].copy_from_slice(&chunk[..head]);
-        let seam = &seam[..self.carry_len + head];
-        self.complete = ends.iter().any(|m| m.find(chunk).is_some() || m.find(seam).is_some());
-        // Keep the stream's last CARRY bytes, which may span several small chunks.
-        let mut tail = [0u8; CARRY];
-        let from_chunk = chunk.len().min(CARRY);
-        let from_carry = (CARRY - from_chunk).min(self.carry_len);
-        tail[..from_carry].copy_from_slice(&self.carry[self.carry_len - from_carry..self.carry_len]);
-        tail[from_carry..from_carry + from_chunk].copy_from_slice(&chunk[chunk.len() - from_chunk..]);
-        self.carry = tail;
-        self.carry_len = from_carry + from_chunk;
-    }
-
     /// Whether the body ended where it should have.
     fn ended_properly(&self) -> bool {
-        match self.framing {
-            Framing::NdJson | Framing::Sse => self.complete,
-            Framing::Opaque => self.expected_len.is_none_or(|n| self.relayed >= n),
+        match &self.end {
+            Some(end) => end.ended_properly(),
+            None => self.expected_len.is_none_or(|n| self.relayed >= n),
         }
     }
 
@@ -181,7 +143,9 @@ where
                     this.at_line_start = *last == b'\n';
                 }
                 this.relayed += chunk.len() as u64;
-                this.scan(&chunk);
+                if let Some(end) = this.end.as_mut() {
+                    end.push(&chunk);
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(err))) => {

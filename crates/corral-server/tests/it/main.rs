@@ -7,6 +7,7 @@ mod auth;
 mod balance;
 mod config;
 mod fleet;
+mod hardening;
 mod models;
 mod openai;
 mod passthrough;

@@ -263,7 +263,12 @@ fn tool_call_for(tool: &Value) -> Value {
     let mut args = Map::new();
     if let Some(required) = f["parameters"]["required"].as_array() {
         for name in required.iter().filter_map(Value::as_str) {
-            args.insert(name.to_owned(), Value::String("Paris".to_owned()));
+            // A boolean parameter gets `true`, a shape a gateway must not take for a stream's end.
+            let value = match f["parameters"]["properties"][name]["type"].as_str() {
+                Some("boolean") => Value::Bool(true),
+                _ => Value::String("Paris".to_owned()),
+            };
+            args.insert(name.to_owned(), value);
         }
     }
     json!({ "id": "call_sim00001", "function": { "index": 0, "name": f["name"].as_str().unwrap_or("tool"), "arguments": args } })

@@ -1,8 +1,15 @@
-//! Sign-in rate limiting: a bucketed sliding window, per account and per client address.
+//! Sign-in rate limiting: a bucketed sliding window, per (account, client address), per address, and a
+//! per-account ceiling that slows guessing down without locking the owner out.
 //!
 //! The reference allows at most 15 sign-in attempts per lower-cased email across the current and the three
 //! previous 60-second buckets; the 16th gets 429 [`RATE_LIMIT_EXCEEDED`](crate::messages::RATE_LIMIT_EXCEEDED).
+//! Keyed on the email alone, that lets anyone lock anyone out: 15 wrong passwords from anywhere, renewed
+//! forever. Following OWASP's authentication guidance (lockout is a denial of service; throttle per source,
+//! slow per account), Corral counts the 15 per (account, address); an account whose attempts from all
+//! addresses pass a ceiling is *slowed*: each address then gets only a few attempts per window on it, so a
+//! botnet's guesses drop to a trickle while the owner, from their own address, still gets in.
 //! Every attempt counts, successful, failed or refused, so a client that keeps hammering stays blocked.
+//! A full table evicts its stalest keys rather than refusing newcomers.
 //! These are plain structs: the server wraps them in a mutex.
 
 use std::borrow::Borrow;
@@ -24,7 +31,7 @@ pub struct RateLimitPolicy {
     pub bucket: Duration,
     /// Buckets in the window, counting the current one (at least 1 is used).
     pub buckets: u32,
-    /// The most keys remembered; when full and no key is stale, attempts from new keys are refused.
+    /// The most keys remembered; when full, the keys used longest ago are forgotten to make room.
     pub max_keys: usize,
 }
 
@@ -112,8 +119,11 @@ impl<K: Hash + Eq> RateLimiter<K> {
         if !self.entries.contains_key(&key) && self.entries.len() >= self.policy.max_keys {
             self.sweep(current);
             if self.entries.len() >= self.policy.max_keys {
-                let next = current.saturating_add(1).saturating_mul(bucket_ms);
-                return Err(retry_in(next, now_ms));
+                if self.policy.max_keys == 0 {
+                    let next = current.saturating_add(1).saturating_mul(bucket_ms);
+                    return Err(retry_in(next, now_ms));
+                }
+                self.evict_stalest();
             }
         }
         let window = self.policy.window_buckets();
@@ -174,6 +184,25 @@ impl<K: Hash + Eq> RateLimiter<K> {
         self.sweep(now.timestamp_millis().div_euclid(self.policy.bucket_ms()));
     }
 
+    /// Forgets the keys whose last attempt is oldest: a sixteenth of the table at once, so a flood of new
+    /// keys costs one pass over the table per many of them.
+    fn evict_stalest(&mut self) {
+        let mut last: Vec<i64> = self
+            .entries
+            .values()
+            .map(|b| b.back().map_or(i64::MIN, |(i, _)| *i))
+            .collect();
+        let n = (last.len() / 16).max(1);
+        let (_, cutoff, _) = last.select_nth_unstable(n - 1);
+        let cutoff = *cutoff;
+        let mut removed = 0;
+        self.entries.retain(|_, b| {
+            let stale = removed < n && b.back().map_or(i64::MIN, |(i, _)| *i) <= cutoff;
+            removed += usize::from(stale);
+            !stale
+        });
+    }
+
     fn sweep(&mut self, current: i64) {
         let window = self.policy.window_buckets();
         self.entries.retain(|_, buckets| {
@@ -195,52 +224,97 @@ fn retry_in(at_ms: i64, now_ms: i64) -> RetryAfter {
     RetryAfter(Duration::from_millis(ms))
 }
 
-/// The sign-in limiter: one window per lower-cased email and one per client address.
+/// How many attempts each address gets on an account that is over its ceiling (see [`SigninLimiter`]).
+pub const SLOWED_ATTEMPTS: u32 = 3;
+
+/// The sign-in limiter: one window per (lower-cased email, client address), one per client address, and one
+/// per account whose ceiling slows rather than locks.
+///
+/// An attempt is refused when its (account, address) pair is past the pair limit (the reference's 15), when its
+/// address is past the address limit (password spraying), or when the account is past its ceiling and this
+/// pair has already had [`SLOWED_ATTEMPTS`] in the window. The owner's own address is never locked out by
+/// others' attempts: at worst it is slowed to a few attempts per window.
 #[derive(Debug, Clone)]
 pub struct SigninLimiter {
-    accounts: RateLimiter<String>,
+    pairs: RateLimiter<(String, String)>,
     addresses: RateLimiter<String>,
+    accounts: RateLimiter<String>,
 }
 
 impl Default for SigninLimiter {
-    /// The reference's per-account policy and [`RateLimitPolicy::per_address`].
+    /// The reference's limit per (account, address), [`RateLimitPolicy::per_address`], and
+    /// [`RateLimitPolicy::account_ceiling`].
     fn default() -> Self {
         SigninLimiter::new(RateLimitPolicy::default(), RateLimitPolicy::per_address())
     }
 }
 
+impl RateLimitPolicy {
+    /// Corral's default per-account ceiling: past 100 attempts across four 60-second buckets from all addresses,
+    /// the account is slowed (each address gets [`SLOWED_ATTEMPTS`] per window on it).
+    pub fn account_ceiling() -> Self {
+        RateLimitPolicy {
+            max_attempts: 100,
+            ..RateLimitPolicy::default()
+        }
+    }
+}
+
 impl SigninLimiter {
-    /// A limiter with the given per-account and per-address policies.
-    pub fn new(account: RateLimitPolicy, address: RateLimitPolicy) -> Self {
+    /// A limiter with the given per-(account, address) and per-address policies and the default ceiling.
+    pub fn new(pair: RateLimitPolicy, address: RateLimitPolicy) -> Self {
+        SigninLimiter::with_ceiling(pair, address, RateLimitPolicy::account_ceiling())
+    }
+
+    /// A limiter with every policy given.
+    pub fn with_ceiling(pair: RateLimitPolicy, address: RateLimitPolicy, ceiling: RateLimitPolicy) -> Self {
         SigninLimiter {
-            accounts: RateLimiter::new(account),
+            pairs: RateLimiter::new(pair),
             addresses: RateLimiter::new(address),
+            accounts: RateLimiter::new(ceiling),
         }
     }
 
-    /// Records a sign-in attempt for `email` (lower-cased here) from `address`, and refuses it if either window
-    /// is over its limit; the longer wait is returned. The attempt is recorded in both windows either way.
+    /// Records a sign-in attempt for `email` (lower-cased here) from `address`, and refuses it if a window is
+    /// over its limit; the longest wait is returned. The attempt is recorded in every window either way.
     pub fn check_and_record(
         &mut self,
         email: &str,
         address: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), RetryAfter> {
-        let by_account = self.accounts.check_and_record(email.to_lowercase(), now);
+        let email = email.to_lowercase();
+        let addr = address.unwrap_or_default().to_owned();
+        let over_ceiling = self.accounts.check_and_record(email.clone(), now).is_err();
+        let pair_key = (email, addr.clone());
+        let by_pair = self.pairs.check_and_record(pair_key.clone(), now);
         let by_address = match address {
-            Some(addr) => self.addresses.check_and_record(addr.to_owned(), now),
+            Some(_) => self.addresses.check_and_record(addr, now),
             None => Ok(()),
         };
-        match (by_account, by_address) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(a), Err(b)) => Err(a.max(b)),
-            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        let mut refused = [by_pair.err(), by_address.err()].into_iter().flatten().max();
+        if over_ceiling && refused.is_none() {
+            let pair = self.pairs.policy;
+            if self.pairs.attempts(&pair_key, now) > SLOWED_ATTEMPTS {
+                // Slowed: the pair's window has to drain to below the slowed allowance.
+                refused = Some(RetryAfter(
+                    pair.bucket
+                        .saturating_mul(pair.buckets.max(1))
+                        .min(Duration::from_secs(3600)),
+                ));
+            }
         }
+        refused.map_or(Ok(()), Err)
     }
 
-    /// The per-account limiter, for inspection.
+    /// The per-account ceiling's limiter, for inspection.
     pub fn accounts(&self) -> &RateLimiter<String> {
         &self.accounts
+    }
+
+    /// The per-(account, address) limiter, for inspection.
+    pub fn pairs(&self) -> &RateLimiter<(String, String)> {
+        &self.pairs
     }
 
     /// The per-address limiter, for inspection.

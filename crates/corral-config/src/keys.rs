@@ -45,6 +45,9 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc { key: "server.cors_allow_origin", env: &["CORRAL_SERVER__CORS_ALLOW_ORIGIN", "CORS_ALLOW_ORIGIN"], kind: EnvKind::List, default: "*", doc: "Origins a browser may call Corral from, separated by `;`; `*` allows any." },
     SettingDoc { key: "server.log", env: &["CORRAL_SERVER__LOG", "RUST_LOG"], kind: EnvKind::Text, default: "info", doc: "Log filter in `tracing` EnvFilter syntax." },
     SettingDoc { key: "server.workers", env: &["CORRAL_SERVER__WORKERS"], kind: EnvKind::Int, default: "0", doc: "Worker threads; 0 means one per core." },
+    SettingDoc { key: "server.forwarded_allow_ips", env: &["CORRAL_SERVER__FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS"], kind: EnvKind::List, default: "(empty: trust no proxy)", doc: "Addresses or CIDR ranges of trusted reverse proxies, separated by `;` or `,` (`*` trusts any peer); only from them are `Forwarded` and `X-Forwarded-For` read for the client address used by the sign-in limiter, the connection cap and the access log." },
+    SettingDoc { key: "server.body_read_timeout", env: &["CORRAL_SERVER__BODY_READ_TIMEOUT"], kind: EnvKind::Seconds, default: "30", doc: "Seconds a client has to send a request body the gateway reads whole (a streamed blob upload instead may not pause longer than this between two chunks); past it the request gets a JSON 408. 0 waits without limit." },
+    SettingDoc { key: "server.max_unauthenticated_per_address", env: &["CORRAL_SERVER__MAX_UNAUTHENTICATED_PER_ADDRESS"], kind: EnvKind::Int, default: "64", doc: "Requests without a valid credential that one client address may have in progress at once; more get a JSON 429. 0 means no cap." },
     SettingDoc { key: "database.url", env: &["CORRAL_DATABASE__URL", "DATABASE_URL"], kind: EnvKind::Text, default: "(empty: `<data_dir>/corral.db`)", doc: "`postgres://…` selects PostgreSQL; `sqlite://PATH` or a path selects SQLite." },
     SettingDoc { key: "database.pool_size", env: &["CORRAL_DATABASE__POOL_SIZE"], kind: EnvKind::Int, default: "0 (8 for PostgreSQL, 4 for SQLite)", doc: "Connections kept in the pool." },
     SettingDoc { key: "ollama.enable", env: &["CORRAL_OLLAMA__ENABLE", "ENABLE_OLLAMA_API"], kind: EnvKind::Bool, default: "true", doc: "Whether the Ollama API is served at all." },
@@ -73,6 +76,9 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc { key: "auth.enable_api_keys", env: &["CORRAL_AUTH__ENABLE_API_KEYS", "ENABLE_API_KEYS"], kind: EnvKind::Bool, default: "true", doc: "Whether users may create and use `sk-` API keys." },
     SettingDoc { key: "auth.bypass_model_access_control", env: &["CORRAL_AUTH__BYPASS_MODEL_ACCESS_CONTROL", "BYPASS_MODEL_ACCESS_CONTROL"], kind: EnvKind::Bool, default: "false", doc: "Let every user see and use every model." },
     SettingDoc { key: "auth.forward_user_info_headers", env: &["CORRAL_AUTH__FORWARD_USER_INFO_HEADERS", "ENABLE_FORWARD_USER_INFO_HEADERS"], kind: EnvKind::Bool, default: "false", doc: "Send `X-OpenWebUI-User-*` and chat id headers upstream." },
+    SettingDoc { key: "auth.password_workers", env: &["CORRAL_AUTH__PASSWORD_WORKERS"], kind: EnvKind::Int, default: "0 (one per core, at most 4)", doc: "Threads that hash and verify passwords (argon2id, 19 MiB each); at most this many run at once whatever the load." },
+    SettingDoc { key: "auth.password_queue", env: &["CORRAL_AUTH__PASSWORD_QUEUE"], kind: EnvKind::Int, default: "32", doc: "Sign-ins, sign-ups and password changes that may wait for a password thread; more get a JSON 503 with `Retry-After`." },
+    SettingDoc { key: "auth.password_wait", env: &["CORRAL_AUTH__PASSWORD_WAIT"], kind: EnvKind::Seconds, default: "5", doc: "Seconds a waiting password check may wait for a thread before it gets a JSON 503 with `Retry-After`." },
 ];
 
 /// The documented setting with this dotted key.

@@ -7,10 +7,12 @@
 
 mod env;
 mod keys;
+mod proxies;
 mod settings;
 
 pub use env::{env_overrides, Env};
 pub use keys::{reference_markdown, EnvKind, SettingDoc, SETTINGS};
+pub use proxies::{client_address, TrustedProxies};
 pub use settings::{
     AuthSettings, BalanceSettings, ConnectionSettings, DatabaseSettings, OllamaSettings, ServerSettings, Settings,
     UpstreamSettings,

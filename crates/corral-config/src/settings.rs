@@ -86,6 +86,13 @@ pub struct ServerSettings {
     pub log: String,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// Trusted reverse proxies (addresses or CIDR ranges, `*` for any), whose `Forwarded` and
+    /// `X-Forwarded-For` headers name the client.
+    pub forwarded_allow_ips: Vec<String>,
+    /// Seconds a client has to send a body read whole; 0 means no limit.
+    pub body_read_timeout: f64,
+    /// Requests without a valid credential one address may have in progress; 0 means no cap.
+    pub max_unauthenticated_per_address: usize,
 }
 
 impl Default for ServerSettings {
@@ -97,6 +104,9 @@ impl Default for ServerSettings {
             cors_allow_origin: vec!["*".to_owned()],
             log: "info".to_owned(),
             workers: 0,
+            forwarded_allow_ips: Vec::new(),
+            body_read_timeout: 30.0,
+            max_unauthenticated_per_address: 64,
         }
     }
 }
@@ -283,6 +293,12 @@ pub struct AuthSettings {
     pub bypass_model_access_control: bool,
     /// Send `X-OpenWebUI-User-*` headers upstream.
     pub forward_user_info_headers: bool,
+    /// Threads hashing and verifying passwords; 0 means one per core, at most 4.
+    pub password_workers: usize,
+    /// Password checks that may wait for a thread.
+    pub password_queue: usize,
+    /// Seconds a password check may wait for a thread.
+    pub password_wait: f64,
 }
 
 impl Default for AuthSettings {
@@ -296,6 +312,9 @@ impl Default for AuthSettings {
             enable_api_keys: true,
             bypass_model_access_control: false,
             forward_user_info_headers: false,
+            password_workers: 0,
+            password_queue: 32,
+            password_wait: 5.0,
         }
     }
 }
@@ -337,6 +356,11 @@ impl Settings {
                 ));
             }
         }
+        for (i, entry) in self.server.forwarded_allow_ips.iter().enumerate() {
+            if let Err(why) = crate::TrustedProxies::parse(std::slice::from_ref(entry)) {
+                return Err(ConfigError::key(format!("server.forwarded_allow_ips[{i}]"), why));
+            }
+        }
         let db = self.database.url.trim();
         let known_scheme = ["postgres://", "postgresql://", "sqlite://", "/", "."]
             .iter()
@@ -358,6 +382,8 @@ impl Settings {
             ("balance.health_interval", self.balance.health_interval, true),
             ("balance.queue_timeout", self.balance.queue_timeout, true),
             ("balance.ejection_time", self.balance.ejection_time, false),
+            ("server.body_read_timeout", self.server.body_read_timeout, true),
+            ("auth.password_wait", self.auth.password_wait, false),
         ];
         for (key, value, zero_ok) in durations {
             if !value.is_finite() || value < 0.0 || (!zero_ok && value == 0.0) || value > MAX_SECONDS {
@@ -372,18 +398,16 @@ impl Settings {
                 ));
             }
         }
-        let policies = [
-            "model_affinity",
-            "least_outstanding",
-            "latency_ewma",
-            "round_robin",
-            "random",
-        ];
-        if !policies.contains(&self.balance.policy.as_str()) {
-            return Err(ConfigError::key(
-                "balance.policy",
-                format!("{:?} is not one of {}", self.balance.policy, policies.join(", ")),
-            ));
+        if let Err(err) = self.balance.policy.parse::<corral_balance::PolicyKind>() {
+            return Err(ConfigError::key("balance.policy", err.to_string()));
+        }
+        for (model, policy) in &self.balance.per_model {
+            if let Err(err) = policy.parse::<corral_balance::PolicyKind>() {
+                return Err(ConfigError::key(format!("balance.per_model.{model}"), err.to_string()));
+            }
+        }
+        if self.auth.password_queue == 0 {
+            return Err(ConfigError::key("auth.password_queue", "must be at least 1"));
         }
         if self.balance.slots == 0 || self.balance.max_attempts == 0 {
             return Err(ConfigError::key("balance", "slots and max_attempts must be at least 1"));

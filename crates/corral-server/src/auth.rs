@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::HttpMessage as _;
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use arc_swap::ArcSwap;
 use corral_auth::{messages, AccessControl, Presented, Role, SigninLimiter, UserInfo};
@@ -426,7 +427,42 @@ impl FromRequest for Anyone {
     }
 }
 
+/// A caller whose credential the guard already checked (see [`crate::guard`]), kept in the
+/// request's extensions so the route's extractor does not check it again.
+#[derive(Debug, Clone)]
+pub struct Identified(pub Caller);
+
 fn authenticate(req: &HttpRequest, level: Level) -> Result<Caller, AppError> {
+    let cached = req.extensions().get::<Identified>().map(|i| i.0.clone());
+    let caller = match cached {
+        Some(caller) => caller,
+        None => identify(req)?,
+    };
+    let Some(user) = caller.user.as_ref() else {
+        // Nobody is authenticated: every caller acts as an admin.
+        return Ok(caller);
+    };
+    let admitted = match level {
+        Level::Public | Level::Any => true,
+        Level::Verified => matches!(user.role, Role::User | Role::Admin),
+        Level::Admin => user.role == Role::Admin,
+    };
+    if !admitted {
+        // A signed-in user without the role is forbidden, not unauthenticated: the reference
+        // answers 401 here (its section 8.1, item 19), which clients read as "sign in again".
+        // A pending account gets 401, as the reference's verified check gives it.
+        return Err(if user.role == Role::Pending {
+            unauthorized(messages::ACCESS_PROHIBITED)
+        } else {
+            AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned())
+        });
+    }
+    Ok(caller)
+}
+
+/// Who presents the credential of `req`, any role (pending included); an error for a missing,
+/// malformed, unknown, expired or revoked one. Without authentication, an admin-like caller.
+pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
     let shared = req
         .app_data::<web::Data<Shared>>()
         .ok_or_else(|| AppError::Internal("the gateway's state is not registered".to_owned()))?;
@@ -469,21 +505,6 @@ fn authenticate(req: &HttpRequest, level: Level) -> Result<Caller, AppError> {
         .user(&user_id)
         .cloned()
         .ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
-    let admitted = match level {
-        Level::Public | Level::Any => true,
-        Level::Verified => matches!(user.role, Role::User | Role::Admin),
-        Level::Admin => user.role == Role::Admin,
-    };
-    if !admitted {
-        // A signed-in user without the role is forbidden, not unauthenticated: the reference
-        // answers 401 here (its section 8.1, item 19), which clients read as "sign in again".
-        // A pending account gets 401, as the reference's verified check gives it.
-        return Err(if user.role == Role::Pending {
-            unauthorized(messages::ACCESS_PROHIBITED)
-        } else {
-            AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned())
-        });
-    }
     Ok(Caller {
         user: Some(user),
         session,

@@ -37,6 +37,9 @@ pub enum AppError {
     /// Nothing matches the request (an unknown model, an instance index out of range).
     #[error("{0}")]
     NotFound(String),
+    /// The client did not send its request body in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The request body is larger than the gateway accepts.
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -102,6 +105,7 @@ impl AppError {
             AppError::Conflict(_) => "conflict",
             AppError::StoreUnavailable(_) => "store_unavailable",
             AppError::NotFound(_) => "not_found",
+            AppError::RequestTimeout(_) => "request_timeout",
             AppError::PayloadTooLarge { .. } => "payload_too_large",
             AppError::Disabled(_) => "disabled",
             AppError::UpstreamUnreachable { .. } => "upstream_unreachable",
@@ -123,6 +127,7 @@ impl ResponseError for AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Disabled(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,

@@ -130,11 +130,21 @@ pub async fn read_body(payload: web::Payload) -> Result<Bytes, AppError> {
     read_body_up_to(payload, BODY_LIMIT).await
 }
 
+/// The answer for a request body that could not be read: a JSON 408 when the client was too
+/// slow, else a 400.
+pub fn body_error(err: actix_web::error::PayloadError) -> AppError {
+    if crate::guard::is_timeout(&err) {
+        AppError::RequestTimeout(err.to_string())
+    } else {
+        AppError::BadRequest(format!("could not read the request body: {err}"))
+    }
+}
+
 /// Reads the whole request body, refusing more than `limit` bytes with a JSON 413.
 pub async fn read_body_up_to(mut payload: web::Payload, limit: usize) -> Result<Bytes, AppError> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| AppError::BadRequest(format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(body_error)?;
         if buf.len() + chunk.len() > limit {
             return Err(AppError::PayloadTooLarge { limit });
         }

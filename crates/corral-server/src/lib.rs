@@ -9,9 +9,11 @@ mod cors;
 mod discovery;
 mod error;
 mod fleet;
+mod guard;
 mod handlers;
 mod health_check;
 mod instances;
+mod password_pool;
 mod proxy;
 mod routes;
 mod state;
@@ -122,9 +124,15 @@ impl Corral {
                         }
                     }
                 })
+                // Client address, the credential checked once, the unauthenticated cap, the
+                // body deadline (see `guard`).
+                .wrap(actix_web::middleware::from_fn(guard::check))
                 .wrap(cors::cors(&cors_origins))
                 .wrap(
-                    actix_web::middleware::Logger::new("%a \"%{request}xi\" %s %b %Dms")
+                    actix_web::middleware::Logger::new("%{client}xi \"%{request}xi\" %s %b %Dms")
+                        .custom_request_replace("client", |req| {
+                            guard::client_ip(req.request()).map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+                        })
                         .custom_request_replace("request", |req| access_line(req.method(), req.uri(), req.version()))
                         .log_target("corral::access"),
                 )

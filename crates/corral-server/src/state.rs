@@ -29,12 +29,15 @@ pub struct Shared {
     pub instances: crate::instances::Instances,
     /// Users, keys, sessions and model records, in memory.
     pub auth: crate::auth::Auth,
+    /// The client-address, unauthenticated-cap, body-deadline and password-pool guard.
+    pub guard: crate::guard::Guard,
     picks: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
     /// Wraps the start-up settings, with no database.
     pub fn new(settings: Settings) -> Shared {
+        let guard = crate::guard::Guard::new(&settings);
         Shared {
             settings: ArcSwap::from_pointee(settings.clone()),
             base: settings,
@@ -43,6 +46,7 @@ impl Shared {
             fleet: Fleet::default(),
             instances: crate::instances::Instances::default(),
             auth: crate::auth::Auth::default(),
+            guard,
             picks: std::sync::atomic::AtomicU64::new(0),
         }
     }

@@ -87,16 +87,17 @@ fn old_keys_are_swept_and_memory_is_bounded() {
         l.check_and_record(key, at(0.0)).unwrap();
     }
     assert_eq!(l.len(), 3);
-    // A fourth key while the other three are live is refused until the next bucket.
-    assert_eq!(
-        l.check_and_record("d", at(10.0)),
-        Err(RetryAfter(Duration::from_secs(50)))
-    );
+    // A fourth key while the other three are live evicts the stalest one, not the newcomer.
+    l.check_and_record("b", at(65.0)).unwrap();
+    l.check_and_record("c", at(65.0)).unwrap();
+    assert_eq!(l.check_and_record("d", at(70.0)), Ok(()));
     assert_eq!(l.len(), 3);
+    assert_eq!(l.attempts("a", at(70.0)), 0, "the stalest key went");
+    assert_eq!(l.attempts("b", at(70.0)), 2);
     // Known keys still work.
-    assert_eq!(l.check_and_record("a", at(10.0)), Ok(()));
+    assert_eq!(l.check_and_record("b", at(70.0)), Ok(()));
     // After the window passes, a new bucket sweeps stale keys.
-    assert_eq!(l.check_and_record("d", at(240.0)), Ok(()));
+    assert_eq!(l.check_and_record("e", at(400.0)), Ok(()));
     assert_eq!(l.len(), 1);
     l.prune(at(1_000.0));
     assert!(l.is_empty());
@@ -141,7 +142,7 @@ fn tiny_and_zero_policies_do_not_panic() {
 }
 
 #[test]
-fn signin_limiter_checks_account_and_address() {
+fn signin_limiter_counts_per_account_and_address() {
     let mut l = SigninLimiter::default();
     // The account key is case-insensitive.
     for i in 0..15 {
@@ -152,10 +153,15 @@ fn signin_limiter_checks_account_and_address() {
         };
         assert_eq!(l.check_and_record(email, Some("10.0.0.1"), at(f64::from(i))), Ok(()));
     }
+    // The 16th from that address is refused; the owner's own address is not locked out by it.
     assert!(l
-        .check_and_record("ANN@example.com", Some("10.0.0.2"), at(20.0))
+        .check_and_record("ANN@example.com", Some("10.0.0.1"), at(20.0))
         .is_err());
-    assert_eq!(l.accounts().attempts("ann@example.com", at(20.0)), 16);
+    assert_eq!(
+        l.check_and_record("ann@example.com", Some("10.0.0.2"), at(20.0)),
+        Ok(())
+    );
+    assert_eq!(l.accounts().attempts("ann@example.com", at(20.0)), 17);
     // Spraying many accounts from one address hits the address limit.
     let mut l = SigninLimiter::default();
     let mut refused = 0;
@@ -170,6 +176,40 @@ fn signin_limiter_checks_account_and_address() {
     assert_eq!(l.addresses().attempts("10.0.0.9", at(1.0)), 150);
     // Without an address only the account is limited.
     assert_eq!(l.check_and_record("new@x.y", None, at(1.0)), Ok(()));
+}
+
+#[test]
+fn strangers_slow_an_account_down_but_never_lock_its_owner_out() {
+    let mut l = SigninLimiter::default();
+    // A botnet: 200 addresses, 14 guesses each (under the pair limit), 2,800 in all.
+    let mut admitted = 0;
+    for bot in 0..200 {
+        for _ in 0..14 {
+            if l.check_and_record("boss@corp.example", Some(&format!("198.51.{bot}.1")), at(10.0))
+                .is_ok()
+            {
+                admitted += 1;
+            }
+        }
+    }
+    // Past the ceiling of 100, each address gets only the slowed allowance.
+    assert!(
+        admitted <= 100 + 200 * super::SLOWED_ATTEMPTS,
+        "{admitted} guesses admitted"
+    );
+    // The owner, from their own address, still gets in (with a typo first).
+    assert_eq!(
+        l.check_and_record("boss@corp.example", Some("203.0.113.7"), at(11.0)),
+        Ok(())
+    );
+    assert_eq!(
+        l.check_and_record("boss@corp.example", Some("203.0.113.7"), at(12.0)),
+        Ok(())
+    );
+    // A bot that keeps going stays refused.
+    assert!(l
+        .check_and_record("boss@corp.example", Some("198.51.0.1"), at(12.0))
+        .is_err());
 }
 
 #[test]

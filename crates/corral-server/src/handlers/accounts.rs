@@ -185,19 +185,28 @@ fn new_user(form: SignupForm, role: Role, first_user_role: Option<Role>) -> Resu
     Ok((user, form.password))
 }
 
-/// Creates the user, hashing the password first (slow by design: off the executor).
-fn create(store: &Store, user: NewUser, password: &str) -> Result<User, AppError> {
-    insert(store, user, password, None)
+/// Hashes `password` on the bounded password threads (slow and memory-hard by design); a
+/// hashing failure is the gateway's own (500).
+async fn hash(shared: &Shared, password: String) -> Result<corral_auth::PasswordHash, AppError> {
+    shared
+        .guard
+        .passwords
+        .run(move || corral_auth::hash_password(&password))
+        .await?
+        .map_err(|e| AppError::Internal(format!("password hashing failed: {e}")))
+}
+
+/// Creates the user, whose `password_hash` is set.
+fn create(store: &Store, user: NewUser) -> Result<User, AppError> {
+    insert(store, user, None)
 }
 
 /// [`create`], or with `signup` (sign-up's default openness) a sign-up, refused with the
 /// reference's 403 when sign-up is closed ([`Store::sign_up`] decides).
-fn insert(store: &Store, mut user: NewUser, password: &str, signup: Option<bool>) -> Result<User, AppError> {
+fn insert(store: &Store, user: NewUser, signup: Option<bool>) -> Result<User, AppError> {
     if store.get_user_by_email(&user.email)?.is_some() {
         return Err(AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()));
     }
-    let hash = corral_auth::hash_password(password).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    user.password_hash = Some(hash);
     let now = unix_now();
     let created = match signup {
         Some(open_by_default) => store.sign_up(&user, open_by_default, now),
@@ -249,6 +258,7 @@ async fn signup(req: HttpRequest, shared: web::Data<Shared>, payload: web::Paylo
     limit(&req, &shared, &format!("signup:{}", form.email))?;
     let settings = shared.settings();
     let (mut user, password) = new_user(form, Role::Pending, Some(Role::Admin))?;
+    user.password_hash = Some(hash(&shared, password).await?);
     let created = write(&shared, move |store| {
         let (open, role) = signup_policy(store, &settings)?;
         // Refused before the password is hashed when it is plainly closed; the store decides
@@ -259,7 +269,7 @@ async fn signup(req: HttpRequest, shared: web::Data<Shared>, payload: web::Paylo
         user.role = role;
         // The settings' switch (closed without authentication) is the default of the saved one.
         let by_default = settings.auth.enable_signup && settings.auth.webui_auth;
-        insert(store, user, &password, Some(by_default))
+        insert(store, user, Some(by_default))
     })
     .await?;
     tracing::info!(user = %created.id, role = created.role.as_str(), "account created by sign-up");
@@ -268,7 +278,7 @@ async fn signup(req: HttpRequest, shared: web::Data<Shared>, payload: web::Paylo
 
 /// Counts an attempt against the per-account and per-address limits; 429 past them.
 fn limit(req: &HttpRequest, shared: &Shared, email: &str) -> Result<(), AppError> {
-    let address = req.peer_addr().map(|a| a.ip().to_string());
+    let address = crate::guard::client_ip(req).map(|ip| ip.to_string());
     let limited = shared
         .auth
         .limiter
@@ -352,24 +362,29 @@ async fn signin(req: HttpRequest, shared: web::Data<Shared>, payload: web::Paylo
     limit(&req, &shared, &form.email)?;
     let email = corral_auth::normalize_email(&form.email);
     let password = std::mem::take(&mut form.password);
-    let user = read(&shared, move |store| {
-        let found = store.get_user_with_password(&email)?;
-        // The same work whether or not the account exists, so timing tells nothing.
-        let ok = match &found {
-            Some((_, Some(hash))) => corral_auth::verify_password(&password, hash),
-            _ => corral_auth::verify_dummy_password(&password),
-        };
-        match found {
-            Some((user, _)) if ok => Ok(user),
-            _ => Err(AppError::BadRequest(messages::INVALID_CRED.to_owned())),
-        }
-    })
-    .await?;
+    let found = read(&shared, move |store| Ok(store.get_user_with_password(&email)?)).await?;
+    // On the bounded password threads; the same work whether or not the account exists, so
+    // timing tells nothing.
+    let user = shared
+        .guard
+        .passwords
+        .run(move || {
+            let ok = match &found {
+                Some((_, Some(hash))) => corral_auth::verify_password(&password, hash),
+                _ => corral_auth::verify_dummy_password(&password),
+            };
+            match found {
+                Some((user, _)) if ok => Ok(user),
+                _ => Err(AppError::BadRequest(messages::INVALID_CRED.to_owned())),
+            }
+        })
+        .await??;
     session(&shared, &user)
 }
 
 async fn signin_single_user(shared: web::Data<Shared>) -> Result<HttpResponse, AppError> {
-    let user = write(&shared, |store| {
+    let password_hash = Some(hash(&shared, "admin".to_owned()).await?);
+    let user = write(&shared, move |store| {
         if let Some(user) = store.get_user_by_email(LOCAL_ADMIN)? {
             return Ok(user);
         }
@@ -382,9 +397,9 @@ async fn signin_single_user(shared: web::Data<Shared>) -> Result<HttpResponse, A
             role: Role::Admin,
             first_user_role: Some(Role::Admin),
             profile_image_url: String::new(),
-            password_hash: None,
+            password_hash,
         };
-        create(store, user, "admin")
+        create(store, user)
     })
     .await?;
     session(&shared, &user)
@@ -459,8 +474,9 @@ async fn add_user(shared: web::Data<Shared>, _admin: Admin, payload: web::Payloa
         name: form.name,
         profile_image_url: form.profile_image_url,
     };
-    let (user, password) = new_user(signup, role, None)?;
-    let created = write(&shared, move |store| create(store, user, &password)).await?;
+    let (mut user, password) = new_user(signup, role, None)?;
+    user.password_hash = Some(hash(&shared, password).await?);
+    let created = write(&shared, move |store| create(store, user)).await?;
     Ok(HttpResponse::Ok().json(user_json(&created)))
 }
 
@@ -693,6 +709,10 @@ async fn change_user(
             "admins cannot take their own admin role away".to_owned(),
         ));
     }
+    let password_hash = match password {
+        Some(password) => Some(hash(&shared, password).await?),
+        None => None,
+    };
     let user = write(&shared, move |store| {
         if store.get_user(&id)?.is_none() {
             return Err(user_not_found(&id));
@@ -710,9 +730,8 @@ async fn change_user(
             }
         }
         let now = unix_now();
-        if let Some(password) = password {
-            let hash = corral_auth::hash_password(&password).map_err(|e| AppError::BadRequest(e.to_string()))?;
-            store.set_password_hash(&id, &hash, now)?;
+        if let Some(hash) = &password_hash {
+            store.set_password_hash(&id, hash, now)?;
         }
         Ok(store.update_user(&id, &changes, now)?)
     })

@@ -4,7 +4,9 @@ use actix_web::http::StatusCode;
 use corral_sim::{Faults, SimConfig, SimHandle};
 use serde_json::{json, Value};
 
-use crate::support::{body_of, client, lines, Gateway};
+use corral_store::test_support::TestDb;
+
+use crate::support::{body_of, client, lines, settings_for, Gateway};
 
 /// A chat asking for a tool whose one required argument is a boolean: the simulator calls it
 /// with `{"done": true}`.
@@ -71,5 +73,208 @@ async fn a_tool_call_saying_done_then_a_dead_instance_is_not_a_clean_end() {
     let all = lines(&body_of(&mut resp).await);
     assert_eq!(all.last().unwrap()["done"], json!(true), "{all:?}");
     assert!(all.iter().all(|l| l.get("error").is_none()), "{all:?}");
+    gw.stop().await;
+}
+
+/// A sign-in attempt from `xff` (the address a trusted proxy names), with its status and
+/// `Retry-After`.
+async fn sign_in(gw: &Gateway, email: &str, password: &str, xff: Option<&str>) -> (StatusCode, Option<String>, Value) {
+    let mut req = client().post(gw.at("/api/v1/auths/signin"));
+    if let Some(addr) = xff {
+        req = req.insert_header(("X-Forwarded-For", addr));
+    }
+    let mut resp = req
+        .send_json(&json!({"email": email, "password": password}))
+        .await
+        .unwrap();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = serde_json::from_slice(&body_of(&mut resp).await).unwrap_or(Value::Null);
+    (resp.status(), retry, body)
+}
+
+async fn sign_up(gw: &Gateway, email: &str, password: &str) -> String {
+    let mut resp = client()
+        .post(gw.at("/api/v1/auths/signup"))
+        .send_json(&json!({"email": email, "password": password, "name": "Boss"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn strangers_cannot_lock_the_owner_out_and_proxies_are_trusted_only_when_configured() {
+    let db = TestDb::sqlite();
+    let sim = crate::support::sim().await;
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.server.forwarded_allow_ips = vec!["127.0.0.1".to_owned()];
+    let gw = Gateway::with_auth(settings, &db.url).await;
+    sign_up(&gw, "boss@example.com", "the right one").await;
+    // A stranger behind the proxy guesses 15 times, and is refused the 16th.
+    for _ in 0..15 {
+        let (status, _, _) = sign_in(&gw, "boss@example.com", "guess", Some("198.51.100.66")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    let (status, retry, body) = sign_in(&gw, "boss@example.com", "guess", Some("198.51.100.66")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(retry.is_some());
+    // The owner, from their own address, still gets in.
+    let (status, _, body) = sign_in(&gw, "boss@example.com", "the right one", Some("203.0.113.5")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["token"].is_string());
+    gw.stop().await;
+
+    // With no trusted proxy, the header is the client's own word and is ignored: sixteen
+    // attempts "from" sixteen addresses are one address's sixteen.
+    let db = TestDb::sqlite();
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    sign_up(&gw, "boss@example.com", "the right one").await;
+    for i in 0..15 {
+        let (status, _, _) = sign_in(&gw, "boss@example.com", "guess", Some(&format!("198.51.100.{i}"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    let (status, _, _) = sign_in(&gw, "boss@example.com", "guess", Some("198.51.100.99")).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_sign_in_storm_is_bounded_and_key_holders_are_not_slowed() {
+    let db = TestDb::sqlite();
+    let sim = crate::support::sim().await;
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.auth.password_workers = 1;
+    settings.auth.password_queue = 2;
+    settings.server.max_unauthenticated_per_address = 0;
+    let gw = Gateway::with_auth(settings, &db.url).await;
+    let token = sign_up(&gw, "admin@example.com", "the right one").await;
+    let mut resp = client()
+        .post(gw.at("/api/v1/auths/api_key"))
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .send()
+        .await
+        .unwrap();
+    let key: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    let key = key["api_key"].as_str().unwrap().to_owned();
+    // 200 sign-ins at once, for unknown emails, each a different one (no per-account limit).
+    let storm = (0..200).map(|i| {
+        let gw_url = gw.url.clone();
+        async move {
+            let mut resp = client()
+                .post(format!("{gw_url}/api/v1/auths/signin"))
+                .insert_header(("X-Forwarded-For", format!("198.51.{}.{}", i / 200, i % 200)))
+                .send_json(&json!({"email": format!("nobody{i}@example.com"), "password": "x"}))
+                .await
+                .unwrap();
+            let status = resp.status();
+            let retry = resp.headers().contains_key("retry-after");
+            let body: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+            (status, retry, body)
+        }
+    });
+    let chat = async {
+        let mut resp = client()
+            .post(gw.at("/api/chat"))
+            .insert_header(("Authorization", format!("Bearer {key}")))
+            .send_json(&crate::support::chat_body("llama3.2", 3, false))
+            .await
+            .unwrap();
+        (resp.status(), body_of(&mut resp).await)
+    };
+    let (answers, (chat_status, _)) = futures_util::future::join(futures_util::future::join_all(storm), chat).await;
+    assert_eq!(chat_status, StatusCode::OK, "the key holder was held up by the storm");
+    let mut refused_busy = 0;
+    for (status, retry, body) in answers {
+        match status {
+            StatusCode::BAD_REQUEST => assert!(body["detail"].is_string(), "{body}"),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                assert!(retry, "{body}");
+                assert!(body["detail"].is_string(), "{body}");
+                refused_busy += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    // One thread and two places: most of a burst of 200 is turned away at once.
+    assert!(refused_busy >= 150, "only {refused_busy} of 200 were turned away");
+    gw.stop().await;
+}
+
+/// Sends a request head declaring `declared` body bytes, then only `sent` of them, and returns
+/// what the gateway answers (status line and body), waiting at most `wait`.
+async fn partial_body(addr: &str, path: &str, declared: usize, sent: usize) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: corral\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![b' '; sent]).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..pos]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if buf.len() >= pos + 4 + len {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to a partial body");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[actix_web::test]
+async fn a_body_that_never_arrives_gets_a_json_408_and_strangers_cannot_hold_many_open() {
+    let db = TestDb::sqlite();
+    let sim = crate::support::sim().await;
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.server.body_read_timeout = 2.0;
+    settings.server.max_unauthenticated_per_address = 4;
+    let gw = Gateway::with_auth(settings, &db.url).await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    for path in ["/api/v1/auths/signin", "/api/v1/auths/signup"] {
+        let (status, body) = partial_body(&addr, path, 100, 10).await;
+        assert_eq!(status, 408, "{path}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains("did not arrive"), "{body}");
+    }
+    // Six slow bodies at once from one address: four are held until their deadline (408),
+    // the two past the cap are refused at once (429 with Retry-After), all in JSON.
+    let held: Vec<_> = (0..6)
+        .map(|_| {
+            let addr = addr.clone();
+            actix_rt::spawn(async move { partial_body(&addr, "/api/v1/auths/signin", 100, 1).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for h in held {
+        let (status, body) = h.await.unwrap();
+        assert!(body["detail"].is_string(), "{status}: {body}");
+        statuses.push(status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![408, 408, 408, 408, 429, 429]);
+    // Once they are answered, the address may come in again.
+    let resp = client().get(gw.at("/api/version")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
     gw.stop().await;
 }

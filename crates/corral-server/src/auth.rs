@@ -418,6 +418,23 @@ impl FromRequest for Admin {
     }
 }
 
+/// The caller of a public route that still checks a credential when one is presented: none
+/// is fine, a bad one is a 401 (so a client "verifying" its key learns it is wrong).
+#[derive(Debug, Clone)]
+pub struct Checked(pub Option<Caller>);
+
+impl FromRequest for Checked {
+    type Error = AppError;
+    type Future = Ready<Result<Checked, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(match presented(req) {
+            Ok(Presented::Missing) => Ok(Checked(None)),
+            _ => authenticate(req, Level::Any).map(|c| Checked(Some(c))),
+        })
+    }
+}
+
 impl FromRequest for Anyone {
     type Error = AppError;
     type Future = Ready<Result<Anyone, AppError>>;

@@ -72,12 +72,15 @@ pub enum AppError {
         /// The timeout that ran out.
         secs: f64,
     },
-    /// The model is on no instance that answered, and some enabled instances did not answer.
-    #[error("model '{model}' is not on any reachable Ollama instance; instance(s) {silent:?} did not answer")]
+    /// The model is on no instance that answered, and instances that listed it when they
+    /// last answered are silent now.
+    #[error(
+        "model '{model}' is on no reachable Ollama instance: instance(s) {silent:?}, which had it, did not answer"
+    )]
     NoInstance {
         /// The model asked for.
         model: String,
-        /// Enabled instances that did not answer the last listing.
+        /// Silent instances whose last listing held the model.
         silent: Vec<usize>,
     },
     /// Every instance holding the model is at its slot limit and the queue is full or the
@@ -132,7 +135,7 @@ impl ResponseError for AppError {
             AppError::Disabled(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             AppError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            AppError::NoInstance { .. } => StatusCode::BAD_GATEWAY,
+            AppError::NoInstance { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -153,6 +156,10 @@ impl ResponseError for AppError {
         let mut resp = HttpResponse::build(self.status_code());
         if let AppError::Busy { retry_after, .. } | AppError::RateLimited { retry_after, .. } = self {
             resp.insert_header((actix_web::http::header::RETRY_AFTER, retry_after.to_string()));
+        }
+        if let AppError::NoInstance { .. } = self {
+            // About a health check's interval: when the instance is back, or known to be gone.
+            resp.insert_header((actix_web::http::header::RETRY_AFTER, "5"));
         }
         resp.json(json!({ "error": message, "detail": message }))
     }

@@ -26,6 +26,9 @@ pub struct Snapshot {
     pub fetched_at: Instant,
     /// The settings generation it was fetched with.
     pub generation: u64,
+    /// Each instance's last `/api/tags` answer, by base URL, kept while it is silent: a model
+    /// asked for then is told apart as "on an instance that is down" or "unknown".
+    pub last_seen: Arc<std::collections::HashMap<String, serde_json::Value>>,
 }
 
 /// The catalogue and the machinery that keeps it fresh.
@@ -85,11 +88,21 @@ impl Fleet {
         let previous = self.snapshot().filter(|p| p.generation == generation);
         let listings = fetch_listings(client, &settings, &out, previous.as_ref().map(|p| &p.listings)).await;
         let catalogue = crate::catalogue::merge(&settings, &listings);
+        let mut last_seen = self
+            .snapshot()
+            .map(|p| p.last_seen.as_ref().clone())
+            .unwrap_or_default();
+        for (url, tags) in settings.ollama.base_urls.iter().zip(&listings.tags) {
+            if let Some(tags) = tags {
+                last_seen.insert(url.trim_end_matches('/').to_owned(), tags.clone());
+            }
+        }
         let snap = Arc::new(Snapshot {
             catalogue,
             listings,
             fetched_at: Instant::now(),
             generation,
+            last_seen: Arc::new(last_seen),
         });
         self.snapshot.store(Some(snap.clone()));
         snap

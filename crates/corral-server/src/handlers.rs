@@ -52,10 +52,13 @@ pub async fn holders(
             .filter(|&i| settings.ollama.connection(i).enabled())
             .filter(|&i| snap.listings.tags.get(i).is_none_or(Option::is_none))
             .collect();
-        if !silent.is_empty() {
+        // Unknown to every instance that answered: a 404 (a typo is not an outage), unless a
+        // silent instance listed it when it last answered (then 503 with Retry-After).
+        let last_on = last_seen_on(&settings, &snap, &silent, model);
+        if !last_on.is_empty() {
             return Err(AppError::NoInstance {
                 model: model.to_owned(),
-                silent,
+                silent: last_on,
             });
         }
         return Ok(None);
@@ -71,6 +74,34 @@ pub async fn holders(
     }
     let id = entry.id.clone();
     Ok(Some((snap, id, urls)))
+}
+
+/// Of the `silent` instances, those whose last listing held `model`.
+fn last_seen_on(
+    settings: &corral_config::Settings,
+    snap: &crate::fleet::Snapshot,
+    silent: &[usize],
+    model: &str,
+) -> Vec<usize> {
+    silent
+        .iter()
+        .copied()
+        .filter(|&idx| {
+            let Some(url) = settings.ollama.base_urls.get(idx) else {
+                return false;
+            };
+            let Some(tags) = snap.last_seen.get(url.trim_end_matches('/')) else {
+                return false;
+            };
+            // The instance's last listing alone, merged as the catalogue merges it.
+            let mut only = crate::discovery::Listings {
+                tags: vec![None; settings.ollama.base_urls.len()],
+                ps: vec![None; settings.ollama.base_urls.len()],
+            };
+            only.tags[idx] = Some(tags.clone());
+            crate::catalogue::merge(settings, &only).resolve(model).is_some()
+        })
+        .collect()
 }
 
 /// The lowest-index enabled instance holding `model`, for push, copy and delete.

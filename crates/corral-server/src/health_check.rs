@@ -32,6 +32,8 @@ pub fn spawn(shared: Arc<Shared>) {
                 continue;
             };
             tokio::time::sleep(interval).await;
+            // The settings as they are now: a connection disabled during the wait is not asked.
+            let settings = shared.settings();
             let checks = (0..settings.ollama.base_urls.len())
                 .filter(|&idx| settings.ollama.connection(idx).enabled())
                 .map(|idx| {

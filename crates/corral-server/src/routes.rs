@@ -62,11 +62,8 @@ fn root_routes(cfg: &mut web::ServiceConfig) {
         Spec::post("/api/copy").routed(Routing::FirstHolder).admin(),
         false,
     );
-    let delete = Spec::post("/api/delete")
-        .method("DELETE")
-        .routed(Routing::FirstHolder)
-        .admin();
-    forward(cfg, "/api/delete", &[Method::DELETE], delete, false);
+    // From every holder, not the first only (see `fleet::delete_root`).
+    cfg.route("/api/delete", web::delete().to(fleet::delete_root));
     cfg.service(
         web::resource("/api/blobs/{digest}")
             .route(web::head().to(native::blob))

@@ -96,7 +96,11 @@ fn chrono_now() -> u64 {
 
 /// `GET /api/version`, `GET /ollama/api/version`: the lowest version among the enabled
 /// instances that answer within the discovery timeout.
-pub async fn version(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> Result<HttpResponse, AppError> {
+pub async fn version(
+    shared: web::Data<Shared>,
+    client: web::Data<awc::Client>,
+    _checked: crate::auth::Checked,
+) -> Result<HttpResponse, AppError> {
     let settings = shared.settings();
     if !settings.ollama.enable {
         return Ok(HttpResponse::Ok().json(json!({ "version": false })));
@@ -327,17 +331,64 @@ pub async fn delete_all(
 ) -> Result<HttpResponse, AppError> {
     let (fields, body) = read_object(payload).await?;
     let model = fields.required("model is required")?;
-    let snap = shared.fleet.fresh(&shared, &client, Duration::from_secs(1)).await;
+    let wanted = chosen_instances(&shared, &body)?;
+    let results = delete_everywhere(&req, &shared, &client, &model, &wanted, true).await?;
+    let all_ok = results.iter().all(|r| r["status"] == json!(true));
+    let status = if all_ok {
+        actix_web::http::StatusCode::OK
+    } else {
+        actix_web::http::StatusCode::BAD_GATEWAY
+    };
+    Ok(HttpResponse::build(status).json(json!({ "status": all_ok, "results": results })))
+}
+
+/// `DELETE /api/delete` at the root: Ollama's delete, from every enabled instance holding the
+/// model (from one only, a client behind Corral would still see it listed). Ollama's answers:
+/// an empty 200 when every holder deleted it, a 404 for an unknown model; a 502 naming each
+/// instance that failed otherwise.
+pub async fn delete_root(
+    _admin: Admin,
+    req: HttpRequest,
+    payload: web::Payload,
+    shared: web::Data<Shared>,
+    client: web::Data<awc::Client>,
+) -> Result<HttpResponse, AppError> {
+    let (fields, _) = read_object(payload).await?;
+    let model = fields.required("model is required")?;
+    let every: Vec<usize> = (0..shared.settings().ollama.base_urls.len()).collect();
+    let results = delete_everywhere(&req, &shared, &client, &model, &every, false).await?;
+    let failed: Vec<&Value> = results.iter().filter(|r| r["status"] != json!(true)).collect();
+    if failed.is_empty() {
+        return Ok(HttpResponse::Ok().finish());
+    }
+    let which: Vec<String> = failed
+        .iter()
+        .map(|r| format!("instance {}: {}", r["url_idx"], r["error"].as_str().unwrap_or("failed")))
+        .collect();
+    let message = format!("model '{model}' was not deleted everywhere ({})", which.join("; "));
+    Ok(HttpResponse::BadGateway().json(json!({ "error": message, "detail": message, "results": results })))
+}
+
+/// Deletes `model` from every instance in `wanted` that holds it, all at once, and reports
+/// each answer in instance order.
+async fn delete_everywhere(
+    req: &HttpRequest,
+    shared: &Shared,
+    client: &awc::Client,
+    model: &str,
+    wanted: &[usize],
+    owui: bool,
+) -> Result<Vec<Value>, AppError> {
+    let snap = shared.fleet.fresh(shared, client, Duration::from_secs(1)).await;
     let entry = snap
         .catalogue
-        .resolve(&model)
-        .ok_or_else(|| unknown_model(&model, true))?;
-    let wanted = chosen_instances(&shared, &body)?;
+        .resolve(model)
+        .ok_or_else(|| unknown_model(model, owui))?;
     let holders: Vec<usize> = entry.urls.iter().copied().filter(|i| wanted.contains(i)).collect();
     let settings = shared.settings();
     let targets = holders
         .iter()
-        .map(|&idx| target(&shared, idx))
+        .map(|&idx| target(shared, idx))
         .collect::<Result<Vec<_>, _>>()?;
     // Every instance is asked at once; the answers are reported in instance order.
     let deletes = targets.iter().map(|target| {
@@ -351,7 +402,7 @@ pub async fn delete_all(
             body: Body::Bytes(Bytes::from(json!({ "model": name }).to_string())),
             patient: false,
         };
-        let (client, settings) = (&client, &settings);
+        let settings = &settings;
         async move {
             match proxy::send(client, &settings.upstream, target, out).await {
                 Ok(resp) if resp.status().is_success() => json!({ "url_idx": idx, "status": true }),
@@ -361,14 +412,8 @@ pub async fn delete_all(
         }
     });
     let results = futures_util::future::join_all(deletes).await;
-    let all_ok = results.iter().all(|r| r["status"] == json!(true));
     shared.fleet.invalidate();
-    let status = if all_ok {
-        actix_web::http::StatusCode::OK
-    } else {
-        actix_web::http::StatusCode::BAD_GATEWAY
-    };
-    Ok(HttpResponse::build(status).json(json!({ "status": all_ok, "results": results })))
+    Ok(results)
 }
 
 /// `POST /ollama/api/unload`: unloads the model on every instance holding it.

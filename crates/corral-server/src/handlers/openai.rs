@@ -64,7 +64,8 @@ impl From<AppError> for OpenAiError {
         // Log it as the native routes do, then reshape the body.
         drop(err.error_response());
         let retry_after = match &err {
-            AppError::Busy { retry_after, .. } => Some(*retry_after),
+            AppError::Busy { retry_after, .. } | AppError::RateLimited { retry_after, .. } => Some(*retry_after),
+            AppError::NoInstance { .. } => Some(5),
             _ => None,
         };
         let mut body = ErrorResponse::new(status.as_u16(), err.to_string());

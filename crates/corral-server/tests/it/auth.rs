@@ -139,6 +139,8 @@ enum Who {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Need {
     None,
+    /// Public, but a credential that is presented must verify.
+    Checked,
     Verified,
     Admin,
 }
@@ -146,6 +148,7 @@ enum Need {
 fn admitted(who: Who, need: Need) -> bool {
     match need {
         Need::None => true,
+        Need::Checked => !matches!(who, Who::BadToken | Who::RevokedKey),
         Need::Verified => matches!(who, Who::User | Who::Admin | Who::UserKey),
         Need::Admin => who == Who::Admin,
     }
@@ -187,8 +190,8 @@ async fn every_route_answers_each_caller_as_the_matrix_says() {
     let routes: Vec<(Method, &str, Option<Value>, Need)> = vec![
         (Method::GET, "/health", None, Need::None),
         (Method::GET, "/ollama/", None, Need::None),
-        (Method::GET, "/api/version", None, Need::None),
-        (Method::GET, "/ollama/api/version", None, Need::None),
+        (Method::GET, "/api/version", None, Need::Checked),
+        (Method::GET, "/ollama/api/version", None, Need::Checked),
         (Method::GET, "/ollama/api/version/0", None, Need::Verified),
         (Method::GET, "/api/tags", None, Need::Verified),
         (Method::GET, "/ollama/api/tags", None, Need::Verified),
@@ -1417,17 +1420,17 @@ async fn an_outage_does_not_tell_private_models_from_missing_ones() {
         let r = get(&gw, &format!("/v1/models/{model}"), Some(&user)).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{model}: {}", r.body);
     }
-    // A model the user may read is maybe on the silent instance, and the answer says so.
+    // A model the user may read that no instance ever listed is unknown, outage or not.
     let r = post(&gw, "/api/chat", Some(&user), chat("phi4")).await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
-    assert!(
-        r.body["detail"].as_str().unwrap().contains("did not answer"),
+    assert_eq!(
+        (r.status, r.body["detail"].as_str()),
+        (StatusCode::FORBIDDEN, Some("Model not found")),
         "{}",
         r.body
     );
-    // Admins are told about the outage for any model.
+    // Admins get Ollama's 404 for a model no instance ever listed.
     let r = post(&gw, "/api/chat", Some(&admin), chat("nothing-here")).await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     gw.stop().await;
 }
 

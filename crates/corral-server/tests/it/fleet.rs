@@ -222,8 +222,8 @@ async fn chats_land_on_holders_with_prefixes_stripped_and_keys_sent_only_to_thei
         .unwrap();
     assert_eq!(
         resp.status(),
-        StatusCode::BAD_GATEWAY,
-        "held only by a disabled instance, while one is silent"
+        StatusCode::NOT_FOUND,
+        "held only by a disabled instance, while one never listed it is silent"
     );
     assert_eq!(
         f.sims[2].stats().requests,

@@ -278,3 +278,133 @@ async fn a_body_that_never_arrives_gets_a_json_408_and_strangers_cannot_hold_man
     assert_eq!(resp.status(), StatusCode::OK);
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn a_wrong_key_on_the_public_version_route_is_a_401() {
+    let db = TestDb::sqlite();
+    let sim = crate::support::sim().await;
+    let gw = Gateway::with_auth(settings_for(&[&sim.url()]), &db.url).await;
+    let token = sign_up(&gw, "admin@example.com", "the right one").await;
+    for path in ["/api/version", "/ollama/api/version"] {
+        // No credential: public, as the reference has it.
+        let resp = client().get(gw.at(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        // A credential that does not verify: refused, so "verify connection" fails.
+        for bad in [
+            "sk-0123456789abcdef0123456789abcdef",
+            "not.a.jwt",
+            "eyJhbGciOiJub25lIn0.e30.",
+        ] {
+            let mut resp = client()
+                .get(gw.at(path))
+                .insert_header(("Authorization", format!("Bearer {bad}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path} {bad}");
+            let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+            assert!(v["detail"].is_string(), "{v}");
+        }
+        let resp = client()
+            .get(gw.at(path))
+            .insert_header(("Authorization", format!("Bearer {token}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    }
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_root_delete_deletes_from_every_holder_and_says_where_it_failed() {
+    let a = crate::support::sim().await;
+    let b = crate::support::sim().await;
+    let gw = Gateway::start(settings_for(&[&a.url(), &b.url()])).await;
+    let resp = client()
+        .delete(gw.at("/api/delete"))
+        .send_json(&json!({"model": "llama3.2"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    for sim in [&a, &b] {
+        assert_eq!(sim.stats().requests.get("/api/delete"), Some(&1));
+    }
+    // Gone everywhere: the merged listing no longer has it, and a second delete is Ollama's 404.
+    let mut resp = client().get(gw.at("/api/tags")).send().await.unwrap();
+    let tags: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    assert!(
+        tags["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["name"] != "llama3.2:latest"),
+        "{tags}"
+    );
+    let resp = client()
+        .delete(gw.at("/api/delete"))
+        .send_json(&json!({"model": "llama3.2"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // One holder fails: the answer names it.
+    b.set_faults(Faults {
+        error_rate: 1.0,
+        error_status: 500,
+        error_route: Some("/api/delete".to_owned()),
+        ..Faults::default()
+    });
+    let mut resp = client()
+        .delete(gw.at("/api/delete"))
+        .send_json(&json!({"model": "all-minilm"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("instance 1"), "{v}");
+    assert_eq!(v["results"][0]["status"], true, "{v}");
+    assert_eq!(v["results"][1]["status"], false, "{v}");
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_connection_disabled_through_the_admin_api_is_never_contacted() {
+    let a = crate::support::sim().await;
+    let b = crate::support::sim().await;
+    let mut settings = settings_for(&[&a.url(), &b.url()]);
+    settings.balance.health_interval = 0.05;
+    let db = TestDb::sqlite();
+    let gw = Gateway::with_store(settings, &db.url).await;
+    let mut resp = client()
+        .post(gw.at("/ollama/config/update"))
+        .send_json(&json!({
+            "ENABLE_OLLAMA_API": true,
+            "OLLAMA_BASE_URLS": [a.url(), b.url()],
+            "OLLAMA_API_CONFIGS": {"1": {"enable": false}},
+        }))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{:?}", body_of(&mut resp).await);
+    b.reset_stats();
+    a.reset_stats();
+    // Listings, version and chats, while the health checker runs its rounds on instance 0.
+    for path in ["/api/tags", "/api/ps", "/api/version", "/ollama/api/tags", "/v1/models"] {
+        let resp = client().get(gw.at(path)).send().await.unwrap();
+        assert!(resp.status().is_success(), "{path}");
+    }
+    let resp = client()
+        .post(gw.at("/api/chat"))
+        .send_json(&crate::support::chat_body("llama3.2", 2, false))
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let checked =
+        crate::support::eventually(|| a.stats().requests.get("/api/version").copied().unwrap_or(0) >= 5).await;
+    assert!(checked, "the health checker never ran five rounds");
+    assert_eq!(
+        b.stats().requests,
+        Default::default(),
+        "the disabled instance was contacted"
+    );
+    gw.stop().await;
+}

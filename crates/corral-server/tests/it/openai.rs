@@ -341,10 +341,53 @@ async fn completions_and_embeddings_are_converted() {
 
 #[actix_web::test]
 async fn a_model_asked_for_during_an_outage_is_not_called_missing() {
-    let gw = Gateway::in_front_of(&crate::support::dead_url()).await;
+    let sim = crate::support::sim().await;
+    let gw = Gateway::in_front_of(&sim.url()).await;
+    let resp = client().get(gw.at("/v1/models/llama3.2")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The instance stops answering its listings: the model it had is not "missing" but
+    // unavailable for now, and a typo is still a typo.
+    sim.set_faults(Faults {
+        error_rate: 1.0,
+        error_status: 500,
+        error_route: Some("/api/tags".to_owned()),
+        ..Faults::default()
+    });
+    // Once the catalogue is refreshed without it (the next background refresh).
+    let mut answer = None;
+    for _ in 0..200 {
+        let mut resp = client()
+            .post(gw.at("/v1/chat/completions"))
+            .send_json(&json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}))
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let retry = resp.headers().get("retry-after").cloned();
+        let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+        answer = Some((resp.status(), retry, v));
+        break;
+    }
+    let (status, retry, v) = answer.expect("the catalogue was never refreshed");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(retry.is_some(), "{v}");
     let mut resp = client().get(gw.at("/v1/models/llama3.2")).send().await.unwrap();
     let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY, "{v}");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(v["error"]["type"], "api_error", "{v}");
+    let mut resp = client()
+        .post(gw.at("/v1/chat/completions"))
+        .send_json(&json!({"model": "lama3.2", "messages": [{"role": "user", "content": "hi"}]}))
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::NOT_FOUND,
+        "a typo is a 404, not a retryable error: {v}"
+    );
+    assert_eq!(v["error"]["code"], "model_not_found", "{v}");
     gw.stop().await;
 }

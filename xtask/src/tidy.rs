@@ -27,6 +27,7 @@ pub fn run(root: &Path) -> Result<()> {
         let rel = file.strip_prefix(root).unwrap_or(file).display().to_string();
         check_module_doc(&rel, &text, &mut problems);
         check_banned(&rel, &text, &mut problems);
+        check_route_registration(&rel, &text, &mut problems);
     }
     check_migrations(root, &mut problems)?;
     if problems.is_empty() {
@@ -87,6 +88,30 @@ fn check_banned(rel: &str, text: &str, problems: &mut Vec<String>) {
     }
 }
 
+/// Routes are registered only through `corral_server::routes::Routes::add`, which takes the
+/// route's access level: an actix registration anywhere else in the server would add a route
+/// without one.
+fn check_route_registration(rel: &str, text: &str, problems: &mut Vec<String>) {
+    if !rel.starts_with("crates/corral-server/src/") || rel == "crates/corral-server/src/routes.rs" {
+        return;
+    }
+    let registrations = [
+        concat!("web::", "resource("),
+        concat!("web::", "scope("),
+        concat!("cfg.", "route("),
+        concat!("cfg.", "service("),
+        concat!(".default_", "service("),
+    ];
+    for (no, line) in text.lines().enumerate() {
+        if let Some(pat) = registrations.iter().find(|p| line.contains(*p)) {
+            problems.push(format!(
+                "{rel}:{}: `{pat}` registers a route without an access level; use routes::Routes::add",
+                no + 1
+            ));
+        }
+    }
+}
+
 /// `migrations/postgres` and `migrations/sqlite` hold the same migration directories.
 fn check_migrations(root: &Path, problems: &mut Vec<String>) -> Result<()> {
     let list = |dialect: &str| -> Result<Vec<String>> {
@@ -115,6 +140,18 @@ fn check_migrations(root: &Path, problems: &mut Vec<String>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_route_registered_without_a_level_fails_the_check() {
+        let mut problems = Vec::new();
+        let handler = concat!("    cfg.", "route(\"/secret\", web::get().to(secret));\n");
+        super::check_route_registration("crates/corral-server/src/handlers/secret.rs", handler, &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("without an access level"), "{problems:?}");
+        let mut problems = Vec::new();
+        super::check_route_registration("crates/corral-server/src/routes.rs", handler, &mut problems);
+        assert!(problems.is_empty());
+    }
+
     #[test]
     fn tidy() {
         if let Err(err) = super::run(&super::workspace_root()) {

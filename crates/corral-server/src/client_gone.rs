@@ -59,7 +59,6 @@ impl ClientSocket {
 /// What a request the client left ends with: nobody reads it, but the access log shows it,
 /// with nginx's 499 for "client closed request".
 pub fn left() -> actix_web::Error {
-    let status = actix_web::http::StatusCode::from_u16(499).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
     tracing::debug!("the client closed the connection before its answer began; the request was dropped");
-    actix_web::error::InternalError::new("the client closed the connection", status).into()
+    crate::error::AppError::ClientClosed.into()
 }

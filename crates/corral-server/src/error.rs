@@ -37,6 +37,9 @@ pub enum AppError {
     /// Nothing matches the request (an unknown model, an instance index out of range).
     #[error("{0}")]
     NotFound(String),
+    /// The path is served, but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// The client did not send its request body in time.
     #[error("{0}")]
     RequestTimeout(String),
@@ -92,6 +95,13 @@ pub enum AppError {
         /// Why.
         reason: String,
     },
+    /// A fleet-wide operation failed on some instances (each named in the message).
+    #[error("{0}")]
+    Partial(String),
+    /// The client closed its connection before its answer began (nginx's 499); nobody reads
+    /// the answer, the access log does.
+    #[error("the client closed the connection")]
+    ClientClosed,
     /// A bug in the gateway.
     #[error("internal error: {0}")]
     Internal(String),
@@ -108,6 +118,7 @@ impl AppError {
             AppError::Conflict(_) => "conflict",
             AppError::StoreUnavailable(_) => "store_unavailable",
             AppError::NotFound(_) => "not_found",
+            AppError::MethodNotAllowed(_) => "method_not_allowed",
             AppError::RequestTimeout(_) => "request_timeout",
             AppError::PayloadTooLarge { .. } => "payload_too_large",
             AppError::Disabled(_) => "disabled",
@@ -115,8 +126,18 @@ impl AppError {
             AppError::UpstreamTimeout { .. } => "upstream_timeout",
             AppError::NoInstance { .. } => "no_instance",
             AppError::Busy { .. } => "busy",
+            AppError::Partial(_) => "partial",
+            AppError::ClientClosed => "client_closed",
             AppError::Internal(_) => "internal",
         }
+    }
+}
+
+impl AppError {
+    /// The JSON body: `error` for Ollama's clients, `detail` for Open WebUI's.
+    pub fn body(&self) -> serde_json::Value {
+        let message = self.to_string();
+        json!({ "error": message, "detail": message })
     }
 }
 
@@ -130,6 +151,7 @@ impl ResponseError for AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Disabled(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -137,6 +159,8 @@ impl ResponseError for AppError {
             AppError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             AppError::NoInstance { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Partial(_) => StatusCode::BAD_GATEWAY,
+            AppError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -161,7 +185,7 @@ impl ResponseError for AppError {
             // About a health check's interval: when the instance is back, or known to be gone.
             resp.insert_header((actix_web::http::header::RETRY_AFTER, "5"));
         }
-        resp.json(json!({ "error": message, "detail": message }))
+        resp.json(self.body())
     }
 }
 
@@ -173,6 +197,58 @@ impl From<corral_store::StoreError> for AppError {
             S::Conflict(m) => AppError::Conflict(m),
             S::NotFound => AppError::NotFound("not found".to_owned()),
             other @ (S::Corrupt(_) | S::Migration(_) | S::Query(_)) => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<corral_auth::AuthError> for AppError {
+    /// What the caller sent is wrong (a password too long, a bad access list, a bad role), or
+    /// the gateway failed (hashing, signing, a corrupt stored hash).
+    fn from(err: corral_auth::AuthError) -> Self {
+        use corral_auth::AuthError as A;
+        match err {
+            A::UnknownRole(_)
+            | A::EmptyPassword
+            | A::PasswordTooLong { .. }
+            | A::InvalidExpiresIn { .. }
+            | A::InvalidAccessControl(_) => AppError::BadRequest(err.to_string()),
+            A::MalformedToken | A::BadSignature | A::ExpiredToken => AppError::Unauthorized(err.to_string()),
+            A::InvalidPasswordHash | A::Hashing(_) | A::EmptySecret | A::TokenEncoding(_) | A::InvalidHashedKey => {
+                AppError::Internal(err.to_string())
+            }
+        }
+    }
+}
+
+impl From<corral_config::ConfigError> for AppError {
+    /// A refused configuration names its key: the caller's to fix.
+    fn from(err: corral_config::ConfigError) -> Self {
+        AppError::BadRequest(err.to_string())
+    }
+}
+
+impl From<corral_convert::ConvertError> for AppError {
+    /// A request that cannot be converted is the caller's; an answer that cannot be, the
+    /// instance's.
+    fn from(err: corral_convert::ConvertError) -> Self {
+        match err.status() {
+            400..=499 => AppError::BadRequest(err.to_string()),
+            _ => AppError::Internal(err.to_string()),
+        }
+    }
+}
+
+impl From<corral_balance::BalanceError> for AppError {
+    /// Only an unknown policy name, which configuration validation refuses first.
+    fn from(err: corral_balance::BalanceError) -> Self {
+        AppError::BadRequest(err.to_string())
+    }
+}
+
+impl From<corral_registry::RegistryError> for AppError {
+    fn from(err: corral_registry::RegistryError) -> Self {
+        match err {
+            corral_registry::RegistryError::ModelNotFound { .. } => AppError::NotFound(err.to_string()),
         }
     }
 }

@@ -15,7 +15,7 @@ mod health_check;
 mod instances;
 mod password_pool;
 mod proxy;
-mod routes;
+pub mod routes;
 mod state;
 
 use std::io;

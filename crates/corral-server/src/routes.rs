@@ -1,199 +1,505 @@
-//! Every route the gateway serves, wired in one place.
+//! Every route the gateway serves, wired in one place, each with the callers it admits.
+//!
+//! Routes are registered only through [`Routes::add`], which takes the route's [`Level`]:
+//! a route cannot be added without saying who may call it, and the level is enforced in
+//! front of the handler (a handler's own extractor may only be stricter). The table of what
+//! was registered ([`table`]) drives the route-protection test and `/openapi.json`, so the
+//! three cannot drift apart. `cargo xtask tidy` refuses actix registrations anywhere else.
 
+mod table;
+
+use std::rc::Rc;
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::{web, HttpRequest};
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, Handler, HttpRequest, Responder};
 
+pub use table::{openapi, table, RouteInfo};
+
+use crate::auth::Level;
 use crate::handlers::native::{self, Quirk, Routing, Spec};
 use crate::handlers::{accounts, config, fleet, meta, models, openai};
 use crate::state::Shared;
 
+/// One method's route on a path, with the callers it admits.
+type LevelledRoute = (Method, Level, actix_web::Route);
+
+/// Routes being registered: each path's routes are gathered so that one actix resource
+/// serves every method of a path (a second resource for the same path would never match).
+#[derive(Default)]
+pub struct Routes {
+    resources: Vec<(String, Vec<LevelledRoute>)>,
+    infos: Vec<RouteInfo>,
+}
+
+impl Routes {
+    /// Adds `handler` for `method` on `path`, admitting the callers of `level`.
+    pub fn add<F, Args>(
+        &mut self,
+        method: Method,
+        path: &str,
+        level: Level,
+        summary: &'static str,
+        handler: F,
+    ) -> &mut Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        let route = web::method(method.clone()).to(handler);
+        self.infos.push(RouteInfo {
+            method: method.clone(),
+            path: path.to_owned(),
+            level,
+            summary,
+        });
+        match self.resources.iter_mut().find(|(p, _)| p == path) {
+            Some((_, routes)) => routes.push((method, level, route)),
+            None => self.resources.push((path.to_owned(), vec![(method, level, route)])),
+        }
+        self
+    }
+
+    /// Adds the same handler for several methods.
+    fn add_each<F, Args>(&mut self, methods: &[Method], path: &str, level: Level, summary: &'static str, handler: F)
+    where
+        F: Handler<Args> + Clone,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        for method in methods {
+            self.add(method.clone(), path, level, summary, handler.clone());
+        }
+    }
+
+    /// What was registered.
+    pub fn infos(&self) -> &[RouteInfo] {
+        &self.infos
+    }
+
+    /// Registers every gathered resource on `cfg`, each behind its level check.
+    pub fn finish(self, cfg: &mut web::ServiceConfig) {
+        for (path, routes) in self.resources {
+            let levels: Rc<[(Method, Level)]> = routes.iter().map(|(m, l, _)| (m.clone(), *l)).collect();
+            let allow: Vec<String> = routes.iter().map(|(m, _, _)| m.to_string()).collect();
+            let allow = allow.join(", ");
+            let mut resource = web::resource(path).default_service(web::to(move |req: HttpRequest| {
+                let allow = allow.clone();
+                async move { meta::method_not_allowed(&req, &allow) }
+            }));
+            for (_, _, route) in routes {
+                resource = resource.route(route);
+            }
+            let resource = resource.wrap(actix_web::middleware::from_fn(
+                move |req: ServiceRequest, next: Next<BoxBody>| {
+                    let level = levels.iter().find(|(m, _)| m == req.method()).map(|(_, l)| *l);
+                    admit(level, req, next)
+                },
+            ));
+            cfg.service(resource);
+        }
+    }
+}
+
+/// Checks the caller against the route's level before its handler runs. A method the
+/// resource does not serve falls through to actix's 405.
+async fn admit(
+    level: Option<Level>,
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    if let Some(level) = level {
+        if let Err(err) = crate::auth::require(req.request(), level) {
+            return Err(if is_openai(req.path()) {
+                openai::OpenAiError::from(err).into()
+            } else {
+                err.into()
+            });
+        }
+    }
+    next.call(req).await
+}
+
+/// Whether `path` answers in OpenAI's error shape.
+pub fn is_openai(path: &str) -> bool {
+    path.starts_with("/v1/") || path == "/api/chat/completions" || path == "/api/models"
+}
+
 /// Registers every route on `cfg`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(meta::health));
-    cfg.service(
-        web::resource(["/", ""])
-            .route(web::get().to(meta::root))
-            .route(web::head().to(meta::root)),
-    );
-    cfg.service(web::scope("/ollama").configure(owui_routes));
-    cfg.service(web::scope("/api/v1").configure(accounts::configure));
-    openai_routes(cfg);
-    root_routes(cfg);
+    let mut routes = Routes::default();
+    register(&mut routes);
+    routes.finish(cfg);
     cfg.default_service(web::to(meta::not_found));
 }
 
-/// Ollama's native API at the root, for plain Ollama clients.
-fn root_routes(cfg: &mut web::ServiceConfig) {
-    listings(cfg, "");
-    for path in [
-        "/api/show",
-        "/api/chat",
-        "/api/generate",
-        "/api/embed",
-        "/api/embeddings",
-    ] {
-        forward(cfg, path, &[Method::POST], Spec::post(path), false);
+/// Every route, in matching order.
+pub fn register(r: &mut Routes) {
+    use Level::{Public, Verified};
+    r.add(
+        Method::GET,
+        "/health",
+        Public,
+        "Liveness: the gateway is up",
+        meta::health,
+    );
+    r.add(
+        Method::GET,
+        "/openapi.json",
+        Public,
+        "This API's OpenAPI 3.1 document",
+        meta::openapi,
+    );
+    for path in ["/", ""] {
+        r.add_each(
+            &[Method::GET, Method::HEAD],
+            path,
+            Public,
+            "Ollama's heartbeat answer",
+            meta::root,
+        );
     }
-    forward(
-        cfg,
-        "/api/pull",
-        &[Method::POST],
-        Spec::post("/api/pull").routed(Routing::Default).admin(),
-        false,
+    for path in ["/ollama", "/ollama/"] {
+        r.add_each(
+            &[Method::GET, Method::HEAD],
+            path,
+            Public,
+            "Open WebUI's status answer",
+            meta::owui_status,
+        );
+    }
+    owui_routes(r);
+    accounts::register(r);
+    r.add(
+        Method::POST,
+        "/v1/chat/completions",
+        Verified,
+        "OpenAI chat completions",
+        openai::chat,
+    )
+    .add(
+        Method::POST,
+        "/api/chat/completions",
+        Verified,
+        "OpenAI chat completions (Open WebUI's alias)",
+        openai::chat,
+    )
+    .add(
+        Method::POST,
+        "/v1/completions",
+        Verified,
+        "OpenAI legacy completions",
+        openai::completions,
+    )
+    .add(
+        Method::POST,
+        "/v1/embeddings",
+        Verified,
+        "OpenAI embeddings",
+        openai::embeddings,
+    )
+    .add(Method::GET, "/v1/models", Verified, "OpenAI model list", openai::models)
+    .add(
+        Method::GET,
+        "/api/models",
+        Verified,
+        "OpenAI model list (Open WebUI's alias)",
+        openai::models,
+    )
+    .add(
+        Method::GET,
+        "/v1/models/{model:.+}",
+        Verified,
+        "One OpenAI model",
+        openai::model,
     );
-    forward(
-        cfg,
-        "/api/create",
-        &[Method::POST],
-        Spec::post("/api/create").routed(Routing::Default).admin(),
-        false,
-    );
-    forward(
-        cfg,
-        "/api/push",
-        &[Method::POST],
-        Spec::post("/api/push").routed(Routing::FirstHolder).admin(),
-        false,
-    );
-    forward(
-        cfg,
-        "/api/copy",
-        &[Method::POST],
-        Spec::post("/api/copy").routed(Routing::FirstHolder).admin(),
-        false,
-    );
-    // From every holder, not the first only (see `fleet::delete_root`).
-    cfg.route("/api/delete", web::delete().to(fleet::delete_root));
-    cfg.service(
-        web::resource("/api/blobs/{digest}")
-            .route(web::head().to(native::blob))
-            .route(web::post().to(native::blob)),
-    );
+    root_routes(r);
 }
 
-/// The OpenAI-compatible API, converted by Corral: at the root (the base URL OpenAI clients
-/// are given) and Open WebUI's `/api/chat/completions` and `/api/models` aliases.
-fn openai_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/chat/completions", web::post().to(openai::chat))
-        .route("/api/chat/completions", web::post().to(openai::chat))
-        .route("/v1/completions", web::post().to(openai::completions))
-        .route("/v1/embeddings", web::post().to(openai::embeddings))
-        .route("/v1/models", web::get().to(openai::models))
-        .route("/api/models", web::get().to(openai::models))
-        .route("/v1/models/{model:.+}", web::get().to(openai::model));
+/// Ollama's native API at the root, for plain Ollama clients.
+fn root_routes(r: &mut Routes) {
+    listings(r, "");
+    for (path, summary) in [
+        ("/api/show", "Ollama: show a model"),
+        ("/api/chat", "Ollama: chat"),
+        ("/api/generate", "Ollama: generate"),
+        ("/api/embed", "Ollama: embed"),
+        ("/api/embeddings", "Ollama: embeddings (legacy)"),
+    ] {
+        forward(r, path, &[Method::POST], Spec::post(path), false, summary);
+    }
+    let pull = Spec::post("/api/pull").routed(Routing::Default).admin();
+    forward(
+        r,
+        "/api/pull",
+        &[Method::POST],
+        pull,
+        false,
+        "Ollama: pull a model to the first instance",
+    );
+    let create = Spec::post("/api/create").routed(Routing::Default).admin();
+    forward(
+        r,
+        "/api/create",
+        &[Method::POST],
+        create,
+        false,
+        "Ollama: create a model on the first instance",
+    );
+    let push = Spec::post("/api/push").routed(Routing::FirstHolder).admin();
+    forward(
+        r,
+        "/api/push",
+        &[Method::POST],
+        push,
+        false,
+        "Ollama: push a model from its first holder",
+    );
+    let copy = Spec::post("/api/copy").routed(Routing::FirstHolder).admin();
+    forward(
+        r,
+        "/api/copy",
+        &[Method::POST],
+        copy,
+        false,
+        "Ollama: copy a model on its first holder",
+    );
+    // From every holder, not the first only (see `fleet::delete_root`).
+    r.add(
+        Method::DELETE,
+        "/api/delete",
+        Level::Admin,
+        "Ollama: delete a model from every holder",
+        fleet::delete_root,
+    );
+    r.add_each(
+        &[Method::HEAD, Method::POST],
+        "/api/blobs/{digest}",
+        Level::Admin,
+        "Ollama: check for or upload a blob",
+        native::blob,
+    );
 }
 
 /// Open WebUI's `/ollama` router: `/{url_idx}` variants, push as DELETE, `true` answers for
 /// copy and delete, forced `insecure` pulls, Open WebUI's texts for unknown models.
-fn owui_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource(["", "/"])
-            .route(web::get().to(meta::owui_status))
-            .route(web::head().to(meta::owui_status)),
+fn owui_routes(r: &mut Routes) {
+    use Level::{Admin, Verified};
+    listings(r, "/ollama");
+    r.add(
+        Method::GET,
+        "/ollama/status",
+        Admin,
+        "Fleet status: instances, health, queues",
+        fleet::status,
+    )
+    .add(Method::GET, "/ollama/config", Admin, "Ollama connections", config::get)
+    .add(
+        Method::POST,
+        "/ollama/config/update",
+        Admin,
+        "Change the Ollama connections",
+        config::update,
+    )
+    .add(
+        Method::POST,
+        "/ollama/verify",
+        Admin,
+        "Check an Ollama connection",
+        config::verify,
     );
-    listings(cfg, "");
-    cfg.route("/status", web::get().to(fleet::status));
-    cfg.route("/config", web::get().to(config::get))
-        .route("/config/update", web::post().to(config::update))
-        .route("/verify", web::post().to(config::verify));
-    cfg.service(web::resource(["/models/upload", "/models/upload/{url_idx}"]).route(web::post().to(models::upload)))
-        .service(
-            web::resource(["/models/download", "/models/download/{url_idx}"]).route(web::post().to(models::download)),
+    for path in ["/ollama/models/upload", "/ollama/models/upload/{url_idx}"] {
+        r.add(Method::POST, path, Admin, "Upload a model file", models::upload);
+    }
+    for path in ["/ollama/models/download", "/ollama/models/download/{url_idx}"] {
+        r.add(
+            Method::POST,
+            path,
+            Admin,
+            "Download a model file from a URL",
+            models::download,
         );
+    }
     let get_head = [Method::GET, Method::HEAD];
-    forward_idx_only(cfg, "/api/tags", &get_head, Spec::get("/api/tags"));
-    // One instance's version is not everyone's to probe (the reference's §8.1 item 3).
-    forward_idx_only(cfg, "/api/version", &get_head, Spec::get("/api/version"));
-    forward_idx_only(cfg, "/v1/models", &[Method::GET], Spec::get("/v1/models"));
-    cfg.route("/v1/models", web::get().to(fleet::v1_models));
-    cfg.route("/api/unload", web::post().to(fleet::unload));
-    cfg.route("/api/pull/all", web::post().to(fleet::pull_all));
-    // Clients pointed at `/ollama` upload blobs there before a create.
-    cfg.service(
-        web::resource(["/api/blobs/{digest}", "/api/blobs/{digest}/{url_idx}"])
-            .route(web::head().to(native::blob))
-            .route(web::post().to(native::blob)),
+    forward_idx_only(
+        r,
+        "/ollama/api/tags",
+        &get_head,
+        Spec::get("/api/tags"),
+        "One instance's models",
     );
-    cfg.route("/api/delete/all", web::delete().to(fleet::delete_all));
+    // One instance's version is not everyone's to probe (the reference's §8.1 item 3).
+    forward_idx_only(
+        r,
+        "/ollama/api/version",
+        &get_head,
+        Spec::get("/api/version"),
+        "One instance's version",
+    );
+    forward_idx_only(
+        r,
+        "/ollama/v1/models",
+        &[Method::GET],
+        Spec::get("/v1/models"),
+        "One instance's OpenAI models",
+    );
+    r.add(
+        Method::GET,
+        "/ollama/v1/models",
+        Verified,
+        "The fleet's OpenAI models",
+        fleet::v1_models,
+    )
+    .add(
+        Method::POST,
+        "/ollama/api/unload",
+        Admin,
+        "Unload a model everywhere",
+        fleet::unload,
+    )
+    .add(
+        Method::POST,
+        "/ollama/api/pull/all",
+        Admin,
+        "Pull a model to every instance",
+        fleet::pull_all,
+    );
+    // Clients pointed at `/ollama` upload blobs there before a create.
+    for path in ["/ollama/api/blobs/{digest}", "/ollama/api/blobs/{digest}/{url_idx}"] {
+        r.add_each(
+            &[Method::HEAD, Method::POST],
+            path,
+            Admin,
+            "Check for or upload a blob",
+            native::blob,
+        );
+    }
+    r.add(
+        Method::DELETE,
+        "/ollama/api/delete/all",
+        Admin,
+        "Delete a model from every instance",
+        fleet::delete_all,
+    );
 
     let owui = |spec: Spec| spec.owui(true);
-    forward(cfg, "/api/show", &[Method::POST], owui(Spec::post("/api/show")), false);
-    for path in [
-        "/api/chat",
-        "/api/generate",
-        "/api/embed",
-        "/api/embeddings",
-        "/v1/completions",
-        "/v1/chat/completions",
+    forward(
+        r,
+        "/ollama/api/show",
+        &[Method::POST],
+        owui(Spec::post("/api/show")),
+        false,
+        "Show a model",
+    );
+    for (path, summary) in [
+        ("/api/chat", "Chat"),
+        ("/api/generate", "Generate"),
+        ("/api/embed", "Embed"),
+        ("/api/embeddings", "Embeddings (legacy)"),
+        ("/v1/completions", "OpenAI completions, passed through"),
+        ("/v1/chat/completions", "OpenAI chat completions, passed through"),
     ] {
-        forward(cfg, path, &[Method::POST], owui(Spec::post(path)), true);
+        let spec = owui(Spec::post(path));
+        forward(r, &format!("/ollama{path}"), &[Method::POST], spec, true, summary);
     }
     let pull = Spec::post("/api/pull")
         .with(Quirk::OwuiPull)
         .routed(Routing::Default)
         .admin();
-    forward(cfg, "/api/pull", &[Method::POST], owui(pull), true);
+    forward(r, "/ollama/api/pull", &[Method::POST], owui(pull), true, "Pull a model");
+    let create = Spec::post("/api/create").routed(Routing::Default).admin();
     forward(
-        cfg,
-        "/api/create",
+        r,
+        "/ollama/api/create",
         &[Method::POST],
-        owui(Spec::post("/api/create").routed(Routing::Default).admin()),
+        owui(create),
         true,
+        "Create a model",
     );
     // Open WebUI exposes push as DELETE; POST is accepted too, as Ollama's clients send it.
     let push = Spec::post("/api/push").routed(Routing::FirstHolder).admin();
-    forward(cfg, "/api/push", &[Method::DELETE, Method::POST], owui(push), true);
+    forward(
+        r,
+        "/ollama/api/push",
+        &[Method::DELETE, Method::POST],
+        owui(push),
+        true,
+        "Push a model",
+    );
     let copy = Spec::post("/api/copy")
         .with(Quirk::OwuiTrue)
         .routed(Routing::FirstHolder)
         .admin();
-    forward(cfg, "/api/copy", &[Method::POST], owui(copy), true);
+    forward(r, "/ollama/api/copy", &[Method::POST], owui(copy), true, "Copy a model");
     let delete = Spec::post("/api/delete")
         .method("DELETE")
         .with(Quirk::OwuiTrue)
         .routed(Routing::FirstHolder)
         .admin();
-    forward(cfg, "/api/delete", &[Method::DELETE], owui(delete), true);
+    forward(
+        r,
+        "/ollama/api/delete",
+        &[Method::DELETE],
+        owui(delete),
+        true,
+        "Delete a model",
+    );
 }
 
 /// The merged listings: tags, ps and version.
-fn listings(cfg: &mut web::ServiceConfig, prefix: &str) {
-    cfg.service(
-        web::resource(format!("{prefix}/api/tags"))
-            .route(web::get().to(fleet::tags))
-            .route(web::head().to(fleet::tags)),
-    )
-    .route(&format!("{prefix}/api/ps"), web::get().to(fleet::ps))
-    .service(
-        web::resource(format!("{prefix}/api/version"))
-            .route(web::get().to(fleet::version))
-            .route(web::head().to(fleet::version)),
+fn listings(r: &mut Routes, prefix: &str) {
+    let get_head = [Method::GET, Method::HEAD];
+    r.add_each(
+        &get_head,
+        &format!("{prefix}/api/tags"),
+        Level::Verified,
+        "The models of every instance, merged",
+        fleet::tags,
+    );
+    r.add(
+        Method::GET,
+        &format!("{prefix}/api/ps"),
+        Level::Admin,
+        "The models loaded on every instance",
+        fleet::ps,
+    );
+    // Public, as the reference has it; a credential that is presented is still checked.
+    r.add_each(
+        &get_head,
+        &format!("{prefix}/api/version"),
+        Level::Public,
+        "The lowest Ollama version in the fleet",
+        fleet::version,
     );
 }
 
 /// Registers `spec` on `path` (and `path/{url_idx}` if `with_idx`) for each method.
-fn forward(cfg: &mut web::ServiceConfig, path: &str, methods: &[Method], spec: Spec, with_idx: bool) {
-    let mut patterns = vec![path.to_owned()];
+fn forward(r: &mut Routes, path: &str, methods: &[Method], spec: Spec, with_idx: bool, summary: &'static str) {
+    native_routes(r, path, methods, spec, summary);
     if with_idx {
-        patterns.push(format!("{path}/{{url_idx}}"));
+        native_routes(r, &format!("{path}/{{url_idx}}"), methods, spec, summary);
     }
-    register(cfg, patterns, methods, spec);
 }
 
 /// Registers `spec` on `path/{url_idx}` only (the bare path is served by another handler).
-fn forward_idx_only(cfg: &mut web::ServiceConfig, path: &str, methods: &[Method], spec: Spec) {
-    register(cfg, vec![format!("{path}/{{url_idx}}")], methods, spec);
+fn forward_idx_only(r: &mut Routes, path: &str, methods: &[Method], spec: Spec, summary: &'static str) {
+    native_routes(r, &format!("{path}/{{url_idx}}"), methods, spec, summary);
 }
 
-fn register(cfg: &mut web::ServiceConfig, patterns: Vec<String>, methods: &[Method], spec: Spec) {
-    let mut resource = web::resource(patterns);
+fn native_routes(r: &mut Routes, path: &str, methods: &[Method], spec: Spec, summary: &'static str) {
     for method in methods {
-        resource = resource.route(web::method(method.clone()).to(
+        r.add(
+            method.clone(),
+            path,
+            spec.level,
+            summary,
             move |req: HttpRequest,
                   payload: web::Payload,
                   shared: web::Data<Shared>,
                   client: web::Data<awc::Client>| { native::forward(req, payload, shared, client, spec) },
-        ));
+        );
     }
-    cfg.service(resource);
 }

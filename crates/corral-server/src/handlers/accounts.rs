@@ -13,56 +13,152 @@ use corral_store::{NewApiKey, NewModel, NewUser, Store, User, UserChanges};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{unix_now, Admin, Anyone, Caller};
+use crate::auth::{unix_now, Admin, Anyone, Caller, Level};
 use crate::error::AppError;
 use crate::state::Shared;
 
-/// Registers the routes under `/api/v1`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/auths")
-            .route("/signup", web::post().to(signup))
-            .route("/signin", web::post().to(signin))
-            .route("/signout", web::get().to(signout))
-            .route("/signout", web::post().to(signout))
-            .route("/add", web::post().to(add_user))
-            .route("/admin/config", web::get().to(get_admin_config))
-            .route("/admin/config", web::post().to(update_admin_config))
-            .route("/api_key", web::post().to(create_key))
-            .route("/api_key", web::get().to(get_key))
-            .route("/api_key", web::delete().to(revoke_all_keys))
-            .route("/api_keys", web::get().to(list_keys))
-            .route("/api_keys/{id}", web::delete().to(revoke_key))
-            .route("", web::get().to(me))
-            .route("/", web::get().to(me)),
-    )
-    .service(
-        web::scope("/users")
-            .route("", web::get().to(list_users))
-            .route("/", web::get().to(list_users))
-            .route("/update/role", web::post().to(update_role))
-            .route("/{id}", web::get().to(get_user))
-            .route("/{id}/update", web::post().to(update_user))
-            .route("/{id}", web::delete().to(delete_user))
-            .route("/{id}/delete", web::delete().to(delete_user)),
-    )
-    .service(
-        web::scope("/groups")
-            .route("", web::get().to(list_groups))
-            .route("/", web::get().to(list_groups))
-            .route("/create", web::post().to(create_group))
-            .route("/id/{id}/update", web::post().to(update_group))
-            .route("/id/{id}/delete", web::delete().to(delete_group)),
-    )
-    .service(
-        web::scope("/models")
-            .route("", web::get().to(list_models))
-            .route("/", web::get().to(list_models))
-            .route("/create", web::post().to(create_model))
-            .route("/model", web::get().to(get_model))
-            .route("/model/update", web::post().to(update_model))
-            .route("/model/delete", web::delete().to(delete_model)),
-    );
+/// Registers the routes under `/api/v1`, each with the callers it admits.
+pub fn register(r: &mut crate::routes::Routes) {
+    use actix_web::http::Method;
+    use Level::{Admin, Any, Public};
+    const A: &str = "/api/v1/auths";
+    r.add(Method::POST, &format!("{A}/signup"), Public, "Sign up", signup)
+        .add(Method::POST, &format!("{A}/signin"), Public, "Sign in", signin)
+        .add(Method::GET, &format!("{A}/signout"), Any, "Sign out", signout)
+        .add(Method::POST, &format!("{A}/signout"), Any, "Sign out", signout)
+        .add(Method::POST, &format!("{A}/add"), Admin, "Create an account", add_user)
+        .add(
+            Method::GET,
+            &format!("{A}/admin/config"),
+            Admin,
+            "Sign-up settings",
+            get_admin_config,
+        )
+        .add(
+            Method::POST,
+            &format!("{A}/admin/config"),
+            Admin,
+            "Change the sign-up settings",
+            update_admin_config,
+        )
+        .add(
+            Method::POST,
+            &format!("{A}/api_key"),
+            Any,
+            "Create an API key",
+            create_key,
+        )
+        .add(
+            Method::GET,
+            &format!("{A}/api_key"),
+            Any,
+            "The caller's API key",
+            get_key,
+        )
+        .add(
+            Method::DELETE,
+            &format!("{A}/api_key"),
+            Any,
+            "Revoke the caller's API keys",
+            revoke_all_keys,
+        )
+        .add(
+            Method::GET,
+            &format!("{A}/api_keys"),
+            Any,
+            "The caller's API keys",
+            list_keys,
+        )
+        .add(
+            Method::DELETE,
+            &format!("{A}/api_keys/{{id}}"),
+            Any,
+            "Revoke one API key",
+            revoke_key,
+        )
+        .add(Method::GET, A, Any, "The signed-in user", me)
+        .add(Method::GET, &format!("{A}/"), Any, "The signed-in user", me);
+    const U: &str = "/api/v1/users";
+    r.add(Method::GET, U, Admin, "Every user", list_users)
+        .add(Method::GET, &format!("{U}/"), Admin, "Every user", list_users)
+        .add(
+            Method::POST,
+            &format!("{U}/update/role"),
+            Admin,
+            "Change a user's role",
+            update_role,
+        )
+        .add(Method::GET, &format!("{U}/{{id}}"), Admin, "One user", get_user)
+        .add(
+            Method::POST,
+            &format!("{U}/{{id}}/update"),
+            Admin,
+            "Change a user",
+            update_user,
+        )
+        .add(
+            Method::DELETE,
+            &format!("{U}/{{id}}"),
+            Admin,
+            "Delete a user",
+            delete_user,
+        )
+        .add(
+            Method::DELETE,
+            &format!("{U}/{{id}}/delete"),
+            Admin,
+            "Delete a user",
+            delete_user,
+        );
+    const G: &str = "/api/v1/groups";
+    r.add(Method::GET, G, Admin, "Every group", list_groups)
+        .add(Method::GET, &format!("{G}/"), Admin, "Every group", list_groups)
+        .add(
+            Method::POST,
+            &format!("{G}/create"),
+            Admin,
+            "Create a group",
+            create_group,
+        )
+        .add(
+            Method::POST,
+            &format!("{G}/id/{{id}}/update"),
+            Admin,
+            "Change a group",
+            update_group,
+        )
+        .add(
+            Method::DELETE,
+            &format!("{G}/id/{{id}}/delete"),
+            Admin,
+            "Delete a group",
+            delete_group,
+        );
+    const M: &str = "/api/v1/models";
+    r.add(Method::GET, M, Admin, "Every model record", list_models)
+        .add(Method::GET, &format!("{M}/"), Admin, "Every model record", list_models)
+        .add(
+            Method::POST,
+            &format!("{M}/create"),
+            Admin,
+            "Create a model record",
+            create_model,
+        )
+        .add(Method::GET, &format!("{M}/model"), Admin, "One model record", get_model)
+        .add(
+            Method::POST,
+            &format!("{M}/model/update"),
+            Admin,
+            "Change a model record",
+            update_model,
+        )
+        .add(
+            Method::DELETE,
+            &format!("{M}/model/delete"),
+            Admin,
+            "Delete a model record",
+            delete_model,
+        );
 }
 
 /// Runs `f` on the store off the executor, then reloads this replica's directory.
@@ -169,7 +265,7 @@ fn new_user(form: SignupForm, role: Role, first_user_role: Option<Role>) -> Resu
     if !corral_auth::is_valid_email(&email) {
         return Err(AppError::BadRequest("Invalid email format".to_owned()));
     }
-    corral_auth::check_password_policy(&form.password).map_err(|e| AppError::BadRequest(e.to_string()))?;
+    corral_auth::check_password_policy(&form.password)?;
     let name = match form.name.trim() {
         "" => email.clone(),
         name => name.to_owned(),
@@ -188,12 +284,11 @@ fn new_user(form: SignupForm, role: Role, first_user_role: Option<Role>) -> Resu
 /// Hashes `password` on the bounded password threads (slow and memory-hard by design); a
 /// hashing failure is the gateway's own (500).
 async fn hash(shared: &Shared, password: String) -> Result<corral_auth::PasswordHash, AppError> {
-    shared
+    Ok(shared
         .guard
         .passwords
         .run(move || corral_auth::hash_password(&password))
-        .await?
-        .map_err(|e| AppError::Internal(format!("password hashing failed: {e}")))
+        .await??)
 }
 
 /// Creates the user, whose `password_hash` is set.
@@ -685,7 +780,7 @@ async fn update_user(
     }
     let password = form.password.filter(|p| !p.is_empty());
     if let Some(p) = &password {
-        corral_auth::check_password_policy(p).map_err(|e| AppError::BadRequest(e.to_string()))?;
+        corral_auth::check_password_policy(p)?;
     }
     let changes = UserChanges {
         email,

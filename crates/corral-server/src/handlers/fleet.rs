@@ -15,6 +15,7 @@ use crate::discovery::fetch_json;
 use crate::error::AppError;
 use crate::proxy::{self, Body, Outgoing};
 use crate::state::Shared;
+use actix_web::ResponseError as _;
 
 /// How old a merged listing may be, from `ollama.models_cache_ttl`.
 fn ttl(shared: &Shared) -> Duration {
@@ -365,8 +366,13 @@ pub async fn delete_root(
         .iter()
         .map(|r| format!("instance {}: {}", r["url_idx"], r["error"].as_str().unwrap_or("failed")))
         .collect();
-    let message = format!("model '{model}' was not deleted everywhere ({})", which.join("; "));
-    Ok(HttpResponse::BadGateway().json(json!({ "error": message, "detail": message, "results": results })))
+    let err = AppError::Partial(format!(
+        "model '{model}' was not deleted everywhere ({})",
+        which.join("; ")
+    ));
+    let mut body = err.body();
+    body["results"] = Value::Array(results);
+    Ok(HttpResponse::build(err.status_code()).json(body))
 }
 
 /// Deletes `model` from every instance in `wanted` that holds it, all at once, and reports
@@ -477,7 +483,7 @@ pub async fn unload(
             failures.len(),
             Value::from(failures)
         );
-        Ok(HttpResponse::BadGateway().json(json!({ "error": message, "detail": message })))
+        Err(AppError::Partial(message))
     }
 }
 

@@ -21,6 +21,13 @@ pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": true }))
 }
 
+/// `GET /openapi.json`: the OpenAPI 3.1 document of every route, made from the route table.
+pub async fn openapi() -> HttpResponse {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| crate::routes::openapi().to_string());
+    HttpResponse::Ok().content_type("application/json").body(doc.as_str())
+}
+
 /// The OpenAI routes Corral serves at the root, for telling a wrong method from a wrong path.
 const OPENAI_ROUTES: [&str; 4] = [
     "/v1/chat/completions",
@@ -28,6 +35,20 @@ const OPENAI_ROUTES: [&str; 4] = [
     "/v1/embeddings",
     "/v1/models",
 ];
+
+/// A served path asked with a method it does not take: a JSON 405 naming the methods it does
+/// take in `Allow`, in OpenAI's shape under the OpenAI routes.
+pub fn method_not_allowed(req: &actix_web::HttpRequest, allow: &str) -> HttpResponse {
+    let (method, path) = (req.method(), req.path());
+    let message = format!("Method {method} is not allowed on {path}; allowed: {allow}");
+    let mut resp = HttpResponse::MethodNotAllowed();
+    resp.insert_header((actix_web::http::header::ALLOW, allow));
+    if crate::routes::is_openai(path) {
+        let body = corral_convert::openai::ErrorResponse::new(StatusCode::METHOD_NOT_ALLOWED.as_u16(), message);
+        return resp.json(body);
+    }
+    resp.json(crate::error::AppError::MethodNotAllowed(message).body())
+}
 
 /// Any path the gateway does not serve. Under `/v1/` (the base URL OpenAI clients are given)
 /// the answer is in OpenAI's error shape: 405 for a served path with another method, else
@@ -48,5 +69,5 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
         return HttpResponse::build(status).json(body);
     }
     let message = format!("no route for {method} {path}");
-    HttpResponse::NotFound().json(json!({ "error": message, "detail": "Not Found" }))
+    HttpResponse::NotFound().json(crate::error::AppError::NotFound(message).body())
 }

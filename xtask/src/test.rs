@@ -115,6 +115,9 @@ fn client_tests(root: &Path) -> Result<()> {
     if let Err(err) = js_clients(root, &gateway.url, &key) {
         failures.push(format!("javascript clients: {err:#}"));
     }
+    if let Err(err) = schemathesis(root, &gateway.url, &key) {
+        failures.push(format!("schemathesis: {err:#}"));
+    }
     drop(gateway);
     drop(sim_a);
     let _ = std::fs::remove_dir_all(&data);
@@ -123,6 +126,46 @@ fn client_tests(root: &Path) -> Result<()> {
     } else {
         bail!("{}", failures.join("\n"))
     }
+}
+
+/// Schemathesis against the live gateway, from the gateway's own `/openapi.json`: a bounded
+/// run (a few examples per operation) that fails on any 5xx and on any answer the document
+/// does not describe (status, content type, schema). Operations that would end the suite's
+/// own key or session, point the gateway at other instances, or fetch from outside are left
+/// out: their own tests cover them.
+fn schemathesis(root: &Path, url: &str, key: &str) -> Result<()> {
+    let venv = root.join("target/schemathesis-venv");
+    if !venv.join("bin/python").exists() {
+        run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run_cmd(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "-r"])
+            .arg(root.join("tests/schemathesis/requirements.txt")),
+    )?;
+    run_cmd(
+        Command::new(venv.join("bin/st"))
+            .arg("--config-file")
+            .arg(root.join("tests/schemathesis/schemathesis.toml"))
+            .args([
+                "run",
+                &format!("{url}/openapi.json"),
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+                "--exclude-path-regex",
+                "(signout|api_key|/verify|/models/download|/config/update)",
+                "--max-examples",
+                "5",
+                "--workers",
+                "1",
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--seed",
+                "20261204",
+            ])
+            .env("CORRAL_API_KEY", key)
+            .env("SCHEMATHESIS_TELEMETRY", "false"),
+    )
 }
 
 /// The official JavaScript `ollama` client (from npm, pinned by the lock file) against the

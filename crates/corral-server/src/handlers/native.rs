@@ -287,6 +287,15 @@ pub async fn forward(
 }
 
 /// `HEAD`/`POST /api/blobs/{digest}`: the body (a model file of many GB) is streamed through.
+/// Whether `digest` is a blob digest as Ollama names them: `sha256:` (or `sha256-`) and 64 hex
+/// digits.
+fn is_digest(digest: &str) -> bool {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .or_else(|| digest.strip_prefix("sha256-"));
+    hex.is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 pub async fn blob(
     req: HttpRequest,
     payload: web::Payload,
@@ -295,6 +304,12 @@ pub async fn blob(
 ) -> Result<HttpResponse, AppError> {
     auth::require(&req, Level::Admin)?;
     let digest = req.match_info().get("digest").unwrap_or_default().to_owned();
+    if !is_digest(&digest) {
+        // Checked here, as Ollama checks it: anything else would be sent upstream in a URL.
+        return Err(AppError::BadRequest(format!(
+            "invalid digest {digest:?}: expected sha256: followed by 64 hex digits"
+        )));
+    }
     let settings = shared.settings();
     let target = match url_idx(&req, settings.ollama.base_urls.len())? {
         Some(idx) => target(&shared, idx)?,

@@ -97,6 +97,18 @@ pub fn openapi() -> Value {
                 },
             }),
         );
+        let head = route.method == Method::HEAD;
+        let error_response = |what: &str| {
+            if head {
+                // A HEAD answer has headers only.
+                json!({ "description": what })
+            } else {
+                error_response(what)
+            }
+        };
+        if head {
+            responses.insert("200".to_owned(), json!({"description": "Success (headers only)"}));
+        }
         for (code, what) in [
             ("400", "The request is malformed"),
             ("404", "No such model, instance or route"),

@@ -1482,7 +1482,10 @@ async fn the_first_admin_stays_and_tokens_are_picked_as_the_reference_picks_them
             json!({"email": "admin@example.com", "password": password}),
         )
     };
-    assert!(signin("Hijacked1!").await.status.is_client_error(), "the password was changed");
+    assert!(
+        signin("Hijacked1!").await.status.is_client_error(),
+        "the password was changed"
+    );
     assert_eq!(signin("correct horse").await.status, StatusCode::OK);
     let r = post(
         &gw,

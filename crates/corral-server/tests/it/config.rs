@@ -308,7 +308,7 @@ async fn a_change_through_one_replica_is_served_by_the_other_within_two_seconds(
 #[actix_web::test]
 async fn during_a_database_outage_chats_go_on_and_admin_writes_get_503() {
     let Some(db) = TestDb::postgres() else { return };
-    let relay = Relay::start("127.0.0.1:5432".parse().unwrap());
+    let relay = Relay::in_front_of(&db.url);
     let sim = sim().await;
     let gw = Gateway::with_store(settings_for(&[&sim.url()]), &relay.route(&db.url)).await;
     assert_eq!(chat_status(&gw, "llama3.2").await, StatusCode::OK);

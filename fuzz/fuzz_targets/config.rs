@@ -19,12 +19,20 @@ fuzz_target!(|data: &[u8]| {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     let file = (!file.trim().is_empty()).then_some(file);
-    let Ok(settings) = corral_config::load(file, &env) else { return };
-    assert!(settings.validate().is_ok(), "load returned settings that do not validate");
+    let Ok(settings) = corral_config::load(file, &env) else {
+        return;
+    };
+    assert!(
+        settings.validate().is_ok(),
+        "load returned settings that do not validate"
+    );
 
     // What loaded can be written back as a file and loads as the same settings.
     let written = toml::to_string(&settings).unwrap_or_else(|e| panic!("settings that loaded do not serialise: {e}"));
     let again: Settings = corral_config::load(Some(&written), &BTreeMap::new())
         .unwrap_or_else(|e| panic!("settings that loaded do not load again ({e}):\n{written}"));
-    assert_eq!(again, settings, "written back and loaded again, the settings changed:\n{written}");
+    assert_eq!(
+        again, settings,
+        "written back and loaded again, the settings changed:\n{written}"
+    );
 });

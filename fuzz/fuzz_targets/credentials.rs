@@ -39,17 +39,25 @@ fuzz_target!(|data: &[u8]| {
         }
         match &parsed {
             Credential::Bearer(token) => {
-                assert!(!token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()), "{token:?}")
+                assert!(
+                    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()),
+                    "{token:?}"
+                )
             }
             Credential::Other(scheme) => assert!(!scheme.eq_ignore_ascii_case("bearer") || scheme.is_empty()),
             Credential::ApiKey(_) | Credential::Malformed => {}
         }
     }
 
-    let Ok(cookie) = std::str::from_utf8(cookie) else { return };
+    let Ok(cookie) = std::str::from_utf8(cookie) else {
+        return;
+    };
     let token = token_from_cookie_header(cookie);
     if let Some(token) = token {
-        assert!(!token.contains(';'), "a cookie value runs into the next pair: {token:?}");
+        assert!(
+            !token.contains(';'),
+            "a cookie value runs into the next pair: {token:?}"
+        );
         assert!(cookie.contains(token));
     }
     let header_text = std::str::from_utf8(header).ok();

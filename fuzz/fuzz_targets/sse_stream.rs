@@ -48,7 +48,9 @@ impl Stream {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let (cuts, input) = rest.split_at(rest.len().min(4));
     let (completion, usage) = (mode & 1 == 1, mode & 2 == 2);
 
@@ -84,7 +86,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(text.is_empty() || text.ends_with("\n\n"), "{text:?}");
     let events: Vec<&str> = text.split_terminator("\n\n").collect();
     for (i, event) in events.iter().enumerate() {
-        let data = event.strip_prefix("data: ").unwrap_or_else(|| panic!("not an SSE data event: {event:?}"));
+        let data = event
+            .strip_prefix("data: ")
+            .unwrap_or_else(|| panic!("not an SSE data event: {event:?}"));
         if data == "[DONE]" {
             assert_eq!(i + 1, events.len(), "[DONE] is not last");
         } else {
@@ -94,6 +98,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // The stream always ends: with [DONE] after a final object, or with an error event.
-    let last = events.last().expect("finish always writes something when nothing ended the stream");
+    let last = events
+        .last()
+        .expect("finish always writes something when nothing ended the stream");
     assert!(*last == "data: [DONE]" || last.contains("\"error\""), "{last:?}");
 });

@@ -40,6 +40,13 @@ fn go_reads<'a>(object: &'a serde_json::Map<String, Value>, field: &str) -> Opti
     value.as_str()
 }
 
+/// How `serde_json` names the values it refuses to hold but the grammar allows.
+const BENIGN: [&str; 3] = [
+    "number out of range",
+    "lone leading surrogate in hex escape",
+    "invalid unicode code point",
+];
+
 fuzz_target!(|data: &[u8]| {
     let read: Result<ModelRef, _> = serde_json::from_slice(data);
     let Ok(read) = read else { return };
@@ -49,9 +56,10 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let object = match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(object)) => object,
-        // A number too large for an f64 is valid JSON, which the reader (and Go) skip where it is
-        // not a routing field; only a full parse into values refuses it.
-        Err(e) if e.to_string().starts_with("number out of range") => return,
+        // Valid JSON that only a parse into values refuses: a number too large for an f64, and a
+        // `\u` escape of a lone surrogate (Go reads it as U+FFFD). The reader skips both where they
+        // are not a routing field, as Go does, and refuses them in a routing field.
+        Err(e) if BENIGN.iter().any(|m| e.to_string().starts_with(m)) => return,
         Ok(_) | Err(_) => panic!("the reader accepted a body that is not a JSON object"),
     };
     assert_eq!(read.model.as_deref(), go_reads(&object, "model"), "model");

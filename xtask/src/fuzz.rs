@@ -185,9 +185,13 @@ fn run_target(dir: &Path, target: &str, seconds: u64, smoke: bool) -> Result<Out
 /// Keeps the figures of libFuzzer's progress and final lines.
 fn read_progress(line: &str, outcome: &mut Outcome) {
     if let Some(cov) = line.find("cov: ") {
-        // `#123 pulse  cov: 2495 ft: 6208 corp: 1610/224Kb …`: keep coverage, features and corpus.
+        // `#123 pulse  cov: 2495 ft: 6208 corp: 1610/224Kb …`: keep runs so far, coverage, features
+        // and corpus (a run that crashes prints no `Done` line).
         let figures: Vec<&str> = line[cov..].split_whitespace().take(6).collect();
         outcome.coverage = figures.join(" ");
+        if let Some(runs) = line.strip_prefix('#').and_then(|l| l.split_whitespace().next()) {
+            outcome.runs = runs.to_owned();
+        }
     }
     if let Some(rest) = line.strip_prefix("Done ") {
         outcome.runs = rest.split_whitespace().next().unwrap_or_default().to_owned();
@@ -214,5 +218,11 @@ mod tests {
         assert!(!o.crashed);
         read_progress("thread '<unnamed>' panicked at fuzz_targets/x.rs:1:1:", &mut o);
         assert!(o.crashed);
+        let mut crashed = Outcome::default();
+        read_progress(
+            "#2250543\tREDUCE cov: 1533 ft: 6720 corp: 2552/486Kb lim: 4096",
+            &mut crashed,
+        );
+        assert_eq!(crashed.runs, "2250543");
     }
 }

@@ -4,6 +4,7 @@
 
 mod bench;
 mod deps;
+mod fuzz;
 mod test;
 mod tidy;
 
@@ -16,8 +17,11 @@ fn main() -> ExitCode {
         Some("test") => test::run(&tidy::workspace_root()),
         Some("deps") => deps::run(&tidy::workspace_root()),
         Some("bench") => bench::run(&tidy::workspace_root(), &args[1..]),
+        Some("fuzz") => fuzz::run(&tidy::workspace_root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|bench [balance] [--quick]|tidy|deps>");
+            eprintln!(
+                "usage: cargo xtask <test|bench [balance] [--quick]|fuzz [--seconds N|--smoke] [target]|tidy|deps>"
+            );
             return ExitCode::from(2);
         }
     };

@@ -93,6 +93,11 @@ struct ServeArgs {
     /// Never start the built-in simulator, even when no Ollama answers at the default address.
     #[arg(long)]
     no_simulator: bool,
+    /// Where the demo mode expects a local Ollama (default: the default of `ollama.base_urls`).
+    /// When the instances are left at their default and nothing answers here, the built-in
+    /// simulator stands in until an Ollama answers at this address, which then takes over.
+    #[arg(long, value_name = "URL")]
+    demo_ollama_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,10 +265,15 @@ fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     }
     init_tracing(&settings.server.log);
     // Keeps the simulator running for the life of the gateway.
+    let local_ollama = args
+        .demo_ollama_url
+        .map(|u| u.trim().trim_end_matches('/').to_owned())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| Settings::default().ollama.base_urls[0].clone());
     let _simulator = if args.no_simulator {
         None
     } else {
-        demo_simulator(&mut settings)?
+        demo_simulator(&mut settings, &local_ollama)?
     };
     let addr = (settings.server.host.as_str(), settings.server.port);
     let listener = TcpListener::bind(addr)
@@ -284,7 +294,7 @@ fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     actix_rt::System::new().block_on(async move {
         corral.start();
         if let Some(stand_in) = stand_in {
-            watch_for_ollama(corral.shared().clone(), stand_in);
+            watch_for_ollama(corral.shared().clone(), stand_in, local_ollama);
         }
         tracing::info!(address = %local, "corral listening on http://{local}");
         corral.serve(listener).await
@@ -292,11 +302,11 @@ fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// When Corral is left at its default upstream and no Ollama answers there, starts the
-/// built-in simulator in its place, so a newcomer gets a working gateway, and says so loudly.
-fn demo_simulator(settings: &mut Settings) -> anyhow::Result<Option<corral_sim::SimHandle>> {
-    let default = Settings::default().ollama.base_urls;
-    if settings.ollama.base_urls != default || reachable(&default[0]) {
+/// When Corral is left at its default upstream and no Ollama answers at `local_ollama` (the
+/// default address unless `--demo-ollama-url` says otherwise), starts the built-in simulator in
+/// its place, so a newcomer gets a working gateway, and says so loudly.
+fn demo_simulator(settings: &mut Settings, local_ollama: &str) -> anyhow::Result<Option<corral_sim::SimHandle>> {
+    if settings.ollama.base_urls != Settings::default().ollama.base_urls || reachable(local_ollama) {
         return Ok(None);
     }
     let config = corral_sim::SimConfig {
@@ -313,7 +323,7 @@ fn demo_simulator(settings: &mut Settings) -> anyhow::Result<Option<corral_sim::
         "NO OLLAMA ANSWERED at {}. Corral is serving its BUILT-IN SIMULATOR at {} instead: \
          answers are generated filler text, not a language model. Set OLLAMA_BASE_URL (or \
          OLLAMA_BASE_URLS) to your Ollama servers, or pass --no-simulator.",
-        default[0],
+        local_ollama,
         sim.url()
     );
     settings.ollama.base_urls = vec![sim.url()];
@@ -323,10 +333,9 @@ fn demo_simulator(settings: &mut Settings) -> anyhow::Result<Option<corral_sim::
 /// How often the default Ollama address is tried while the simulator stands in for it.
 const OLLAMA_WATCH: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// While the simulator stands in, watches the default Ollama address; once an Ollama answers
+/// While the simulator stands in, watches the local Ollama address; once an Ollama answers
 /// there (one started after Corral), the gateway serves it instead, and says so.
-fn watch_for_ollama(shared: std::sync::Arc<corral_server::Shared>, stand_in: String) {
-    let default = Settings::default().ollama.base_urls;
+fn watch_for_ollama(shared: std::sync::Arc<corral_server::Shared>, stand_in: String, local_ollama: String) {
     actix_rt::spawn(async move {
         loop {
             actix_rt::time::sleep(OLLAMA_WATCH).await;
@@ -335,15 +344,14 @@ fn watch_for_ollama(shared: std::sync::Arc<corral_server::Shared>, stand_in: Str
             if current.ollama.base_urls != [stand_in.as_str()] {
                 return;
             }
-            let url = default[0].clone();
+            let url = local_ollama.clone();
             let up = actix_rt::task::spawn_blocking(move || reachable(&url)).await;
             if up.unwrap_or(false) {
                 let mut next = (*current).clone();
-                next.ollama.base_urls.clone_from(&default);
+                next.ollama.base_urls = vec![local_ollama.clone()];
                 shared.set_settings(next);
                 tracing::warn!(
-                    "an Ollama answers at {} now: Corral serves it, and no longer the built-in simulator",
-                    default[0]
+                    "an Ollama answers at {local_ollama} now: Corral serves it, and no longer the built-in simulator"
                 );
                 return;
             }

@@ -74,21 +74,24 @@ impl Drop for Running {
     }
 }
 
-#[test]
-fn the_simulator_stands_in_until_a_local_ollama_answers() {
-    let ollama: std::net::SocketAddr = "127.0.0.1:11434".parse().unwrap();
-    assert!(
-        std::net::TcpStream::connect_timeout(&ollama, std::time::Duration::from_millis(300)).is_err(),
-        "this test plays the late local Ollama on {ollama}, and something already listens there"
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A loopback address nothing listens on (the port was free a moment ago).
+fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+}
+
+#[test]
+fn the_simulator_stands_in_until_a_local_ollama_answers() {
+    // The late local Ollama plays on a free port, named to the demo mode in place of the default
+    // 127.0.0.1:11434, where a real Ollama may already run.
+    let ollama = free_addr();
+    let port = free_addr().port();
     let dir = std::env::temp_dir().join(format!("corral-cli-sim-{}", std::process::id()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
-    cmd.args(["serve", "--port", &port.to_string()])
+    let local_ollama = format!("http://{ollama}");
+    cmd.args(["serve", "--port", &port.to_string(), "--demo-ollama-url", &local_ollama])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATA_DIR", &dir)

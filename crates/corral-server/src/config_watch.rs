@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_config::OllamaSettings;
-
 use crate::state::Shared;
 
 /// How often the revision is polled; a change is served within about this long.
@@ -35,7 +33,10 @@ pub fn spawn(shared: Arc<Shared>) {
                 if revision <= known {
                     return Ok(None);
                 }
-                Ok(Some((revision, store.load_ollama()?)))
+                let Some(sealer) = watched.sealer() else {
+                    return Ok(None);
+                };
+                Ok(Some((revision, store.load_ollama(sealer)?)))
             })
             .await;
             let result: Result<_, corral_store::StoreError> = match polled {
@@ -49,12 +50,7 @@ pub fn spawn(shared: Arc<Shared>) {
                         healthy = true;
                     }
                     if let Some((revision, Some(stored))) = change {
-                        let ollama = OllamaSettings {
-                            enable: stored.enable,
-                            base_urls: stored.base_urls,
-                            api_configs: stored.api_configs,
-                            models_cache_ttl: shared.settings().ollama.models_cache_ttl,
-                        };
+                        let ollama = shared.ollama_from_stored(stored);
                         match shared.apply_stored(ollama, revision) {
                             Ok(()) => tracing::info!(revision, "configuration changed in the database; applied"),
                             Err(e) => {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use corral_config::{OllamaSettings, Settings};
-use corral_store::Store;
+use corral_store::{Sealer, Store, StoredOllama};
 
 use crate::error::AppError;
 use crate::fleet::Fleet;
@@ -21,6 +21,8 @@ pub struct Shared {
     base: Settings,
     settings: ArcSwap<Settings>,
     store: Option<Store>,
+    /// Seals and opens the connection keys saved in the store, with a key derived from the secret key.
+    sealer: Option<Sealer>,
     /// The `config` revision the current settings were built from.
     config_revision: AtomicI64,
     /// The merged catalogue and its refresh machinery.
@@ -42,6 +44,7 @@ impl Shared {
             settings: ArcSwap::from_pointee(settings.clone()),
             base: settings,
             store: None,
+            sealer: None,
             config_revision: AtomicI64::new(-1),
             fleet: Fleet::default(),
             instances: crate::instances::Instances::default(),
@@ -53,26 +56,63 @@ impl Shared {
 
     /// Wraps the start-up settings and the store, applying what admins saved in it.
     /// Blocks on the database: call it at start-up, not on an executor.
+    ///
+    /// Connection keys still stored in clear text (saved by a release before keys were sealed) are
+    /// sealed first, under a key derived from the secret key.
     pub fn with_store(settings: Settings, store: Store) -> Result<Shared, AppError> {
-        let revision = store.revision("config")?;
-        let stored = store.load_ollama()?;
-        let shared = Shared {
+        let mut shared = Shared {
             store: Some(store.clone()),
             ..Shared::new(settings)
         };
         shared.auth.enable(&shared.base.auth.secret_key, &store)?;
+        let sealer = Sealer::from_secret(&shared.auth.secret());
+        let sealed = store.seal_clear_connection_keys(&sealer)?;
+        if sealed > 0 {
+            tracing::info!(sealed, "connection keys stored in clear text are now sealed");
+        }
+        let revision = store.revision("config")?;
+        let stored = store.load_ollama(&sealer)?;
+        shared.sealer = Some(sealer);
         if let Some(stored) = stored {
-            let ollama = OllamaSettings {
-                enable: stored.enable,
-                base_urls: stored.base_urls,
-                api_configs: stored.api_configs,
-                models_cache_ttl: shared.base.ollama.models_cache_ttl,
-            };
+            let ollama = shared.ollama_from_stored(stored);
             shared.apply_stored(ollama, revision)?;
         } else {
             shared.config_revision.store(revision, Ordering::Release);
         }
         Ok(shared)
+    }
+
+    /// The sealer for connection keys, when there is a store.
+    pub fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.as_ref()
+    }
+
+    /// The Ollama settings a configuration loaded from the store describes.
+    ///
+    /// A connection whose saved key does not open (the secret key changed since it was saved) is
+    /// disabled, with an error naming it in the log: sending its requests without their key would only
+    /// fail upstream. Its other settings stay, so an admin sees it and enters the key again.
+    pub fn ollama_from_stored(&self, stored: StoredOllama) -> OllamaSettings {
+        let mut ollama = OllamaSettings {
+            enable: stored.enable,
+            base_urls: stored.base_urls,
+            api_configs: stored.api_configs,
+            models_cache_ttl: self.base.ollama.models_cache_ttl,
+        };
+        for (idx, problem) in stored.unreadable_keys {
+            let url = ollama.base_urls.get(idx).cloned().unwrap_or_default();
+            tracing::error!(
+                idx,
+                url = %corral_config::loggable_url(&url),
+                %problem,
+                "the saved key of this connection does not open with the current secret key (auth.secret_key); \
+                 the connection is disabled until an admin saves its key again or the previous secret key is restored"
+            );
+            let conn = ollama.api_configs.entry(idx.to_string()).or_default();
+            conn.key = None;
+            conn.enable = Some(false);
+        }
+        ollama
     }
 
     /// The current settings; cheap, lock-free.

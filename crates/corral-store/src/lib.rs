@@ -9,6 +9,7 @@ mod models;
 mod ollama;
 mod revisions;
 mod schema;
+mod sealing;
 mod settings;
 #[cfg(feature = "test-support")]
 pub mod test_support;
@@ -30,6 +31,7 @@ pub use crate::groups::Group;
 pub use crate::models::{Model, NewModel};
 pub use crate::ollama::StoredOllama;
 pub use crate::revisions::Revisions;
+pub use crate::sealing::{is_sealed, OpenError, Sealer, SEALED_PREFIX};
 pub use crate::tokens::RevokedToken;
 pub use crate::url::redact;
 pub use crate::users::{NewUser, User, UserChanges, ROLE_SETTING, SIGNUP_CLOSED, SIGNUP_SETTING};

@@ -1,14 +1,15 @@
 //! The admin-saved Ollama connections: the enable switch and each connection with its own settings,
-//! written in one transaction.
+//! written in one transaction, each connection's key sealed (see [`crate::Sealer`]).
 
 use std::collections::BTreeMap;
 
 use corral_config::ConnectionSettings;
 use diesel::prelude::*;
 
-use crate::conn::snapshot_tx;
+use crate::conn::{snapshot_tx, write_tx};
 use crate::revisions::Area;
 use crate::schema::{ollama_connections, settings};
+use crate::sealing::{is_sealed, OpenError, Sealer};
 use crate::{Store, StoreError};
 
 /// The settings key holding `ENABLE_OLLAMA_API`; its presence means admins saved a configuration.
@@ -23,14 +24,19 @@ pub struct StoredOllama {
     pub base_urls: Vec<String>,
     /// `OLLAMA_API_CONFIGS`, keyed by index (`"0"`, `"1"`, …); connections with default settings have no entry.
     pub api_configs: BTreeMap<String, ConnectionSettings>,
+    /// Connections whose saved key did not open with the current secret key, by index, with why; their
+    /// `key` is absent from `api_configs`. Always empty when saving.
+    pub unreadable_keys: BTreeMap<usize, OpenError>,
 }
 
 impl Store {
     /// The saved Ollama configuration, or `None` if admins never saved one.
     ///
     /// The enable switch and the connections are read from one snapshot, so a save running at the same
-    /// time is seen whole or not at all.
-    pub fn load_ollama_config(&self) -> Result<Option<StoredOllama>, StoreError> {
+    /// time is seen whole or not at all. Sealed keys are opened with `sealer`; a key that does not open
+    /// (the secret key changed) is left out and its connection listed in `unreadable_keys`, so the rest of
+    /// the configuration still loads. A key still in clear text (saved before sealing) is read as it is.
+    pub fn load_ollama_config(&self, sealer: &Sealer) -> Result<Option<StoredOllama>, StoreError> {
         let mut conn = self.conn()?;
         let (enable, rows) = snapshot_tx(&mut conn, |c| {
             let enable: Option<String> = settings::table
@@ -63,8 +69,24 @@ impl Store {
                     "connection indices are not contiguous at {idx}"
                 )));
             }
-            let config: ConnectionSettings =
-                serde_json::from_str(&config).map_err(|e| StoreError::Corrupt(format!("connection {idx}: {e}")))?;
+            let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("connection {idx}: {e}"));
+            let mut config: serde_json::Value = serde_json::from_str(&config).map_err(corrupt)?;
+            if let Some(fields) = config.as_object_mut() {
+                if let Some(serde_json::Value::String(key)) = fields.get("key") {
+                    if is_sealed(key) {
+                        match sealer.open(key, &url) {
+                            Ok(plain) => {
+                                fields.insert("key".to_owned(), serde_json::Value::String(plain));
+                            }
+                            Err(e) => {
+                                fields.remove("key");
+                                stored.unreadable_keys.insert(position, e);
+                            }
+                        }
+                    }
+                }
+            }
+            let config: ConnectionSettings = serde_json::from_value(config).map_err(corrupt)?;
             if config != ConnectionSettings::default() {
                 stored.api_configs.insert(position.to_string(), config);
             }
@@ -78,18 +100,22 @@ impl Store {
     ///
     /// Nothing is half-saved: a failure leaves the old configuration and revision. Settings are kept for
     /// indexes `0..base_urls.len()` only, so entries for removed connections (and legacy URL keys) are
-    /// dropped, as Open WebUI prunes them.
+    /// dropped, as Open WebUI prunes them. Each connection's key is sealed with `sealer`, bound to its URL.
     pub fn save_ollama_config(
         &self,
         enable: bool,
         base_urls: &[String],
         api_configs: &BTreeMap<String, ConnectionSettings>,
+        sealer: &Sealer,
         now: i64,
     ) -> Result<i64, StoreError> {
         let mut rows = Vec::with_capacity(base_urls.len());
         for (i, url) in base_urls.iter().enumerate() {
             let idx = i32::try_from(i).map_err(|_| StoreError::Query("too many connections".to_owned()))?;
-            let config = api_configs.get(&i.to_string()).cloned().unwrap_or_default();
+            let mut config = api_configs.get(&i.to_string()).cloned().unwrap_or_default();
+            if let Some(key) = config.key.as_mut() {
+                *key = sealer.seal(key, url);
+            }
             let config = serde_json::to_string(&config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             rows.push((
                 ollama_connections::idx.eq(idx),
@@ -113,12 +139,50 @@ impl Store {
     }
 
     /// [`Store::load_ollama_config`], under the name the server first used.
-    pub fn load_ollama(&self) -> Result<Option<StoredOllama>, StoreError> {
-        self.load_ollama_config()
+    pub fn load_ollama(&self, sealer: &Sealer) -> Result<Option<StoredOllama>, StoreError> {
+        self.load_ollama_config(sealer)
     }
 
     /// [`Store::save_ollama_config`] taking the whole [`StoredOllama`].
-    pub fn save_ollama(&self, cfg: &StoredOllama, now: i64) -> Result<i64, StoreError> {
-        self.save_ollama_config(cfg.enable, &cfg.base_urls, &cfg.api_configs, now)
+    pub fn save_ollama(&self, cfg: &StoredOllama, sealer: &Sealer, now: i64) -> Result<i64, StoreError> {
+        self.save_ollama_config(cfg.enable, &cfg.base_urls, &cfg.api_configs, sealer, now)
+    }
+
+    /// Seals every connection key still stored in clear text (saved before keys were sealed), in one
+    /// transaction, and returns how many it sealed. Idempotent: the server runs it at every start-up.
+    ///
+    /// The configuration it describes does not change, so no revision moves.
+    pub fn seal_clear_connection_keys(&self, sealer: &Sealer) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |c| {
+            let rows: Vec<(i32, String, String)> = ollama_connections::table
+                .select((
+                    ollama_connections::idx,
+                    ollama_connections::url,
+                    ollama_connections::config,
+                ))
+                .load(c)?;
+            let mut sealed = 0;
+            for (idx, url, config) in rows {
+                let mut config: serde_json::Value =
+                    serde_json::from_str(&config).map_err(|e| StoreError::Corrupt(format!("connection {idx}: {e}")))?;
+                let Some(fields) = config.as_object_mut() else {
+                    continue;
+                };
+                let Some(serde_json::Value::String(key)) = fields.get("key") else {
+                    continue;
+                };
+                if is_sealed(key) {
+                    continue;
+                }
+                let key = sealer.seal(key, &url);
+                fields.insert("key".to_owned(), serde_json::Value::String(key));
+                diesel::update(ollama_connections::table.filter(ollama_connections::idx.eq(idx)))
+                    .set(ollama_connections::config.eq(config.to_string()))
+                    .execute(c)?;
+                sealed += 1;
+            }
+            Ok(sealed)
+        })
     }
 }

@@ -93,6 +93,50 @@ impl TestDb {
     }
 }
 
+impl Store {
+    /// Every row of `ollama_connections` as stored: `(idx, url, config)`, for tests that check what is
+    /// at rest.
+    pub fn raw_connection_rows(&self) -> Vec<(i32, String, String)> {
+        use crate::schema::ollama_connections;
+        use diesel::{ExpressionMethods, QueryDsl};
+        let mut conn = self.conn().unwrap_or_else(|e| panic!("{e}"));
+        ollama_connections::table
+            .order(ollama_connections::idx.asc())
+            .select((
+                ollama_connections::idx,
+                ollama_connections::url,
+                ollama_connections::config,
+            ))
+            .load(&mut *conn)
+            .unwrap_or_else(|e| panic!("cannot read ollama_connections: {e}"))
+    }
+
+    /// Replaces the saved Ollama configuration with these raw rows and the enable switch, as a release
+    /// from before keys were sealed wrote them (`config` is stored as given).
+    pub fn put_raw_connection_rows(&self, enable: bool, rows: &[(&str, serde_json::Value)]) {
+        use crate::schema::ollama_connections;
+        use diesel::ExpressionMethods;
+        let mut conn = self.conn().unwrap_or_else(|e| panic!("{e}"));
+        let written = crate::conn::write_tx(&mut conn, |c| {
+            crate::settings::upsert(c, crate::ollama::ENABLE_KEY, &enable.to_string(), 0)?;
+            diesel::delete(ollama_connections::table).execute(c)?;
+            for (i, (url, config)) in rows.iter().enumerate() {
+                let idx = i32::try_from(i).unwrap_or(i32::MAX);
+                diesel::insert_into(ollama_connections::table)
+                    .values((
+                        ollama_connections::idx.eq(idx),
+                        ollama_connections::url.eq(*url),
+                        ollama_connections::config.eq(config.to_string()),
+                    ))
+                    .execute(c)?;
+            }
+            crate::revisions::bump(c, crate::revisions::Area::Config)?;
+            Ok::<_, diesel::result::Error>(())
+        });
+        written.unwrap_or_else(|e| panic!("cannot write ollama_connections: {e}"));
+    }
+}
+
 /// Fails the test under `CI=true`; otherwise says the PostgreSQL part is skipped.
 fn unreachable_postgres(message: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {

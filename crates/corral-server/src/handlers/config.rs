@@ -76,16 +76,18 @@ pub async fn update(shared: web::Data<Shared>, admin: Admin, payload: web::Paylo
     let (_, value) = read_object(payload).await?;
     let current = shared.settings().ollama.clone();
     let next = parse_update(&value, &current)?;
-    let store = shared
+    let (store, sealer) = shared
         .store()
+        .zip(shared.sealer().cloned())
         .ok_or_else(|| AppError::StoreUnavailable("no database is configured".to_owned()))?;
     let stored = StoredOllama {
         enable: next.enable,
         base_urls: next.base_urls.clone(),
         api_configs: next.api_configs.clone(),
+        unreadable_keys: BTreeMap::new(),
     };
     let now = unix_now();
-    let revision = web::block(move || store.save_ollama(&stored, now))
+    let revision = web::block(move || store.save_ollama(&stored, &sealer, now))
         .await
         .map_err(|e| AppError::Internal(e.to_string()))??;
     shared.apply_stored(next.clone(), revision)?;

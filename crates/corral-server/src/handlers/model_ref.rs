@@ -1,10 +1,11 @@
 //! The fields of a request body the gateway routes and authorises on, read so that the gateway
 //! and Ollama cannot disagree about which model a body names.
 //!
-//! Ollama decodes bodies with Go's `encoding/json`, which matches keys case-insensitively and
-//! lets the last of duplicate keys win. A body with `"model"` and `"Model"` would be checked
-//! here for one model and run by Ollama as the other, so a top-level key that differs from a
-//! routing field only in case, or a routing field given twice, is refused with a 400.
+//! Ollama decodes bodies with Go's `encoding/json`, which matches keys case-insensitively (with
+//! Unicode simple case folding, so `ſ` U+017F reads as `s` and `K` U+212A as `k`) and lets the
+//! last of duplicate keys win. A body with `"model"` and `"Model"` would be checked here for one
+//! model and run by Ollama as the other, so a top-level key that Go would read as a routing field
+//! but is not spelled as one, or a routing field given twice, is refused with a 400.
 
 use std::fmt;
 
@@ -61,12 +62,33 @@ impl Key {
             "metadata" => Key::Metadata,
             "stream" => Key::Stream,
             "prompt" | "messages" => Key::Input,
-            other => match GUARDED.iter().find(|g| g.eq_ignore_ascii_case(other)) {
+            other => match GUARDED.iter().find(|g| go_matches(other, g)) {
                 Some(field) => Key::CaseVariant(field, other.to_owned()),
                 None => Key::Other,
             },
         }
     }
+}
+
+/// Whether Go's `encoding/json` would read the key `key` as the lower-case ASCII field `field`.
+///
+/// Go folds each rune to the smallest rune of its simple case-folding orbit; the only orbits
+/// that join a non-ASCII rune to an ASCII letter are {K, k, U+212A KELVIN SIGN} and
+/// {S, s, U+017F LATIN SMALL LETTER LONG S}.
+fn go_matches(key: &str, field: &str) -> bool {
+    let mut chars = key.chars();
+    for wanted in field.chars() {
+        let folded = match chars.next() {
+            None => return false,
+            Some('\u{17f}') => 's',
+            Some('\u{212a}') => 'k',
+            Some(c) => c.to_ascii_lowercase(),
+        };
+        if folded != wanted {
+            return false;
+        }
+    }
+    chars.next().is_none()
 }
 
 impl<'de> Deserialize<'de> for Key {
@@ -244,6 +266,24 @@ mod tests {
         }
         let err = parse(r#"{"model":"a","Model":"b"}"#).unwrap_err();
         assert!(err.contains("`Model` differs from `model` only in case"), "{err}");
+    }
+
+    #[test]
+    fn keys_go_folds_to_a_routing_field_through_unicode_are_refused() {
+        // Found by the `model_ref` fuzz target: Go's decoder reads `ſource` (U+017F) as `source`,
+        // the last one winning, so the gateway would check one model and Ollama copy another.
+        for body in [
+            "{\"source\":\"llama3.2\",\"\u{17f}ource\":\"private\"}",
+            "{\"destination\":\"a\",\"DE\u{17f}TINATION\":\"b\"}",
+            // The same keys written as JSON escapes.
+            r#"{"source":"llama3.2","\u017fource":"private"}"#,
+        ] {
+            let err = parse(body).unwrap_err();
+            assert!(err.contains("only in case"), "{body}: {err}");
+        }
+        // Other non-ASCII letters never fold to ASCII: such keys are someone else's fields.
+        let r = parse("{\"model\":\"m\",\"mod\u{e9}l\":\"x\",\"\u{212a}eep\":1}").unwrap();
+        assert_eq!(r.model.as_deref(), Some("m"));
     }
 
     #[test]

@@ -1520,6 +1520,35 @@ async fn the_first_admin_stays_and_tokens_are_picked_as_the_reference_picks_them
         let r = post(&gw, &format!("/api/v1/users/{first_id}/update"), Some(&second), change).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     }
+    // Read back: the first admin is as it was, and its password is still its own.
+    let read_first = || async {
+        let r = get(&gw, &format!("/api/v1/users/{first_id}"), Some(&first)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        (
+            r.body["email"].as_str().unwrap().to_owned(),
+            r.body["name"].as_str().unwrap().to_owned(),
+            r.body["role"].as_str().unwrap().to_owned(),
+        )
+    };
+    let unchanged = (
+        "admin@example.com".to_owned(),
+        "admin@example.com".to_owned(),
+        "admin".to_owned(),
+    );
+    assert_eq!(read_first().await, unchanged);
+    let signin = |password: &'static str| {
+        post(
+            &gw,
+            "/api/v1/auths/signin",
+            None,
+            json!({"email": "admin@example.com", "password": password}),
+        )
+    };
+    assert!(
+        signin("Hijacked1!").await.status.is_client_error(),
+        "the password was changed"
+    );
+    assert_eq!(signin("correct horse").await.status, StatusCode::OK);
     let r = post(
         &gw,
         &format!("/api/v1/users/{first_id}/update"),
@@ -1528,6 +1557,11 @@ async fn the_first_admin_stays_and_tokens_are_picked_as_the_reference_picks_them
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "the first admin changes itself: {}", r.body);
+    assert_eq!(
+        read_first().await,
+        ("admin@example.com".to_owned(), "Owner".to_owned(), "admin".to_owned()),
+        "the change was saved"
+    );
     let r = call(
         Method::DELETE,
         &gw.at(&format!("/api/v1/users/{first_id}")),
@@ -1536,6 +1570,7 @@ async fn the_first_admin_stays_and_tokens_are_picked_as_the_reference_picks_them
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(read_first().await.2, "admin", "still there, still admin");
     assert_eq!(
         get(&gw, "/api/ps", Some(&first)).await.status,
         StatusCode::OK,

@@ -119,6 +119,98 @@ async fn saved_configuration_survives_a_restart_on_postgres() {
     survives_a_restart(&db).await;
 }
 
+/// The `Authorization` header of the last request the simulator received.
+fn last_authorization(sim: &corral_sim::SimHandle) -> Option<String> {
+    let last = sim.stats().last_request?;
+    last.headers
+        .into_iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        .map(|(_, value)| value)
+}
+
+/// Connection keys are sealed in the database, still sent after a restart, sealed at start-up when a
+/// release before sealing left them in clear, and a changed secret key disables the connection instead of
+/// failing the gateway.
+async fn keys_are_sealed_at_rest(db: &TestDb) {
+    const KEY: &str = "sk-upstream-b1d3f0a2c9";
+    let sim = corral_sim::SimHandle::start(corral_sim::SimConfig {
+        api_key: Some(KEY.to_owned()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let raw = corral_store::Store::open(&db.url, 1).unwrap();
+    let rows_hold_no_key = || {
+        let rows = raw.raw_connection_rows();
+        assert!(!rows.is_empty());
+        for (idx, url, config) in rows {
+            assert!(
+                !config.contains(KEY) && !url.contains(KEY),
+                "connection {idx} holds the key in clear: {config}"
+            );
+        }
+    };
+    let mut base = settings_for(&[&dead_url()]);
+    base.auth.secret_key = "the gateway's secret".to_owned();
+    let save = json!({"OLLAMA_BASE_URLS": [sim.url()], "OLLAMA_API_CONFIGS": {"0": {"prefix_id": "x", "key": KEY}}});
+
+    let a = Gateway::with_store(base.clone(), &db.url).await;
+    let (status, saved) = update(&a, &save).await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    rows_hold_no_key();
+    a.stop().await;
+
+    // After a restart the gateway opens the key and sends it.
+    let b = Gateway::with_store(base.clone(), &db.url).await;
+    assert_eq!(chat_status(&b, "x.llama3.2").await, StatusCode::OK);
+    assert_eq!(last_authorization(&sim), Some(format!("Bearer {KEY}")));
+    b.stop().await;
+
+    // A row as the release before sealing left it: sealed at start-up, and the key still works.
+    raw.put_raw_connection_rows(true, &[(&sim.url(), json!({"prefix_id": "x", "key": KEY}))]);
+    assert!(raw.raw_connection_rows()[0].2.contains(KEY), "the old row is in clear");
+    let c = Gateway::with_store(base.clone(), &db.url).await;
+    rows_hold_no_key();
+    assert_eq!(chat_status(&c, "x.llama3.2").await, StatusCode::OK);
+    assert_eq!(last_authorization(&sim), Some(format!("Bearer {KEY}")));
+    c.stop().await;
+
+    // The secret key changed: the gateway starts, the connection whose key no longer opens is disabled
+    // (never contacted without its key), and no request gets a 5xx.
+    let mut rotated = base.clone();
+    rotated.auth.secret_key = "a new secret".to_owned();
+    let d = Gateway::with_store(rotated, &db.url).await;
+    let config = get_config(&d).await;
+    assert_eq!(config["OLLAMA_API_CONFIGS"]["0"]["enable"], false, "{config}");
+    assert!(config["OLLAMA_API_CONFIGS"]["0"].get("key").is_none(), "{config}");
+    sim.reset_stats();
+    let status = chat_status(&d, "x.llama3.2").await;
+    assert!(status.is_client_error(), "{status}");
+    let requests = sim.stats().requests;
+    assert!(
+        !requests.contains_key("/api/chat") && !requests.contains_key("/api/tags"),
+        "the disabled connection was asked: {requests:?}"
+    );
+    // Rotation: the admin enters the key again, and it is sealed under the new secret key.
+    let (status, saved) = update(&d, &save).await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    assert_eq!(chat_status(&d, "x.llama3.2").await, StatusCode::OK);
+    assert_eq!(last_authorization(&sim), Some(format!("Bearer {KEY}")));
+    rows_hold_no_key();
+    d.stop().await;
+}
+
+#[actix_web::test]
+async fn connection_keys_are_sealed_at_rest_on_sqlite() {
+    keys_are_sealed_at_rest(&TestDb::sqlite()).await;
+}
+
+#[actix_web::test]
+async fn connection_keys_are_sealed_at_rest_on_postgres() {
+    let Some(db) = TestDb::postgres() else { return };
+    keys_are_sealed_at_rest(&db).await;
+}
+
 #[actix_web::test]
 async fn updates_are_validated_whole_and_a_failed_one_changes_nothing() {
     let db = TestDb::sqlite();
@@ -216,7 +308,7 @@ async fn a_change_through_one_replica_is_served_by_the_other_within_two_seconds(
 #[actix_web::test]
 async fn during_a_database_outage_chats_go_on_and_admin_writes_get_503() {
     let Some(db) = TestDb::postgres() else { return };
-    let relay = Relay::start("127.0.0.1:5432".parse().unwrap());
+    let relay = Relay::in_front_of(&db.url);
     let sim = sim().await;
     let gw = Gateway::with_store(settings_for(&[&sim.url()]), &relay.route(&db.url)).await;
     assert_eq!(chat_status(&gw, "llama3.2").await, StatusCode::OK);

@@ -455,9 +455,18 @@ async fn long_jobs_are_not_cut_by_the_first_byte_timeout_and_known_blobs_are_not
     let url = gw.at(&format!("/api/blobs/{digest}"));
     let first = client().post(&url).send_body(blob.clone()).await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
-    for _ in 0..2 {
+    let uploads = || sim.stats().requests.get("/api/blobs").copied().unwrap_or(0);
+    let last_method = || sim.stats().last_request.map(|r| r.method).unwrap_or_default();
+    for n in 1..=2 {
+        let before = uploads();
         let again = client().post(&url).send_body(blob.clone()).await.unwrap();
         assert_eq!(again.status(), StatusCode::OK);
+        // The instance was only asked whether it has the blob: one HEAD, and no second upload.
+        assert_eq!(
+            (uploads() - before, last_method()),
+            (1, "HEAD".to_owned()),
+            "repeat {n}: the simulator received more than the question"
+        );
     }
     let head = client().head(&url).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::OK);

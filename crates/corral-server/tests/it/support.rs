@@ -214,10 +214,27 @@ impl Relay {
         self.open.store(true, std::sync::atomic::Ordering::Release);
     }
 
+    /// Relays a free loopback port to the PostgreSQL server of `db_url` (which comes from
+    /// `TEST_DATABASE_URL`, whatever server that names).
+    pub fn in_front_of(db_url: &str) -> Relay {
+        use std::net::ToSocketAddrs;
+        let parsed = url::Url::parse(db_url).unwrap_or_else(|e| panic!("{db_url} is not a URL: {e}"));
+        let host = parsed
+            .host_str()
+            .unwrap_or_else(|| panic!("the test database URL names no TCP host"));
+        let target = (host.trim_matches(['[', ']']), parsed.port().unwrap_or(5432))
+            .to_socket_addrs()
+            .unwrap()
+            .next()
+            .unwrap_or_else(|| panic!("{host} does not resolve"));
+        Relay::start(target)
+    }
+
     /// `url` with its `host:port` replaced by the relay's.
     pub fn route(&self, url: &str) -> String {
-        let (head, rest) = url.split_once('@').unwrap();
-        let (_, path) = rest.split_once('/').unwrap();
-        format!("{head}@{}/{path}", self.addr)
+        let mut routed = url::Url::parse(url).unwrap();
+        routed.set_host(Some(&self.addr.ip().to_string())).unwrap();
+        routed.set_port(Some(self.addr.port())).unwrap();
+        routed.to_string()
     }
 }

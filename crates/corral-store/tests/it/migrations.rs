@@ -16,7 +16,10 @@ fn apply_revert_and_reapply(store: &Store) {
     assert_eq!(store.revert_all().unwrap(), MIGRATIONS);
     assert!(store.revisions().is_err(), "state_revisions is gone after down");
     assert!(store.count_users().is_err(), "users is gone after down");
-    assert!(store.load_ollama_config().is_err(), "settings are gone after down");
+    assert!(
+        store.load_ollama_config(&crate::support::sealer()).is_err(),
+        "settings are gone after down"
+    );
 
     // `up` creates every table and index without IF NOT EXISTS, so re-applying also proves that `down`
     // left nothing behind.

@@ -35,7 +35,7 @@ fn reserved_keys_are_refused(store: &Store) {
     let err = store.put_setting("ollama.enable", &json!(true), NOW).unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert!(store.delete_setting("ollama.enable").is_err());
-    assert_eq!(store.load_ollama_config().unwrap(), None);
+    assert_eq!(store.load_ollama_config(&crate::support::sealer()).unwrap(), None);
 }
 
 fn the_first_secret_wins(store: &Store) {

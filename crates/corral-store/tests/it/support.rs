@@ -1,10 +1,15 @@
 //! Builders for test data.
 
 use corral_auth::{hash_password_with, PasswordHash, PasswordParams, Role};
-use corral_store::{NewUser, Store, User};
+use corral_store::{NewUser, Sealer, Store, User};
 
 /// A fixed point in time for records; tests add seconds to it.
 pub const NOW: i64 = 1_700_000_000;
+
+/// The sealer of a gateway whose secret key is `test secret`.
+pub fn sealer() -> Sealer {
+    Sealer::from_secret(b"test secret")
+}
 
 /// A real argon2id hash with tiny costs, so tests stay fast.
 pub fn password_hash(password: &str) -> PasswordHash {

@@ -13,7 +13,7 @@ pub use env::{env_overrides, Env};
 pub use keys::{reference_markdown, EnvKind, SettingDoc, SETTINGS};
 pub use settings::{
     AuthSettings, BalanceSettings, ConnectionSettings, DatabaseSettings, OllamaSettings, ServerSettings, Settings,
-    UpstreamSettings,
+    Slots, UpstreamSettings,
 };
 
 /// Why a configuration was refused. Every variant names the key and the problem.

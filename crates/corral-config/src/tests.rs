@@ -174,7 +174,11 @@ fn slots_are_auto_by_default_a_number_fixes_them_and_anything_else_is_refused_by
     assert_eq!(Settings::default().balance.slots, Slots::Auto);
     let s = load(Some("[balance]\nslots = 4\n"), &env(&[])).unwrap();
     assert_eq!(s.balance.slots, Slots::Fixed(4));
-    let s = load(Some("[balance]\nslots = 2\n"), &env(&[("CORRAL_BALANCE__SLOTS", "auto")])).unwrap();
+    let s = load(
+        Some("[balance]\nslots = 2\n"),
+        &env(&[("CORRAL_BALANCE__SLOTS", "auto")]),
+    )
+    .unwrap();
     assert_eq!(s.balance.slots, Slots::Auto, "the environment wins");
     let s = load(None, &env(&[("CORRAL_BALANCE__SLOTS", "8")])).unwrap();
     assert_eq!(s.balance.slots, Slots::Fixed(8));

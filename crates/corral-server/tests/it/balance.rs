@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
+use corral_config::Slots;
 use corral_sim::{Faults, SimConfig, SimHandle, SimModel};
 use serde_json::Value;
 
@@ -240,7 +241,7 @@ async fn slow_sim() -> SimHandle {
 async fn one_slot(queue_timeout: f64) -> (SimHandle, Gateway) {
     let sim = slow_sim().await;
     let mut settings = settings_for(&[&sim.url()]);
-    settings.balance.slots = 1;
+    settings.balance.slots = Slots::Fixed(1);
     settings.balance.queue_timeout = queue_timeout;
     let gw = Gateway::start(settings).await;
     warm(&gw).await;
@@ -262,7 +263,7 @@ async fn timed_chat(url: String) -> (StatusCode, Option<String>) {
 async fn when_every_slot_is_taken_requests_queue_and_a_full_queue_gets_503() {
     let sim = slow_sim().await;
     let mut settings = settings_for(&[&sim.url()]);
-    settings.balance.slots = 1;
+    settings.balance.slots = Slots::Fixed(1);
     settings.balance.queue_size = 1;
     let gw = Gateway::start(settings).await;
     warm(&gw).await;
@@ -480,5 +481,163 @@ async fn listings_do_not_wait_on_an_ejected_instance() {
         }
     }
     drop(silent);
+    gw.stop().await;
+}
+
+/// Requests waiting in the gateway's queue for `model`, from the status view.
+async fn waiting(gw: &Gateway, model: &str) -> u64 {
+    status(gw).await["queues"][model]["waiting"].as_u64().unwrap_or(0)
+}
+
+/// Polls the gateway's status and the simulator's counters until `cond` holds; a test that
+/// never gets there fails after many rounds instead of hanging.
+async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[actix_web::test]
+async fn auto_slots_learn_that_an_instance_runs_four_at_once() {
+    let sim = SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        loaded: vec!["llama3.2".to_owned()],
+        num_parallel: 4,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::start(settings_for(&[&sim.url()])).await;
+    warm(&gw).await;
+    assert_eq!(status(&gw).await["slots"], "auto", "auto is the default");
+    const AT_ONCE: usize = 8;
+    let mut sent = 0;
+    for round in 1..=6 {
+        // Every stream the simulator starts stops after its first chunk until released, so
+        // the requests the gateway lets in are all at the instance at once.
+        sim.set_faults(Faults {
+            latch_after_chunks: Some(1),
+            ..Faults::default()
+        });
+        let handles: Vec<_> = (0..AT_ONCE)
+            .map(|_| {
+                let url = gw.at("/api/chat");
+                actix_rt::spawn(async move {
+                    let mut resp = client()
+                        .post(url)
+                        .send_json(&chat_body("llama3.2", 3, true))
+                        .await
+                        .unwrap();
+                    (resp.status(), lines(&body_of(&mut resp).await))
+                })
+            })
+            .collect();
+        sent += AT_ONCE;
+        // Each request is either at the instance or in the gateway's queue.
+        until("every request reached the instance or the queue", async || {
+            sim.stats().in_flight + waiting(&gw, "llama3.2:latest").await == AT_ONCE as u64
+        })
+        .await;
+        sim.release_latch();
+        for h in handles {
+            let (code, body) = h.await.unwrap();
+            assert_eq!(code, StatusCode::OK);
+            assert_eq!(body.last().unwrap()["done"], true, "{body:?}");
+        }
+        let most = sim.stats().max_in_flight;
+        if most >= 4 {
+            let learned = &status(&gw).await["instances"][0]["learned_slots"]["llama3.2:latest"];
+            assert!(learned.as_u64().is_some_and(|n| n >= 4), "{learned}");
+            assert!(most <= 6, "round {round}: far past the instance's slots: {most}");
+            assert!(sent <= 4 * AT_ONCE, "learned within {sent} requests");
+            gw.stop().await;
+            return;
+        }
+    }
+    panic!(
+        "after {sent} requests the instance never got 4 at once: {:?}",
+        sim.stats()
+    );
+}
+
+/// A simulator that runs one request at a time at 20 tokens/s, whose streams stop after the
+/// first chunk until the latch is released, behind a gateway with one slot.
+async fn latched_one_slot(settings: impl FnOnce(&str) -> corral_config::Settings) -> (SimHandle, Gateway, String) {
+    let sim = SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        tokens_per_sec: 20.0,
+        faults: Faults {
+            latch_after_chunks: Some(1),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut s = settings(&sim.url());
+    s.balance.slots = Slots::Fixed(1);
+    let gw = Gateway::start(s).await;
+    warm(&gw).await;
+    let url = gw.at("/api/chat");
+    (sim, gw, url)
+}
+
+/// Sends a streamed chat as `bearer` (if any); reports `label` on `tx` with the answer's
+/// queue-wait header once its headers arrive, then reads it to the end.
+fn queued_chat(
+    url: String,
+    bearer: Option<String>,
+    label: String,
+    tx: tokio::sync::mpsc::UnboundedSender<(String, Option<String>)>,
+) -> actix_rt::task::JoinHandle<()> {
+    actix_rt::spawn(async move {
+        let mut req = client().post(url);
+        if let Some(b) = bearer {
+            req = req.insert_header(("Authorization", format!("Bearer {b}")));
+        }
+        let mut resp = req.send_json(&chat_body("llama3.2", 2, true)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let waited = resp
+            .headers()
+            .get("x-corral-queue-wait-ms")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let _ = tx.send((label, waited));
+        let _ = body_of(&mut resp).await;
+    })
+}
+
+#[actix_web::test]
+async fn the_queue_lets_requests_in_exactly_in_the_order_they_came() {
+    let (sim, gw, url) = latched_one_slot(|u| settings_for(&[u])).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _first = queued_chat(url.clone(), None, "holder".to_owned(), tx.clone());
+    assert_eq!(rx.recv().await.unwrap(), ("holder".to_owned(), None), "it did not wait");
+    let mut handles = Vec::new();
+    for i in 1..=4u64 {
+        handles.push(queued_chat(url.clone(), None, format!("r{i}"), tx.clone()));
+        until("the request queued", async || {
+            waiting(&gw, "llama3.2:latest").await == i
+        })
+        .await;
+    }
+    sim.release_latch();
+    let mut order = Vec::new();
+    for _ in 1..=4 {
+        let (label, waited) = rx.recv().await.unwrap();
+        assert!(
+            waited.is_some_and(|ms| ms.parse::<u64>().is_ok()),
+            "a queued answer says how long it waited"
+        );
+        order.push(label);
+    }
+    assert_eq!(order, ["r1", "r2", "r3", "r4"], "first come, first served");
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(waiting(&gw, "llama3.2:latest").await, 0);
     gw.stop().await;
 }

@@ -641,3 +641,116 @@ async fn the_queue_lets_requests_in_exactly_in_the_order_they_came() {
     assert_eq!(waiting(&gw, "llama3.2:latest").await, 0);
     gw.stop().await;
 }
+
+/// Signs up `email` and returns its session token and user id.
+async fn account(gw: &Gateway, email: &str) -> (String, String) {
+    let mut resp = client()
+        .post(gw.at("/api/v1/auths/signup"))
+        .send_json(&serde_json::json!({"email": email, "password": "correct horse", "name": email}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    (
+        body["token"].as_str().unwrap().to_owned(),
+        body["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn admin_post(gw: &Gateway, admin: &str, path: &str, body: Value) {
+    let resp = client()
+        .post(gw.at(path))
+        .insert_header(("Authorization", format!("Bearer {admin}")))
+        .send_json(&body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{path}");
+}
+
+async fn admin_status(gw: &Gateway, admin: &str) -> Value {
+    let mut resp = client()
+        .get(gw.at("/ollama/status"))
+        .insert_header(("Authorization", format!("Bearer {admin}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    serde_json::from_slice(&body_of(&mut resp).await).unwrap()
+}
+
+#[actix_web::test]
+async fn one_users_twenty_waiting_requests_do_not_hold_back_another_users_one() {
+    let db = corral_store::test_support::TestDb::sqlite();
+    let sim = SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        tokens_per_sec: 20.0,
+        faults: Faults {
+            latch_after_chunks: Some(1),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.balance.slots = Slots::Fixed(1);
+    settings.auth.bypass_model_access_control = true;
+    let gw = Gateway::with_auth(settings, &db.url).await;
+    // The first account is the admin; sign-up is opened again for the second.
+    let (alice, alice_id) = account(&gw, "alice@example.com").await;
+    admin_post(
+        &gw,
+        &alice,
+        "/api/v1/auths/admin/config",
+        serde_json::json!({"ENABLE_SIGNUP": true}),
+    )
+    .await;
+    let (bob, bob_id) = account(&gw, "bob@example.com").await;
+    admin_post(
+        &gw,
+        &alice,
+        "/api/v1/users/update/role",
+        serde_json::json!({"id": bob_id, "role": "user"}),
+    )
+    .await;
+    let url = gw.at("/api/chat");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _holder = queued_chat(url.clone(), Some(alice.clone()), "holder".to_owned(), tx.clone());
+    assert_eq!(rx.recv().await.unwrap().0, "holder");
+    let mut handles = Vec::new();
+    for i in 1..=20u64 {
+        handles.push(queued_chat(
+            url.clone(),
+            Some(alice.clone()),
+            format!("alice{i}"),
+            tx.clone(),
+        ));
+        until("alice's request queued", async || {
+            admin_status(&gw, &alice).await["queues"]["llama3.2:latest"]["waiting"] == i
+        })
+        .await;
+    }
+    handles.push(queued_chat(
+        url.clone(),
+        Some(bob.clone()),
+        "bob".to_owned(),
+        tx.clone(),
+    ));
+    until("bob's request queued", async || {
+        admin_status(&gw, &alice).await["queues"]["llama3.2:latest"]["waiting"] == 21
+    })
+    .await;
+    let users = &admin_status(&gw, &alice).await["queues"]["llama3.2:latest"]["users"];
+    assert_eq!(users[&alice_id], 20, "{users}");
+    assert_eq!(users[&bob_id], 1, "{users}");
+    sim.release_latch();
+    // The holder's end lets in the next, whose end lets in the one after: bob's request
+    // starts within those two.
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        order.push(rx.recv().await.unwrap().0);
+    }
+    assert!(order.contains(&"bob".to_owned()), "{order:?}");
+    assert_eq!(order[0], "alice1", "alice's own requests keep their order: {order:?}");
+    gw.stop().await;
+}

@@ -66,6 +66,9 @@ struct Inner {
     per_model: HashMap<String, usize>,
     limits: HashMap<String, AdaptiveLimit>,
     served: HashMap<String, Instant>,
+    /// Models that answered a request there since they were last loaded: requests for them
+    /// do not wait for a load.
+    answered: HashMap<String, Instant>,
     health: Health,
     ttft: Ewma,
     duration: Ewma,
@@ -110,6 +113,7 @@ impl Instances {
                         per_model: HashMap::new(),
                         limits: HashMap::new(),
                         served: HashMap::new(),
+                        answered: HashMap::new(),
                         health: Health::default(),
                         ttft: Ewma::new(Duration::from_secs(30)),
                         duration: Ewma::new(Duration::from_secs(30)),
@@ -179,12 +183,24 @@ impl Instance {
     ///
     /// The request also loads the model there: the mirror of loaded models records it and,
     /// when the instance keeps at most `max_loaded`, drops the least recently used one, as
-    /// Ollama evicts it. `warm` says whether the model was known to be loaded there, so that
-    /// the request's time to first token says something about queueing, not loading.
-    pub fn begin(self: &Arc<Self>, model: &str, queue: Arc<Queue>, max_loaded: Option<usize>, warm: bool) -> InFlight {
+    /// Ollama evicts it. `listed_loaded` says whether the instance's `/api/ps` listed the
+    /// model, for when the gateway has not routed it there yet. Whether the model was surely
+    /// loaded (not loading) decides whether the request's time to first token may teach the
+    /// adaptive limit: a load's wait is not queueing.
+    pub fn begin(
+        self: &Arc<Self>,
+        model: &str,
+        queue: Arc<Queue>,
+        max_loaded: Option<usize>,
+        listed_loaded: bool,
+    ) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut inner = lock(&self.inner);
+        inner
+            .answered
+            .retain(|_, t| now.saturating_duration_since(*t) < LOADED_FOR);
+        let warm = inner.answered.contains_key(model) || (listed_loaded && !inner.served.contains_key(model));
         let count = inner.per_model.entry(model.to_owned()).or_default();
         *count += 1;
         let concurrency = *count;
@@ -208,6 +224,7 @@ impl Instance {
                     .map(|(m, _)| m.clone());
                 let Some(victim) = victim else { break };
                 inner.served.remove(&victim);
+                inner.answered.remove(&victim);
             }
         }
         drop(inner);
@@ -287,8 +304,10 @@ impl Instance {
         inner.ttft.observe(ttft, now);
         if unloads {
             inner.served.remove(model);
+            inner.answered.remove(model);
         } else {
             inner.served.insert(model.to_owned(), now);
+            inner.answered.insert(model.to_owned(), now);
         }
     }
 

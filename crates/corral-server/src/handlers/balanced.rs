@@ -142,7 +142,6 @@ pub async fn dispatch(
             Some(started) => (started.idx, Some(started.in_flight)),
             None => {
                 let candidates = pool(shared, &snap.catalogue, &id, &remaining, balance.slots, now);
-                let warm = warm_of(&candidates);
                 let Some(idx) = pick(shared, candidates, policy, now) else {
                     break;
                 };
@@ -150,12 +149,12 @@ pub async fn dispatch(
                     None
                 } else {
                     let url = target(shared, idx)?.base_url;
-                    let warm = warm.iter().any(|(i, w)| *i == idx && *w);
+                    let listed = snap.catalogue.loaded_on(idx).contains(&id.as_str());
                     Some(
                         shared
                             .instances
                             .get(&url)
-                            .begin(&id, queue.clone(), max_loaded(&settings, idx), warm),
+                            .begin(&id, queue.clone(), max_loaded(&settings, idx), listed),
                     )
                 };
                 (idx, in_flight)
@@ -438,21 +437,15 @@ fn start(ctx: &Admission<'_>, settings: &corral_config::Settings) -> Option<(usi
     if !has_free_slot(&candidates) {
         return None;
     }
-    let warm = warm_of(&candidates);
     let idx = pick(ctx.shared, candidates, ctx.policy, now)?;
     let url = settings.ollama.base_urls.get(idx)?.trim_end_matches('/');
-    let warm = warm.iter().any(|(i, w)| *i == idx && *w);
+    let listed = ctx.catalogue.loaded_on(idx).contains(&ctx.id);
     let in_flight = ctx
         .shared
         .instances
         .get(url)
-        .begin(ctx.id, ctx.queue.clone(), max_loaded(settings, idx), warm);
+        .begin(ctx.id, ctx.queue.clone(), max_loaded(settings, idx), listed);
     Some((idx, in_flight))
-}
-
-/// Whether the model is loaded on each candidate, by index.
-fn warm_of(p: &Pool) -> Vec<(usize, bool)> {
-    p.all.iter().map(|c| (c.idx, c.loaded)).collect()
 }
 
 /// The flow a waiting request belongs to: its user, so that users take turns. Read only

@@ -553,7 +553,7 @@ async fn auto_slots_learn_that_an_instance_runs_four_at_once() {
             let learned = &status(&gw).await["instances"][0]["learned_slots"]["llama3.2:latest"];
             assert!(learned.as_u64().is_some_and(|n| n >= 4), "{learned}");
             assert!(most <= 6, "round {round}: far past the instance's slots: {most}");
-            assert!(sent <= 4 * AT_ONCE, "learned within {sent} requests");
+            assert!(sent <= 6 * AT_ONCE, "learned within {sent} requests");
             gw.stop().await;
             return;
         }

@@ -358,7 +358,9 @@ struct Started {
 async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
     let settings = ctx.shared.settings();
     let balance = &settings.balance;
-    let notify = {
+    // Whose turn a waiting request takes is read only when it must wait, outside the lock.
+    let mut user: Option<String> = None;
+    let (notify, id) = loop {
         let mut waiting = ctx.queue.lock();
         if waiting.is_empty() {
             if let Some((idx, in_flight)) = start(ctx, &settings) {
@@ -375,16 +377,20 @@ async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
                 reason: format!("{} requests already wait for model {}", balance.queue_size, ctx.id),
             });
         }
+        let Some(user) = &user else {
+            drop(waiting);
+            user = Some(flow(ctx.req));
+            continue;
+        };
         // The front may have missed a slot that came free without a request ending (an
         // instance back in rotation): it checks again.
         if let Some((_, front)) = waiting.front() {
             front.notify_one();
         }
         let notify = Arc::new(tokio::sync::Notify::new());
-        let id = waiting.push(&flow(ctx.req), notify.clone());
-        (notify, id)
+        let id = waiting.push(user, notify.clone());
+        break (notify, id);
     };
-    let (notify, id) = notify;
     // Leaves the queue however the wait ends, including the client going away mid-wait (the
     // request's future is then dropped at the await below).
     let mut turn = Turn {

@@ -626,15 +626,19 @@ async fn the_queue_lets_requests_in_exactly_in_the_order_they_came() {
     }
     sim.release_latch();
     let mut order = Vec::new();
+    let mut waits = Vec::new();
     for _ in 1..=4 {
         let (label, waited) = rx.recv().await.unwrap();
-        assert!(
-            waited.is_some_and(|ms| ms.parse::<u64>().is_ok()),
-            "a queued answer says how long it waited"
-        );
         order.push(label);
+        waits.push(waited);
     }
     assert_eq!(order, ["r1", "r2", "r3", "r4"], "first come, first served");
+    assert!(
+        waits
+            .iter()
+            .all(|w| w.as_ref().is_some_and(|ms| ms.parse::<u64>().is_ok())),
+        "a queued answer says how long it waited: {waits:?}"
+    );
     for h in handles {
         h.await.unwrap();
     }

@@ -138,6 +138,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
         setups.push(("slots", fixed("model_affinity", parallel, false)));
         setups.push(("slots", auto("model_affinity", parallel)));
         setups.push(("slots", auto("random", parallel)));
+        setups.push(("slots", fixed("random", parallel, false)));
     }
     let (mut policies, mut slots) = (Vec::new(), Vec::new());
     for (table, setup) in setups {
@@ -496,7 +497,7 @@ fn report(runs: &[Run], requests: usize, quick: bool) -> String {
 }
 
 /// The `auto` slots table: for instances running 1 and 4 requests per model at once,
-/// `model_affinity` told the right number against `auto`, and `random` with `auto`.
+/// `model_affinity` told the right number against `auto`, and `random` with each.
 fn slots_report(runs: &[Run], requests: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -567,6 +568,14 @@ fn slots_report(runs: &[Run], requests: usize) -> String {
                 throughput * 100.0,
                 latency * 100.0,
                 if throughput >= 0.9 && latency <= 1.1 { "met" } else { "**not met**" }
+            );
+        }
+        if let (Some(random), Some(fixed)) = (find(parallel, "random", &parallel.to_string()), fixed) {
+            let ratio = p95(fixed) / p95(random).max(1e-9);
+            let _ = writeln!(
+                out,
+                "- {parallel} slot(s), both told `{parallel}` (for comparison): `model_affinity` p95 {ratio:.2} of `random`'s, cold loads {} against {}",
+                fixed.cold_loads, random.cold_loads
             );
         }
         if let (Some(random), Some(auto)) = (find(parallel, "random", "auto"), auto) {

@@ -13,14 +13,38 @@ use std::path::Path;
 
 use anyhow::Result;
 
-/// Runs the benchmark named by `args`: `[balance] [--quick]`.
+/// Runs the benchmark named by `args`: `[balance] [--quick] [--smoke]`.
+///
+/// `--smoke` runs every scenario with a few requests each on debug builds, checks that each
+/// request succeeded, and writes no figure: `cargo xtask test` runs it so that a benchmark
+/// that stops working fails CI.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
-    if args.iter().any(|a| a == "balance") {
-        balance::run(root, quick)
-    } else {
-        gateway::run(root, quick)
+    let smoke = args.iter().any(|a| a == "--smoke");
+    if let Some(unknown) = args
+        .iter()
+        .find(|a| !["balance", "--quick", "--smoke"].contains(&a.as_str()))
+    {
+        anyhow::bail!("unknown bench argument {unknown:?}; expected [balance] [--quick] [--smoke]");
     }
+    if args.iter().any(|a| a == "balance") {
+        balance::run(root, quick, smoke)
+    } else {
+        gateway::run(root, quick, smoke)
+    }
+}
+
+/// Builds `corral` and `corral-sim` and returns the directory holding them: a release build
+/// for figures, the debug build (which the test suite has already made) for a smoke run.
+pub fn build_bins(root: &Path, smoke: bool) -> Result<std::path::PathBuf> {
+    let mut cmd = std::process::Command::new("cargo");
+    cmd.args(["build", "-p", "corral", "-p", "corral-sim"]);
+    if !smoke {
+        cmd.arg("--release");
+    }
+    let status = cmd.current_dir(root).status()?;
+    anyhow::ensure!(status.success(), "building corral and corral-sim failed");
+    Ok(root.join(if smoke { "target/debug" } else { "target/release" }))
 }
 
 /// Replaces the text between `<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->` in

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz::run(&tidy::workspace_root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench [balance] [--quick]|fuzz [--seconds N|--smoke] [target]|tidy|deps>"
+                "usage: cargo xtask <test|bench [balance] [--quick] [--smoke]|fuzz [--seconds N|--smoke] [target]|tidy|deps>"
             );
             return ExitCode::from(2);
         }

@@ -1,7 +1,9 @@
 //! `cargo xtask test`: the whole suite, as CI runs it.
 //!
 //! 1. every Rust test in the workspace (nextest when installed, else `cargo test`);
-//! 2. the official clients (`tests/clients`) against a live gateway in front of simulators.
+//! 2. the official clients (`tests/clients`) against a live gateway in front of simulators;
+//! 3. every benchmark scenario in its smoke mode (`bench --smoke`, `bench balance --smoke`):
+//!    a few requests each, no figure kept, so a benchmark that stops working fails here.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,6 +21,13 @@ pub fn run(root: &Path) -> Result<()> {
     }
     if let Err(err) = client_tests(root) {
         failures.push(format!("client suite: {err:#}"));
+    }
+    for args in [vec!["--smoke"], vec!["balance", "--smoke"]] {
+        let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
+        eprintln!("$ cargo xtask bench {}", args.join(" "));
+        if let Err(err) = crate::bench::run(root, &args) {
+            failures.push(format!("bench {}: {err:#}", args.join(" ")));
+        }
     }
     if failures.is_empty() {
         eprintln!("xtask test: everything passed");

@@ -1,19 +1,24 @@
-//! Instance selection policies and instance health.
+//! Instance selection policies, instance health, adaptive concurrency limits and the order
+//! of the admission queue.
 #![doc = include_str!("../README.md")]
 
+mod adaptive;
 mod ewma;
 mod health;
 mod kind;
 mod policies;
+mod queue;
 
 use std::time::Duration;
 
 use rand::RngCore;
 
+pub use adaptive::{AdaptiveLimit, AdaptiveParams, Verdict};
 pub use ewma::Ewma;
 pub use health::{Failure, Health, HealthPolicy, HealthState};
 pub use kind::{named, policy, BalanceError, PolicyKind};
 pub use policies::{LatencyEwma, LeastOutstanding, ModelAffinity, Random, RoundRobin};
+pub use queue::WaitQueue;
 
 /// What a policy knows about one instance that holds the requested model.
 ///

@@ -15,7 +15,7 @@ pub use keys::{reference_markdown, EnvKind, SettingDoc, SETTINGS};
 pub use proxies::{client_address, TrustedProxies};
 pub use settings::{
     AuthSettings, BalanceSettings, ConnectionSettings, DatabaseSettings, OllamaSettings, ServerSettings, Settings,
-    UpstreamSettings,
+    Slots, UpstreamSettings,
 };
 
 /// Why a configuration was refused. Every variant names the key and the problem.

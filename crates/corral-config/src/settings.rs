@@ -34,8 +34,9 @@ pub struct BalanceSettings {
     pub policy: String,
     /// A policy for particular models (catalogue ids such as `llama3.2:latest`), over `policy`.
     pub per_model: BTreeMap<String, String>,
-    /// Requests an instance runs at once per model (Ollama's `OLLAMA_NUM_PARALLEL`).
-    pub slots: usize,
+    /// Requests an instance runs at once per model (Ollama's `OLLAMA_NUM_PARALLEL`): learned
+    /// from its time to first token (`auto`), or a fixed number.
+    pub slots: Slots,
     /// Models an instance keeps loaded at once (Ollama's `OLLAMA_MAX_LOADED_MODELS`); 0 when
     /// unknown.
     pub max_loaded: usize,
@@ -58,7 +59,7 @@ impl Default for BalanceSettings {
         BalanceSettings {
             policy: "model_affinity".to_owned(),
             per_model: BTreeMap::new(),
-            slots: 1,
+            slots: Slots::Auto,
             max_loaded: 0,
             max_attempts: 3,
             failures_to_eject: 3,
@@ -67,6 +68,98 @@ impl Default for BalanceSettings {
             queue_size: 64,
             queue_timeout: 60.0,
         }
+    }
+}
+
+/// How many requests an instance runs at once per model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Slots {
+    /// Learned per instance and model from time to first token (`auto`).
+    #[default]
+    Auto,
+    /// Exactly this many (at least 1).
+    Fixed(usize),
+}
+
+impl Slots {
+    /// What a value must look like, for error messages.
+    pub const EXPECTED: &'static str = "expected `auto` or a whole number of at least 1";
+
+    /// The fixed number, if not learned.
+    pub fn fixed(self) -> Option<usize> {
+        match self {
+            Slots::Auto => None,
+            Slots::Fixed(n) => Some(n),
+        }
+    }
+}
+
+impl fmt::Display for Slots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Slots::Auto => f.write_str("auto"),
+            Slots::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Slots {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Slots, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(Slots::Auto);
+        }
+        match text.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Slots::Fixed(n)),
+            _ => Err(format!("{}, not {text:?}", Slots::EXPECTED)),
+        }
+    }
+}
+
+impl Serialize for Slots {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Slots::Auto => s.serialize_str("auto"),
+            Slots::Fixed(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Slots {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Slots, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Slots;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`auto` or a whole number of at least 1")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Slots, E> {
+                v.parse().map_err(E::custom)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Slots, E> {
+                match usize::try_from(v) {
+                    Ok(n) if n >= 1 => Ok(Slots::Fixed(n)),
+                    _ => Err(E::custom(format!("{}, not {v}", Slots::EXPECTED))),
+                }
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Slots, E> {
+                match u64::try_from(v) {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Err(E::custom(format!("{}, not {v}", Slots::EXPECTED))),
+                }
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Slots, E> {
+                Err(E::custom(format!("{}, not {v}", Slots::EXPECTED)))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -202,7 +295,7 @@ pub struct ConnectionSettings {
     pub priority: Option<u32>,
     /// Requests this instance runs at once per model (default `balance.slots`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub slots: Option<usize>,
+    pub slots: Option<Slots>,
     /// Models this instance keeps loaded at once (default `balance.max_loaded`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_loaded: Option<usize>,
@@ -409,8 +502,11 @@ impl Settings {
         if self.auth.password_queue == 0 {
             return Err(ConfigError::key("auth.password_queue", "must be at least 1"));
         }
-        if self.balance.slots == 0 || self.balance.max_attempts == 0 {
-            return Err(ConfigError::key("balance", "slots and max_attempts must be at least 1"));
+        if self.balance.slots == Slots::Fixed(0) {
+            return Err(ConfigError::key("balance.slots", Slots::EXPECTED));
+        }
+        if self.balance.max_attempts == 0 {
+            return Err(ConfigError::key("balance.max_attempts", "must be at least 1"));
         }
         if !["pending", "user", "admin"].contains(&self.auth.default_user_role.as_str()) {
             return Err(ConfigError::key(

@@ -167,3 +167,41 @@ fn loggable_urls_hide_credentials() {
     assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("postgres://***@db/corral") && shown.contains("https://***@gpu:11434"));
 }
+
+#[test]
+fn slots_are_auto_by_default_a_number_fixes_them_and_anything_else_is_refused_by_name() {
+    use crate::Slots;
+    assert_eq!(Settings::default().balance.slots, Slots::Auto);
+    let s = load(Some("[balance]\nslots = 4\n"), &env(&[])).unwrap();
+    assert_eq!(s.balance.slots, Slots::Fixed(4));
+    let s = load(
+        Some("[balance]\nslots = 2\n"),
+        &env(&[("CORRAL_BALANCE__SLOTS", "auto")]),
+    )
+    .unwrap();
+    assert_eq!(s.balance.slots, Slots::Auto, "the environment wins");
+    let s = load(None, &env(&[("CORRAL_BALANCE__SLOTS", "8")])).unwrap();
+    assert_eq!(s.balance.slots, Slots::Fixed(8));
+    let s = load(Some("[balance]\nslots = \"AUTO\"\n"), &env(&[])).unwrap();
+    assert_eq!(s.balance.slots, Slots::Auto);
+    for bad in ["0", "-1", "2.5", "\"many\"", "true", "\"\""] {
+        let result = load(Some(&format!("[balance]\nslots = {bad}\n")), &env(&[]));
+        let Err(ConfigError::Key { key, problem }) = result else {
+            panic!("slots = {bad} was accepted: {result:?}");
+        };
+        assert_eq!(key, "balance.slots", "slots = {bad}");
+        assert!(problem.contains("auto"), "the message says what is accepted: {problem}");
+    }
+    assert_eq!(
+        key_err(load(None, &env(&[("CORRAL_BALANCE__SLOTS", "lots")]))),
+        "balance.slots"
+    );
+    let cfg = "[ollama]\nbase_urls = [\"http://a:1\"]\n[ollama.api_configs.0]\nslots = \"auto\"\n";
+    let s = load(Some(cfg), &env(&[])).unwrap();
+    assert_eq!(s.ollama.connection(0).slots, Some(Slots::Auto));
+    let cfg = "[ollama]\nbase_urls = [\"http://a:1\"]\n[ollama.api_configs.0]\nslots = 0\n";
+    assert_eq!(key_err(load(Some(cfg), &env(&[]))), "ollama.api_configs.0.slots");
+    // A number round-trips as a number, `auto` as the word (the admin API shows both).
+    assert_eq!(serde_json::to_value(Slots::Fixed(3)).unwrap(), serde_json::json!(3));
+    assert_eq!(serde_json::to_value(Slots::Auto).unwrap(), serde_json::json!("auto"));
+}

@@ -1,5 +1,6 @@
 //! What the gateway knows about each instance from its own traffic: requests in flight
-//! (per model), recent time to first token, which models it recently served, and health.
+//! (per model), recent time to first token, which models it recently served, the adaptive
+//! concurrency limit per model, and health; and the per-model admission queues.
 //!
 //! Keyed by base URL, so the knowledge follows an instance when the list is reordered.
 //! Locks here are held for a few instructions and never across an await.
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use corral_balance::{Ewma, Failure, Health, HealthPolicy, HealthState};
+use corral_balance::{AdaptiveLimit, Ewma, Failure, Health, HealthPolicy, HealthState, WaitQueue};
 use dashmap::DashMap;
 
 /// How long a model counts as loaded after the gateway saw it serve (Ollama's default
@@ -23,13 +24,36 @@ pub struct Instances {
     queues: DashMap<String, Arc<Queue>>,
 }
 
-/// Requests waiting for a slot on any instance holding one model.
+/// Requests waiting for a slot on any instance holding one model, in the order they will be
+/// let in ([`WaitQueue`]: turns between users, arrival order within each). Only the front
+/// entry may take a slot, and it is woken whenever one may have come free: a request ended,
+/// a limit grew, the entry before it left or was let in.
 #[derive(Default)]
 pub struct Queue {
-    /// Wakes the longest-waiting request (tokio's `Notify` is first in, first out).
-    pub slot_freed: tokio::sync::Notify,
-    /// Requests waiting now.
-    pub waiting: AtomicUsize,
+    waiting: Mutex<WaitQueue<Arc<tokio::sync::Notify>>>,
+}
+
+impl Queue {
+    /// The waiting requests, locked. Held for a few instructions, never across an await.
+    pub fn lock(&self) -> MutexGuard<'_, WaitQueue<Arc<tokio::sync::Notify>>> {
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wakes the request at the front, so it checks for a free slot.
+    pub fn wake(&self) {
+        if let Some((_, next)) = self.lock().front() {
+            next.notify_one();
+        }
+    }
+
+    /// Requests waiting per user (an empty name for callers without one).
+    pub fn depths(&self) -> Vec<(String, usize)> {
+        self.lock()
+            .depths()
+            .into_iter()
+            .map(|(k, n)| (k.to_owned(), n))
+            .collect()
+    }
 }
 
 /// Knowledge about one instance.
@@ -40,7 +64,11 @@ pub struct Instance {
 
 struct Inner {
     per_model: HashMap<String, usize>,
+    limits: HashMap<String, AdaptiveLimit>,
     served: HashMap<String, Instant>,
+    /// Models that answered a request there since they were last loaded: requests for them
+    /// do not wait for a load.
+    answered: HashMap<String, Instant>,
     health: Health,
     ttft: Ewma,
     duration: Ewma,
@@ -51,6 +79,18 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 }
 
 impl Instances {
+    /// Every model's queue with requests waiting, and their depth per user.
+    pub fn queue_depths(&self) -> Vec<(String, Vec<(String, usize)>)> {
+        let mut out: Vec<_> = self
+            .queues
+            .iter()
+            .map(|e| (e.key().clone(), e.value().depths()))
+            .filter(|(_, d)| !d.is_empty())
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The admission queue of catalogue model `model`.
     pub fn queue(&self, model: &str) -> Arc<Queue> {
         if let Some(q) = self.queues.get(model) {
@@ -71,7 +111,9 @@ impl Instances {
                     in_flight: AtomicUsize::new(0),
                     inner: Mutex::new(Inner {
                         per_model: HashMap::new(),
+                        limits: HashMap::new(),
                         served: HashMap::new(),
+                        answered: HashMap::new(),
                         health: Health::default(),
                         ttft: Ewma::new(Duration::from_secs(30)),
                         duration: Ewma::new(Duration::from_secs(30)),
@@ -97,6 +139,8 @@ pub struct View {
     pub ttft: Option<Duration>,
     /// Whether ordinary traffic may go there now.
     pub selectable: bool,
+    /// The learned concurrency limit for the model (the slots when they are `auto`).
+    pub limit: usize,
 }
 
 impl Instance {
@@ -117,6 +161,10 @@ impl Instance {
                 .count(),
             ttft: inner.ttft.get(),
             selectable: inner.health.is_selectable(now),
+            limit: inner
+                .limits
+                .get(model)
+                .map_or_else(|| AdaptiveLimit::default().limit(), AdaptiveLimit::limit),
         }
     }
 
@@ -135,12 +183,27 @@ impl Instance {
     ///
     /// The request also loads the model there: the mirror of loaded models records it and,
     /// when the instance keeps at most `max_loaded`, drops the least recently used one, as
-    /// Ollama evicts it.
-    pub fn begin(self: &Arc<Self>, model: &str, queue: Arc<Queue>, max_loaded: Option<usize>) -> InFlight {
+    /// Ollama evicts it. `listed_loaded` says whether the instance's `/api/ps` listed the
+    /// model, for when the gateway has not routed it there yet. Whether the model was surely
+    /// loaded (not loading) decides whether the request's time to first token may teach the
+    /// adaptive limit: a load's wait is not queueing.
+    pub fn begin(
+        self: &Arc<Self>,
+        model: &str,
+        queue: Arc<Queue>,
+        max_loaded: Option<usize>,
+        listed_loaded: bool,
+    ) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut inner = lock(&self.inner);
-        *inner.per_model.entry(model.to_owned()).or_default() += 1;
+        inner
+            .answered
+            .retain(|_, t| now.saturating_duration_since(*t) < LOADED_FOR);
+        let warm = inner.answered.contains_key(model) || (listed_loaded && !inner.served.contains_key(model));
+        let count = inner.per_model.entry(model.to_owned()).or_default();
+        *count += 1;
+        let concurrency = *count;
         inner
             .served
             .retain(|_, t| now.saturating_duration_since(*t) < LOADED_FOR);
@@ -161,6 +224,7 @@ impl Instance {
                     .map(|(m, _)| m.clone());
                 let Some(victim) = victim else { break };
                 inner.served.remove(&victim);
+                inner.answered.remove(&victim);
             }
         }
         drop(inner);
@@ -169,7 +233,42 @@ impl Instance {
             model: model.to_owned(),
             queue,
             started: Instant::now(),
+            concurrency,
+            warm,
         }
+    }
+
+    /// Feeds the adaptive limit of `model` with a request's time to first token; true when
+    /// the limit grew (so a waiting request may start).
+    pub fn sample(&self, request: &InFlight, ttft: Duration, now: Instant) -> bool {
+        if !request.warm {
+            return false;
+        }
+        let mut inner = lock(&self.inner);
+        let limit = inner.limits.entry(request.model.clone()).or_default();
+        let before = limit.limit();
+        let verdict = limit.on_sample(ttft, request.concurrency, now);
+        let after = limit.limit();
+        if after != before {
+            tracing::debug!(model = %request.model, before, after, ?verdict, "adaptive slots changed");
+        }
+        after > before
+    }
+
+    /// The instance answered `request` that it is busy (503, 429): the model's limit falls.
+    pub fn busy(&self, request: &InFlight) {
+        let mut inner = lock(&self.inner);
+        let limit = inner.limits.entry(request.model.clone()).or_default();
+        limit.on_busy(request.concurrency);
+        tracing::debug!(model = %request.model, after = limit.limit(), "instance busy; adaptive slots fell");
+    }
+
+    /// The learned limit per model, for the status view.
+    pub fn limits(&self) -> Vec<(String, usize)> {
+        let inner = lock(&self.inner);
+        let mut out: Vec<_> = inner.limits.iter().map(|(m, l)| (m.clone(), l.limit())).collect();
+        out.sort();
+        out
     }
 
     /// Records an active health check; returns the state before and after.
@@ -205,8 +304,10 @@ impl Instance {
         inner.ttft.observe(ttft, now);
         if unloads {
             inner.served.remove(model);
+            inner.answered.remove(model);
         } else {
             inner.served.insert(model.to_owned(), now);
+            inner.answered.insert(model.to_owned(), now);
         }
     }
 
@@ -241,6 +342,10 @@ pub struct InFlight {
     model: String,
     queue: Arc<Queue>,
     started: Instant,
+    /// Requests in flight for the model there when this one began, itself included.
+    concurrency: usize,
+    /// Whether the model was known to be loaded there when it began.
+    warm: bool,
 }
 
 impl Drop for InFlight {
@@ -253,6 +358,6 @@ impl Drop for InFlight {
         let now = Instant::now();
         inner.duration.observe(now - self.started, now);
         drop(inner);
-        self.queue.slot_freed.notify_one();
+        self.queue.wake();
     }
 }

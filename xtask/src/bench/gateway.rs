@@ -39,14 +39,9 @@ struct Load {
     total: u64,
 }
 
-pub fn run(root: &Path, quick: bool) -> Result<()> {
-    run_cmd(
-        Command::new("cargo")
-            .args(["build", "--release", "-p", "corral", "-p", "corral-sim"])
-            .current_dir(root),
-    )?;
+pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
+    let bin = super::build_bins(root, smoke)?;
     let oha = oha(root)?;
-    let bin = root.join("target/release");
 
     let mut sim = Command::new(bin.join("corral-sim"))
         .args(["--host", "127.0.0.1", "--port", "0", "--workers", "1"])
@@ -89,7 +84,13 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = rss_mib(pid);
 
-    let (n1, n32, per_worker) = if quick { (500, 2_000, 10) } else { (5_000, 40_000, 100) };
+    let (n1, n32, per_worker) = if smoke {
+        (10, 64, 1)
+    } else if quick {
+        (500, 2_000, 10)
+    } else {
+        (5_000, 40_000, 100)
+    };
     let mut rows = Vec::new();
     for (label, path, body) in [
         ("native `/api/chat`", "/api/chat", CHAT),
@@ -104,7 +105,7 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     let addr = |url: &str| url.trim_start_matches("http://").to_owned();
     // Direct and gateway take turns, so a drift in what else the machine does weighs on both.
     let (mut sd, mut sg) = (StreamStats::default(), StreamStats::default());
-    for _ in 0..STREAM_ROUNDS {
+    for _ in 0..if smoke { 1 } else { STREAM_ROUNDS } {
         sd.absorb(stream::run(&addr(&direct), "/api/chat", STREAM, 8, per_worker, ""));
         sg.absorb(stream::run(
             &addr(&through),
@@ -116,6 +117,26 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
         ));
     }
     let loaded_rss = rss_mib(pid);
+    if smoke {
+        // Every scenario ran; each request must have succeeded. No figure is kept.
+        let failed: Vec<String> = rows
+            .iter()
+            .filter(|(_, _, d, g)| d.ok != d.total || g.ok != g.total || g.total == 0)
+            .map(|(label, c, d, g)| {
+                format!(
+                    "{label} c={c}: direct {}/{}, gateway {}/{} ok",
+                    d.ok, d.total, g.ok, g.total
+                )
+            })
+            .chain(
+                (sd.errors + sg.errors > 0 || sg.streams == 0)
+                    .then(|| format!("streams: {} direct and {} gateway failed", sd.errors, sg.errors)),
+            )
+            .collect();
+        anyhow::ensure!(failed.is_empty(), "bench smoke: {}", failed.join("; "));
+        eprintln!("bench smoke: every gateway scenario ran");
+        return Ok(());
+    }
 
     let report = report(&rows, &sd, &sg, idle_rss, loaded_rss, quick);
     std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes())?;

@@ -4,7 +4,7 @@
 //! retried on another holder, up to `balance.max_attempts`. Once a byte has been relayed,
 //! nothing is retried.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -16,6 +16,7 @@ use corral_balance::{Candidate, Failure, HealthState, PickContext};
 use super::native::Spec;
 use super::{holders, strip_body_prefix, target, unknown_model, upstream_path, ModelRef};
 use crate::error::AppError;
+use crate::instances::{InFlight, Queue};
 use crate::proxy::{self, Body, Outgoing};
 use crate::state::Shared;
 
@@ -106,19 +107,24 @@ pub async fn dispatch(
     // Showing a model's details or unloading it runs nothing: it takes no slot, waits in no
     // queue and does not count the model as loaded there.
     let light = spec.path == "/api/show" || fields.only_unloads();
-    // The common case computes the candidates once: nobody waits and a slot is free.
-    let mut first = Some(pool(
-        shared,
-        &snap.catalogue,
-        &id,
-        &holders,
-        balance.slots,
-        Instant::now(),
-    ));
-    if !light && (queue.waiting.load(Ordering::Acquire) > 0 || !first.as_ref().is_some_and(has_free_slot)) {
-        admit(shared, &snap.catalogue, &id, &holders).await?;
-        first = None;
-    }
+    // A streamed answer's headers come with its first token: its time says whether it
+    // queued at the instance. A whole answer's says how long it was.
+    let samples = fields.stream != Some(false);
+    let mut admitted = if light {
+        None
+    } else {
+        let ctx = Admission {
+            req,
+            shared,
+            catalogue: &snap.catalogue,
+            id: &id,
+            holders: &holders,
+            policy,
+            queue: &queue,
+        };
+        Some(admit(&ctx).await?)
+    };
+    let waited = admitted.as_ref().and_then(|a| a.waited);
     // Failover stops at the first-byte deadline, however many attempts remain; the time spent
     // waiting for a slot does not count against it.
     let deadline = proxy::secs(settings.upstream.first_byte_timeout).map(|t| Instant::now() + t);
@@ -130,12 +136,29 @@ pub async fn dispatch(
         if remaining.is_empty() || deadline.is_some_and(|d| now >= d) {
             break;
         }
-        let candidates = match first.take() {
-            Some(p) => p,
-            None => pool(shared, &snap.catalogue, &id, &remaining, balance.slots, now),
-        };
-        let Some(idx) = pick(shared, candidates, policy, now) else {
-            break;
+        // The first attempt runs where admission started it; a failover picks again among
+        // the holders not tried yet, and takes a slot there without queueing again.
+        let (idx, in_flight) = match admitted.take() {
+            Some(started) => (started.idx, Some(started.in_flight)),
+            None => {
+                let candidates = pool(shared, &snap.catalogue, &id, &remaining, balance.slots, now);
+                let Some(idx) = pick(shared, candidates, policy, now) else {
+                    break;
+                };
+                let in_flight = if light {
+                    None
+                } else {
+                    let url = target(shared, idx)?.base_url;
+                    let listed = snap.catalogue.loaded_on(idx).contains(&id.as_str());
+                    Some(
+                        shared
+                            .instances
+                            .get(&url)
+                            .begin(&id, queue.clone(), max_loaded(&settings, idx), listed),
+                    )
+                };
+                (idx, in_flight)
+            }
         };
         tried.push(idx);
         let target = target(shared, idx)?;
@@ -148,10 +171,21 @@ pub async fn dispatch(
             body: Body::Bytes(strip_body_prefix(shared, idx, body.clone())?),
             patient: false,
         };
-        let in_flight = (!light).then(|| instance.begin(&id, queue.clone(), max_loaded(&settings, idx)));
         let started = Instant::now();
         let last_try = attempt + 1 >= balance.max_attempts.max(1) || tried.len() >= holders.len();
-        match proxy::send(client, &settings.upstream, &target, out).await {
+        let result = proxy::send(client, &settings.upstream, &target, out).await;
+        if let (Ok(resp), Some(request)) = (&result, &in_flight) {
+            let status = resp.status().as_u16();
+            if status == 503 || status == 429 {
+                instance.busy(request);
+            } else if samples && !resp.status().is_server_error() {
+                let now = Instant::now();
+                if instance.sample(request, now - started, now) {
+                    queue.wake();
+                }
+            }
+        }
+        match result {
             Ok(resp) if resp.status().is_server_error() && !last_try => {
                 let ejected = instance.failed(Failure::Status(resp.status().as_u16()), &health, Instant::now());
                 tracing::warn!(instance = idx, status = %resp.status(), ejected, "instance failed before answering; trying another");
@@ -170,6 +204,15 @@ pub async fn dispatch(
                 } else {
                     instance.succeeded(&id, now - started, fields.unloads(), now);
                 }
+                let resp = match waited {
+                    Some(waited) => resp.map_body(|head, body| {
+                        let ms = HeaderValue::from(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
+                        head.headers_mut()
+                            .insert(HeaderName::from_static(QUEUE_WAIT_HEADER), ms);
+                        body
+                    }),
+                    None => resp,
+                };
                 let on_end: Box<dyn FnOnce()> = Box::new(move || drop(in_flight));
                 return Ok(Answer {
                     resp,
@@ -194,6 +237,10 @@ pub async fn dispatch(
     Err(last_error.unwrap_or_else(|| unknown_model(model, spec.owui)))
 }
 
+/// The response header that says how long a request waited in its model's queue, in
+/// milliseconds; sent only on answers that waited.
+pub const QUEUE_WAIT_HEADER: &str = "x-corral-queue-wait-ms";
+
 /// The candidates among `remaining` holders: healthy ones, ones due for their half-open
 /// probe, and all of them.
 struct Pool {
@@ -207,7 +254,7 @@ fn pool(
     catalogue: &corral_registry::Catalogue,
     id: &str,
     remaining: &[usize],
-    slots: usize,
+    slots: corral_config::Slots,
     now: Instant,
 ) -> Pool {
     let settings = shared.settings();
@@ -230,7 +277,8 @@ fn pool(
             priority: conn.priority.unwrap_or(0),
             in_flight: view.in_flight,
             in_flight_model: view.in_flight_model,
-            slots: conn.slots.unwrap_or(slots),
+            // `auto`: what the instance's time to first token taught for the model.
+            slots: conn.slots.unwrap_or(slots).fixed().unwrap_or(view.limit),
             // The gateway's own mirror of what is loaded where, when it has routed there
             // lately; else what the instance's `/api/ps` said at the last refresh. A request
             // in flight for the model means it is loaded or loading.
@@ -283,58 +331,160 @@ fn pick(shared: &Shared, pool: Pool, policy: &dyn corral_balance::Policy, now: I
     policy.pick(&pool.all, &mut ctx)
 }
 
-/// Waits, first come first served, until a holder of the model has a free slot; a full
-/// queue or a wait past `balance.queue_timeout` is a 503 with `Retry-After`.
-async fn admit(
-    shared: &Shared,
-    catalogue: &corral_registry::Catalogue,
-    id: &str,
-    holders: &[usize],
-) -> Result<(), AppError> {
-    let settings = shared.settings();
+/// What admission needs to know about a request.
+struct Admission<'a> {
+    req: &'a HttpRequest,
+    shared: &'a Shared,
+    catalogue: &'a corral_registry::Catalogue,
+    id: &'a str,
+    holders: &'a [usize],
+    policy: &'a dyn corral_balance::Policy,
+    queue: &'a Arc<Queue>,
+}
+
+/// A request let in: the instance picked, its slot there taken.
+struct Started {
+    idx: usize,
+    in_flight: InFlight,
+    /// How long it waited in the queue, if it did.
+    waited: Option<Duration>,
+}
+
+/// Lets the request in: at once when nobody waits and a holder has a free slot, else in its
+/// place in the model's queue ([`Queue`]), where only the front may take a slot, so nobody
+/// overtakes anybody. The check for a slot, the pick and the taking of the slot happen under
+/// the queue's lock, so two requests cannot take one slot. A full queue or a wait past
+/// `balance.queue_timeout` is a 503 with `Retry-After`.
+async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
+    let settings = ctx.shared.settings();
     let balance = &settings.balance;
-    let queue = shared.instances.queue(id);
-    let free = |now| has_free_slot(&pool(shared, catalogue, id, holders, balance.slots, now));
-    if queue.waiting.load(Ordering::Acquire) >= balance.queue_size {
-        return Err(AppError::Busy {
-            retry_after: 1,
-            reason: format!("{} requests already wait for model {id}", balance.queue_size),
-        });
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(balance.queue_timeout);
-    // Counted out however the wait ends, including the client going away mid-wait (the
-    // request's future is then dropped at the await below).
-    let _turn = Waiting::enter(&queue);
-    loop {
-        let freed = queue.slot_freed.notified();
-        if free(Instant::now()) {
-            break Ok(());
+    // Whose turn a waiting request takes is read only when it must wait, outside the lock.
+    let mut user: Option<String> = None;
+    let (notify, id) = loop {
+        let mut waiting = ctx.queue.lock();
+        if waiting.is_empty() {
+            if let Some((idx, in_flight)) = start(ctx, &settings) {
+                return Ok(Started {
+                    idx,
+                    in_flight,
+                    waited: None,
+                });
+            }
         }
-        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+        if waiting.len() >= balance.queue_size {
+            return Err(AppError::Busy {
+                retry_after: 1,
+                reason: format!("{} requests already wait for model {}", balance.queue_size, ctx.id),
+            });
+        }
+        let Some(user) = &user else {
+            drop(waiting);
+            user = Some(flow(ctx.req));
+            continue;
+        };
+        // The front may have missed a slot that came free without a request ending (an
+        // instance back in rotation): it checks again.
+        if let Some((_, front)) = waiting.front() {
+            front.notify_one();
+        }
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let id = waiting.push(user, notify.clone());
+        break (notify, id);
+    };
+    // Leaves the queue however the wait ends, including the client going away mid-wait (the
+    // request's future is then dropped at the await below).
+    let mut turn = Turn {
+        queue: ctx.queue,
+        id,
+        done: false,
+    };
+    let since = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(balance.queue_timeout);
+    loop {
+        if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
             let secs = balance.queue_timeout.ceil().max(1.0) as u64;
-            break Err(AppError::Busy {
+            return Err(AppError::Busy {
                 retry_after: secs,
-                reason: format!("no slot for model {id} freed within {}s", balance.queue_timeout),
+                reason: format!("no slot for model {} freed within {}s", ctx.id, balance.queue_timeout),
+            });
+        }
+        let mut waiting = ctx.queue.lock();
+        if waiting.front().map(|(front, _)| front) != Some(id) {
+            continue;
+        }
+        if let Some((idx, in_flight)) = start(ctx, &settings) {
+            waiting.pop();
+            turn.done = true;
+            // Another slot may be free too (several ended, a limit grew by more than one).
+            if let Some((_, next)) = waiting.front() {
+                next.notify_one();
+            }
+            return Ok(Started {
+                idx,
+                in_flight,
+                waited: Some(since.elapsed()),
             });
         }
     }
 }
 
-/// One request waiting in a model's queue.
-struct Waiting<'a>(&'a crate::instances::Queue);
-
-impl<'a> Waiting<'a> {
-    fn enter(queue: &'a crate::instances::Queue) -> Waiting<'a> {
-        queue.waiting.fetch_add(1, Ordering::AcqRel);
-        Waiting(queue)
+/// Picks a holder with a free slot and takes the slot, if there is one. Called with the
+/// queue locked.
+fn start(ctx: &Admission<'_>, settings: &corral_config::Settings) -> Option<(usize, InFlight)> {
+    let now = Instant::now();
+    let candidates = pool(
+        ctx.shared,
+        ctx.catalogue,
+        ctx.id,
+        ctx.holders,
+        settings.balance.slots,
+        now,
+    );
+    if !has_free_slot(&candidates) {
+        return None;
     }
+    let idx = pick(ctx.shared, candidates, ctx.policy, now)?;
+    let url = settings.ollama.base_urls.get(idx)?.trim_end_matches('/');
+    let listed = ctx.catalogue.loaded_on(idx).contains(&ctx.id);
+    let in_flight = ctx
+        .shared
+        .instances
+        .get(url)
+        .begin(ctx.id, ctx.queue.clone(), max_loaded(settings, idx), listed);
+    Some((idx, in_flight))
 }
 
-impl Drop for Waiting<'_> {
+/// The flow a waiting request belongs to: its user, so that users take turns. Read only
+/// when a request must wait; a request without a verified user shares the anonymous flow.
+fn flow(req: &HttpRequest) -> String {
+    crate::auth::require(req, crate::auth::Level::Any)
+        .ok()
+        .flatten()
+        .and_then(|caller| caller.user.map(|u| u.id.clone()))
+        .unwrap_or_default()
+}
+
+/// A request's place in a model's queue; dropped before it was let in, it leaves, and wakes
+/// the next request if it was at the front.
+struct Turn<'a> {
+    queue: &'a Queue,
+    id: u64,
+    done: bool,
+}
+
+impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
-        // Pass the turn on: the next waiter checks again too.
-        self.0.slot_freed.notify_one();
+        if self.done {
+            return;
+        }
+        let mut waiting = self.queue.lock();
+        let was_front = waiting.front().map(|(front, _)| front) == Some(self.id);
+        waiting.remove(self.id);
+        if was_front {
+            if let Some((_, next)) = waiting.front() {
+                next.notify_one();
+            }
+        }
     }
 }
 
@@ -351,24 +501,37 @@ fn max_loaded(settings: &corral_config::Settings, idx: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
 
-    use super::Waiting;
+    use super::Turn;
     use crate::instances::Queue;
 
     #[test]
-    fn a_wait_dropped_midway_is_counted_out() {
+    fn a_wait_dropped_midway_leaves_the_queue_and_wakes_the_next() {
         let queue = Queue::default();
+        let first = Arc::new(tokio::sync::Notify::new());
+        let second = Arc::new(tokio::sync::Notify::new());
+        let id = queue.lock().push("", first);
+        queue.lock().push("", second.clone());
         let mut wait = Box::pin(async {
-            let _turn = Waiting::enter(&queue);
+            let _turn = Turn {
+                queue: &queue,
+                id,
+                done: false,
+            };
             std::future::pending::<()>().await;
         });
         let waker = futures_util::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
         assert!(wait.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(queue.waiting.load(Ordering::Acquire), 1);
+        assert_eq!(queue.lock().len(), 2);
         // A request future dropped while it waits (an HTTP/2 reset, a host's timeout) leaves.
         drop(wait);
-        assert_eq!(queue.waiting.load(Ordering::Acquire), 0);
+        assert_eq!(queue.lock().len(), 1);
+        let mut woken = Box::pin(second.notified());
+        assert!(
+            woken.as_mut().poll(&mut cx).is_ready(),
+            "the new front was told to check"
+        );
     }
 }

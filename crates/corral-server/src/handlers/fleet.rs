@@ -487,8 +487,9 @@ pub async fn unload(
     }
 }
 
-/// `GET /ollama/status`: each instance's health, loaded models, requests in flight and
-/// recent time to first token, as the gateway sees them.
+/// `GET /ollama/status`: each instance's health, loaded models, requests in flight, recent
+/// time to first token and slots (the learned limit per model when `auto`), and the requests
+/// waiting per model and per user, as the gateway sees them.
 pub async fn status(
     shared: web::Data<Shared>,
     client: web::Data<awc::Client>,
@@ -519,8 +520,25 @@ pub async fn status(
                 "ttft_ms": ttft.map(|d| d.as_secs_f64() * 1000.0),
                 "duration_ms": duration.map(|d| d.as_secs_f64() * 1000.0),
                 "loaded": snap.catalogue.loaded_on(idx),
+                "slots": conn.slots.unwrap_or(settings.balance.slots),
+                "learned_slots": instance.limits().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "policy": settings.balance.policy, "instances": instances })))
+    let queues: serde_json::Map<String, Value> = shared
+        .instances
+        .queue_depths()
+        .into_iter()
+        .map(|(model, users)| {
+            let waiting: usize = users.iter().map(|(_, n)| n).sum();
+            let users: serde_json::Map<String, Value> = users.into_iter().map(|(u, n)| (u, json!(n))).collect();
+            (model, json!({ "waiting": waiting, "users": users }))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "policy": settings.balance.policy,
+        "slots": settings.balance.slots,
+        "instances": instances,
+        "queues": queues,
+    })))
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
+use corral_config::Slots;
 use corral_sim::{Faults, SimConfig, SimHandle, SimModel};
 use serde_json::Value;
 
@@ -240,7 +241,7 @@ async fn slow_sim() -> SimHandle {
 async fn one_slot(queue_timeout: f64) -> (SimHandle, Gateway) {
     let sim = slow_sim().await;
     let mut settings = settings_for(&[&sim.url()]);
-    settings.balance.slots = 1;
+    settings.balance.slots = Slots::Fixed(1);
     settings.balance.queue_timeout = queue_timeout;
     let gw = Gateway::start(settings).await;
     warm(&gw).await;
@@ -262,7 +263,7 @@ async fn timed_chat(url: String) -> (StatusCode, Option<String>) {
 async fn when_every_slot_is_taken_requests_queue_and_a_full_queue_gets_503() {
     let sim = slow_sim().await;
     let mut settings = settings_for(&[&sim.url()]);
-    settings.balance.slots = 1;
+    settings.balance.slots = Slots::Fixed(1);
     settings.balance.queue_size = 1;
     let gw = Gateway::start(settings).await;
     warm(&gw).await;
@@ -480,5 +481,280 @@ async fn listings_do_not_wait_on_an_ejected_instance() {
         }
     }
     drop(silent);
+    gw.stop().await;
+}
+
+/// Requests waiting in the gateway's queue for `model`, from the status view.
+async fn waiting(gw: &Gateway, model: &str) -> u64 {
+    status(gw).await["queues"][model]["waiting"].as_u64().unwrap_or(0)
+}
+
+/// Polls the gateway's status and the simulator's counters until `cond` holds; a test that
+/// never gets there fails after many rounds instead of hanging.
+async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[actix_web::test]
+async fn auto_slots_learn_that_an_instance_runs_four_at_once() {
+    let sim = SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        loaded: vec!["llama3.2".to_owned()],
+        num_parallel: 4,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let gw = Gateway::start(settings_for(&[&sim.url()])).await;
+    warm(&gw).await;
+    assert_eq!(status(&gw).await["slots"], "auto", "auto is the default");
+    const AT_ONCE: usize = 8;
+    let mut sent = 0;
+    for round in 1..=6 {
+        // Every stream the simulator starts stops after its first chunk until released, so
+        // the requests the gateway lets in are all at the instance at once.
+        sim.set_faults(Faults {
+            latch_after_chunks: Some(1),
+            ..Faults::default()
+        });
+        let handles: Vec<_> = (0..AT_ONCE)
+            .map(|_| {
+                let url = gw.at("/api/chat");
+                actix_rt::spawn(async move {
+                    let mut resp = client()
+                        .post(url)
+                        .send_json(&chat_body("llama3.2", 3, true))
+                        .await
+                        .unwrap();
+                    (resp.status(), lines(&body_of(&mut resp).await))
+                })
+            })
+            .collect();
+        sent += AT_ONCE;
+        // Each request is either at the instance or in the gateway's queue.
+        until("every request reached the instance or the queue", async || {
+            sim.stats().in_flight + waiting(&gw, "llama3.2:latest").await == AT_ONCE as u64
+        })
+        .await;
+        sim.release_latch();
+        for h in handles {
+            let (code, body) = h.await.unwrap();
+            assert_eq!(code, StatusCode::OK);
+            assert_eq!(body.last().unwrap()["done"], true, "{body:?}");
+        }
+        let most = sim.stats().max_in_flight;
+        if most >= 4 {
+            let learned = &status(&gw).await["instances"][0]["learned_slots"]["llama3.2:latest"];
+            assert!(learned.as_u64().is_some_and(|n| n >= 4), "{learned}");
+            assert!(most <= 6, "round {round}: far past the instance's slots: {most}");
+            assert!(sent <= 6 * AT_ONCE, "learned within {sent} requests");
+            gw.stop().await;
+            return;
+        }
+    }
+    panic!(
+        "after {sent} requests the instance never got 4 at once: {:?}",
+        sim.stats()
+    );
+}
+
+/// A simulator that runs one request at a time at 20 tokens/s, whose streams stop after the
+/// first chunk until the latch is released, behind a gateway with one slot.
+async fn latched_one_slot(settings: impl FnOnce(&str) -> corral_config::Settings) -> (SimHandle, Gateway, String) {
+    let sim = SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        tokens_per_sec: 20.0,
+        faults: Faults {
+            latch_after_chunks: Some(1),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut s = settings(&sim.url());
+    s.balance.slots = Slots::Fixed(1);
+    let gw = Gateway::start(s).await;
+    warm(&gw).await;
+    let url = gw.at("/api/chat");
+    (sim, gw, url)
+}
+
+/// Sends a streamed chat as `bearer` (if any); reports `label` on `tx` with the answer's
+/// queue-wait header once its headers arrive, then reads it to the end.
+fn queued_chat(
+    url: String,
+    bearer: Option<String>,
+    label: String,
+    tx: tokio::sync::mpsc::UnboundedSender<(String, Option<String>)>,
+) -> actix_rt::task::JoinHandle<()> {
+    actix_rt::spawn(async move {
+        let mut req = client().post(url);
+        if let Some(b) = bearer {
+            req = req.insert_header(("Authorization", format!("Bearer {b}")));
+        }
+        let mut resp = req.send_json(&chat_body("llama3.2", 2, true)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let waited = resp
+            .headers()
+            .get("x-corral-queue-wait-ms")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let _ = tx.send((label, waited));
+        let _ = body_of(&mut resp).await;
+    })
+}
+
+#[actix_web::test]
+async fn the_queue_lets_requests_in_exactly_in_the_order_they_came() {
+    let (sim, gw, url) = latched_one_slot(|u| settings_for(&[u])).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _first = queued_chat(url.clone(), None, "holder".to_owned(), tx.clone());
+    assert_eq!(rx.recv().await.unwrap(), ("holder".to_owned(), None), "it did not wait");
+    let mut handles = Vec::new();
+    for i in 1..=4u64 {
+        handles.push(queued_chat(url.clone(), None, format!("r{i}"), tx.clone()));
+        until("the request queued", async || {
+            waiting(&gw, "llama3.2:latest").await == i
+        })
+        .await;
+    }
+    sim.release_latch();
+    let mut order = Vec::new();
+    let mut waits = Vec::new();
+    for _ in 1..=4 {
+        let (label, waited) = rx.recv().await.unwrap();
+        order.push(label);
+        waits.push(waited);
+    }
+    assert_eq!(order, ["r1", "r2", "r3", "r4"], "first come, first served");
+    assert!(
+        waits
+            .iter()
+            .all(|w| w.as_ref().is_some_and(|ms| ms.parse::<u64>().is_ok())),
+        "a queued answer says how long it waited: {waits:?}"
+    );
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(waiting(&gw, "llama3.2:latest").await, 0);
+    gw.stop().await;
+}
+
+/// Signs up `email` and returns its session token and user id.
+async fn account(gw: &Gateway, email: &str) -> (String, String) {
+    let mut resp = client()
+        .post(gw.at("/api/v1/auths/signup"))
+        .send_json(&serde_json::json!({"email": email, "password": "correct horse", "name": email}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    (
+        body["token"].as_str().unwrap().to_owned(),
+        body["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn admin_post(gw: &Gateway, admin: &str, path: &str, body: Value) {
+    let resp = client()
+        .post(gw.at(path))
+        .insert_header(("Authorization", format!("Bearer {admin}")))
+        .send_json(&body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{path}");
+}
+
+async fn admin_status(gw: &Gateway, admin: &str) -> Value {
+    let mut resp = client()
+        .get(gw.at("/ollama/status"))
+        .insert_header(("Authorization", format!("Bearer {admin}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    serde_json::from_slice(&body_of(&mut resp).await).unwrap()
+}
+
+#[actix_web::test]
+async fn one_users_twenty_waiting_requests_do_not_hold_back_another_users_one() {
+    let db = corral_store::test_support::TestDb::sqlite();
+    let sim = SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        tokens_per_sec: 20.0,
+        faults: Faults {
+            latch_after_chunks: Some(1),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.balance.slots = Slots::Fixed(1);
+    settings.auth.bypass_model_access_control = true;
+    let gw = Gateway::with_auth(settings, &db.url).await;
+    // The first account is the admin; sign-up is opened again for the second.
+    let (alice, alice_id) = account(&gw, "alice@example.com").await;
+    admin_post(
+        &gw,
+        &alice,
+        "/api/v1/auths/admin/config",
+        serde_json::json!({"ENABLE_SIGNUP": true}),
+    )
+    .await;
+    let (bob, bob_id) = account(&gw, "bob@example.com").await;
+    admin_post(
+        &gw,
+        &alice,
+        "/api/v1/users/update/role",
+        serde_json::json!({"id": bob_id, "role": "user"}),
+    )
+    .await;
+    let url = gw.at("/api/chat");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _holder = queued_chat(url.clone(), Some(alice.clone()), "holder".to_owned(), tx.clone());
+    assert_eq!(rx.recv().await.unwrap().0, "holder");
+    let mut handles = Vec::new();
+    for i in 1..=20u64 {
+        handles.push(queued_chat(
+            url.clone(),
+            Some(alice.clone()),
+            format!("alice{i}"),
+            tx.clone(),
+        ));
+        until("alice's request queued", async || {
+            admin_status(&gw, &alice).await["queues"]["llama3.2:latest"]["waiting"] == i
+        })
+        .await;
+    }
+    handles.push(queued_chat(
+        url.clone(),
+        Some(bob.clone()),
+        "bob".to_owned(),
+        tx.clone(),
+    ));
+    until("bob's request queued", async || {
+        admin_status(&gw, &alice).await["queues"]["llama3.2:latest"]["waiting"] == 21
+    })
+    .await;
+    let users = &admin_status(&gw, &alice).await["queues"]["llama3.2:latest"]["users"];
+    assert_eq!(users[&alice_id], 20, "{users}");
+    assert_eq!(users[&bob_id], 1, "{users}");
+    sim.release_latch();
+    // The holder's end lets in the next, whose end lets in the one after: bob's request
+    // starts within those two.
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        order.push(rx.recv().await.unwrap().0);
+    }
+    assert!(order.contains(&"bob".to_owned()), "{order:?}");
+    assert_eq!(order[0], "alice1", "alice's own requests keep their order: {order:?}");
     gw.stop().await;
 }

@@ -86,6 +86,8 @@ pub struct ServerSettings {
     pub log: String,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// Seconds requests in flight get to finish after SIGTERM or SIGINT.
+    pub shutdown_grace: f64,
 }
 
 impl Default for ServerSettings {
@@ -97,6 +99,7 @@ impl Default for ServerSettings {
             cors_allow_origin: vec!["*".to_owned()],
             log: "info".to_owned(),
             workers: 0,
+            shutdown_grace: 30.0,
         }
     }
 }
@@ -105,7 +108,7 @@ impl Default for ServerSettings {
 pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// Where Corral keeps its state.
-#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
     /// `postgres://…` for PostgreSQL, `sqlite://PATH` or a path for SQLite.
@@ -113,6 +116,19 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Connections kept in the pool.
     pub pool_size: u32,
+    /// On PostgreSQL, whether replicas learn of each other's changes through `LISTEN`/`NOTIFY`
+    /// (polling stays as the fallback).
+    pub notify: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: String::new(),
+            pool_size: 0,
+            notify: true,
+        }
+    }
 }
 
 impl fmt::Debug for DatabaseSettings {
@@ -120,6 +136,7 @@ impl fmt::Debug for DatabaseSettings {
         f.debug_struct("DatabaseSettings")
             .field("url", &crate::loggable_database_url(&self.url))
             .field("pool_size", &self.pool_size)
+            .field("notify", &self.notify)
             .finish()
     }
 }
@@ -351,6 +368,7 @@ impl Settings {
         // Durations are capped so that time arithmetic on them cannot overflow; a year is
         // longer than any wait a gateway should make.
         let durations = [
+            ("server.shutdown_grace", self.server.shutdown_grace, true),
             ("upstream.connect_timeout", self.upstream.connect_timeout, false),
             ("upstream.first_byte_timeout", self.upstream.first_byte_timeout, true),
             ("upstream.idle_timeout", self.upstream.idle_timeout, true),

@@ -6,6 +6,7 @@ mod conn;
 mod error;
 mod groups;
 mod models;
+mod notify;
 mod ollama;
 mod revisions;
 mod schema;
@@ -28,6 +29,7 @@ pub use crate::api_keys::{ActiveKey, ApiKey, NewApiKey};
 pub use crate::error::StoreError;
 pub use crate::groups::Group;
 pub use crate::models::{Model, NewModel};
+pub use crate::notify::{Change, Listener};
 pub use crate::ollama::StoredOllama;
 pub use crate::revisions::Revisions;
 pub use crate::tokens::RevokedToken;
@@ -61,6 +63,9 @@ pub struct Store {
     pool: Pool<Manager>,
     backend: Backend,
     name: String,
+    /// What the driver is given (may hold a password: never shown); the change listener opens its own
+    /// connection with it.
+    target: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -105,7 +110,7 @@ impl Store {
         let backend = target.backend;
         let manager = Manager {
             backend,
-            target: target.target,
+            target: target.target.clone(),
         };
         // One direct attempt first: a refused connection or a bad password fails at once with the driver's
         // own message, instead of after the pool's retries until its timeout.
@@ -120,7 +125,12 @@ impl Store {
             .connection_customizer(Box::new(SqlitePragmas))
             .build(manager)
             .map_err(|e| StoreError::Unavailable(format!("cannot open the database {name}: {e}")))?;
-        Ok(Store { pool, backend, name })
+        Ok(Store {
+            pool,
+            backend,
+            name,
+            target: target.target,
+        })
     }
 
     /// Which backend this store uses.

@@ -86,7 +86,10 @@ pub struct ServerSettings {
     pub log: String,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
-    /// Seconds requests in flight get to finish after SIGTERM or SIGINT.
+    /// Seconds after SIGTERM or SIGINT during which the gateway still serves while `/ready`
+    /// answers 503, before it stops accepting.
+    pub shutdown_delay: f64,
+    /// Seconds requests in flight get to finish once the gateway stops accepting.
     pub shutdown_grace: f64,
 }
 
@@ -99,6 +102,7 @@ impl Default for ServerSettings {
             cors_allow_origin: vec!["*".to_owned()],
             log: "info".to_owned(),
             workers: 0,
+            shutdown_delay: 0.0,
             shutdown_grace: 30.0,
         }
     }
@@ -368,6 +372,7 @@ impl Settings {
         // Durations are capped so that time arithmetic on them cannot overflow; a year is
         // longer than any wait a gateway should make.
         let durations = [
+            ("server.shutdown_delay", self.server.shutdown_delay, true),
             ("server.shutdown_grace", self.server.shutdown_grace, true),
             ("upstream.connect_timeout", self.upstream.connect_timeout, false),
             ("upstream.first_byte_timeout", self.upstream.first_byte_timeout, true),

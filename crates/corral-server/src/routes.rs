@@ -4,12 +4,17 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest};
 
 use crate::handlers::native::{self, Quirk, Routing, Spec};
-use crate::handlers::{accounts, config, fleet, meta, models, openai};
+use crate::handlers::{accounts, config, fleet, meta, models, openai, ready};
 use crate::state::Shared;
 
 /// Registers every route on `cfg`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(meta::health));
+    cfg.service(
+        web::resource("/ready")
+            .route(web::get().to(ready::ready))
+            .route(web::head().to(ready::ready)),
+    );
     cfg.service(
         web::resource(["/", ""])
             .route(web::get().to(meta::root))

@@ -29,6 +29,8 @@ pub struct Shared {
     pub instances: crate::instances::Instances,
     /// Users, keys, sessions and model records, in memory.
     pub auth: crate::auth::Auth,
+    /// Serving or draining, and when the database last answered.
+    pub lifecycle: crate::lifecycle::Lifecycle,
     picks: std::sync::atomic::AtomicU64,
 }
 
@@ -43,6 +45,7 @@ impl Shared {
             fleet: Fleet::default(),
             instances: crate::instances::Instances::default(),
             auth: crate::auth::Auth::default(),
+            lifecycle: crate::lifecycle::Lifecycle::default(),
             picks: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -57,6 +60,7 @@ impl Shared {
             ..Shared::new(settings)
         };
         shared.auth.enable(&shared.base.auth.secret_key, &store)?;
+        shared.lifecycle.database_answered();
         if let Some(stored) = stored {
             let ollama = OllamaSettings {
                 enable: stored.enable,
@@ -97,6 +101,14 @@ impl Shared {
             instance.health(std::time::Instant::now()),
             corral_balance::HealthState::Ejected { .. }
         )
+    }
+
+    /// Writes what is buffered in memory to the database: the API keys' last-use times now;
+    /// usage records, when the gateway keeps them, belong here too. Blocking: the shutdown
+    /// calls it off the executor once the last request has finished.
+    pub fn flush_buffers(&self) {
+        let Some(store) = &self.store else { return };
+        self.auth.flush_key_uses(store, true);
     }
 
     /// The `config` revision the current settings reflect.

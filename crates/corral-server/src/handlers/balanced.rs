@@ -310,7 +310,15 @@ async fn admit(
         if free(Instant::now()) {
             break Ok(());
         }
-        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+        let waited = tokio::select! {
+            waited = tokio::time::timeout_at(deadline, freed) => waited,
+            // The gateway is shutting down and this request will not start in time.
+            () = shared.lifecycle.grace_over() => break Err(AppError::Busy {
+                retry_after: 1,
+                reason: "the gateway is shutting down; another replica can serve it".to_owned(),
+            }),
+        };
+        if waited.is_err() {
             let secs = balance.queue_timeout.ceil().max(1.0) as u64;
             break Err(AppError::Busy {
                 retry_after: secs,

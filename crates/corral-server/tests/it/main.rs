@@ -10,4 +10,5 @@ mod fleet;
 mod models;
 mod openai;
 mod passthrough;
+mod replicas;
 mod support;

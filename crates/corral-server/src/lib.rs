@@ -13,6 +13,7 @@ mod handlers;
 mod health_check;
 mod instances;
 mod lifecycle;
+pub mod probe;
 mod proxy;
 mod routes;
 mod state;

@@ -160,6 +160,39 @@ impl Store {
         ran.map_err(|e| StoreError::Migration(format!("{}: {e}", self.name)))
     }
 
+    /// The migrations not yet applied, by name, oldest first (empty when the database is current).
+    pub fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn()?;
+        let pending = match &mut *conn {
+            AnyConnection::Postgresql(c) => c
+                .pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.name().to_string()).collect()),
+            AnyConnection::Sqlite(c) => c
+                .pending_migrations(SQLITE_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.name().to_string()).collect()),
+        };
+        pending.map_err(|e| StoreError::Migration(format!("{}: {e}", self.name)))
+    }
+
+    /// The database server's clock in seconds since the Unix epoch, on PostgreSQL (replicas on other
+    /// machines compare theirs with it); `None` on SQLite, whose clock is this machine's.
+    pub fn database_clock(&self) -> Result<Option<f64>, StoreError> {
+        #[derive(diesel::QueryableByName)]
+        struct Now {
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            now: f64,
+        }
+        let mut conn = self.conn()?;
+        match &mut *conn {
+            AnyConnection::Postgresql(c) => {
+                let row: Now =
+                    diesel::sql_query("SELECT extract(epoch FROM clock_timestamp())::float8 AS now").get_result(c)?;
+                Ok(Some(row.now))
+            }
+            AnyConnection::Sqlite(_) => Ok(None),
+        }
+    }
+
     /// Reverts every applied migration, newest first, and returns how many were reverted.
     ///
     /// This deletes all data; tests use it to check that every `down.sql` undoes its `up.sql`.

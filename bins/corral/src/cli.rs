@@ -24,6 +24,13 @@ pub enum Command {
     /// Check the deployment (configuration, database, secret, instances and their keys, file
     /// limit, clocks) and say what to fix; exits 1 when something is wrong.
     Doctor,
+    /// Ask the gateway on this machine for `/health` (with `--ready`, `/ready`): exit 0 on
+    /// 200, else 1. For container health checks.
+    Health {
+        /// Ask `/ready` instead of `/health`.
+        #[arg(long)]
+        ready: bool,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]

@@ -3,6 +3,7 @@
 mod accounts;
 mod cli;
 mod doctor;
+mod health;
 mod serve;
 mod setup;
 
@@ -41,6 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         // The doctor reports a bad configuration as one of its findings.
         Command::Doctor => return Ok(doctor::run(config)),
+        Command::Health { ready } => return Ok(health::run(&settings()?, ready)),
         Command::Serve(args) => serve::serve(settings()?, args)?,
         Command::User { action } => accounts::user(&settings()?, action)?,
         Command::Key { action } => accounts::key(&settings()?, action)?,

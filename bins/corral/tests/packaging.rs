@@ -88,13 +88,13 @@ fn the_containerfile_builds_in_one_stage_and_runs_unprivileged_in_another() {
     let binary = copied.split_whitespace().last().unwrap().to_owned();
     assert!(built.1.contains(&binary), "the build stage installs {binary}");
     let entry = exec_form(get("ENTRYPOINT").next().unwrap());
-    assert_eq!(entry, [binary.clone()]);
+    assert_eq!(entry, std::slice::from_ref(&binary));
     let cmd = exec_form(get("CMD").next().unwrap());
     assert!(accepted(&cmd), "CMD {cmd:?} is a corral command");
     assert_eq!(cmd[0], "serve");
 
     // An unprivileged user.
-    let user = get("USER").last().expect("a USER");
+    let user = get("USER").next_back().expect("a USER");
     assert!(!["root", "0", "root:root", "0:0"].contains(&user), "runs as {user}");
     let created = get("RUN").any(|a| a.contains("useradd") && a.contains(user.split(':').next().unwrap()));
     assert!(created, "the user {user} is created");
@@ -103,7 +103,7 @@ fn the_containerfile_builds_in_one_stage_and_runs_unprivileged_in_another() {
     let env: BTreeMap<String, String> = get("ENV").flat_map(env_pairs).collect();
     let volumes = exec_form(get("VOLUME").next().unwrap());
     assert_eq!(volumes, [env["DATA_DIR"].clone()]);
-    assert_eq!(get("WORKDIR").last().unwrap(), env["DATA_DIR"]);
+    assert_eq!(get("WORKDIR").next_back().unwrap(), env["DATA_DIR"]);
     assert!(
         get("RUN").any(
             |a| a.contains(&format!("-o {u} -g {u}", u = user.split(':').next().unwrap()))

@@ -4,6 +4,7 @@
 
 mod bench;
 mod deps;
+mod rolling;
 mod test;
 mod tidy;
 
@@ -16,8 +17,9 @@ fn main() -> ExitCode {
         Some("test") => test::run(&tidy::workspace_root()),
         Some("deps") => deps::run(&tidy::workspace_root()),
         Some("bench") => bench::run(&tidy::workspace_root(), &args[1..]),
+        Some("rolling") => rolling::run(&tidy::workspace_root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|bench [balance] [--quick]|tidy|deps>");
+            eprintln!("usage: cargo xtask <test|bench [balance] [--quick]|rolling [--quick]|tidy|deps>");
             return ExitCode::from(2);
         }
     };

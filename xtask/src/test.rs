@@ -1,7 +1,9 @@
 //! `cargo xtask test`: the whole suite, as CI runs it.
 //!
 //! 1. every Rust test in the workspace (nextest when installed, else `cargo test`);
-//! 2. the official clients (`tests/clients`) against a live gateway in front of simulators.
+//! 2. the official clients (`tests/clients`) against a live gateway in front of simulators;
+//! 3. a short rolling restart under load (`cargo xtask rolling --quick`): three replicas on
+//!    PostgreSQL behind nginx, no failed request and no cut stream.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,6 +21,9 @@ pub fn run(root: &Path) -> Result<()> {
     }
     if let Err(err) = client_tests(root) {
         failures.push(format!("client suite: {err:#}"));
+    }
+    if let Err(err) = crate::rolling::run(root, &["--quick".to_owned()]) {
+        failures.push(format!("rolling restart: {err:#}"));
     }
     if failures.is_empty() {
         eprintln!("xtask test: everything passed");

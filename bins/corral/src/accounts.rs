@@ -31,28 +31,27 @@ pub fn user(settings: &Settings, action: UserAction) -> anyhow::Result<()> {
                     .map_err(|_| anyhow::anyhow!("--role must be admin, user or pending"))?,
                 (false, None) => corral_auth::Role::User,
             };
-            let email = corral_auth::normalize_email(&email);
-            anyhow::ensure!(corral_auth::is_valid_email(&email), "{email:?} is not a valid email");
             let mut line = String::new();
             std::io::stdin()
                 .read_line(&mut line)
                 .context("reading the password from standard input")?;
-            let password = line.trim_end_matches(['\r', '\n']).to_owned();
-            corral_auth::check_password_policy(&password).map_err(|e| anyhow::anyhow!("password: {e}"))?;
-            anyhow::ensure!(
-                store.get_user_by_email(&email)?.is_none(),
-                "an account with the email {email} already exists"
-            );
-            let new = corral_store::NewUser {
-                name: name.unwrap_or_else(|| email.clone()),
-                email,
+            let password = line.trim_end_matches(['\r', '\n']);
+            // Checked, hashed and stored as HTTP sign-up does; an admin made into an empty table
+            // is recorded as the first account.
+            let first_user_role = (role == corral_auth::Role::Admin).then_some(role);
+            let new = corral_store::check_account(
+                &email,
+                name.as_deref().unwrap_or(""),
+                password,
                 role,
-                // An admin made into an empty table is recorded as the first account.
-                first_user_role: (role == corral_auth::Role::Admin).then_some(role),
-                profile_image_url: String::new(),
-                password_hash: Some(corral_auth::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?),
-            };
-            let created = store.create_user(&new, unix_now())?;
+                first_user_role,
+                String::new(),
+            )
+            .map_err(|e| anyhow::anyhow!("{email}: {e}"))?;
+            let email = new.email.clone();
+            let created = store
+                .insert_account(new, password, None, unix_now())
+                .map_err(|e| anyhow::anyhow!("{email}: {e}"))?;
             // As a first sign-up does, the first account closes sign-up until an admin opens it.
             if store.first_user_id()?.as_deref() == Some(created.id.as_str())
                 && store.get_setting(corral_store::SIGNUP_SETTING)?.is_none()

@@ -1,6 +1,7 @@
 //! Corral's database: the one crate that knows diesel.
 #![doc = include_str!("../README.md")]
 
+mod accounts;
 mod api_keys;
 mod conn;
 mod error;
@@ -25,6 +26,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::conn::{AnyConnection, Manager, SqlitePragmas};
 
+pub use crate::accounts::{check_account, AccountError};
 pub use crate::api_keys::{ActiveKey, ApiKey, NewApiKey};
 pub use crate::error::StoreError;
 pub use crate::groups::Group;

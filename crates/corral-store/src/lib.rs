@@ -38,8 +38,8 @@ pub use crate::tokens::RevokedToken;
 pub use crate::url::redact;
 pub use crate::users::{NewUser, User, UserChanges, ROLE_SETTING, SIGNUP_CLOSED, SIGNUP_SETTING};
 
-const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// How long `open` and every query wait for a connection before reporting the database unavailable.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);

@@ -5,6 +5,7 @@
 mod bench;
 mod deps;
 mod fuzz;
+mod rolling;
 mod test;
 mod tidy;
 
@@ -18,9 +19,10 @@ fn main() -> ExitCode {
         Some("deps") => deps::run(&tidy::workspace_root()),
         Some("bench") => bench::run(&tidy::workspace_root(), &args[1..]),
         Some("fuzz") => fuzz::run(&tidy::workspace_root(), &args[1..]),
+        Some("rolling") => rolling::run(&tidy::workspace_root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench [balance] [--quick] [--smoke]|fuzz [--seconds N|--smoke] [target]|tidy|deps>"
+                "usage: cargo xtask <test|bench [balance] [--quick] [--smoke]|fuzz [--seconds N|--smoke] [target]|rolling [--quick]|tidy|deps>"
             );
             return ExitCode::from(2);
         }

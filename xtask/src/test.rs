@@ -4,6 +4,8 @@
 //! 2. the official clients (`tests/clients`) against a live gateway in front of simulators;
 //! 3. every benchmark scenario in its smoke mode (`bench --smoke`, `bench balance --smoke`):
 //!    a few requests each, no figure kept, so a benchmark that stops working fails here.
+//! 4. a short rolling restart under load (`cargo xtask rolling --quick`): three replicas on
+//!    PostgreSQL behind nginx, no failed request and no cut stream.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -28,6 +30,9 @@ pub fn run(root: &Path) -> Result<()> {
         if let Err(err) = crate::bench::run(root, &args) {
             failures.push(format!("bench {}: {err:#}", args.join(" ")));
         }
+    }
+    if let Err(err) = crate::rolling::run(root, &["--quick".to_owned()]) {
+        failures.push(format!("rolling restart: {err:#}"));
     }
     if failures.is_empty() {
         eprintln!("xtask test: everything passed");

@@ -121,3 +121,39 @@ fn the_simulator_stands_in_until_a_local_ollama_answers() {
     wait_for("0.12.0-late");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `corral user create` with `password` on standard input.
+fn user_create(data: &str, email: &str, password: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["user", "create", "--admin", "--email", email])
+        .env_clear()
+        .env("DATA_DIR", data)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn user_create_checks_the_account_as_sign_up_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (ok, err) = user_create(data, "not-an-email", "correct horse");
+    assert!(!ok);
+    assert!(err.contains("Invalid email format"), "{err}");
+    let (ok, err) = user_create(data, "Ada@Example.com", "correct horse");
+    assert!(ok, "{err}");
+    assert!(err.contains("ada@example.com"), "the email is normalised: {err}");
+    let (ok, err) = user_create(data, "ada@example.com", "correct horse");
+    assert!(!ok);
+    assert!(err.contains("already exists"), "{err}");
+}

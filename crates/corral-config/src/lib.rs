@@ -4,6 +4,7 @@
 //! (`&str` and an [`Env`]), so tests can build any layering without touching the process.
 //! The server adds the last layer, what admins saved in the database, through
 //! [`Settings::with_stored_ollama`].
+#![doc = include_str!("../README.md")]
 
 mod env;
 mod keys;

@@ -186,6 +186,11 @@ pub struct ServerSettings {
     pub body_read_timeout: f64,
     /// Requests without a valid credential one address may have in progress; 0 means no cap.
     pub max_unauthenticated_per_address: usize,
+    /// Seconds after SIGTERM or SIGINT during which the gateway still serves while `/ready`
+    /// answers 503, before it stops accepting.
+    pub shutdown_delay: f64,
+    /// Seconds requests in flight get to finish once the gateway stops accepting.
+    pub shutdown_grace: f64,
 }
 
 impl Default for ServerSettings {
@@ -200,6 +205,8 @@ impl Default for ServerSettings {
             forwarded_allow_ips: Vec::new(),
             body_read_timeout: 30.0,
             max_unauthenticated_per_address: 64,
+            shutdown_delay: 0.0,
+            shutdown_grace: 30.0,
         }
     }
 }
@@ -208,7 +215,7 @@ impl Default for ServerSettings {
 pub const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// Where Corral keeps its state.
-#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
     /// `postgres://…` for PostgreSQL, `sqlite://PATH` or a path for SQLite.
@@ -216,6 +223,19 @@ pub struct DatabaseSettings {
     pub url: String,
     /// Connections kept in the pool.
     pub pool_size: u32,
+    /// On PostgreSQL, whether replicas learn of each other's changes through `LISTEN`/`NOTIFY`
+    /// (polling stays as the fallback).
+    pub notify: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: String::new(),
+            pool_size: 0,
+            notify: true,
+        }
+    }
 }
 
 impl fmt::Debug for DatabaseSettings {
@@ -223,6 +243,7 @@ impl fmt::Debug for DatabaseSettings {
         f.debug_struct("DatabaseSettings")
             .field("url", &crate::loggable_database_url(&self.url))
             .field("pool_size", &self.pool_size)
+            .field("notify", &self.notify)
             .finish()
     }
 }
@@ -468,6 +489,8 @@ impl Settings {
         // Durations are capped so that time arithmetic on them cannot overflow; a year is
         // longer than any wait a gateway should make.
         let durations = [
+            ("server.shutdown_delay", self.server.shutdown_delay, true),
+            ("server.shutdown_grace", self.server.shutdown_grace, true),
             ("upstream.connect_timeout", self.upstream.connect_timeout, false),
             ("upstream.first_byte_timeout", self.upstream.first_byte_timeout, true),
             ("upstream.idle_timeout", self.upstream.idle_timeout, true),

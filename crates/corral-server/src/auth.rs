@@ -27,7 +27,7 @@ use crate::error::AppError;
 use crate::state::Shared;
 
 /// The store key of the generated JWT secret.
-const SECRET_SETTING: &str = "auth.jwt_secret";
+pub const SECRET_SETTING: &str = "auth.jwt_secret";
 
 /// A user as request handling sees it.
 #[derive(Debug, Clone)]

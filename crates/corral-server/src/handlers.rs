@@ -10,6 +10,7 @@ mod model_ref;
 pub mod models;
 pub mod native;
 pub mod openai;
+pub mod ready;
 
 pub use model_ref::ModelRef;
 

@@ -13,7 +13,9 @@ mod guard;
 mod handlers;
 mod health_check;
 mod instances;
+mod lifecycle;
 mod password_pool;
+pub mod probe;
 mod proxy;
 pub mod routes;
 mod state;
@@ -26,6 +28,7 @@ use actix_web::{web, App, HttpServer};
 use corral_config::Settings;
 
 pub use error::AppError;
+pub use lifecycle::Phase;
 pub use state::Shared;
 
 /// A configured gateway: shared state plus the routes that serve it.
@@ -92,14 +95,69 @@ impl Corral {
         health_check::spawn(self.shared.clone());
     }
 
-    /// Serves the gateway on `listener` until the process is stopped.
+    /// Serves the gateway on `listener` until SIGTERM or SIGINT, then drains (see [`Corral::drain`])
+    /// and returns once the last request has finished and buffered writes are flushed. A second
+    /// signal during the drain exits the process at once, with status 1.
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
-        self.server(listener)?.await
+        let shared = self.shared.clone();
+        let server = self.build(listener, false)?;
+        let handle = server.handle();
+        let signals = shared.clone();
+        actix_rt::spawn(async move {
+            let Ok(mut signals_in) = StopSignals::new() else {
+                tracing::error!("cannot watch for SIGTERM and SIGINT; stop the gateway with SIGKILL");
+                return;
+            };
+            let first = signals_in.next().await;
+            tracing::info!(signal = first, "stop signal received: draining");
+            let drained = Corral { shared: signals }.drain(handle);
+            tokio::select! {
+                () = drained => {}
+                second = signals_in.next() => {
+                    tracing::warn!(signal = second, "second stop signal: exiting at once");
+                    std::process::exit(1);
+                }
+            }
+        });
+        server.await?;
+        let flushed = shared.clone();
+        actix_rt::task::spawn_blocking(move || flushed.flush_buffers())
+            .await
+            .map_err(io::Error::other)?;
+        tracing::info!("drained; buffered writes flushed");
+        Ok(())
+    }
+
+    /// Drains the server behind `handle`. `/ready` answers 503 at once; for
+    /// `server.shutdown_delay` seconds the gateway still serves (so a load balancer takes it out
+    /// of rotation first); then new connections are refused, connections still open are closed
+    /// after their current answer, and requests in flight (streams included) get
+    /// `server.shutdown_grace` seconds to finish. Requests still waiting in an admission queue
+    /// a second before the grace period ends get a 503 with `Retry-After`, while their answer
+    /// can still be written. Resolves when the server stopped.
+    pub async fn drain(self, handle: actix_web::dev::ServerHandle) {
+        let server = self.shared.settings().server.clone();
+        self.shared.lifecycle.advance(Phase::Draining);
+        if server.shutdown_delay > 0.0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(server.shutdown_delay)).await;
+        }
+        let life = self.shared.clone();
+        actix_rt::spawn(async move {
+            let queues_close = grace_secs(server.shutdown_grace).saturating_sub(1);
+            tokio::time::sleep(std::time::Duration::from_secs(queues_close)).await;
+            life.lifecycle.advance(Phase::GraceOver);
+        });
+        handle.stop(true).await;
     }
 
     /// Builds the HTTP server on `listener` without awaiting it; the caller runs it and may
-    /// stop it through its handle (tests do).
+    /// stop it through its handle (tests do). actix-web's own signal handling stays on: use
+    /// [`Corral::serve`] for Corral's drain.
     pub fn server(self, listener: TcpListener) -> io::Result<actix_web::dev::Server> {
+        self.build(listener, true)
+    }
+
+    fn build(self, listener: TcpListener, actix_signals: bool) -> io::Result<actix_web::dev::Server> {
         let settings = self.shared.settings();
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -127,6 +185,23 @@ impl Corral {
                 // Client address, the credential checked once, the unauthenticated cap, the
                 // body deadline (see `guard`).
                 .wrap(actix_web::middleware::from_fn(guard::check))
+                // While draining, a connection still open is closed after its answer, so the
+                // client (or proxy) opens its next one to another replica.
+                .wrap_fn(|req, srv| {
+                    let draining = req
+                        .app_data::<web::Data<Shared>>()
+                        .is_some_and(|s| s.lifecycle.draining());
+                    let call = actix_web::dev::Service::call(srv, req);
+                    async move {
+                        let mut res = call.await?;
+                        if draining {
+                            res.response_mut()
+                                .head_mut()
+                                .set_connection_type(actix_web::http::ConnectionType::Close);
+                        }
+                        Ok(res)
+                    }
+                })
                 .wrap(cors::cors(&cors_origins))
                 .wrap(
                     actix_web::middleware::Logger::new("%{client}xi \"%{request}xi\" %s %b %Dms")
@@ -142,10 +217,44 @@ impl Corral {
         // Streams end with small writes (the last chunk, the chunked terminator): Nagle's
         // algorithm would hold them for the client's delayed ACK on every reused connection.
         .tcp_nodelay(true)
-        .on_connect(client_gone::on_connect)
-        .listen(listener)?
-        .run();
-        Ok(server)
+        .shutdown_timeout(grace_secs(settings.server.shutdown_grace))
+        .on_connect(client_gone::on_connect);
+        let server = if actix_signals {
+            server
+        } else {
+            server.disable_signals()
+        };
+        Ok(server.listen(listener)?.run())
+    }
+}
+
+/// The grace period in whole seconds, as actix-web counts it (rounded up).
+fn grace_secs(grace: f64) -> u64 {
+    // Validated finite, non-negative and at most a year.
+    grace.ceil().clamp(0.0, 365.0 * 24.0 * 3600.0) as u64
+}
+
+/// SIGTERM and SIGINT, as one stream.
+struct StopSignals {
+    term: actix_rt::signal::unix::Signal,
+    int: actix_rt::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> io::Result<StopSignals> {
+        use actix_rt::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next stop signal's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
 

@@ -20,7 +20,7 @@ pub use table::{openapi, table, RouteInfo};
 
 use crate::auth::Level;
 use crate::handlers::native::{self, Quirk, Routing, Spec};
-use crate::handlers::{accounts, config, fleet, meta, models, openai};
+use crate::handlers::{accounts, config, fleet, meta, models, openai, ready};
 use crate::state::Shared;
 
 /// One method's route on a path, with the callers it admits.
@@ -152,6 +152,13 @@ pub fn register(r: &mut Routes) {
         Public,
         "This API's OpenAPI 3.1 document",
         meta::openapi,
+    );
+    r.add_each(
+        &[Method::GET, Method::HEAD],
+        "/ready",
+        Public,
+        "Readiness: configuration loaded, database answering, an instance healthy, not draining",
+        ready::ready,
     );
     for path in ["/", ""] {
         r.add_each(

@@ -33,6 +33,8 @@ pub struct Shared {
     pub auth: crate::auth::Auth,
     /// The client-address, unauthenticated-cap, body-deadline and password-pool guard.
     pub guard: crate::guard::Guard,
+    /// Serving or draining, and when the database last answered.
+    pub lifecycle: crate::lifecycle::Lifecycle,
     picks: std::sync::atomic::AtomicU64,
 }
 
@@ -50,6 +52,7 @@ impl Shared {
             instances: crate::instances::Instances::default(),
             auth: crate::auth::Auth::default(),
             guard,
+            lifecycle: crate::lifecycle::Lifecycle::default(),
             picks: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -73,6 +76,7 @@ impl Shared {
         let revision = store.revision("config")?;
         let stored = store.load_ollama(&sealer)?;
         shared.sealer = Some(sealer);
+        shared.lifecycle.database_answered();
         if let Some(stored) = stored {
             let ollama = shared.ollama_from_stored(stored);
             shared.apply_stored(ollama, revision)?;
@@ -141,6 +145,14 @@ impl Shared {
             instance.health(std::time::Instant::now()),
             corral_balance::HealthState::Ejected { .. }
         )
+    }
+
+    /// Writes what is buffered in memory to the database: the API keys' last-use times now;
+    /// usage records, when the gateway keeps them, belong here too. Blocking: the shutdown
+    /// calls it off the executor once the last request has finished.
+    pub fn flush_buffers(&self) {
+        let Some(store) = &self.store else { return };
+        self.auth.flush_key_uses(store, true);
     }
 
     /// The `config` revision the current settings reflect.

@@ -1,11 +1,13 @@
 //! Corral's database: the one crate that knows diesel.
 #![doc = include_str!("../README.md")]
 
+mod accounts;
 mod api_keys;
 mod conn;
 mod error;
 mod groups;
 mod models;
+mod notify;
 mod ollama;
 mod revisions;
 mod schema;
@@ -25,10 +27,12 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::conn::{AnyConnection, Manager, SqlitePragmas};
 
+pub use crate::accounts::{check_account, AccountError};
 pub use crate::api_keys::{ActiveKey, ApiKey, NewApiKey};
 pub use crate::error::StoreError;
 pub use crate::groups::Group;
 pub use crate::models::{Model, NewModel};
+pub use crate::notify::{Change, Listener};
 pub use crate::ollama::StoredOllama;
 pub use crate::revisions::Revisions;
 pub use crate::sealing::{is_sealed, OpenError, Sealer, SEALED_PREFIX};
@@ -36,8 +40,8 @@ pub use crate::tokens::RevokedToken;
 pub use crate::url::redact;
 pub use crate::users::{NewUser, User, UserChanges, ROLE_SETTING, SIGNUP_CLOSED, SIGNUP_SETTING};
 
-const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// How long `open` and every query wait for a connection before reporting the database unavailable.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +67,9 @@ pub struct Store {
     pool: Pool<Manager>,
     backend: Backend,
     name: String,
+    /// What the driver is given (may hold a password: never shown); the change listener opens its own
+    /// connection with it.
+    target: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -107,7 +114,7 @@ impl Store {
         let backend = target.backend;
         let manager = Manager {
             backend,
-            target: target.target,
+            target: target.target.clone(),
         };
         // One direct attempt first: a refused connection or a bad password fails at once with the driver's
         // own message, instead of after the pool's retries until its timeout.
@@ -122,7 +129,12 @@ impl Store {
             .connection_customizer(Box::new(SqlitePragmas))
             .build(manager)
             .map_err(|e| StoreError::Unavailable(format!("cannot open the database {name}: {e}")))?;
-        Ok(Store { pool, backend, name })
+        Ok(Store {
+            pool,
+            backend,
+            name,
+            target: target.target,
+        })
     }
 
     /// Which backend this store uses.
@@ -150,6 +162,39 @@ impl Store {
             AnyConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
         };
         ran.map_err(|e| StoreError::Migration(format!("{}: {e}", self.name)))
+    }
+
+    /// The migrations not yet applied, by name, oldest first (empty when the database is current).
+    pub fn pending_migrations(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn()?;
+        let pending = match &mut *conn {
+            AnyConnection::Postgresql(c) => c
+                .pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.name().to_string()).collect()),
+            AnyConnection::Sqlite(c) => c
+                .pending_migrations(SQLITE_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.name().to_string()).collect()),
+        };
+        pending.map_err(|e| StoreError::Migration(format!("{}: {e}", self.name)))
+    }
+
+    /// The database server's clock in seconds since the Unix epoch, on PostgreSQL (replicas on other
+    /// machines compare theirs with it); `None` on SQLite, whose clock is this machine's.
+    pub fn database_clock(&self) -> Result<Option<f64>, StoreError> {
+        #[derive(diesel::QueryableByName)]
+        struct Now {
+            #[diesel(sql_type = diesel::sql_types::Double)]
+            now: f64,
+        }
+        let mut conn = self.conn()?;
+        match &mut *conn {
+            AnyConnection::Postgresql(c) => {
+                let row: Now =
+                    diesel::sql_query("SELECT extract(epoch FROM clock_timestamp())::float8 AS now").get_result(c)?;
+                Ok(Some(row.now))
+            }
+            AnyConnection::Sqlite(_) => Ok(None),
+        }
     }
 
     /// Reverts every applied migration, newest first, and returns how many were reverted.

@@ -20,7 +20,7 @@ pub(crate) enum Area {
 }
 
 impl Area {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Area::Config => "config",
             Area::Auth => "auth",
@@ -104,13 +104,19 @@ impl Store {
 }
 
 /// Bumps `area`'s revision inside the caller's transaction and returns the new value.
+///
+/// On PostgreSQL it also queues a notification on [`crate::notify::CHANNEL`] (payload: the area), which
+/// PostgreSQL delivers to listening replicas when the transaction commits, and never if it rolls back.
 pub(crate) fn bump(conn: &mut AnyConnection, area: Area) -> Result<i64, DieselError> {
-    let area = area.as_str();
-    diesel::update(state_revisions::table.filter(state_revisions::area.eq(area)))
+    let name = area.as_str();
+    diesel::update(state_revisions::table.filter(state_revisions::area.eq(name)))
         .set(state_revisions::revision.eq(state_revisions::revision + 1))
         .execute(conn)?;
+    if let AnyConnection::Postgresql(c) = conn {
+        diesel::sql_query(format!("NOTIFY {}, '{name}'", crate::notify::CHANNEL)).execute(c)?;
+    }
     state_revisions::table
-        .filter(state_revisions::area.eq(area))
+        .filter(state_revisions::area.eq(name))
         .select(state_revisions::revision)
         .first(conn)
 }

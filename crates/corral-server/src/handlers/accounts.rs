@@ -259,25 +259,17 @@ struct SignupForm {
     profile_image_url: String,
 }
 
-/// Checks and normalises a new account's fields.
+/// Checks and normalises a new account's fields (shared with `corral user create`).
 fn new_user(form: SignupForm, role: Role, first_user_role: Option<Role>) -> Result<(NewUser, String), AppError> {
-    let email = corral_auth::normalize_email(&form.email);
-    if !corral_auth::is_valid_email(&email) {
-        return Err(AppError::BadRequest("Invalid email format".to_owned()));
-    }
-    corral_auth::check_password_policy(&form.password)?;
-    let name = match form.name.trim() {
-        "" => email.clone(),
-        name => name.to_owned(),
-    };
-    let user = NewUser {
-        email,
-        name,
+    let user = corral_store::check_account(
+        &form.email,
+        &form.name,
+        &form.password,
         role,
         first_user_role,
-        profile_image_url: form.profile_image_url,
-        password_hash: None,
-    };
+        form.profile_image_url,
+    )
+    .map_err(account_error)?;
     Ok((user, form.password))
 }
 
@@ -299,21 +291,20 @@ fn create(store: &Store, user: NewUser) -> Result<User, AppError> {
 /// [`create`], or with `signup` (sign-up's default openness) a sign-up, refused with the
 /// reference's 403 when sign-up is closed ([`Store::sign_up`] decides).
 fn insert(store: &Store, user: NewUser, signup: Option<bool>) -> Result<User, AppError> {
-    if store.get_user_by_email(&user.email)?.is_some() {
-        return Err(AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()));
+    store
+        .insert_account(user, "", signup, unix_now())
+        .map_err(account_error)
+}
+
+/// The answer to an account that was not created.
+fn account_error(err: corral_store::AccountError) -> AppError {
+    use corral_store::AccountError;
+    match err {
+        AccountError::InvalidEmail | AccountError::Password(_) => AppError::BadRequest(err.to_string()),
+        AccountError::EmailTaken => AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()),
+        AccountError::SignupClosed => AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned()),
+        AccountError::Store(e) => e.into(),
     }
-    let now = unix_now();
-    let created = match signup {
-        Some(open_by_default) => store.sign_up(&user, open_by_default, now),
-        None => store.create_user(&user, now),
-    };
-    created.map_err(|e| match e {
-        corral_store::StoreError::Conflict(m) if m == corral_store::SIGNUP_CLOSED => {
-            AppError::Forbidden(messages::ACCESS_PROHIBITED.to_owned())
-        }
-        corral_store::StoreError::Conflict(_) => AppError::BadRequest(messages::EMAIL_TAKEN.to_owned()),
-        other => other.into(),
-    })
 }
 
 fn default_role(shared: &Shared) -> Role {

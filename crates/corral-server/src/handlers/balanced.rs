@@ -401,7 +401,15 @@ async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
     let since = Instant::now();
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(balance.queue_timeout);
     loop {
-        if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+        let waited = tokio::select! {
+            waited = tokio::time::timeout_at(deadline, notify.notified()) => waited,
+            // The gateway is shutting down and this request will not start in time.
+            () = ctx.shared.lifecycle.grace_over() => return Err(AppError::Busy {
+                retry_after: 1,
+                reason: "the gateway is shutting down; another replica can serve it".to_owned(),
+            }),
+        };
+        if waited.is_err() {
             let secs = balance.queue_timeout.ceil().max(1.0) as u64;
             return Err(AppError::Busy {
                 retry_after: secs,

@@ -11,5 +11,6 @@ mod hardening;
 mod models;
 mod openai;
 mod passthrough;
+mod replicas;
 mod sockets;
 mod support;

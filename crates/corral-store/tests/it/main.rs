@@ -31,6 +31,7 @@ mod api_keys;
 mod groups;
 mod migrations;
 mod models;
+mod notify;
 mod ollama;
 mod settings;
 mod support;

@@ -1,0 +1,123 @@
+//! The command line: every command and its arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// One authenticated, load-balanced front door for a fleet of Ollama servers.
+#[derive(Debug, Parser)]
+#[command(name = "corral", version, about)]
+pub struct Cli {
+    /// A TOML configuration file (also `CORRAL_CONFIG`).
+    #[arg(long, global = true, env = "CORRAL_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the gateway (the default).
+    Serve(ServeArgs),
+    /// Run the database migrations and exit.
+    Migrate,
+    /// Check the deployment (configuration, database, secret, instances and their keys, file
+    /// limit, clocks) and say what to fix; exits 1 when something is wrong.
+    Doctor,
+    /// Ask the gateway on this machine for `/health` (with `--ready`, `/ready`): exit 0 on
+    /// 200, else 1. For container health checks.
+    Health {
+        /// Ask `/ready` instead of `/health`.
+        #[arg(long)]
+        ready: bool,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Accounts.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// API keys.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Create an account. The password is the first line of standard input, so it never
+    /// shows in the process list or the shell history.
+    Create {
+        /// The account's email (its sign-in name).
+        #[arg(long)]
+        email: String,
+        /// The display name (default: the email).
+        #[arg(long)]
+        name: Option<String>,
+        /// Make the account an admin.
+        #[arg(long, conflicts_with = "role")]
+        admin: bool,
+        /// The role: admin, user or pending (default: user).
+        #[arg(long)]
+        role: Option<String>,
+    },
+    /// List the accounts.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Create an `sk-` API key for a user and print it (it is shown this once).
+    Create {
+        /// The email of the key's owner.
+        #[arg(long)]
+        user: String,
+        /// A label for the key.
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Seconds until the key stops working (default: never).
+        #[arg(long)]
+        expires_in: Option<i64>,
+    },
+}
+
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on (overrides `HOST`).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to listen on (overrides `PORT`).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Never start the built-in simulator, even when no Ollama answers at the default address.
+    #[arg(long)]
+    pub no_simulator: bool,
+    /// Where the demo mode expects a local Ollama (default: the default of `ollama.base_urls`).
+    /// When the instances are left at their default and nothing answers here, the built-in
+    /// simulator stands in until an Ollama answers at this address, which then takes over.
+    #[arg(long, value_name = "URL")]
+    pub demo_ollama_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Validate the configuration and exit: 0 if valid, 1 with the problem otherwise.
+    Check,
+    /// Print the effective configuration (secrets redacted).
+    Show,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -448,13 +448,15 @@ async fn signin(req: HttpRequest, shared: web::Data<Shared>, payload: web::Paylo
     limit(&req, &shared, &form.email)?;
     let email = corral_auth::normalize_email(&form.email);
     let password = std::mem::take(&mut form.password);
-    let found = read(&shared, move |store| Ok(store.get_user_with_password(&email)?)).await?;
-    // On the bounded password threads; the same work whether or not the account exists, so
-    // timing tells nothing.
+    // The lookup and the verification both run on the bounded password threads: a burst of
+    // sign-ins then holds a few threads, not one blocking thread (and its memory) each.
+    let store = store_of(&shared)?;
     let user = shared
         .guard
         .passwords
         .run(move || {
+            let found = store.get_user_with_password(&email)?;
+            // The same work whether or not the account exists, so timing tells nothing.
             let ok = match &found {
                 Some((_, Some(hash))) => corral_auth::verify_password(&password, hash),
                 _ => corral_auth::verify_dummy_password(&password),

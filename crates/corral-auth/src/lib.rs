@@ -26,8 +26,9 @@ pub use credential::{
 pub use error::AuthError;
 pub use params::{apply_params_ollama, apply_params_openai};
 pub use password::{
-    check_password_policy, hash_password, hash_password_with, is_valid_email, normalize_email, verify_dummy_password,
-    verify_password, PasswordHash, PasswordParams, MAX_PASSWORD_BYTES,
+    check_password_policy, hash_password, hash_password_in, hash_password_with, is_valid_email, normalize_email,
+    verify_dummy_password, verify_dummy_password_in, verify_password, verify_password_in, PasswordHash, PasswordParams,
+    Scratch, MAX_PASSWORD_BYTES,
 };
 pub use rate_limit::{RateLimitPolicy, RateLimiter, RetryAfter, SigninLimiter};
 pub use role::{Access, Role};

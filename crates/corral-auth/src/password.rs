@@ -141,6 +141,108 @@ pub fn verify_password(password: &str, hash: &PasswordHash) -> bool {
     Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
 }
 
+/// Reusable memory for argon2 (19 MiB with the default parameters), so that a thread that
+/// hashes and verifies passwords all day allocates it once: an allocation per verification
+/// leaves the allocator holding many such blocks after a burst, and memory grows with it.
+#[derive(Default)]
+pub struct Scratch(Vec<argon2::Block>);
+
+impl fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Scratch({} blocks)", self.0.len())
+    }
+}
+
+impl Scratch {
+    /// The first `n` blocks, grown (once) to hold them.
+    fn blocks(&mut self, n: usize) -> &mut [argon2::Block] {
+        if self.0.len() < n {
+            self.0.resize(n, argon2::Block::default());
+        }
+        &mut self.0[..n]
+    }
+}
+
+/// [`hash_password`] in `scratch`'s memory: the same PHC string, no allocation of the
+/// working memory.
+pub fn hash_password_in(scratch: &mut Scratch, password: &str) -> Result<PasswordHash, AuthError> {
+    check_password_policy(password)?;
+    let params = PasswordParams::default();
+    let hasher = params.hasher()?;
+    let mut salt = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| AuthError::Hashing(e.to_string()))?;
+    let mut raw_salt = [0u8; 64];
+    let raw_salt = salt
+        .decode_b64(&mut raw_salt)
+        .map_err(|e| AuthError::Hashing(e.to_string()))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let blocks = scratch.blocks(hasher.params().block_count());
+    hasher
+        .hash_password_into_with_memory(password.as_bytes(), raw_salt, &mut out, blocks)
+        .map_err(|e| AuthError::Hashing(e.to_string()))?;
+    let output = argon2::password_hash::Output::new(&out).map_err(|e| AuthError::Hashing(e.to_string()))?;
+    Ok(PasswordHash(format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        params.m_cost_kib,
+        params.t_cost,
+        params.p_cost,
+        salt.as_str(),
+        output
+    )))
+}
+
+/// [`verify_password`] in `scratch`'s memory. The comparison is constant-time.
+pub fn verify_password_in(scratch: &mut Scratch, password: &str, hash: &PasswordHash) -> bool {
+    if check_password_policy(password).is_err() {
+        return false;
+    }
+    let Ok(parsed) = argon2::PasswordHash::new(&hash.0) else {
+        return false;
+    };
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    // Stored hashes are Corral's own: refuse parameters that would take far more memory.
+    if params.m_cost() > 4 * PasswordParams::default().m_cost_kib {
+        return false;
+    }
+    let mut raw_salt = [0u8; 64];
+    let Ok(raw_salt) = salt.decode_b64(&mut raw_salt) else {
+        return false;
+    };
+    let hasher = Argon2::new(algorithm, version, params);
+    let mut out = [0u8; argon2::password_hash::Output::MAX_LENGTH];
+    let out = &mut out[..expected.len()];
+    let blocks = scratch.blocks(hasher.params().block_count());
+    if hasher
+        .hash_password_into_with_memory(password.as_bytes(), raw_salt, out, blocks)
+        .is_err()
+    {
+        return false;
+    }
+    argon2::password_hash::Output::new(out).is_ok_and(|computed| computed == expected)
+}
+
+/// [`verify_dummy_password`] in `scratch`'s memory.
+pub fn verify_dummy_password_in(scratch: &mut Scratch, password: &str) -> bool {
+    if let Ok(dummy) = PasswordHash::from_phc(DUMMY_HASH) {
+        let _ = verify_password_in(scratch, password, &dummy);
+    }
+    false
+}
+
 /// A hash of a random, discarded password with the default parameters.
 ///
 /// A unit test checks that its parameters still equal [`PasswordParams::default`].

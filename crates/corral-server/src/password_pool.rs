@@ -12,9 +12,11 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use corral_auth::Scratch;
+
 use crate::error::AppError;
 
-type Job = Box<dyn FnOnce() + Send>;
+type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
 
 /// The pool; cheap to share behind an `Arc`.
 pub struct PasswordPool {
@@ -49,13 +51,17 @@ impl PasswordPool {
         self.workers
     }
 
-    /// Runs `f` on a password thread and waits for its answer; a full queue or a wait past
-    /// the limit is a 503 with `Retry-After`, and the job is then not run at all.
-    pub async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AppError> {
+    /// Runs `f` on a password thread, with that thread's argon2 memory, and waits for its
+    /// answer; a full queue or a wait past the limit is a 503 with `Retry-After`, and the job
+    /// is then not run at all.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Scratch) -> T + Send + 'static,
+    ) -> Result<T, AppError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let deadline = Instant::now() + self.wait;
-        let job: Job = Box::new(move || {
-            let _ = tx.send(f());
+        let job: Job = Box::new(move |scratch| {
+            let _ = tx.send(f(scratch));
         });
         match self.jobs.try_send((deadline, job)) {
             Ok(()) => {}
@@ -79,9 +85,11 @@ fn busy(reason: &str) -> AppError {
     }
 }
 
-/// A password thread: takes jobs one at a time; a job whose caller stopped waiting is dropped
-/// unrun (its deadline passed while it queued).
+/// A password thread: takes jobs one at a time, each in the thread's one argon2 memory
+/// (allocated once, so memory stays at `workers` times 19 MiB whatever the load); a job whose
+/// caller stopped waiting is dropped unrun (its deadline passed while it queued).
 fn work(rx: &Mutex<Receiver<(Instant, Job)>>) {
+    let mut scratch = Scratch::default();
     loop {
         let next = match rx.lock() {
             Ok(rx) => rx.recv(),
@@ -89,7 +97,7 @@ fn work(rx: &Mutex<Receiver<(Instant, Job)>>) {
         };
         let Ok((deadline, job)) = next else { return };
         if Instant::now() <= deadline {
-            job();
+            job(&mut scratch);
         }
     }
 }
@@ -114,7 +122,7 @@ mod tests {
         for _ in 0..20 {
             let (pool, running, peak, release_rx) = (pool.clone(), running.clone(), peak.clone(), release_rx.clone());
             tasks.push(actix_rt::spawn(async move {
-                pool.run(move || {
+                pool.run(move |_| {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(now, Ordering::SeqCst);
                     let _ = release_rx.lock().map(|rx| rx.recv());

@@ -167,3 +167,32 @@ fn email_normalisation_and_shape() {
         assert_eq!(is_valid_email(email), ok, "{email:?}");
     }
 }
+
+#[test]
+fn hashing_in_reused_memory_agrees_with_the_allocating_functions() {
+    let mut scratch = super::Scratch::default();
+    let made = super::hash_password_in(&mut scratch, "correct horse").unwrap();
+    assert!(
+        made.as_str().starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{}",
+        made.as_str()
+    );
+    // Each side verifies the other's hashes.
+    assert!(super::verify_password("correct horse", &made));
+    assert!(!super::verify_password("wrong horse", &made));
+    let theirs = super::hash_password("battery staple").unwrap();
+    assert!(super::verify_password_in(&mut scratch, "battery staple", &theirs));
+    assert!(!super::verify_password_in(&mut scratch, "battery stapler", &theirs));
+    assert!(super::verify_password_in(&mut scratch, "correct horse", &made));
+    assert!(!super::verify_dummy_password_in(&mut scratch, "anything"));
+    // Garbage and absurd parameters are refused, never panicked on.
+    for phc in [
+        "",
+        "$argon2id$v=19$m=19456,t=2,p=1$",
+        "$argon2id$v=19$m=4000000,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+    ] {
+        if let Ok(h) = super::PasswordHash::from_phc(phc) {
+            assert!(!super::verify_password_in(&mut scratch, "x", &h), "{phc}");
+        }
+    }
+}

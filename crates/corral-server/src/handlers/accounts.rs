@@ -279,7 +279,7 @@ async fn hash(shared: &Shared, password: String) -> Result<corral_auth::Password
     Ok(shared
         .guard
         .passwords
-        .run(move || corral_auth::hash_password(&password))
+        .run(move |scratch| corral_auth::hash_password_in(scratch, &password))
         .await??)
 }
 
@@ -454,12 +454,12 @@ async fn signin(req: HttpRequest, shared: web::Data<Shared>, payload: web::Paylo
     let user = shared
         .guard
         .passwords
-        .run(move || {
+        .run(move |scratch| {
             let found = store.get_user_with_password(&email)?;
             // The same work whether or not the account exists, so timing tells nothing.
             let ok = match &found {
-                Some((_, Some(hash))) => corral_auth::verify_password(&password, hash),
-                _ => corral_auth::verify_dummy_password(&password),
+                Some((_, Some(hash))) => corral_auth::verify_password_in(scratch, &password, hash),
+                _ => corral_auth::verify_dummy_password_in(scratch, &password),
             };
             match found {
                 Some((user, _)) if ok => Ok(user),

@@ -143,11 +143,21 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
     let wall = started.elapsed();
     let log = std::fs::read_to_string(work.join("error.log")).unwrap_or_default();
-    let upstream: Vec<&str> = log.lines().filter(|l| l.contains("upstream")).collect();
-    // A refused connection never reached a replica; any other error came after nginx had sent
-    // the request (a connection accepted in the instant the listener closed), which only
-    // `non_idempotent` lets nginx retry.
+    // Errors only: each is followed by a warning that nginx set the replica aside.
+    let upstream: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("[error]") && l.contains("upstream"))
+        .collect();
+    // A refused connection never reached a replica. Any other error (a connection accepted in
+    // the instant a listener closed, then closed unanswered) came after nginx had sent the
+    // request, which only `non_idempotent` lets nginx retry.
     let refused = upstream.iter().filter(|l| l.contains("Connection refused")).count();
+    for line in upstream.iter().filter(|l| !l.contains("Connection refused")) {
+        eprintln!(
+            "nginx: {}",
+            line.split_once("[error]").map_or(*line, |(_, rest)| rest).trim()
+        );
+    }
     let after_sending = upstream.len() - refused;
     let (streams, chats) = (
         tally.streams.load(Ordering::Acquire),

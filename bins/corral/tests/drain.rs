@@ -244,6 +244,19 @@ fn sigterm_lets_streams_finish_refuses_new_connections_and_flushes_key_use() {
     // Two requests run at once on the one instance.
     let (mut gateway, key1, key2) = start(&sim, &[("CORRAL_BALANCE__SLOTS", "2")]);
     let port = gateway.port;
+    let dir = gateway.dir.path().to_owned();
+    let health = |ready: bool| {
+        let mut cmd = corral(&dir);
+        cmd.arg("health").env("PORT", port.to_string());
+        if ready {
+            cmd.arg("--ready");
+        }
+        cmd.output().unwrap().status.success()
+    };
+    assert!(
+        health(false) && health(true),
+        "corral health sees the gateway live and ready"
+    );
     // Two streams in flight, one per key: two chunks read, the rest held back by the simulator.
     let first = stream(port, &key1, 2);
     let second = stream(port, &key2, 2);
@@ -256,6 +269,7 @@ fn sigterm_lets_streams_finish_refuses_new_connections_and_flushes_key_use() {
 
     let status = exit_status(&mut gateway, Duration::from_secs(20));
     assert!(status.success(), "exit status {status:?}");
+    assert!(!health(false), "corral health fails once the gateway is gone");
     // Both keys' last use is in the database.
     let store = corral_store::Store::open(&gateway.dir.path().join("corral.db").display().to_string(), 1).unwrap();
     let ada = store.get_user_by_email("ada@example.com").unwrap().unwrap();

@@ -269,9 +269,18 @@ impl Auth {
     pub fn reload(&self, store: &Store) -> Result<(), AppError> {
         let revisions = store.revisions()?;
         let directory = Directory::load(store, unix_now())?;
-        self.directory.store(Arc::new(directory));
         if let Ok(mut seen) = self.revisions.lock() {
+            // The directory is at least as new as the revisions read before it. A reload that
+            // read older revisions than one already applied raced a write and that write's own
+            // reload (the watcher woken by another change, say): applying it would bring back
+            // what the write changed, such as a revoked key.
+            if revisions.auth < seen.0 || revisions.models < seen.1 {
+                return Ok(());
+            }
+            self.directory.store(Arc::new(directory));
             *seen = (revisions.auth, revisions.models);
+        } else {
+            self.directory.store(Arc::new(directory));
         }
         Ok(())
     }

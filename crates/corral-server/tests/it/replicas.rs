@@ -172,3 +172,35 @@ async fn ready_with_a_database_reports_it_answering() {
     assert_eq!(body["checks"]["database"], "answering", "{body}");
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn a_replica_that_lost_the_database_catches_up_when_it_is_back() {
+    let Some(db) = TestDb::postgres() else { return };
+    let sim = sim().await;
+    let settings = settings_for(&[&sim.url()]);
+    let a = Gateway::with_auth(settings.clone(), &db.url).await;
+    let token = admin(&a).await;
+    let (key, id) = new_key(&a, &token).await;
+    // B reaches the database through a relay the test cuts.
+    let relay = crate::support::Relay::start("127.0.0.1:5432".parse().unwrap());
+    let b = Gateway::with_auth(settings, &relay.route(&db.url)).await;
+    until_all(&[&b], &key, StatusCode::OK).await;
+
+    relay.cut();
+    let url = a.at(&format!("/api/v1/auths/api_keys/{id}"));
+    let (status, body) = call(Method::DELETE, &url, Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Without its database B serves with what it knew; once back, it reloads and refuses.
+    assert_eq!(status_with(&b, &key).await, StatusCode::OK, "B cannot know yet");
+    relay.restore();
+    let start = Instant::now();
+    loop {
+        if status_with(&b, &key).await == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "B never caught up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}

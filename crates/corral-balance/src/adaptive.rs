@@ -36,6 +36,13 @@
 //!
 //! Samples should come from requests that ran a model already loaded: a cold load's wait is
 //! not queueing. Time comes in as a parameter.
+//!
+//! A known limit: the floor is only ever lowered by a faster sample (or re-measured after
+//! `floor_ttl`). If the first samples of an instance and model were slow for another reason
+//! (the model was in fact being loaded there), the floor starts high and queueing up to about
+//! twice that wait looks flat; under sustained saturation no request runs alone to lower it,
+//! so the limit can sit above the instance's slots until the floor is re-measured. Envoy
+//! avoids this by pinning the limit low while it measures its minimum; this limiter does not.
 
 use std::time::{Duration, Instant};
 

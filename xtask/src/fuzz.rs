@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 
 /// Every target, in the order they run.
-const TARGETS: [&str; 4] = ["sse_stream", "model_ref", "credentials", "config"];
+const TARGETS: [&str; 5] = ["sse_stream", "model_ref", "credentials", "config", "stream_end"];
 
 /// Seconds per target when `--seconds` is not given.
 const DEFAULT_SECONDS: u64 = 60;

@@ -36,6 +36,15 @@
 //!
 //! Samples should come from requests that ran a model already loaded: a cold load's wait is
 //! not queueing. Time comes in as a parameter.
+//!
+//! The limit grows only once the floor comes from at least two samples, so a first sample
+//! that waited for a load does not set it alone. A known limit remains: the floor is only
+//! ever lowered by a faster sample (or re-measured after `floor_ttl`). If the first samples
+//! of an instance and model were all slow for another reason (the model was in fact being
+//! loaded there), the floor starts high and queueing up to about
+//! twice that wait looks flat; under sustained saturation no request runs alone to lower it,
+//! so the limit can sit above the instance's slots until the floor is re-measured. Envoy
+//! avoids this by pinning the limit low while it measures its minimum; this limiter does not.
 
 use std::time::{Duration, Instant};
 
@@ -105,6 +114,8 @@ pub struct AdaptiveLimit {
     limit: usize,
     floor: Option<(Duration, Instant)>,
     window: Vec<Sample>,
+    /// Samples judged since the floor was last measured afresh.
+    floor_samples: usize,
     /// The lowest concurrency seen queued since the limit last grew past it.
     ceiling: Option<usize>,
     /// Flat windows at the limit since it last changed, counted while a ceiling holds.
@@ -130,6 +141,7 @@ impl AdaptiveLimit {
             limit,
             floor: None,
             window: Vec::new(),
+            floor_samples: 0,
             ceiling: None,
             flat_at_limit: 0,
         }
@@ -184,9 +196,11 @@ impl AdaptiveLimit {
             // No floor yet, or an old one: measure it again.
             _ => {
                 self.floor = Some((lowest, now));
+                self.floor_samples = 0;
                 lowest
             }
         };
+        self.floor_samples += window.len();
         let threshold = floor.as_secs_f64() * (1.0 + self.params.tolerance.max(0.0)) + self.params.slack.as_secs_f64();
         let mut ttfts: Vec<f64> = window.iter().map(|s| s.ttft.as_secs_f64()).collect();
         ttfts.sort_by(f64::total_cmp);
@@ -228,7 +242,8 @@ impl AdaptiveLimit {
             }
             return Verdict::Queued;
         }
-        if noise || !reached || self.limit >= self.params.max {
+        // A floor taken from one sample may be a load's wait: growth waits for a second.
+        if noise || !reached || self.limit >= self.params.max || self.floor_samples < 2 {
             return Verdict::Held;
         }
         match self.ceiling {

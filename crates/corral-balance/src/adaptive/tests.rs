@@ -166,3 +166,18 @@ fn limits_stay_within_their_bounds_and_odd_params_are_tamed() {
     // Samples claiming concurrency 0 count as 1; a zero latency is a sample like any other.
     assert_eq!(l.on_sample(Duration::ZERO, 0, t0), Verdict::Pending);
 }
+
+#[test]
+fn a_first_sample_that_waited_for_a_load_does_not_set_the_floor() {
+    let t0 = Instant::now();
+    let mut l = AdaptiveLimit::default();
+    // The model was being loaded: the first token took a second.
+    assert_eq!(l.on_sample(Duration::from_secs(1), 1, t0), Verdict::Held);
+    assert_eq!(l.limit(), 1, "one sample is not a floor to grow on");
+    assert_eq!(l.on_sample(FLAT, 1, t0), Verdict::Grew);
+    assert_eq!(l.floor(), Some(FLAT));
+    // With the real floor, a request queued behind another at a 1-slot instance shows.
+    l.on_sample(FLAT, 1, t0);
+    assert_eq!(l.on_sample(QUEUED, 2, t0), Verdict::Queued);
+    assert_eq!(l.limit(), 1);
+}

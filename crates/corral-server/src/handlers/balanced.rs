@@ -241,6 +241,13 @@ pub async fn dispatch(
 /// milliseconds; sent only on answers that waited.
 pub const QUEUE_WAIT_HEADER: &str = "x-corral-queue-wait-ms";
 
+/// The queue-wait header of an instance's answer, for a handler that builds its own response
+/// (the OpenAI routes) to pass on.
+pub fn queue_wait(resp: &awc::ClientResponse) -> Option<(HeaderName, HeaderValue)> {
+    let name = HeaderName::from_static(QUEUE_WAIT_HEADER);
+    resp.headers().get(&name).map(|v| (name, v.clone()))
+}
+
 /// The candidates among `remaining` holders: healthy ones, ones due for their half-open
 /// probe, and all of them.
 struct Pool {

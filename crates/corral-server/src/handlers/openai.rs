@@ -148,8 +148,9 @@ pub async fn chat(
     if stream {
         return Ok(sse(answer, corral_convert::ChatStream::new(meta, usage)));
     }
+    let waited = balanced::queue_wait(&answer.resp);
     let resp: ollama::ChatResponse = read_answer(answer).await?;
-    Ok(HttpResponse::Ok().json(corral_convert::chat_completion(resp, &meta)))
+    Ok(answered(waited).json(corral_convert::chat_completion(resp, &meta)))
 }
 
 /// `POST /v1/completions`: to `/api/generate`.
@@ -187,8 +188,9 @@ pub async fn completions(
     if stream {
         return Ok(sse(answer, corral_convert::CompletionStream::new(meta, usage)));
     }
+    let waited = balanced::queue_wait(&answer.resp);
     let resp: ollama::GenerateResponse = read_answer(answer).await?;
-    Ok(HttpResponse::Ok().json(corral_convert::completion(resp, &meta)))
+    Ok(answered(waited).json(corral_convert::completion(resp, &meta)))
 }
 
 /// `POST /v1/embeddings`: to `/api/embed`, one text or a batch.
@@ -219,8 +221,9 @@ pub async fn embeddings(
     if !answer.resp.status().is_success() {
         return upstream_error(answer).await;
     }
+    let waited = balanced::queue_wait(&answer.resp);
     let resp: ollama::EmbedResponse = read_answer(answer).await?;
-    Ok(HttpResponse::Ok().json(corral_convert::embedding_response(resp, &model, format)))
+    Ok(answered(waited).json(corral_convert::embedding_response(resp, &model, format)))
 }
 
 /// `GET /v1/models` (and `/api/models`): the merged catalogue as the caller may see it.
@@ -418,6 +421,15 @@ impl Converter for corral_convert::CompletionStream {
     }
 }
 
+/// A 200 answer, carrying how long the request waited in the queue if it did.
+fn answered(waited: Option<(HeaderName, HeaderValue)>) -> actix_web::HttpResponseBuilder {
+    let mut builder = HttpResponse::Ok();
+    if let Some(header) = waited {
+        builder.insert_header(header);
+    }
+    builder
+}
+
 /// The SSE answer: each upstream chunk is converted and sent as soon as it arrives.
 fn sse<C: Converter>(answer: Answer, converter: C) -> HttpResponse {
     let Answer {
@@ -426,8 +438,9 @@ fn sse<C: Converter>(answer: Answer, converter: C) -> HttpResponse {
         settings,
         on_end,
     } = answer;
+    let waited = balanced::queue_wait(&resp);
     let body = proxy::ndjson_body(resp, &settings.upstream, &target, on_end);
-    HttpResponse::Ok()
+    answered(waited)
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((HeaderName::from_static("x-accel-buffering"), "no"))

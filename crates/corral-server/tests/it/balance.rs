@@ -516,7 +516,7 @@ async fn auto_slots_learn_that_an_instance_runs_four_at_once() {
     assert_eq!(status(&gw).await["slots"], "auto", "auto is the default");
     const AT_ONCE: usize = 8;
     let mut sent = 0;
-    for round in 1..=6 {
+    for round in 1..=8 {
         // Every stream the simulator starts stops after its first chunk until released, so
         // the requests the gateway lets in are all at the instance at once.
         sim.set_faults(Faults {
@@ -554,6 +554,7 @@ async fn auto_slots_learn_that_an_instance_runs_four_at_once() {
             assert!(learned.as_u64().is_some_and(|n| n >= 4), "{learned}");
             assert!(most <= 6, "round {round}: far past the instance's slots: {most}");
             assert!(sent <= 6 * AT_ONCE, "learned within {sent} requests");
+            eprintln!("4 at once after {round} rounds, {sent} requests; most at once {most}; learned {learned}");
             gw.stop().await;
             return;
         }
@@ -756,5 +757,42 @@ async fn one_users_twenty_waiting_requests_do_not_hold_back_another_users_one() 
     }
     assert!(order.contains(&"bob".to_owned()), "{order:?}");
     assert_eq!(order[0], "alice1", "alice's own requests keep their order: {order:?}");
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn openai_answers_that_waited_say_how_long_streamed_or_not() {
+    let (sim, gw, url) = latched_one_slot(|u| settings_for(&[u])).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _holder = queued_chat(url, None, "holder".to_owned(), tx);
+    assert_eq!(rx.recv().await.unwrap().0, "holder");
+    let ask = |stream: bool| {
+        let url = gw.at("/v1/chat/completions");
+        actix_rt::spawn(async move {
+            let body = serde_json::json!({
+                "model": "llama3.2",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 2,
+                "stream": stream,
+            });
+            let mut resp = client().post(url).send_json(&body).await.unwrap();
+            let waited = resp
+                .headers()
+                .get("x-corral-queue-wait-ms")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let _ = body_of(&mut resp).await;
+            (resp.status(), waited)
+        })
+    };
+    let whole = ask(false);
+    until("the first waits", async || waiting(&gw, "llama3.2:latest").await == 1).await;
+    let streamed = ask(true);
+    until("the second waits", async || waiting(&gw, "llama3.2:latest").await == 2).await;
+    sim.release_latch();
+    for h in [whole, streamed] {
+        let (code, waited) = h.await.unwrap();
+        assert_eq!(code, StatusCode::OK);
+        assert!(waited.is_some_and(|ms| ms.parse::<u64>().is_ok()));
+    }
     gw.stop().await;
 }

@@ -225,29 +225,6 @@ async fn the_status_view_shows_loaded_models_and_requests_in_flight() {
     gw.stop().await;
 }
 
-async fn slow_sim() -> SimHandle {
-    SimHandle::start(SimConfig {
-        models: vec![SimModel::chat("llama3.2")],
-        tokens_per_sec: 20.0,
-        num_parallel: 8,
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-/// A warmed gateway running one request at a time per model, in front of the slow simulator,
-/// with `queue_timeout` seconds of waiting allowed.
-async fn one_slot(queue_timeout: f64) -> (SimHandle, Gateway) {
-    let sim = slow_sim().await;
-    let mut settings = settings_for(&[&sim.url()]);
-    settings.balance.slots = Slots::Fixed(1);
-    settings.balance.queue_timeout = queue_timeout;
-    let gw = Gateway::start(settings).await;
-    warm(&gw).await;
-    (sim, gw)
-}
-
 /// Status and `Retry-After` of one 20-token chat (about a second at 20 tokens/s).
 async fn timed_chat(url: String) -> (StatusCode, Option<String>) {
     let body = chat_body("llama3.2", 20, false);
@@ -261,53 +238,58 @@ async fn timed_chat(url: String) -> (StatusCode, Option<String>) {
 
 #[actix_web::test]
 async fn when_every_slot_is_taken_requests_queue_and_a_full_queue_gets_503() {
-    let sim = slow_sim().await;
-    let mut settings = settings_for(&[&sim.url()]);
-    settings.balance.slots = Slots::Fixed(1);
-    settings.balance.queue_size = 1;
-    let gw = Gateway::start(settings).await;
-    warm(&gw).await;
-    let url = gw.at("/api/chat");
-    let late = |url: String, ms| async move {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        let start = std::time::Instant::now();
-        (timed_chat(url).await, start.elapsed())
-    };
-    let (a, (b, b_took), (c, _)) =
-        futures_util::join!(timed_chat(url.clone()), late(url.clone(), 100), late(url.clone(), 200));
-    assert_eq!(a.0, StatusCode::OK);
-    assert_eq!(b.0, StatusCode::OK, "the second waited for the slot");
-    assert!(
-        b_took >= Duration::from_millis(1400),
-        "it ran only after the first finished: {b_took:?}"
-    );
-    assert_eq!(c.0, StatusCode::SERVICE_UNAVAILABLE, "the third found the queue full");
-    assert!(c.1.is_some(), "a 503 from the queue says when to retry");
+    let (sim, gw, url) = latched_one_slot(|u| {
+        let mut s = settings_for(&[u]);
+        s.balance.queue_size = 1;
+        s
+    })
+    .await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // A holds the only slot (its stream stops after the first chunk until the latch opens).
+    let _a = queued_chat(url.clone(), None, "a".to_owned(), tx.clone());
+    assert_eq!(rx.recv().await.unwrap().0, "a");
+    // B waits for the slot; C finds the queue full.
+    let _b = queued_chat(url.clone(), None, "b".to_owned(), tx.clone());
+    until("b queued", async || waiting(&gw, "llama3.2:latest").await == 1).await;
+    let (c, retry) = timed_chat(url.clone()).await;
+    assert_eq!(c, StatusCode::SERVICE_UNAVAILABLE, "the third found the queue full");
+    assert!(retry.is_some(), "a 503 from the queue says when to retry");
+    assert!(rx.try_recv().is_err(), "B did not start while A held the slot");
     // Listings never queue.
     assert_eq!(
         client().get(gw.at("/api/tags")).send().await.unwrap().status(),
         StatusCode::OK
+    );
+    sim.release_latch();
+    assert_eq!(
+        rx.recv().await.unwrap().0,
+        "b",
+        "the second ran once the first gave the slot back"
     );
     gw.stop().await;
 }
 
 #[actix_web::test]
 async fn a_wait_past_the_queue_timeout_gets_503_with_retry_after() {
-    let (_sim, gw) = one_slot(0.3).await;
-    let url = gw.at("/api/chat");
-    let second = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let start = std::time::Instant::now();
-        (timed_chat(url.clone()).await, start.elapsed())
-    };
-    let (first, (second, waited)) = futures_util::join!(timed_chat(url.clone()), second);
-    assert_eq!(first.0, StatusCode::OK);
+    let (sim, gw, url) = latched_one_slot(|u| {
+        let mut s = settings_for(&[u]);
+        s.balance.queue_timeout = 0.3;
+        s
+    })
+    .await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _a = queued_chat(url.clone(), None, "a".to_owned(), tx.clone());
+    assert_eq!(rx.recv().await.unwrap().0, "a");
+    // While A holds the slot (the latch is shut), the second waits out the queue timeout.
+    let second = timed_chat(url.clone()).await;
     assert_eq!(second.0, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(second.1.as_deref(), Some("1"));
-    assert!(
-        waited >= Duration::from_millis(250) && waited < Duration::from_millis(900),
-        "{waited:?}"
+    assert_eq!(
+        sim.stats().requests.get("/api/chat").copied(),
+        Some(1),
+        "the refused request never reached the instance"
     );
+    sim.release_latch();
     gw.stop().await;
 }
 
@@ -322,15 +304,10 @@ async fn active_checks_eject_a_silent_instance_and_bring_it_back() {
     settings.balance.ejection_time = 0.3;
     let gw = Gateway::start(settings).await;
     b.stop().await;
-    let mut ejected = false;
-    for _ in 0..40 {
-        if status(&gw).await["instances"][1]["health"] == "ejected" {
-            ejected = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ejected, "active checks ejected the instance without any traffic");
+    until("active checks eject the instance without any traffic", async || {
+        status(&gw).await["instances"][1]["health"] == "ejected"
+    })
+    .await;
     let _b = SimHandle::start_on(
         SimConfig {
             models: vec![SimModel::chat("llama3.2")],
@@ -340,56 +317,56 @@ async fn active_checks_eject_a_silent_instance_and_bring_it_back() {
     )
     .await
     .unwrap();
-    let mut back = false;
-    for _ in 0..60 {
-        if status(&gw).await["instances"][1]["health"] == "healthy" {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(back, "a good check after the ejection brought it back");
+    until("a good check after the ejection brings it back", async || {
+        status(&gw).await["instances"][1]["health"] == "healthy"
+    })
+    .await;
     gw.stop().await;
 }
 
 #[actix_web::test]
 async fn show_and_unload_run_nothing_so_they_wait_for_no_slot() {
-    let (_sim, gw) = one_slot(0.3).await;
-    let url = gw.at("/api/chat");
-    // While a one-second chat holds the only slot, a show and an unload answer at once,
-    // where another chat would wait past the queue timeout and get a 503.
-    let others = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let start = std::time::Instant::now();
-        let show = client()
-            .post(gw.at("/api/show"))
-            .send_json(&serde_json::json!({ "model": "llama3.2" }))
-            .await
-            .unwrap()
-            .status();
-        let mut resp = client()
-            .post(gw.at("/api/generate"))
-            .send_json(&serde_json::json!({ "model": "llama3.2", "prompt": "", "keep_alive": 0 }))
-            .await
-            .unwrap();
-        let unload: Value = resp.json().await.unwrap();
-        let chat = timed_chat(gw.at("/api/chat")).await.0;
-        (show, unload, chat, start.elapsed())
-    };
-    let (first, (show, unload, chat, took)) = futures_util::join!(timed_chat(url), others);
-    assert_eq!(first.0, StatusCode::OK);
+    let (sim, gw, url) = latched_one_slot(|u| {
+        let mut s = settings_for(&[u]);
+        s.balance.queue_timeout = 0.3;
+        s
+    })
+    .await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _a = queued_chat(url.clone(), None, "a".to_owned(), tx.clone());
+    assert_eq!(rx.recv().await.unwrap().0, "a");
+    // While the chat holds the only slot (the latch is shut, so it cannot end), a show and an
+    // unload answer, where another chat waits past the queue timeout and gets a 503.
+    let show = client()
+        .post(gw.at("/api/show"))
+        .send_json(&serde_json::json!({ "model": "llama3.2" }))
+        .await
+        .unwrap()
+        .status();
     assert_eq!(show, StatusCode::OK, "a show waited for the chat's slot");
+    let mut resp = client()
+        .post(gw.at("/api/generate"))
+        .send_json(&serde_json::json!({ "model": "llama3.2", "prompt": "", "keep_alive": 0 }))
+        .await
+        .unwrap();
+    let unload: Value = resp.json().await.unwrap();
     assert_eq!(unload["done_reason"], "unload", "{unload}");
-    assert_eq!(chat, StatusCode::SERVICE_UNAVAILABLE, "the slot was really taken");
-    assert!(took < Duration::from_millis(900), "{took:?}");
-    let status = status(&gw).await;
-    assert_eq!(status["instances"][0]["in_flight"], 0, "{status}");
+    assert_eq!(
+        timed_chat(url).await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the slot was really taken"
+    );
+    sim.release_latch();
+    until("the slot is given back", async || {
+        status(&gw).await["instances"][0]["in_flight"] == 0
+    })
+    .await;
     gw.stop().await;
 }
 
-/// Sends `body` to `url` over a connection of its own and closes it after `after`, as a
-/// client that gives up does.
-async fn abandon(url: String, body: Value, after: Duration) {
+/// Sends `body` to `url` over a connection of its own and keeps the connection; dropping the
+/// returned stream closes it, as a client that gives up does.
+async fn send_and_hold(url: &str, body: &Value) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let rest = url.strip_prefix("http://").unwrap();
     let (authority, path) = rest.split_at(rest.find('/').unwrap());
@@ -401,46 +378,44 @@ async fn abandon(url: String, body: Value, after: Duration) {
     );
     conn.write_all(head.as_bytes()).await.unwrap();
     conn.write_all(body.as_bytes()).await.unwrap();
-    tokio::time::sleep(after).await;
-    drop(conn);
+    conn
 }
 
 #[actix_web::test]
 async fn a_client_that_leaves_before_its_answer_gives_back_its_slot_and_its_place_in_the_queue() {
-    let (sim, gw) = one_slot(30.0).await;
-    let url = gw.at("/api/chat");
-    // A non-streamed two-second chat whose client leaves after 300 ms: its slot comes back
-    // long before the generation would have ended.
-    abandon(
-        url.clone(),
-        chat_body("llama3.2", 40, false),
-        Duration::from_millis(300),
-    )
+    let (sim, gw, url) = latched_one_slot(|u| {
+        let mut s = settings_for(&[u]);
+        s.balance.queue_timeout = 30.0;
+        s
+    })
     .await;
-    let mut freed = false;
-    for _ in 0..20 {
-        if status(&gw).await["instances"][0]["in_flight"] == 0 {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(freed, "the slot was still taken: {}", status(&gw).await);
+    // A non-streamed chat that cannot end (the latch is shut) and whose client leaves once it
+    // runs: its slot comes back, so the instance's generation was dropped with it.
+    let conn = send_and_hold(&url, &chat_body("llama3.2", 40, false)).await;
+    until("the chat runs on the instance", async || sim.stats().in_flight == 1).await;
+    drop(conn);
+    until("the slot is given back", async || {
+        status(&gw).await["instances"][0]["in_flight"] == 0
+    })
+    .await;
     let sent_before = sim.stats().requests.get("/api/chat").copied().unwrap_or(0);
-    // While a one-second chat holds the slot, a request that waits in the queue and is then
-    // abandoned never reaches the instance.
-    let waiting = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        abandon(
-            url.clone(),
-            chat_body("llama3.2", 20, false),
-            Duration::from_millis(300),
-        )
-        .await;
-    };
-    let (first, ()) = futures_util::join!(timed_chat(url.clone()), waiting);
-    assert_eq!(first.0, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // While a chat holds the slot, a request that waits in the queue and is then abandoned
+    // leaves the queue and never reaches the instance.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let holder = queued_chat(url.clone(), None, "holder".to_owned(), tx.clone());
+    assert_eq!(rx.recv().await.unwrap().0, "holder");
+    let conn = send_and_hold(&url, &chat_body("llama3.2", 20, false)).await;
+    until("the second request queued", async || {
+        waiting(&gw, "llama3.2:latest").await == 1
+    })
+    .await;
+    drop(conn);
+    until("the abandoned request left the queue", async || {
+        waiting(&gw, "llama3.2:latest").await == 0
+    })
+    .await;
+    sim.release_latch();
+    holder.await.unwrap();
     let sent = sim.stats().requests.get("/api/chat").copied().unwrap_or(0) - sent_before;
     assert_eq!(sent, 1, "only the chat whose client stayed was sent: {:?}", sim.stats());
     gw.stop().await;
@@ -459,27 +434,28 @@ async fn listings_do_not_wait_on_an_ejected_instance() {
     // Every listing asks the instances again.
     settings.ollama.models_cache_ttl = 0;
     let gw = Gateway::start(settings).await;
-    let mut ejected = false;
-    for _ in 0..20 {
-        if status(&gw).await["instances"][1]["health"] == "ejected" {
-            ejected = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    until("the silent instance is ejected", async || {
+        status(&gw).await["instances"][1]["health"] == "ejected"
+    })
+    .await;
+    // Take every connection made to it so far (checks, the first listings); any later one
+    // would be a listing waiting on an instance that is out.
+    silent.set_nonblocking(true).unwrap();
+    let mut before = Vec::new();
+    while let Ok((conn, _)) = silent.accept() {
+        before.push(conn);
     }
-    assert!(ejected, "{}", status(&gw).await);
     for path in ["/api/tags", "/api/version", "/api/ps", "/ollama/api/tags"] {
         for _ in 0..3 {
-            let start = std::time::Instant::now();
             let resp = client().get(gw.at(path)).send().await.unwrap();
             assert_eq!(resp.status(), StatusCode::OK, "{path}");
-            let took = start.elapsed();
-            assert!(
-                took < Duration::from_millis(500),
-                "{path} waited {took:?} on the ejected instance"
-            );
         }
     }
+    let mut after = 0;
+    while silent.accept().is_ok() {
+        after += 1;
+    }
+    assert_eq!(after, 0, "listings asked the ejected instance {after} times");
     drop(silent);
     gw.stop().await;
 }

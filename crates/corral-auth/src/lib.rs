@@ -30,7 +30,7 @@ pub use password::{
     verify_dummy_password, verify_dummy_password_in, verify_password, verify_password_in, PasswordHash, PasswordParams,
     Scratch, MAX_PASSWORD_BYTES,
 };
-pub use rate_limit::{RateLimitPolicy, RateLimiter, RetryAfter, SigninLimiter};
+pub use rate_limit::{RateLimitPolicy, RateLimiter, RetryAfter, SigninLimiter, SLOWED_ATTEMPTS};
 pub use role::{Access, Role};
 pub use system_prompt::{apply_system_prompt, render_system_template};
 pub use token::{

@@ -453,7 +453,7 @@ impl FromRequest for Anyone {
     }
 }
 
-/// A caller whose credential the guard already checked (see [`crate::guard`]), kept in the
+/// A caller whose credential the guard middleware already checked, kept in the
 /// request's extensions so the route's extractor does not check it again.
 #[derive(Debug, Clone)]
 pub struct Identified(pub Caller);

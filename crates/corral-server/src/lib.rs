@@ -13,6 +13,7 @@ mod guard;
 mod handlers;
 mod health_check;
 mod instances;
+mod json_refusals;
 mod lifecycle;
 mod password_pool;
 pub mod probe;
@@ -24,7 +25,7 @@ use std::io;
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use corral_config::Settings;
 
 pub use error::AppError;
@@ -165,7 +166,7 @@ impl Corral {
         };
         let cors_origins = settings.server.cors_allow_origin.clone();
         let corral = self.clone();
-        let server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 // A request whose client has gone is dropped before it answers (see `client_gone`).
                 .wrap_fn(|req, srv| {
@@ -212,19 +213,57 @@ impl Corral {
                         .log_target("corral::access"),
                 )
                 .configure(|cfg| corral.configure(cfg))
-        })
-        .workers(workers)
-        // Streams end with small writes (the last chunk, the chunked terminator): Nagle's
-        // algorithm would hold them for the client's delayed ACK on every reused connection.
-        .tcp_nodelay(true)
-        .shutdown_timeout(grace_secs(settings.server.shutdown_grace))
-        .on_connect(client_gone::on_connect);
-        let server = if actix_signals {
-            server
-        } else {
-            server.disable_signals()
         };
-        Ok(server.listen(listener)?.run())
+        // actix-web's `HttpServer`, spelled out: the same HTTP service with actix-web's
+        // defaults, over a connection wrapper that turns the HTTP layer's own empty refusals
+        // into JSON (see `json_refusals`).
+        let builder = actix_server::ServerBuilder::default()
+            .workers(workers)
+            .shutdown_timeout(grace_secs(settings.server.shutdown_grace));
+        let builder = if actix_signals {
+            builder
+        } else {
+            builder.disable_signals()
+        };
+        let shutdown = builder.graceful_shutdown_signal();
+        let local = listener.local_addr()?;
+        let builder = builder.listen("corral", listener, move || {
+            let shutdown = shutdown.clone();
+            use actix_service::ServiceFactoryExt as _;
+            let app = actix_service::map_config(
+                actix_service::IntoServiceFactory::into_factory(app())
+                    .map_err(|err: actix_web::Error| actix_web::ResponseError::error_response(err.as_response_error())),
+                |_| actix_web::dev::AppConfig::default(),
+            );
+            let http = actix_http::HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let signal = shutdown.clone();
+                    async move { signal.notified().await }
+                })
+                .keep_alive(actix_http::KeepAlive::default())
+                .client_request_timeout(std::time::Duration::from_secs(5))
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(local)
+                .on_connect_ext(
+                    |io: &json_refusals::JsonRefusals, ext: &mut actix_web::dev::Extensions| {
+                        client_gone::on_connect(io.get_ref(), ext)
+                    },
+                )
+                .h1(app);
+            actix_service::fn_service(|io: actix_web::rt::net::TcpStream| async move {
+                // Streams end with small writes (the last chunk, the chunked terminator):
+                // Nagle's algorithm would hold them for the client's delayed ACK on every
+                // reused connection.
+                if let Err(err) = io.set_nodelay(true) {
+                    tracing::debug!(%err, "could not switch off Nagle's algorithm on a client connection");
+                }
+                let peer = io.peer_addr().ok();
+                Ok::<_, actix_http::error::DispatchError>((json_refusals::JsonRefusals::new(io), peer))
+            })
+            .and_then(http)
+        })?;
+        Ok(builder.run())
     }
 }
 

@@ -408,3 +408,57 @@ async fn a_connection_disabled_through_the_admin_api_is_never_contacted() {
     );
     gw.stop().await;
 }
+
+/// Sends `raw` as it is and returns the status and the JSON body of the answer.
+async fn raw_exchange(addr: &str, raw: Vec<u8>) -> (u16, Option<String>, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before it has read everything: a write error is fine.
+    let _ = stream.write_all(&raw).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status: u16 = text.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let content_type = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-type:")
+            .map(|v| v.trim().to_owned())
+    });
+    (status, content_type, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[actix_web::test]
+async fn the_http_layers_own_refusals_are_json_too() {
+    let sim = crate::support::sim().await;
+    let gw = Gateway::in_front_of(&sim.url()).await;
+    let addr = gw.url.trim_start_matches("http://").to_owned();
+    let big_header = format!(
+        "GET /api/tags HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1024 * 1024)
+    );
+    let mut many = String::from("GET /api/tags HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..1000 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let smuggled =
+        "POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    for (what, raw, want) in [
+        ("a 1 MB header", big_header, 431),
+        ("1,000 headers", many, 431),
+        ("Content-Length with Transfer-Encoding", smuggled.to_owned(), 400),
+    ] {
+        let (status, content_type, body) = raw_exchange(&addr, raw.into_bytes()).await;
+        assert_eq!(status, want, "{what}");
+        assert_eq!(content_type.as_deref(), Some("application/json"), "{what}");
+        assert!(
+            body["detail"].is_string() && body["error"].is_string(),
+            "{what}: {body}"
+        );
+    }
+    // The connection wrapper leaves ordinary answers alone.
+    let resp = client().get(gw.at("/api/tags")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    gw.stop().await;
+}

@@ -72,6 +72,22 @@ fn bad_input_names_the_key() {
         "server.port"
     );
     assert_eq!(key_err(load(None, &env(&[("PORT", "eighty")]))), "PORT");
+    // A policy name nobody knows is refused where it is written, not taken for the default.
+    assert_eq!(
+        key_err(load(
+            Some("[balance.per_model]\n\"llama3.2:latest\" = \"least_outstandin\"\n"),
+            &env(&[])
+        )),
+        "balance.per_model.llama3.2:latest"
+    );
+    assert_eq!(
+        key_err(load(None, &env(&[("CORRAL_BALANCE__POLICY", "fastest")]))),
+        "balance.policy"
+    );
+    assert_eq!(
+        key_err(load(None, &env(&[("FORWARDED_ALLOW_IPS", "10.0.0.0/8;proxy.local")]))),
+        "server.forwarded_allow_ips[1]"
+    );
     assert_eq!(
         key_err(load(None, &env(&[("CORRAL_SERVER__PROT", "1")]))),
         "CORRAL_SERVER__PROT"

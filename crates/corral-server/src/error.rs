@@ -252,3 +252,33 @@ impl From<corral_registry::RegistryError> for AppError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::StatusCode;
+    use actix_web::ResponseError;
+
+    use super::AppError;
+
+    #[test]
+    fn library_errors_map_to_the_status_they_deserve() {
+        use corral_auth::AuthError;
+        // A password that cannot be hashed is the gateway's fault, not the caller's.
+        assert_eq!(
+            AppError::from(AuthError::Hashing("out of memory".to_owned())).status_code(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            AppError::from(AuthError::PasswordTooLong { max: 1024 }).status_code(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            AppError::from(AuthError::ExpiredToken).status_code(),
+            StatusCode::UNAUTHORIZED
+        );
+        let not_found = corral_registry::RegistryError::ModelNotFound { model: "x".to_owned() };
+        assert_eq!(AppError::from(not_found).status_code(), StatusCode::NOT_FOUND);
+        let body = AppError::Partial("instance 1: answered 500".to_owned()).body();
+        assert_eq!(body["error"], body["detail"]);
+    }
+}

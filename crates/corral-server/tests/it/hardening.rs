@@ -460,5 +460,16 @@ async fn the_http_layers_own_refusals_are_json_too() {
     // The connection wrapper leaves ordinary answers alone.
     let resp = client().get(gw.at("/api/tags")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+    // An unknown path says so in both fields (its `detail` was a bare "Not Found").
+    let mut resp = client().get(gw.at("/no/such/route")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("/no/such/route"), "{v}");
+    // A served path with another method: a JSON 405 naming the allowed ones.
+    let mut resp = client().delete(gw.at("/api/tags")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers().get("allow").unwrap(), "GET, HEAD");
+    let v: Value = serde_json::from_slice(&body_of(&mut resp).await).unwrap();
+    assert!(v["detail"].is_string(), "{v}");
     gw.stop().await;
 }

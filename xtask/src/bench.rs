@@ -8,16 +8,19 @@
 mod balance;
 mod gateway;
 mod stream;
+mod streams;
 
 use std::path::Path;
 
 use anyhow::Result;
 
-/// Runs the benchmark named by `args`: `[balance] [--quick]`.
+/// Runs the benchmark named by `args`: `[balance|streams] [--quick]`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     if args.iter().any(|a| a == "balance") {
         balance::run(root, quick)
+    } else if args.iter().any(|a| a == "streams") {
+        streams::run(root, quick)
     } else {
         gateway::run(root, quick)
     }

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         Some("deps") => deps::run(&tidy::workspace_root()),
         Some("bench") => bench::run(&tidy::workspace_root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|bench [balance] [--quick]|tidy|deps>");
+            eprintln!("usage: cargo xtask <test|bench [balance|streams] [--quick]|tidy|deps>");
             return ExitCode::from(2);
         }
     };

@@ -259,6 +259,7 @@ fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         settings.server.port = port;
     }
     init_tracing(&settings.server.log);
+    corral_server::rlimit::raise_open_files();
     // Keeps the simulator running for the life of the gateway.
     let _simulator = if args.no_simulator {
         None

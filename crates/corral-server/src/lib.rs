@@ -15,6 +15,7 @@ mod health_check;
 mod instances;
 mod password_pool;
 mod proxy;
+pub mod rlimit;
 mod routes;
 mod state;
 

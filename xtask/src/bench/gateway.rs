@@ -512,14 +512,16 @@ pub fn start_corral(
 
 /// nginx as a reverse proxy in front of one upstream, with its own configuration, logs and
 /// pid file in a temporary directory.
-struct Nginx {
+pub struct Nginx {
     proc: Proc,
-    base: String,
-    version: String,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// `nginx/1.22.1`.
+    pub version: String,
 }
 
 impl Nginx {
-    fn start(root: &Path, upstream: &str) -> Result<Nginx> {
+    pub fn start(root: &Path, upstream: &str) -> Result<Nginx> {
         let nginx = ensure_nginx()?;
         let version = Command::new(&nginx)
             .arg("-v")
@@ -589,7 +591,7 @@ http {{
     }
 
     /// The master and its workers.
-    fn pids(&self) -> Vec<u32> {
+    pub fn pids(&self) -> Vec<u32> {
         let master = self.proc.0.id();
         let mut pids = vec![master];
         if let Ok(dir) = std::fs::read_dir("/proc") {

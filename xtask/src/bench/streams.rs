@@ -25,6 +25,7 @@ const START_NOFILE: u64 = 1024;
 /// One crowd's figures.
 struct Level {
     n: usize,
+    side: &'static str,
     stats: StreamStats,
     peak_open: usize,
     rss_before: f64,
@@ -73,6 +74,8 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     )?;
     let pid = corral.0.id();
     gateway::wait_ready(&oha, &format!("{base}/health"))?;
+    let nginx = gateway::Nginx::start(root, &direct)?;
+    gateway::wait_ready(&oha, &format!("{}/api/version", nginx.base))?;
     let corral_limit = max_open_files(pid);
     let rt = stream::runtime()?;
     let body = format!(
@@ -113,44 +116,26 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     } else {
         vec![1_000, 10_000]
     };
+    let through_nginx = stream::Request {
+        addr: nginx.base.trim_start_matches("http://").to_owned(),
+        headers: String::new(),
+        ..req.clone()
+    };
+    let nginx_idle = rss(&nginx.pids());
     let mut levels = Vec::new();
     for &n in &sizes {
-        eprintln!("bench: {n} concurrent streams");
-        let live = Arc::new(Live::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let sampler = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut peak = 0.0f64;
-                while !stop.load(Ordering::Relaxed) {
-                    peak = peak.max(gateway::rss_mib(pid));
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                peak
-            })
-        };
-        let rss_before = gateway::rss_mib(pid);
-        let cpu = gateway::cpu_ticks(&[pid]);
-        let stats = rt.block_on(stream::crowd(&req, n, 500, live.clone()));
-        let cpu_s = (gateway::cpu_ticks(&[pid]) - cpu) as f64 / gateway::clock_ticks() as f64;
-        stop.store(true, Ordering::Relaxed);
-        let rss_peak = sampler.join().unwrap_or(f64::NAN);
-        std::thread::sleep(Duration::from_secs(2));
-        levels.push(Level {
-            n,
-            peak_open: live.peak.load(Ordering::Relaxed),
-            stats,
-            rss_before,
-            rss_peak,
-            rss_after: gateway::rss_mib(pid),
-            cpu_s,
-        });
+        // Corral, then nginx, in front of the same simulator, one after the other.
+        for (side, req, pids) in [("Corral", &req, vec![pid]), ("nginx", &through_nginx, nginx.pids())] {
+            eprintln!("bench: {n} concurrent streams through {side}");
+            levels.push(crowd(&rt, side, req, n, &pids));
+        }
     }
-    drop((corral, sim));
+    let idle_rss = [idle, nginx_idle];
+    drop((nginx, corral, sim));
     let report = report(
         &levels,
         expected,
-        idle,
+        idle_rss,
         quick,
         (client_limit, corral_limit),
         (load_before, gateway::loadavg()),
@@ -159,6 +144,45 @@ pub fn run(root: &Path, quick: bool) -> Result<()> {
     super::write_section(root, "streams", &report)?;
     eprintln!("bench: wrote docs/benchmarks.md");
     Ok(())
+}
+
+/// Runs `n` streams at once through `req`, sampling the RSS of `pids` as they run.
+fn crowd(rt: &tokio::runtime::Runtime, side: &'static str, req: &stream::Request, n: usize, pids: &[u32]) -> Level {
+    let live = Arc::new(Live::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (stop, pids) = (stop.clone(), pids.to_vec());
+        std::thread::spawn(move || {
+            let mut peak = 0.0f64;
+            while !stop.load(Ordering::Relaxed) {
+                peak = peak.max(rss(&pids));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        })
+    };
+    let rss_before = rss(pids);
+    let cpu = gateway::cpu_ticks(pids);
+    let stats = rt.block_on(stream::crowd(req, n, 500, live.clone()));
+    let cpu_s = (gateway::cpu_ticks(pids) - cpu) as f64 / gateway::clock_ticks() as f64;
+    stop.store(true, Ordering::Relaxed);
+    let rss_peak = sampler.join().unwrap_or(f64::NAN);
+    std::thread::sleep(Duration::from_secs(2));
+    Level {
+        n,
+        side,
+        peak_open: live.peak.load(Ordering::Relaxed),
+        stats,
+        rss_before,
+        rss_peak,
+        rss_after: rss(pids),
+        cpu_s,
+    }
+}
+
+/// The summed RSS of `pids`, in MiB.
+fn rss(pids: &[u32]) -> f64 {
+    pids.iter().map(|&p| gateway::rss_mib(p)).sum()
 }
 
 /// The soft "Max open files" of `pid`, as the kernel reports it.
@@ -176,7 +200,7 @@ fn max_open_files(pid: u32) -> String {
 fn report(
     levels: &[Level],
     expected: u64,
-    idle: f64,
+    [idle, nginx_idle]: [f64; 2],
     quick: bool,
     limits: (u64, String),
     load: (String, String),
@@ -191,7 +215,7 @@ fn report(
     let _ = writeln!(out, "Machine: {}.  ", super::machine());
     let _ = writeln!(
         out,
-        "Run: {}; load average {} before, {} after. One simulator (1 worker, {TOKENS_PER_SEC} tokens a second per stream, no limit on parallel requests) behind Corral (release build, default workers, `balance.slots` 100000, log level `warn`). Each stream is a native `/api/chat` of {TOKENS} tokens ({expected} NDJSON objects, about {} s) with an API key, on its own connection, from the tokio client in `xtask/src/bench/stream.rs` (at most 500 streams waiting for their response head at once). Corral was started with a soft open-file limit of {START_NOFILE} (hard {}, as the client's) and ran with {} after raising it itself.\n",
+        "Run: {}; load average {} before, {} after. One simulator (1 worker, {TOKENS_PER_SEC} tokens a second per stream, no limit on parallel requests) behind Corral (release build, default workers, `balance.slots` 100000, log level `warn`), then behind nginx (the configuration of the section above: 1 worker process, 16,384 worker connections), each crowd through Corral first and then through nginx. Each stream is a native `/api/chat` of {TOKENS} tokens ({expected} NDJSON objects, about {} s) with an API key, on its own connection, from the tokio client in `xtask/src/bench/stream.rs` (at most 500 streams waiting for their response head at once). Corral was started with a soft open-file limit of {START_NOFILE} (hard {}, as the client's) and ran with {} after raising it itself.\n",
         gateway::chrono_free_date(),
         load.0,
         load.1,
@@ -201,7 +225,7 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "| concurrent streams | held at once (peak) | complete, right object count | failed | wrong count | first object p50 | first object p99 | last object p99 | RSS before | RSS at peak | RSS after | Corral CPU | wall time |"
+        "| concurrent streams | side | held at once (peak) | complete, right object count | failed | wrong count | first object p50 | first object p99 | last object p99 | RSS before | RSS at peak | RSS after | CPU | wall time |"
     );
     let _ = writeln!(
         out,
@@ -212,8 +236,9 @@ fn report(
         let right = s.per_stream.iter().filter(|&&c| c == expected).count();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {:.1} ms | {:.1} ms | {:.2} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} s | {:.1} s |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} ms | {:.1} ms | {:.2} s | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.2} s | {:.1} s |",
             l.n,
+            l.side,
             l.peak_open,
             right,
             s.errors,
@@ -230,12 +255,15 @@ fn report(
         if let Some(err) = &s.first_error {
             let _ = writeln!(
                 out,
-                "| (first failure: {}) | | | | | | | | | | | | |",
+                "| (first failure: {}) | | | | | | | | | | | | | |",
                 err.replace('|', "/")
             );
         }
     }
-    let _ = writeln!(out, "\nCorral's RSS idle after start: {idle:.1} MiB.\n");
+    let _ = writeln!(
+        out,
+        "\nRSS idle after start: Corral {idle:.1} MiB, nginx (master and worker) {nginx_idle:.1} MiB. CPU is the process's (for nginx, master and worker) user and system time over the crowd.\n"
+    );
     let _ = writeln!(out, "Targets (from the issue; a benchmark, not a test):\n");
     let mb = |m: f64| m * 1_048_576.0 / 1_000_000.0;
     let _ = writeln!(
@@ -244,13 +272,17 @@ fn report(
         mb(idle),
         gateway::verdict(mb(idle) <= 20.0)
     );
-    for l in levels {
+    for l in levels.iter().filter(|l| l.side == "Corral") {
         let right = l.stats.per_stream.iter().filter(|&&c| c == expected).count();
         let whole = right == l.n && l.stats.errors == 0;
         if l.n == 1_000 {
+            let nginx = levels
+                .iter()
+                .find(|n| n.side == "nginx" && n.n == l.n)
+                .map_or(f64::NAN, |n| mb(n.rss_peak));
             let _ = writeln!(
                 out,
-                "- RSS at most 100 MB holding 1,000 streams: {:.1} MB at the peak, {}",
+                "- RSS at most 100 MB holding 1,000 streams: {:.1} MB at the peak (nginx {nginx:.1} MB), {}",
                 mb(l.rss_peak),
                 gateway::verdict(mb(l.rss_peak) <= 100.0 && l.peak_open == l.n)
             );

@@ -17,6 +17,8 @@ pub fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         settings.server.port = port;
     }
     init_tracing(&settings.server.log);
+    // Many streams need many descriptors: the soft limit goes up to the hard one (logged).
+    corral_server::rlimit::raise_open_files();
     let local_ollama = args
         .demo_ollama_url
         .map(|u| u.trim().trim_end_matches('/').to_owned())

@@ -14,12 +14,14 @@ use std::time::Duration;
 
 use actix_web::dev::Extensions;
 
-/// A second handle on a client's socket, kept with the connection.
+/// A second handle on a client's socket, kept with the connection. It is not registered with
+/// the event loop: it is only looked at, now and then, by a request that is taking a while.
 #[derive(Clone)]
-pub struct ClientSocket(Rc<tokio::net::TcpStream>);
+pub struct ClientSocket(Rc<std::net::TcpStream>);
 
-/// How often a socket with unread bytes (a body still arriving, a pipelined request) is
-/// looked at again.
+/// How often a request in progress looks whether its client is still there. A request
+/// answered sooner never looks: most requests cost nothing here (no system call, no event
+/// registration), and a client that leaves is noticed within this time.
 const RECHECK: Duration = Duration::from_millis(100);
 
 /// `HttpServer::on_connect` hook: keeps a duplicate of a plain TCP connection's socket.
@@ -31,25 +33,30 @@ pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
     let Ok(socket) = socket2::SockRef::from(tcp).try_clone() else {
         return;
     };
-    let std: std::net::TcpStream = socket.into();
-    if std.set_nonblocking(true).is_err() {
+    // The duplicate shares the original's file status flags, so it is already non-blocking;
+    // set it anyway, as a peek must never block the worker.
+    if socket.set_nonblocking(true).is_err() {
         return;
     }
-    if let Ok(watch) = tokio::net::TcpStream::from_std(std) {
-        ext.insert(ClientSocket(Rc::new(watch)));
-    }
+    ext.insert(ClientSocket(Rc::new(socket.into())));
 }
 
 impl ClientSocket {
-    /// Resolves once the client has closed the connection (or it broke). Bytes waiting to be
-    /// read say nothing about that, so they are left for actix and looked past until read.
+    /// Resolves once the client has closed the connection (or it broke), looking every
+    /// [`RECHECK`]. Bytes waiting to be read say nothing about that, so they are left for
+    /// actix and looked past.
     pub async fn gone(&self) {
         let mut byte = [0u8; 1];
         loop {
-            match self.0.peek(&mut byte).await {
+            tokio::time::sleep(RECHECK).await;
+            match self.0.peek(&mut byte) {
                 Ok(0) => return,
-                Ok(_) => tokio::time::sleep(RECHECK).await,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
                 Err(_) => return,
             }
         }

@@ -18,6 +18,7 @@ mod lifecycle;
 mod password_pool;
 pub mod probe;
 mod proxy;
+pub mod rlimit;
 pub mod routes;
 mod state;
 

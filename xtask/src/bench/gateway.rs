@@ -1,5 +1,6 @@
-//! The gateway benchmark: direct-to-simulator against through-Corral, request/response with
-//! `oha` and streams with the bounded client.
+//! The gateway benchmark: the simulator direct, behind nginx as a production reverse proxy, and
+//! behind Corral, in one sitting; request/response with `oha`, streams with the client in
+//! `bench/stream.rs`, every scenario on kept-alive connections.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -11,17 +12,18 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use super::stream::{self, percentile, StreamStats};
+use super::stream::{self, percentile, Framing, StreamStats};
 
 const CHAT: &str = r#"{"model":"llama3.2","messages":[{"role":"user","content":"Why is the sky blue?"}],"stream":false,"options":{"num_predict":5}}"#;
 const OPENAI: &str =
     r#"{"model":"llama3.2","messages":[{"role":"user","content":"Why is the sky blue?"}],"max_tokens":5}"#;
-/// How many times the stream scenario runs, direct and gateway in turn.
-const STREAM_ROUNDS: usize = 5;
 const STREAM: &str = r#"{"model":"llama3.2","messages":[{"role":"user","content":"Why is the sky blue?"}],"stream":true,"options":{"num_predict":100}}"#;
+const OPENAI_STREAM: &str = r#"{"model":"llama3.2","messages":[{"role":"user","content":"Why is the sky blue?"}],"stream":true,"max_tokens":100}"#;
+/// Requests the simulator runs at once per model, and the slots Corral is told it has.
+const PARALLEL: &str = "64";
 
 /// A child process killed when dropped.
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -30,225 +32,393 @@ impl Drop for Proc {
     }
 }
 
-/// One oha run's figures.
-struct Load {
-    p50_ms: f64,
-    p99_ms: f64,
-    rps: f64,
+/// Who answers: the simulator itself or a proxy in front of it.
+struct Side {
+    name: &'static str,
+    /// `http://host:port`.
+    base: String,
+    /// The header carrying the API key, for Corral.
+    auth: Option<String>,
+    /// Processes whose CPU time is charged to this side.
+    pids: Vec<u32>,
+}
+
+/// One side's figures in one scenario, summed over rounds.
+#[derive(Default)]
+struct Measure {
+    /// p50 and p99 of each round (oha), averaged in the report.
+    p50: Vec<f64>,
+    p99: Vec<f64>,
     ok: u64,
     total: u64,
+    secs: f64,
+    cpu_ticks: u64,
+    streams: Option<StreamStats>,
+}
+
+impl Measure {
+    fn rate(&self) -> f64 {
+        match &self.streams {
+            Some(s) => s.per_sec(),
+            None => self.ok as f64 / self.secs.max(1e-9),
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        match &self.streams {
+            Some(s) => s.streams as u64,
+            None => self.ok,
+        }
+    }
+
+    /// CPU milliseconds per request.
+    fn cpu_ms(&self, tick_ms: f64) -> f64 {
+        self.cpu_ticks as f64 * tick_ms / self.requests().max(1) as f64
+    }
+
+    fn p(&self, q: f64) -> f64 {
+        match &self.streams {
+            Some(s) => ms(percentile(&s.last, q)),
+            None => {
+                let v = if q < 90.0 { &self.p50 } else { &self.p99 };
+                v.iter().sum::<f64>() / v.len().max(1) as f64
+            }
+        }
+    }
+}
+
+/// A scenario's row group: one `Measure` per side.
+struct Row {
+    label: String,
+    concurrency: usize,
+    streamed: bool,
+    sides: Vec<Measure>,
+}
+
+/// How long each run lasts and how many rounds each scenario has.
+struct Plan {
+    run: Duration,
+    rounds: usize,
 }
 
 pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
     let bin = super::build_bins(root, smoke)?;
     let oha = oha(root)?;
+    raise_open_files(65_536);
+    let load_before = loadavg();
 
-    let mut sim = Command::new(bin.join("corral-sim"))
-        .args(["--host", "127.0.0.1", "--port", "0", "--workers", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting corral-sim")?;
-    let mut line = String::new();
-    BufReader::new(sim.stdout.take().context("sim stdout")?).read_line(&mut line)?;
-    let _sim = Proc(sim);
-    let direct = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
-
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let (sim, direct) = start_sim(&bin, &["--num-parallel", PARALLEL, "--max-queue", "4096"])?;
     let data = root.join("target/xtask-tmp/bench-data");
-    let _ = std::fs::remove_dir_all(&data);
-    std::fs::create_dir_all(&data)?;
-    let key = super::provision_key(&bin, &data)?;
-    let auth = format!("authorization: Bearer {key}");
-    let gw = Command::new(bin.join("corral"))
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--no-simulator",
-        ])
-        .env("OLLAMA_BASE_URL", &direct)
-        .env("DATA_DIR", &data)
-        .env("RUST_LOG", "warn")
-        .env("CORRAL_SERVER__WORKERS", "1")
-        // The simulator runs 4 requests per model at once (its default `num_parallel`); the
-        // gateway is told so, as an operator sets it to the instances' OLLAMA_NUM_PARALLEL.
-        .env("CORRAL_BALANCE__SLOTS", "4")
-        .spawn()
-        .context("starting corral")?;
-    let pid = gw.id();
-    let _gw = Proc(gw);
-    let through = format!("http://127.0.0.1:{port}");
-    wait_ready(&oha, &through)?;
+    let key = super::provision_key(&bin, &data_dir(&data)?)?;
+    let (corral, through) = start_corral(&bin, &data, &direct, &[("CORRAL_SERVER__WORKERS", "1")], None)?;
+    wait_ready(&oha, &format!("{through}/health"))?;
+    let nginx = Nginx::start(root, &direct)?;
+    wait_ready(&oha, &format!("{}/api/version", nginx.base))?;
     std::thread::sleep(Duration::from_millis(500));
-    let idle_rss = rss_mib(pid);
+    let idle_rss = rss_mib(corral.0.id());
+    let nginx_idle_rss: f64 = nginx.pids().iter().map(|&p| rss_mib(p)).sum();
 
-    let (n1, n32, per_worker) = if smoke {
-        (10, 64, 1)
+    let sides = [
+        Side {
+            name: "direct",
+            base: direct.clone(),
+            auth: None,
+            pids: vec![sim.0.id()],
+        },
+        Side {
+            name: "nginx",
+            base: nginx.base.clone(),
+            auth: None,
+            pids: nginx.pids(),
+        },
+        Side {
+            name: "Corral",
+            base: through.clone(),
+            auth: Some(format!("authorization: Bearer {key}")),
+            pids: vec![corral.0.id()],
+        },
+    ];
+    let plan = if smoke {
+        Plan {
+            run: Duration::from_millis(300),
+            rounds: 1,
+        }
     } else if quick {
-        (500, 2_000, 10)
+        Plan {
+            run: Duration::from_secs(1),
+            rounds: 1,
+        }
     } else {
-        (5_000, 40_000, 100)
+        Plan {
+            run: Duration::from_secs(4),
+            rounds: 2,
+        }
     };
+    let rt = stream::runtime()?;
     let mut rows = Vec::new();
     for (label, path, body) in [
         ("native `/api/chat`", "/api/chat", CHAT),
         ("OpenAI `/v1/chat/completions`", "/v1/chat/completions", OPENAI),
     ] {
-        for (c, n) in [(1, n1), (32, n32)] {
-            let d = oha_run(&oha, &format!("{direct}{path}"), body, c, n, None)?;
-            let g = oha_run(&oha, &format!("{through}{path}"), body, c, n, Some(&auth))?;
-            rows.push((label, c, d, g));
+        for c in [1, 32] {
+            eprintln!("bench: {label}, c={c}");
+            let mut row = Row {
+                label: label.to_owned(),
+                concurrency: c,
+                streamed: false,
+                sides: sides.iter().map(|_| Measure::default()).collect(),
+            };
+            for _ in 0..plan.rounds {
+                for (side, m) in sides.iter().zip(&mut row.sides) {
+                    let before = cpu_ticks(&side.pids);
+                    let load = oha_run(
+                        &oha,
+                        &format!("{}{path}", side.base),
+                        body,
+                        c,
+                        plan.run,
+                        side.auth.as_deref(),
+                    )?;
+                    m.cpu_ticks += cpu_ticks(&side.pids) - before;
+                    m.p50.push(load.p50_ms);
+                    m.p99.push(load.p99_ms);
+                    m.ok += load.ok;
+                    m.total += load.total;
+                    m.secs += load.secs;
+                }
+            }
+            rows.push(row);
         }
     }
-    let addr = |url: &str| url.trim_start_matches("http://").to_owned();
-    // Direct and gateway take turns, so a drift in what else the machine does weighs on both.
-    let (mut sd, mut sg) = (StreamStats::default(), StreamStats::default());
-    for _ in 0..if smoke { 1 } else { STREAM_ROUNDS } {
-        sd.absorb(stream::run(&addr(&direct), "/api/chat", STREAM, 8, per_worker, ""));
-        sg.absorb(stream::run(
-            &addr(&through),
+    for (label, path, body, framing, keep_alive, cs) in [
+        (
+            "100-chunk native `/api/chat`",
             "/api/chat",
             STREAM,
-            8,
-            per_worker,
-            &format!("{auth}\r\n"),
-        ));
+            Framing::Ndjson,
+            true,
+            &[1, 8, 32][..],
+        ),
+        (
+            "100-chunk OpenAI `/v1/chat/completions`",
+            "/v1/chat/completions",
+            OPENAI_STREAM,
+            Framing::Sse,
+            true,
+            &[1, 32][..],
+        ),
+        (
+            "100-chunk native `/api/chat`, new connection per stream",
+            "/api/chat",
+            STREAM,
+            Framing::Ndjson,
+            false,
+            &[8][..],
+        ),
+    ] {
+        for &c in cs {
+            eprintln!("bench: {label}, c={c}");
+            let mut row = Row {
+                label: label.to_owned(),
+                concurrency: c,
+                streamed: true,
+                sides: sides.iter().map(|_| Measure::default()).collect(),
+            };
+            for _ in 0..plan.rounds {
+                for (side, m) in sides.iter().zip(&mut row.sides) {
+                    let req = stream::Request {
+                        addr: side.base.trim_start_matches("http://").to_owned(),
+                        path: path.to_owned(),
+                        body: body.to_owned(),
+                        headers: side.auth.as_ref().map(|a| format!("{a}\r\n")).unwrap_or_default(),
+                        framing,
+                        keep_alive,
+                    };
+                    let before = cpu_ticks(&side.pids);
+                    let stats = stream::run(&rt, &req, c, plan.run, None);
+                    m.cpu_ticks += cpu_ticks(&side.pids) - before;
+                    m.streams.get_or_insert_with(StreamStats::default).absorb(stats);
+                }
+            }
+            rows.push(row);
+        }
     }
-    let loaded_rss = rss_mib(pid);
     if smoke {
-        // Every scenario ran; each request must have succeeded. No figure is kept.
-        let failed: Vec<String> = rows
-            .iter()
-            .filter(|(_, _, d, g)| d.ok != d.total || g.ok != g.total || g.total == 0)
-            .map(|(label, c, d, g)| {
-                format!(
-                    "{label} c={c}: direct {}/{}, gateway {}/{} ok",
-                    d.ok, d.total, g.ok, g.total
-                )
-            })
-            .chain(
-                (sd.errors + sg.errors > 0 || sg.streams == 0)
-                    .then(|| format!("streams: {} direct and {} gateway failed", sd.errors, sg.errors)),
-            )
-            .collect();
+        // Every scenario ran on every side; nothing is measured, only that all succeeded.
+        drop((nginx, corral, sim));
+        let mut failed = Vec::new();
+        for row in &rows {
+            for (side, m) in sides.iter().zip(&row.sides) {
+                let ok = match &m.streams {
+                    Some(st) => st.streams > 0 && st.errors == 0,
+                    None => m.total > 0 && m.ok == m.total,
+                };
+                if !ok {
+                    failed.push(format!("{} c={} through {}", row.label, row.concurrency, side.name));
+                }
+            }
+        }
         anyhow::ensure!(failed.is_empty(), "bench smoke: {}", failed.join("; "));
-        eprintln!("bench smoke: every gateway scenario ran");
+        eprintln!("bench smoke: every gateway scenario ran through direct, nginx and Corral");
         return Ok(());
     }
-
-    let report = report(&rows, &sd, &sg, idle_rss, loaded_rss, quick);
+    let loaded_rss = rss_mib(corral.0.id());
+    let nginx_loaded_rss: f64 = nginx.pids().iter().map(|&p| rss_mib(p)).sum();
+    let facts = Facts {
+        quick,
+        plan,
+        load: (load_before, loadavg()),
+        rss: [(idle_rss, loaded_rss), (nginx_idle_rss, nginx_loaded_rss)],
+        nginx_version: nginx.version.clone(),
+    };
+    drop((nginx, corral, sim));
+    let report = report(&rows, &sides, &facts);
     std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes())?;
     super::write_section(root, "gateway", &report)?;
     eprintln!("bench: wrote docs/benchmarks.md");
     Ok(())
 }
 
-fn report(
-    rows: &[(&str, usize, Load, Load)],
-    sd: &StreamStats,
-    sg: &StreamStats,
-    idle: f64,
-    loaded: f64,
+struct Facts {
     quick: bool,
-) -> String {
+    plan: Plan,
+    load: (String, String),
+    /// Corral's and nginx's RSS (MiB), idle and after the load.
+    rss: [(f64, f64); 2],
+    nginx_version: String,
+}
+
+fn report(rows: &[Row], sides: &[Side], facts: &Facts) -> String {
+    let tick_ms = 1000.0 / clock_ticks() as f64;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "## Gateway overhead (`cargo xtask bench{}`)\n",
-        if quick { " --quick" } else { "" }
+        "## Gateway overhead against nginx (`cargo xtask bench{}`)\n",
+        if facts.quick { " --quick" } else { "" }
     );
     let _ = writeln!(out, "Machine: {}.  ", super::machine());
     let _ = writeln!(
         out,
-        "Run: {}. Simulator (`corral-sim`, 1 worker, 4 parallel requests per model, answering as fast as it can) and gateway (`corral`, 1 worker, `balance.slots` 4, release build) on loopback; load from `oha` on the same 2 cores, so the three compete for CPU.\n",
-        chrono_free_date()
+        "Run: {}; load average (1, 5, 15 min) {} before, {} after. The simulator (`corral-sim`, 1 worker, {PARALLEL} parallel requests per model, answering as fast as it can) is asked directly, through {} (1 worker process, a production reverse proxy: upstream keepalive, HTTP/1.1 upstream, buffering off both ways, access log off) and through Corral (1 worker, `balance.slots` {PARALLEL}, log level `warn` so no access log either, release build, an API key on every request). Each scenario runs {} s per side, in {} round(s) taken in turn (direct, nginx, Corral, direct, …); rates are requests over the summed time, oha's percentiles are the mean of the rounds'. Every connection is kept alive unless the row says otherwise. Load from `oha` (whole responses) and from the streaming client in `xtask/src/bench/stream.rs` (tokio, 2 threads, times each event), on the same 2 cores as the servers.\n",
+        chrono_free_date(),
+        facts.load.0,
+        facts.load.1,
+        facts.nginx_version,
+        facts.plan.run.as_secs(),
+        facts.plan.rounds,
     );
-    let _ = writeln!(out, "| scenario | concurrency | direct p50 | gateway p50 | added p50 | direct p99 | gateway p99 | direct req/s | gateway req/s | gateway/direct |");
     let _ = writeln!(
         out,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "CPU per request is the user plus system time of the process(es) in front of the client during the run (`/proc/<pid>/stat`), over requests answered: for direct the simulator itself, for nginx its master and worker, for Corral its process; the clock is {:.0} ms.\n",
+        tick_ms
     );
-    for (label, c, d, g) in rows {
-        let _ = writeln!(
-            out,
-            "| {label} | {c} | {:.3} ms | {:.3} ms | {:+.3} ms | {:.3} ms | {:.3} ms | {:.0} | {:.0} | {:.0}% |",
-            d.p50_ms,
-            g.p50_ms,
-            g.p50_ms - d.p50_ms,
-            d.p99_ms,
-            g.p99_ms,
-            d.rps,
-            g.rps,
-            100.0 * g.rps / d.rps.max(1e-9)
-        );
-        if d.ok != d.total || g.ok != g.total {
+    let _ = writeln!(
+        out,
+        "| requests (not streamed) | concurrency | side | p50 | p99 | requests/s | of direct | of nginx | CPU per request |"
+    );
+    let _ = writeln!(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for row in rows.iter().filter(|r| !r.streamed) {
+        let (d, n) = (&row.sides[0], &row.sides[1]);
+        for (side, m) in sides.iter().zip(&row.sides) {
             let _ = writeln!(
                 out,
-                "| (errors: direct {}/{}, gateway {}/{}) | | | | | | | | | |",
-                d.total - d.ok,
-                d.total,
-                g.total - g.ok,
-                g.total
+                "| {} | {} | {} | {:.3} ms | {:.3} ms | {:.0} | {:.0}% | {:.0}% | {:.4} ms |{}",
+                row.label,
+                row.concurrency,
+                side.name,
+                m.p(50.0),
+                m.p(99.0),
+                m.rate(),
+                100.0 * m.rate() / d.rate().max(1e-9),
+                100.0 * m.rate() / n.rate().max(1e-9),
+                m.cpu_ms(tick_ms),
+                if m.ok == m.total {
+                    String::new()
+                } else {
+                    format!(" **{} of {} failed**", m.total - m.ok, m.total)
+                }
             );
         }
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let sps = |s: &StreamStats| s.streams as f64 / s.wall.as_secs_f64().max(1e-9);
     let _ = writeln!(
         out,
-        "\nStreams: {} per side, in {STREAM_ROUNDS} rounds taken in turn (direct, gateway, direct, …), each a new connection; streams/s is streams over the rounds' summed wall time.",
-        sd.streams + sd.errors
+        "\n| streams | concurrency | side | first event p50 | first event p99 | last event p50 | last event p99 | streams/s | of direct | of nginx | events per stream | failed | CPU per stream |"
     );
-    let _ = writeln!(out, "\n| 100-chunk stream, concurrency 8 | first chunk p50 | first chunk p99 | last chunk p50 | last chunk p99 | streams/s | chunks received | failed streams |");
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for (label, s) in [("direct", sd), ("gateway", sg)] {
-        let _ = writeln!(
-            out,
-            "| {label} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.1} | {} | {} |",
-            ms(percentile(&s.first, 50.0)),
-            ms(percentile(&s.first, 99.0)),
-            ms(percentile(&s.last, 50.0)),
-            ms(percentile(&s.last, 99.0)),
-            sps(s),
-            s.chunks,
-            s.errors
-        );
+    let _ = writeln!(
+        out,
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for row in rows.iter().filter(|r| r.streamed) {
+        let (d, n) = (&row.sides[0], &row.sides[1]);
+        for (side, m) in sides.iter().zip(&row.sides) {
+            let Some(s) = &m.streams else { continue };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.0} | {:.0}% | {:.0}% | {} | {} | {:.4} ms |",
+                row.label,
+                row.concurrency,
+                side.name,
+                ms(percentile(&s.first, 50.0)),
+                ms(percentile(&s.first, 99.0)),
+                ms(percentile(&s.last, 50.0)),
+                ms(percentile(&s.last, 99.0)),
+                m.rate(),
+                100.0 * m.rate() / d.rate().max(1e-9),
+                100.0 * m.rate() / n.rate().max(1e-9),
+                events_per_stream(s),
+                s.errors,
+                m.cpu_ms(tick_ms),
+            );
+            if let Some(err) = &s.first_error {
+                let _ = writeln!(
+                    out,
+                    "| (first failure: {}) | | | | | | | | | | | | |",
+                    err.replace('|', "/")
+                );
+            }
+        }
     }
+    let [(idle, loaded), (nginx_idle, nginx_loaded)] = facts.rss;
     let _ = writeln!(
         out,
-        "\nGateway memory (RSS): {idle:.1} MiB idle after start, {loaded:.1} MiB after the load.\n"
+        "\nMemory (RSS): Corral {idle:.1} MiB idle after start, {loaded:.1} MiB after the load; nginx (master and worker) {nginx_idle:.1} MiB and {nginx_loaded:.1} MiB.\n"
     );
-    let native1 = rows.iter().find(|r| r.1 == 1);
-    let native32 = rows.iter().find(|r| r.1 == 32);
+
     let _ = writeln!(out, "Targets (from the issue; a benchmark, not a test):\n");
-    if let Some((_, _, d, g)) = native1 {
-        let added = g.p50_ms - d.p50_ms;
+    let find = |label: &str, c: usize| rows.iter().find(|r| r.label == label && r.concurrency == c);
+    if let Some(r) = find("native `/api/chat`", 1) {
+        let (d, n, g) = (r.sides[0].p(50.0), r.sides[1].p(50.0), r.sides[2].p(50.0));
         let _ = writeln!(
             out,
-            "- added p50 at concurrency 1 ≤ 0.1 ms: {added:+.3} ms, {}",
-            verdict(added <= 0.1)
+            "- added p50 at concurrency 1 (native, over direct) ≤ 0.05 ms: Corral {:+.3} ms (nginx {:+.3} ms), {}",
+            g - d,
+            n - d,
+            verdict(g - d <= 0.05)
         );
     }
-    if let Some((_, _, d, g)) = native32 {
-        let ratio = g.rps / d.rps.max(1e-9);
+    if let Some(r) = find("native `/api/chat`", 32) {
+        let ratio = r.sides[2].rate() / r.sides[1].rate().max(1e-9);
         let _ = writeln!(
             out,
-            "- gateway req/s at concurrency 32 ≥ 60% of direct: {:.0}%, {}",
-            ratio * 100.0,
-            verdict(ratio >= 0.6)
+            "- requests/s at concurrency 32 (native) ≥ 0.9 × nginx's: {ratio:.2} × ({:.0} against {:.0}), {}",
+            r.sides[2].rate(),
+            r.sides[1].rate(),
+            verdict(ratio >= 0.9)
         );
     }
-    let sratio = sps(sg) / sps(sd).max(1e-9);
-    let _ = writeln!(
-        out,
-        "- 100-chunk streams at concurrency 8 ≥ 90% of direct's rate, identical chunk counts: {:.0}%, {} vs {} chunks, {}",
-        sratio * 100.0,
-        sg.chunks,
-        sd.chunks,
-        verdict(sratio >= 0.9 && sg.chunks == sd.chunks)
-    );
+    if let Some(r) = find("100-chunk native `/api/chat`", 8) {
+        let ratio = r.sides[2].rate() / r.sides[1].rate().max(1e-9);
+        let p99 = r.sides[2].p(99.0);
+        let same = r
+            .sides
+            .iter()
+            .all(|m| m.streams.as_ref().is_some_and(|s| s.errors == 0));
+        let _ = writeln!(
+            out,
+            "- kept-alive 100-chunk streams at concurrency 8 ≥ 0.95 × nginx's streams/s with p99 < 10 ms, none failed: {ratio:.2} ×, p99 {p99:.3} ms, {}",
+            verdict(ratio >= 0.95 && p99 < 10.0 && same)
+        );
+    }
     let _ = writeln!(
         out,
         "- idle RSS ≤ 20 MB: {idle:.1} MiB, {}",
@@ -257,7 +427,21 @@ fn report(
     out
 }
 
-fn verdict(met: bool) -> &'static str {
+/// The events per complete stream: one number when every stream had the same.
+fn events_per_stream(s: &StreamStats) -> String {
+    let (min, max) = (s.per_stream.iter().min(), s.per_stream.iter().max());
+    match (min, max) {
+        (Some(a), Some(b)) if a == b => a.to_string(),
+        (Some(a), Some(b)) => format!("{a} to {b}"),
+        _ => "none".to_owned(),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn verdict(met: bool) -> &'static str {
     if met {
         "met"
     } else {
@@ -265,7 +449,7 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
-fn chrono_free_date() -> String {
+pub fn chrono_free_date() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
@@ -273,8 +457,247 @@ fn chrono_free_date() -> String {
         .unwrap_or_default()
 }
 
+/// The 1, 5 and 15-minute load averages.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|t| t.split_whitespace().take(3).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+/// Empties and creates `dir`.
+fn data_dir(dir: &Path) -> Result<PathBuf> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    Ok(dir.to_owned())
+}
+
+/// Starts the simulator with `args` on a free port; returns it and its base URL.
+pub fn start_sim(bin: &Path, args: &[&str]) -> Result<(Proc, String)> {
+    let mut sim = Command::new(bin.join("corral-sim"))
+        .args(["--host", "127.0.0.1", "--port", "0", "--workers", "1"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting corral-sim")?;
+    let mut line = String::new();
+    BufReader::new(sim.stdout.take().context("sim stdout")?).read_line(&mut line)?;
+    let url = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+    Ok((Proc(sim), url))
+}
+
+/// Starts Corral in front of `upstream` with the database under `data` and `env`; with
+/// `nofile`, under that soft open-file limit (as a service manager would start it). Returns it
+/// and its base URL.
+pub fn start_corral(
+    bin: &Path,
+    data: &Path,
+    upstream: &str,
+    env: &[(&str, &str)],
+    nofile: Option<u64>,
+) -> Result<(Proc, String)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let corral = bin.join("corral");
+    let mut cmd = match nofile {
+        Some(soft) => {
+            let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .maximum
+                .map_or_else(|| "unlimited".to_owned(), |h| h.to_string());
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(&corral);
+            c
+        }
+        None => Command::new(&corral),
+    };
+    cmd.args([
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--no-simulator",
+    ])
+    .env("OLLAMA_BASE_URL", upstream)
+    .env("DATA_DIR", data)
+    .env("RUST_LOG", "warn")
+    // The simulator runs PARALLEL requests per model at once; the gateway is told so, as an
+    // operator sets it to the instances' OLLAMA_NUM_PARALLEL.
+    .env("CORRAL_BALANCE__SLOTS", PARALLEL);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let gw = cmd.spawn().context("starting corral")?;
+    Ok((Proc(gw), format!("http://127.0.0.1:{port}")))
+}
+
+/// nginx as a reverse proxy in front of one upstream, with its own configuration, logs and
+/// pid file in a temporary directory.
+pub struct Nginx {
+    proc: Proc,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// `nginx/1.22.1`.
+    pub version: String,
+}
+
+impl Nginx {
+    pub fn start(root: &Path, upstream: &str) -> Result<Nginx> {
+        let nginx = ensure_nginx()?;
+        let version = Command::new(&nginx)
+            .arg("-v")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).trim().replace("nginx version: ", ""))
+            .unwrap_or_else(|_| "nginx".to_owned());
+        let dir = data_dir(&root.join("target/xtask-tmp/nginx"))?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let up = upstream.trim_start_matches("http://");
+        let d = dir.display();
+        let conf = format!(
+            r#"# Generated by `cargo xtask bench`: nginx as a production reverse proxy.
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{
+    worker_connections 16384;
+}}
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream ollama {{
+        server {up};
+        keepalive 128;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://ollama;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 600s;
+        }}
+    }}
+}}
+"#
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf)?;
+        let child = Command::new(&nginx)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nginx")?;
+        Ok(Nginx {
+            proc: Proc(child),
+            base: format!("http://127.0.0.1:{port}"),
+            version,
+        })
+    }
+
+    /// The master and its workers.
+    pub fn pids(&self) -> Vec<u32> {
+        let master = self.proc.0.id();
+        let mut pids = vec![master];
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| stat_fields(&s).get(1).and_then(|f| f.parse::<u32>().ok()));
+                if ppid == Some(master) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM (fast shutdown) reaches the master, which stops its workers; the `Proc`
+        // then reaps it.
+        let _ = Command::new("kill").arg(self.proc.0.id().to_string()).status();
+        let _ = self.proc.0.wait();
+    }
+}
+
+/// nginx's path, installing the Debian package when it is missing.
+fn ensure_nginx() -> Result<PathBuf> {
+    let found = || {
+        ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+    };
+    if let Some(p) = found() {
+        return Ok(p);
+    }
+    eprintln!("bench: installing nginx (Debian package)");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "nginx"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        run_cmd(Command::new("apt-get").arg("update"))?;
+        if !install() {
+            bail!("could not install nginx with apt-get (is this Debian, run as root?)");
+        }
+    }
+    found().context("nginx installed but not found in /usr/sbin")
+}
+
+/// Raises this process's open-file limit (soft and, as root, hard) to at least `want`, so the
+/// load client and the servers it starts may hold many connections; children inherit it.
+pub fn raise_open_files(want: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    let hard = now.maximum.map_or(want, |h| h.max(want));
+    let raised = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        },
+    );
+    if raised.is_err() {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: now.maximum,
+                maximum: now.maximum,
+            },
+        );
+    }
+}
+
+/// The open-file limit of this process (soft).
+pub fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
 /// `oha`, installed under `target/tools` on first use.
-fn oha(root: &Path) -> Result<PathBuf> {
+pub fn oha(root: &Path) -> Result<PathBuf> {
     let path = root.join("target/tools/bin/oha");
     if !path.exists() {
         eprintln!("bench: installing oha into target/tools (a few minutes, once)");
@@ -287,7 +710,16 @@ fn oha(root: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn oha_run(oha: &Path, url: &str, body: &str, concurrency: usize, n: usize, auth: Option<&str>) -> Result<Load> {
+/// One oha run's figures.
+struct Load {
+    p50_ms: f64,
+    p99_ms: f64,
+    secs: f64,
+    ok: u64,
+    total: u64,
+}
+
+fn oha_run(oha: &Path, url: &str, body: &str, concurrency: usize, run: Duration, auth: Option<&str>) -> Result<Load> {
     let mut cmd = Command::new(oha);
     if let Some(header) = auth {
         cmd.args(["-H", header]);
@@ -297,6 +729,7 @@ fn oha_run(oha: &Path, url: &str, body: &str, concurrency: usize, n: usize, auth
             "--no-tui",
             "--output-format",
             "json",
+            "--wait-ongoing-requests-after-deadline",
             "-m",
             "POST",
             "-H",
@@ -304,7 +737,13 @@ fn oha_run(oha: &Path, url: &str, body: &str, concurrency: usize, n: usize, auth
             "-d",
             body,
         ])
-        .args(["-c", &concurrency.to_string(), "-n", &n.to_string(), url])
+        .args([
+            "-c",
+            &concurrency.to_string(),
+            "-z",
+            &format!("{}ms", run.as_millis()),
+            url,
+        ])
         .output()
         .context("running oha")?;
     if !out.status.success() {
@@ -321,23 +760,17 @@ fn oha_run(oha: &Path, url: &str, body: &str, concurrency: usize, n: usize, auth
     Ok(Load {
         p50_ms: secs("p50"),
         p99_ms: secs("p99"),
-        rps: v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0),
+        secs: v["summary"]["total"].as_f64().unwrap_or(0.0),
         ok,
         total,
     })
 }
 
-fn wait_ready(oha: &Path, base: &str) -> Result<()> {
+/// Waits until `url` answers 200.
+pub fn wait_ready(oha: &Path, url: &str) -> Result<()> {
     for _ in 0..100 {
         let ok = Command::new(oha)
-            .args([
-                "--no-tui",
-                "--output-format",
-                "json",
-                "-n",
-                "1",
-                &format!("{base}/health"),
-            ])
+            .args(["--no-tui", "--output-format", "json", "-n", "1", url])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).contains("\"200\""))
             .unwrap_or(false);
@@ -346,11 +779,11 @@ fn wait_ready(oha: &Path, base: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    bail!("{base} did not become ready")
+    bail!("{url} did not answer 200")
 }
 
 /// The resident set size of `pid`, in MiB.
-fn rss_mib(pid: u32) -> f64 {
+pub fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|t| {
@@ -361,7 +794,35 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn run_cmd(cmd: &mut Command) -> Result<()> {
+/// The fields of a `/proc/<pid>/stat` line after the command name: state, ppid, …
+fn stat_fields(stat: &str) -> Vec<&str> {
+    stat.rsplit_once(')')
+        .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect())
+}
+
+/// User plus system CPU time of `pids`, in clock ticks.
+pub fn cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let f = stat_fields(&stat);
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+pub fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100)
+}
+
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");

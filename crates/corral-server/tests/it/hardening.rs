@@ -385,6 +385,11 @@ async fn a_connection_disabled_through_the_admin_api_is_never_contacted() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "{:?}", body_of(&mut resp).await);
+    // A check or a listing that began before the change may still reach it: let two health
+    // rounds pass before counting.
+    a.reset_stats();
+    let rounds = crate::support::eventually(|| a.stats().requests.get("/api/version").copied().unwrap_or(0) >= 2).await;
+    assert!(rounds, "the health checker never ran");
     b.reset_stats();
     a.reset_stats();
     // Listings, version and chats, while the health checker runs its rounds on instance 0.

@@ -74,6 +74,35 @@ struct Inner {
     duration: Ewma,
 }
 
+impl Inner {
+    /// The slots learned for `model`; a model not seen yet starts where the instance's other
+    /// models got (Ollama's `OLLAMA_NUM_PARALLEL` is one setting per instance), else at 1.
+    fn limit_of(&self, model: &str) -> usize {
+        match self.limits.get(model) {
+            Some(l) => l.limit(),
+            None => self.inherited(),
+        }
+    }
+
+    fn inherited(&self) -> usize {
+        let learned = self.limits.values().map(AdaptiveLimit::limit).max();
+        learned.unwrap_or_else(|| AdaptiveLimit::default().limit())
+    }
+
+    /// The limiter of `model`, made on first use starting at [`Inner::limit_of`].
+    fn limiter(&mut self, model: &str) -> &mut AdaptiveLimit {
+        if !self.limits.contains_key(model) {
+            let initial = self.inherited();
+            let params = corral_balance::AdaptiveParams {
+                initial,
+                ..corral_balance::AdaptiveParams::default()
+            };
+            self.limits.insert(model.to_owned(), AdaptiveLimit::new(params));
+        }
+        self.limits.entry(model.to_owned()).or_default()
+    }
+}
+
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -161,10 +190,7 @@ impl Instance {
                 .count(),
             ttft: inner.ttft.get(),
             selectable: inner.health.is_selectable(now),
-            limit: inner
-                .limits
-                .get(model)
-                .map_or_else(|| AdaptiveLimit::default().limit(), AdaptiveLimit::limit),
+            limit: inner.limit_of(model),
         }
     }
 
@@ -245,7 +271,7 @@ impl Instance {
             return false;
         }
         let mut inner = lock(&self.inner);
-        let limit = inner.limits.entry(request.model.clone()).or_default();
+        let limit = inner.limiter(&request.model);
         let before = limit.limit();
         let verdict = limit.on_sample(ttft, request.concurrency, now);
         let after = limit.limit();
@@ -258,7 +284,7 @@ impl Instance {
     /// The instance answered `request` that it is busy (503, 429): the model's limit falls.
     pub fn busy(&self, request: &InFlight) {
         let mut inner = lock(&self.inner);
-        let limit = inner.limits.entry(request.model.clone()).or_default();
+        let limit = inner.limiter(&request.model);
         limit.on_busy(request.concurrency);
         tracing::debug!(model = %request.model, after = limit.limit(), "instance busy; adaptive slots fell");
     }

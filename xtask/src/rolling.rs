@@ -390,17 +390,29 @@ fn provision(bin: &Path, db: &str) -> Result<String> {
         .args(["user", "create", "--admin", "--email", "rolling@example.com"])
         .env("DATABASE_URL", db)
         .stdin(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()?;
     create.stdin.take().context("stdin")?.write_all(b"rolling-password\n")?;
-    ensure!(create.wait()?.success(), "corral user create failed");
-    let out = Command::new(bin.join("corral"))
-        .args(["key", "create", "--user", "rolling@example.com", "--name", "rolling"])
-        .env("DATABASE_URL", db)
-        .stderr(Stdio::null())
-        .output()?;
-    ensure!(out.status.success(), "corral key create failed");
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    let created = create.wait_with_output()?;
+    ensure!(
+        created.status.success(),
+        "corral user create failed: {}",
+        String::from_utf8_lossy(&created.stderr).trim()
+    );
+    // What the CLI says on failure is kept for the error (the key itself goes to stdout only).
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = Command::new(bin.join("corral"))
+            .args(["key", "create", "--user", "rolling@example.com", "--name", "rolling"])
+            .env("DATABASE_URL", db)
+            .output()?;
+        if out.status.success() {
+            return Ok(String::from_utf8(out.stdout)?.trim().to_owned());
+        }
+        last = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    anyhow::bail!("corral key create failed three times: {last}")
 }
 
 /// Polls `GET /ready` on a replica until it answers 200.

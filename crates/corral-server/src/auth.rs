@@ -368,6 +368,9 @@ pub struct Anyone(pub Caller);
 pub enum Level {
     /// Everyone, signed in or not.
     Public,
+    /// Everyone, but a credential that is presented must verify (a bad one is a 401, so a
+    /// client "verifying" its key learns it is wrong).
+    Checked,
     /// Any signed-in user, pending ones included.
     Any,
     /// Users and admins.
@@ -405,6 +408,10 @@ pub fn presented(req: &HttpRequest) -> Result<Presented, AppError> {
 pub fn require(req: &HttpRequest, level: Level) -> Result<Option<Caller>, AppError> {
     match level {
         Level::Public => Ok(None),
+        Level::Checked => match presented(req) {
+            Ok(Presented::Missing) => Ok(None),
+            _ => authenticate(req, Level::Any).map(Some),
+        },
         level => authenticate(req, level).map(Some),
     }
 }
@@ -424,23 +431,6 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(authenticate(req, Level::Admin).map(Admin))
-    }
-}
-
-/// The caller of a public route that still checks a credential when one is presented: none
-/// is fine, a bad one is a 401 (so a client "verifying" its key learns it is wrong).
-#[derive(Debug, Clone)]
-pub struct Checked(pub Option<Caller>);
-
-impl FromRequest for Checked {
-    type Error = AppError;
-    type Future = Ready<Result<Checked, AppError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(match presented(req) {
-            Ok(Presented::Missing) => Ok(Checked(None)),
-            _ => authenticate(req, Level::Any).map(|c| Checked(Some(c))),
-        })
     }
 }
 
@@ -469,7 +459,7 @@ fn authenticate(req: &HttpRequest, level: Level) -> Result<Caller, AppError> {
         return Ok(caller);
     };
     let admitted = match level {
-        Level::Public | Level::Any => true,
+        Level::Public | Level::Checked | Level::Any => true,
         Level::Verified => matches!(user.role, Role::User | Role::Admin),
         Level::Admin => user.role == Role::Admin,
     };

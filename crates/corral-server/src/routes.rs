@@ -477,7 +477,7 @@ fn listings(r: &mut Routes, prefix: &str) {
     r.add_each(
         &get_head,
         &format!("{prefix}/api/version"),
-        Level::Public,
+        Level::Checked,
         "The lowest Ollama version in the fleet",
         fleet::version,
     );

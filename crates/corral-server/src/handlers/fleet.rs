@@ -97,11 +97,7 @@ fn chrono_now() -> u64 {
 
 /// `GET /api/version`, `GET /ollama/api/version`: the lowest version among the enabled
 /// instances that answer within the discovery timeout.
-pub async fn version(
-    shared: web::Data<Shared>,
-    client: web::Data<awc::Client>,
-    _checked: crate::auth::Checked,
-) -> Result<HttpResponse, AppError> {
+pub async fn version(shared: web::Data<Shared>, client: web::Data<awc::Client>) -> Result<HttpResponse, AppError> {
     let settings = shared.settings();
     if !settings.ollama.enable {
         return Ok(HttpResponse::Ok().json(json!({ "version": false })));

@@ -123,7 +123,7 @@ pub fn openapi() -> Value {
         ] {
             responses.insert(code.to_owned(), error_response(what));
         }
-        if route.level != Level::Public || route.path.ends_with("/api/version") {
+        if route.level != Level::Public {
             responses.insert("401".to_owned(), error_response("No valid credential"));
         }
         if matches!(route.level, Level::Verified | Level::Admin) {
@@ -139,8 +139,11 @@ pub fn openapi() -> Value {
         if !parameters.is_empty() {
             op["parameters"] = Value::Array(parameters);
         }
-        if route.level != Level::Public {
-            op["security"] = json!([{"bearer": []}, {"cookie": []}]);
+        match route.level {
+            Level::Public => {}
+            // A credential is optional, but checked when presented.
+            Level::Checked => op["security"] = json!([{}, {"bearer": []}, {"cookie": []}]),
+            _ => op["security"] = json!([{"bearer": []}, {"cookie": []}]),
         }
         if matches!(route.method, Method::POST | Method::PUT | Method::DELETE) {
             op["requestBody"] = json!({

@@ -191,6 +191,10 @@ pub struct ServerSettings {
     pub shutdown_delay: f64,
     /// Seconds requests in flight get to finish once the gateway stops accepting.
     pub shutdown_grace: f64,
+    /// Whether the web console is served.
+    pub console: bool,
+    /// Where the web console is served, e.g. `/console`.
+    pub console_path: String,
 }
 
 impl Default for ServerSettings {
@@ -207,6 +211,8 @@ impl Default for ServerSettings {
             max_unauthenticated_per_address: 64,
             shutdown_delay: 0.0,
             shutdown_grace: 30.0,
+            console: true,
+            console_path: "/console".to_owned(),
         }
     }
 }
@@ -458,6 +464,18 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.server.host.trim().is_empty() {
             return Err(ConfigError::key("server.host", "must not be empty"));
+        }
+        let path = &self.server.console_path;
+        let path_ok = path.len() > 1
+            && path.starts_with('/')
+            && !path.ends_with('/')
+            && !path.contains("//")
+            && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
+        if !path_ok {
+            return Err(ConfigError::key(
+                "server.console_path",
+                "must be a path such as /console: a leading `/`, no trailing `/`, letters, digits, `-`, `_`, `.`",
+            ));
         }
         if self.server.data_dir.trim().is_empty() {
             return Err(ConfigError::key("server.data_dir", "must not be empty"));

@@ -5,6 +5,7 @@ pub mod auth;
 mod catalogue;
 mod client_gone;
 mod config_watch;
+pub mod console;
 mod cors;
 mod discovery;
 mod error;
@@ -86,7 +87,11 @@ impl Corral {
                 web::PathConfig::default()
                     .error_handler(|err, _| error::AppError::BadRequest(format!("invalid path: {err}")).into()),
             );
-        routes::configure(cfg);
+        let settings = self.shared.settings();
+        // The console signs in with Corral's accounts: it is served only with a database.
+        let console =
+            (settings.server.console && self.shared.store().is_some()).then_some(settings.server.console_path.as_str());
+        routes::configure(cfg, console);
     }
 
     /// Starts the gateway's background work (catalogue refresh, health checks) on the

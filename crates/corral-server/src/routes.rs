@@ -113,6 +113,10 @@ async fn admit(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     if let Some(level) = level {
         if let Err(err) = crate::auth::require(req.request(), level) {
+            // A browser without a session is sent to the console's sign-in page.
+            if let Some(to) = crate::console::signin_redirect(req.request(), &err) {
+                return Ok(req.into_response(to));
+            }
             return Err(if is_openai(req.path()) {
                 openai::OpenAiError::from(err).into()
             } else {
@@ -128,17 +132,25 @@ pub fn is_openai(path: &str) -> bool {
     path.starts_with("/v1/") || path == "/api/chat/completions" || path == "/api/models"
 }
 
-/// Registers every route on `cfg`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Registers every route on `cfg`, with the web console at `console` when it is served.
+pub fn configure(cfg: &mut web::ServiceConfig, console: Option<&str>) {
     let mut routes = Routes::default();
-    register(&mut routes);
+    register_with(&mut routes, console);
     routes.finish(cfg);
     cfg.default_service(web::to(meta::not_found));
 }
 
-/// Every route, in matching order.
+/// Every route, in matching order, with the console at its default path.
 pub fn register(r: &mut Routes) {
+    register_with(r, Some(crate::console::DEFAULT_PATH));
+}
+
+/// Every route, in matching order, with the console at `console` when it is served.
+pub fn register_with(r: &mut Routes, console: Option<&str>) {
     use Level::{Public, Verified};
+    if let Some(prefix) = console {
+        crate::console::register(r, prefix);
+    }
     r.add(
         Method::GET,
         "/health",

@@ -162,7 +162,7 @@ pub fn register(r: &mut crate::routes::Routes) {
 }
 
 /// Runs `f` on the store off the executor, then reloads this replica's directory.
-async fn write<T: Send + 'static>(
+pub(crate) async fn write<T: Send + 'static>(
     shared: &web::Data<Shared>,
     f: impl FnOnce(&Store) -> Result<T, AppError> + Send + 'static,
 ) -> Result<T, AppError> {
@@ -178,7 +178,7 @@ async fn write<T: Send + 'static>(
 }
 
 /// Runs a read on the store off the executor.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     shared: &web::Data<Shared>,
     f: impl FnOnce(&Store) -> Result<T, AppError> + Send + 'static,
 ) -> Result<T, AppError> {
@@ -218,8 +218,8 @@ fn user_json(user: &User) -> Value {
     })
 }
 
-/// A signed-in answer: the user, a fresh token in the body and in the `token` cookie.
-fn session(shared: &Shared, user: &User) -> Result<HttpResponse, AppError> {
+/// A fresh session token for `user`, and the `token` cookie that carries it.
+pub(crate) fn session_cookie(shared: &Shared, user: &User) -> Result<(corral_auth::Token, Cookie<'static>), AppError> {
     let settings = shared.settings();
     let expires_in = corral_auth::parse_expires_in(&settings.auth.jwt_expires_in)
         .map_err(|e| AppError::Internal(format!("JWT_EXPIRES_IN: {e}")))?;
@@ -236,6 +236,12 @@ fn session(shared: &Shared, user: &User) -> Result<HttpResponse, AppError> {
     {
         cookie.set_expires(at);
     }
+    Ok((token, cookie))
+}
+
+/// A signed-in answer: the user, a fresh token in the body and in the `token` cookie.
+fn session(shared: &Shared, user: &User) -> Result<HttpResponse, AppError> {
+    let (token, cookie) = session_cookie(shared, user)?;
     Ok(HttpResponse::Ok().cookie(cookie).json(json!({
         "token": token.token,
         "token_type": "Bearer",
@@ -389,8 +395,7 @@ fn admin_config_json(settings: &corral_config::Settings, open: bool, role: Role)
 
 /// `GET /api/v1/auths/admin/config` (admin).
 async fn get_admin_config(shared: web::Data<Shared>, _admin: Admin) -> Result<HttpResponse, AppError> {
-    let settings = shared.settings();
-    let (open, role) = read(&shared, move |store| signup_policy(store, &settings)).await?;
+    let (open, role) = signup_state(&shared).await?;
     Ok(HttpResponse::Ok().json(admin_config_json(&shared.settings(), open, role)))
 }
 
@@ -400,6 +405,12 @@ struct AdminConfigForm {
     enable_signup: Option<bool>,
     #[serde(rename = "DEFAULT_USER_ROLE", default)]
     default_user_role: Option<String>,
+}
+
+/// Whether sign-up is open, and the role it gives.
+pub(crate) async fn signup_state(shared: &web::Data<Shared>) -> Result<(bool, Role), AppError> {
+    let settings = shared.settings();
+    read(shared, move |store| signup_policy(store, &settings)).await
 }
 
 /// `POST /api/v1/auths/admin/config` (admin): opens or closes sign-up and sets the role of
@@ -412,10 +423,20 @@ async fn update_admin_config(
     let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: AdminConfigForm = body(&bytes)?;
     let role = form.default_user_role.as_deref().map(parse_role).transpose()?;
+    let (open, role) = set_signup(&shared, form.enable_signup, role).await?;
+    Ok(HttpResponse::Ok().json(admin_config_json(&shared.settings(), open, role)))
+}
+
+/// Opens or closes sign-up and sets the role of new sign-ups, for every replica.
+pub(crate) async fn set_signup(
+    shared: &web::Data<Shared>,
+    enable_signup: Option<bool>,
+    role: Option<Role>,
+) -> Result<(bool, Role), AppError> {
     let settings = shared.settings();
-    let (open, role) = write(&shared, move |store| {
+    write(shared, move |store| {
         let now = unix_now();
-        if let Some(open) = form.enable_signup {
+        if let Some(open) = enable_signup {
             store.put_setting(SIGNUP_KEY, &Value::Bool(open), now)?;
         }
         if let Some(role) = role {
@@ -423,8 +444,7 @@ async fn update_admin_config(
         }
         signup_policy(store, &settings)
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(admin_config_json(&shared.settings(), open, role)))
+    .await
 }
 
 #[derive(Deserialize)]
@@ -445,13 +465,25 @@ async fn signin(req: HttpRequest, shared: web::Data<Shared>, payload: web::Paylo
     if !shared.settings().auth.webui_auth {
         return signin_single_user(shared).await;
     }
-    limit(&req, &shared, &form.email)?;
-    let email = corral_auth::normalize_email(&form.email);
     let password = std::mem::take(&mut form.password);
+    let user = sign_in(&req, &shared, &form.email, password).await?;
+    session(&shared, &user)
+}
+
+/// Checks an email and password, counted against the sign-in limits: the account, or the
+/// reference's refusal.
+pub(crate) async fn sign_in(
+    req: &HttpRequest,
+    shared: &Shared,
+    email: &str,
+    password: String,
+) -> Result<User, AppError> {
+    limit(req, shared, email)?;
+    let email = corral_auth::normalize_email(email);
     // The lookup and the verification both run on the bounded password threads: a burst of
     // sign-ins then holds a few threads, not one blocking thread (and its memory) each.
-    let store = store_of(&shared)?;
-    let user = shared
+    let store = store_of(shared)?;
+    shared
         .guard
         .passwords
         .run(move |scratch| {
@@ -466,8 +498,7 @@ async fn signin(req: HttpRequest, shared: web::Data<Shared>, payload: web::Paylo
                 _ => Err(AppError::BadRequest(messages::INVALID_CRED.to_owned())),
             }
         })
-        .await??;
-    session(&shared, &user)
+        .await?
 }
 
 async fn signin_single_user(shared: web::Data<Shared>) -> Result<HttpResponse, AppError> {
@@ -496,15 +527,28 @@ async fn signin_single_user(shared: web::Data<Shared>) -> Result<HttpResponse, A
 /// `GET|POST /api/v1/auths/signout`: the session token is refused from now on, on every
 /// replica, for the rest of its lifetime.
 async fn signout(shared: web::Data<Shared>, caller: Anyone) -> Result<HttpResponse, AppError> {
-    if let Some((jti, exp)) = caller.0.session.clone() {
-        write(&shared, move |store| {
+    sign_out(&shared, &caller.0).await?;
+    Ok(HttpResponse::Ok()
+        .cookie(removed_cookie())
+        .json(json!({ "status": true })))
+}
+
+/// Revokes the caller's session token, on every replica, for the rest of its lifetime.
+pub(crate) async fn sign_out(shared: &web::Data<Shared>, caller: &Caller) -> Result<(), AppError> {
+    if let Some((jti, exp)) = caller.session.clone() {
+        write(shared, move |store| {
             Ok(store.revoke_token(&jti, exp.unwrap_or(i64::MAX))?)
         })
         .await?;
     }
+    Ok(())
+}
+
+/// A cookie that removes the session cookie.
+pub(crate) fn removed_cookie() -> Cookie<'static> {
     let mut gone = Cookie::build(corral_auth::TOKEN_COOKIE, "").path("/").finish();
     gone.make_removal();
-    Ok(HttpResponse::Ok().cookie(gone).json(json!({ "status": true })))
+    gone
 }
 
 /// `GET /api/v1/auths/`: the signed-in user.
@@ -532,18 +576,18 @@ async fn me(req: HttpRequest, caller: Anyone) -> Result<HttpResponse, AppError> 
 }
 
 #[derive(Deserialize)]
-struct AddForm {
-    email: String,
-    password: String,
+pub(crate) struct AddForm {
+    pub(crate) email: String,
+    pub(crate) password: String,
     #[serde(default)]
-    name: String,
+    pub(crate) name: String,
     #[serde(default)]
-    role: Option<String>,
+    pub(crate) role: Option<String>,
     #[serde(default)]
-    profile_image_url: String,
+    pub(crate) profile_image_url: String,
 }
 
-fn parse_role(role: &str) -> Result<Role, AppError> {
+pub(crate) fn parse_role(role: &str) -> Result<Role, AppError> {
     role.parse()
         .map_err(|_| AppError::BadRequest(format!("role must be admin, user or pending, got {role:?}")))
 }
@@ -552,9 +596,15 @@ fn parse_role(role: &str) -> Result<Role, AppError> {
 async fn add_user(shared: web::Data<Shared>, _admin: Admin, payload: web::Payload) -> Result<HttpResponse, AppError> {
     let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: AddForm = body(&bytes)?;
+    let created = add_account(&shared, form).await?;
+    Ok(HttpResponse::Ok().json(user_json(&created)))
+}
+
+/// Creates an account as an admin does (`POST /api/v1/auths/add`).
+pub(crate) async fn add_account(shared: &web::Data<Shared>, form: AddForm) -> Result<User, AppError> {
     let role = match form.role.as_deref() {
         Some(r) => parse_role(r)?,
-        None => default_role(&shared),
+        None => default_role(shared),
     };
     let signup = SignupForm {
         email: form.email,
@@ -563,9 +613,8 @@ async fn add_user(shared: web::Data<Shared>, _admin: Admin, payload: web::Payloa
         profile_image_url: form.profile_image_url,
     };
     let (mut user, password) = new_user(signup, role, None)?;
-    user.password_hash = Some(hash(&shared, password).await?);
-    let created = write(&shared, move |store| create(store, user)).await?;
-    Ok(HttpResponse::Ok().json(user_json(&created)))
+    user.password_hash = Some(hash(shared, password).await?);
+    write(shared, move |store| create(store, user)).await
 }
 
 fn caller_user(caller: &Caller) -> Result<std::sync::Arc<crate::auth::Member>, AppError> {
@@ -576,12 +625,12 @@ fn caller_user(caller: &Caller) -> Result<std::sync::Arc<crate::auth::Member>, A
 }
 
 #[derive(Deserialize, Default)]
-struct KeyForm {
+pub(crate) struct KeyForm {
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Seconds until the key stops working.
     #[serde(default)]
-    expires_in: Option<i64>,
+    pub(crate) expires_in: Option<i64>,
 }
 
 fn key_json(key: &corral_store::ApiKey) -> Value {
@@ -602,15 +651,27 @@ async fn create_key(
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
     let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
-    if !shared.settings().auth.enable_api_keys {
-        return Err(AppError::Forbidden(messages::API_KEY_CREATION_NOT_ALLOWED.to_owned()));
-    }
-    let user = caller_user(&caller.0)?;
     let form: KeyForm = if bytes.iter().all(u8::is_ascii_whitespace) {
         KeyForm::default()
     } else {
         body(&bytes)?
     };
+    let (key, plain) = new_key(&shared, &caller.0, form).await?;
+    let mut answer = key_json(&key);
+    answer["api_key"] = Value::String(plain.expose().to_owned());
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// Creates an `sk-` key for the caller: the record, and the key itself, to be shown once.
+pub(crate) async fn new_key(
+    shared: &web::Data<Shared>,
+    caller: &Caller,
+    form: KeyForm,
+) -> Result<(corral_store::ApiKey, corral_auth::PlainKey), AppError> {
+    if !shared.settings().auth.enable_api_keys {
+        return Err(AppError::Forbidden(messages::API_KEY_CREATION_NOT_ALLOWED.to_owned()));
+    }
+    let user = caller_user(caller)?;
     if form.expires_in.is_some_and(|s| s <= 0) {
         return Err(AppError::BadRequest(
             "expires_in must be a positive number of seconds".to_owned(),
@@ -625,10 +686,8 @@ async fn create_key(
         hash,
         expires_at: form.expires_in.map(|s| now.saturating_add(s)),
     };
-    let key = write(&shared, move |store| Ok(store.create_api_key(&new, now)?)).await?;
-    let mut answer = key_json(&key);
-    answer["api_key"] = Value::String(plain.expose().to_owned());
-    Ok(HttpResponse::Ok().json(answer))
+    let key = write(shared, move |store| Ok(store.create_api_key(&new, now)?)).await?;
+    Ok((key, plain))
 }
 
 async fn own_keys(shared: &web::Data<Shared>, user_id: String) -> Result<Vec<corral_store::ApiKey>, AppError> {
@@ -652,9 +711,7 @@ async fn get_key(shared: web::Data<Shared>, caller: Anyone) -> Result<HttpRespon
 
 /// `GET /api/v1/auths/api_keys`: the caller's keys, revoked and expired ones included.
 async fn list_keys(shared: web::Data<Shared>, caller: Anyone) -> Result<HttpResponse, AppError> {
-    let user = caller_user(&caller.0)?;
-    let user_id = user.id.clone();
-    let keys = read(&shared, move |store| Ok(store.list_api_keys(&user_id)?)).await?;
+    let keys = all_keys(&shared, &caller.0).await?;
     let now = unix_now();
     let shaped: Vec<Value> = keys
         .iter()
@@ -666,6 +723,15 @@ async fn list_keys(shared: web::Data<Shared>, caller: Anyone) -> Result<HttpResp
         })
         .collect();
     Ok(HttpResponse::Ok().json(shaped))
+}
+
+/// The caller's keys, revoked and expired ones included.
+pub(crate) async fn all_keys(
+    shared: &web::Data<Shared>,
+    caller: &Caller,
+) -> Result<Vec<corral_store::ApiKey>, AppError> {
+    let user_id = caller_user(caller)?.id.clone();
+    read(shared, move |store| Ok(store.list_api_keys(&user_id)?)).await
 }
 
 /// `DELETE /api/v1/auths/api_key`: revokes every key of the caller; `true` if there was one.
@@ -693,18 +759,22 @@ async fn revoke_key(
     caller: Anyone,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let user = caller_user(&caller.0)?;
-    let id = path.into_inner();
+    revoke_one(&shared, &caller.0, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(true))
+}
+
+/// Revokes key `id` of the caller (an admin: anyone's).
+pub(crate) async fn revoke_one(shared: &web::Data<Shared>, caller: &Caller, id: String) -> Result<(), AppError> {
+    let user = caller_user(caller)?;
     let admin = user.role == Role::Admin;
-    write(&shared, move |store| {
+    write(shared, move |store| {
         match store.get_api_key(&id)? {
             Some(key) if key.user_id == user.id || admin => {}
             _ => return Err(AppError::NotFound(format!("no API key {id}"))),
         }
         Ok(store.revoke_api_key(&id, unix_now())?)
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(true))
+    .await
 }
 
 /// `GET /api/v1/users/` (admin).
@@ -791,6 +861,18 @@ async fn change_user(
     changes: UserChanges,
     password: Option<String>,
 ) -> Result<HttpResponse, AppError> {
+    let user = change_account(&shared, &admin, id, changes, password).await?;
+    Ok(HttpResponse::Ok().json(user_json(&user)))
+}
+
+/// Changes account `id` as `admin`, protecting the first account and the admin's own role.
+pub(crate) async fn change_account(
+    shared: &web::Data<Shared>,
+    admin: &Admin,
+    id: String,
+    changes: UserChanges,
+    password: Option<String>,
+) -> Result<User, AppError> {
     let me = admin.0.user.as_ref().map(|u| u.id.clone());
     if me.as_deref() == Some(id.as_str()) && changes.role.is_some_and(|r| r != Role::Admin) {
         return Err(AppError::Forbidden(
@@ -798,10 +880,10 @@ async fn change_user(
         ));
     }
     let password_hash = match password {
-        Some(password) => Some(hash(&shared, password).await?),
+        Some(password) => Some(hash(shared, password).await?),
         None => None,
     };
-    let user = write(&shared, move |store| {
+    write(shared, move |store| {
         if store.get_user(&id)?.is_none() {
             return Err(user_not_found(&id));
         }
@@ -823,8 +905,7 @@ async fn change_user(
         }
         Ok(store.update_user(&id, &changes, now)?)
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(user_json(&user)))
+    .await
 }
 
 /// `DELETE /api/v1/users/{id}` (admin): the user's keys and sessions stop working at once.
@@ -833,11 +914,16 @@ async fn delete_user(
     admin: Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner();
+    delete_account(&shared, &admin, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(true))
+}
+
+/// Deletes account `id` as `admin`: never the admin's own, never the first account.
+pub(crate) async fn delete_account(shared: &web::Data<Shared>, admin: &Admin, id: String) -> Result<(), AppError> {
     if admin.0.user.as_ref().is_some_and(|u| u.id == id) {
         return Err(AppError::Forbidden("admins cannot delete their own account".to_owned()));
     }
-    write(&shared, move |store| {
+    write(shared, move |store| {
         if is_first_user(store, &id)? {
             return Err(AppError::Forbidden(messages::ACTION_PROHIBITED.to_owned()));
         }
@@ -846,23 +932,22 @@ async fn delete_user(
             other => other.into(),
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(true))
+    .await
 }
 
 /// Whether `id` is the first account, the instance's own admin, which no other admin may
 /// demote or delete (as in the reference).
-fn is_first_user(store: &Store, id: &str) -> Result<bool, AppError> {
+pub(crate) fn is_first_user(store: &Store, id: &str) -> Result<bool, AppError> {
     Ok(store.first_user_id()?.as_deref() == Some(id))
 }
 
 #[derive(Deserialize)]
-struct GroupForm {
-    name: String,
+pub(crate) struct GroupForm {
+    pub(crate) name: String,
     #[serde(default)]
-    description: String,
+    pub(crate) description: String,
     #[serde(default)]
-    user_ids: Option<Vec<String>>,
+    pub(crate) user_ids: Option<Vec<String>>,
 }
 
 fn group_json(group: &corral_store::Group, members: &[String]) -> Value {
@@ -915,16 +1000,20 @@ async fn create_group(
 ) -> Result<HttpResponse, AppError> {
     let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: GroupForm = body(&bytes)?;
+    Ok(HttpResponse::Ok().json(new_group(&shared, form).await?))
+}
+
+/// Creates a group with its members.
+pub(crate) async fn new_group(shared: &web::Data<Shared>, form: GroupForm) -> Result<Value, AppError> {
     if form.name.trim().is_empty() {
         return Err(AppError::BadRequest("name must not be empty".to_owned()));
     }
-    let group = write(&shared, move |store| {
+    write(shared, move |store| {
         let group = store.create_group(form.name.trim(), &form.description, unix_now())?;
         let members = set_members(store, &group.id, form.user_ids.as_deref().unwrap_or_default())?;
         Ok(group_json(&group, &members))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(group))
+    .await
 }
 
 /// `POST /api/v1/groups/id/{id}/update` (admin).
@@ -936,8 +1025,12 @@ async fn update_group(
 ) -> Result<HttpResponse, AppError> {
     let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: GroupForm = body(&bytes)?;
-    let id = path.into_inner();
-    let group = write(&shared, move |store| {
+    Ok(HttpResponse::Ok().json(change_group(&shared, path.into_inner(), form).await?))
+}
+
+/// Changes group `id`: name, description and, when given, its members.
+pub(crate) async fn change_group(shared: &web::Data<Shared>, id: String, form: GroupForm) -> Result<Value, AppError> {
+    write(shared, move |store| {
         if store.get_group(&id)?.is_none() {
             return Err(AppError::NotFound(format!("no group {id}")));
         }
@@ -948,8 +1041,7 @@ async fn update_group(
         };
         Ok(group_json(&group, &members))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(group))
+    .await
 }
 
 /// `DELETE /api/v1/groups/id/{id}/delete` (admin).
@@ -958,36 +1050,40 @@ async fn delete_group(
     _admin: Admin,
     path: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let id = path.into_inner();
-    write(&shared, move |store| {
+    remove_group(&shared, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(true))
+}
+
+/// Deletes group `id`.
+pub(crate) async fn remove_group(shared: &web::Data<Shared>, id: String) -> Result<(), AppError> {
+    write(shared, move |store| {
         store.delete_group(&id).map_err(|e| match e {
             corral_store::StoreError::NotFound => AppError::NotFound(format!("no group {id}")),
             other => other.into(),
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(true))
+    .await
 }
 
 /// A model record as sent to create or update one. On update a field left out keeps its
 /// stored value (an explicit `"access_control": null` makes the model public); on create it
 /// takes its default.
-#[derive(Deserialize)]
-struct ModelForm {
+#[derive(Deserialize, Default)]
+pub(crate) struct ModelForm {
     #[serde(default)]
-    id: String,
+    pub(crate) id: String,
     #[serde(default, deserialize_with = "present")]
-    base_model_id: Option<Value>,
+    pub(crate) base_model_id: Option<Value>,
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    params: Option<Value>,
+    pub(crate) params: Option<Value>,
     #[serde(default)]
-    meta: Option<Value>,
+    pub(crate) meta: Option<Value>,
     #[serde(default, deserialize_with = "present")]
-    access_control: Option<Value>,
+    pub(crate) access_control: Option<Value>,
     #[serde(default)]
-    is_active: Option<bool>,
+    pub(crate) is_active: Option<bool>,
 }
 
 /// A field that was sent, `null` included (`None` is a field left out).
@@ -1104,15 +1200,24 @@ async fn create_model(
 ) -> Result<HttpResponse, AppError> {
     let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
     let form: ModelForm = body(&bytes)?;
+    let model = new_model(&shared, &admin, form).await?;
+    Ok(HttpResponse::Ok().json(model_json(&model)))
+}
+
+/// Creates a model record owned by `admin`.
+pub(crate) async fn new_model(
+    shared: &web::Data<Shared>,
+    admin: &Admin,
+    form: ModelForm,
+) -> Result<corral_store::Model, AppError> {
     let new = form.into_new(admin.0.user.as_ref().map(|u| u.id.clone()))?;
-    let model = write(&shared, move |store| {
+    write(shared, move |store| {
         if store.get_model(&new.id)?.is_some() {
             return Err(AppError::Conflict(format!("a model record {} already exists", new.id)));
         }
         Ok(store.create_model(&new, unix_now())?)
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(model_json(&model)))
+    .await
 }
 
 /// `POST /api/v1/models/model/update?id=` (admin): replaces the record.
@@ -1123,23 +1228,31 @@ async fn update_model(
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
     let bytes = super::read_body_up_to(payload, FORM_LIMIT).await?;
-    let id = query.into_inner().id;
     let form: ModelForm = body(&bytes)?;
+    let model = change_model(&shared, query.into_inner().id, form).await?;
+    Ok(HttpResponse::Ok().json(model_json(&model)))
+}
+
+/// Changes model record `id` with the fields `form` sets.
+pub(crate) async fn change_model(
+    shared: &web::Data<Shared>,
+    id: String,
+    form: ModelForm,
+) -> Result<corral_store::Model, AppError> {
     if !form.id.is_empty() && form.id != id {
         return Err(AppError::BadRequest(format!(
             "the body's id {:?} is not the record's id {id:?}; a record's id cannot change",
             form.id
         )));
     }
-    let model = write(&shared, move |store| {
+    write(shared, move |store| {
         let Some(current) = store.get_model(&id)? else {
             return Err(AppError::NotFound(format!("no model record {id}")));
         };
         let new = form.merge(current)?;
         Ok(store.update_model(&new, unix_now())?)
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(model_json(&model)))
+    .await
 }
 
 /// `DELETE /api/v1/models/model/delete?id=` (admin).
@@ -1148,13 +1261,17 @@ async fn delete_model(
     _admin: Admin,
     query: web::Query<ModelId>,
 ) -> Result<HttpResponse, AppError> {
-    let id = query.into_inner().id;
-    write(&shared, move |store| {
+    remove_model(&shared, query.into_inner().id).await?;
+    Ok(HttpResponse::Ok().json(true))
+}
+
+/// Deletes model record `id`.
+pub(crate) async fn remove_model(shared: &web::Data<Shared>, id: String) -> Result<(), AppError> {
+    write(shared, move |store| {
         store.delete_model(&id).map_err(|e| match e {
             corral_store::StoreError::NotFound => AppError::NotFound(format!("no model record {id}")),
             other => other.into(),
         })
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(true))
+    .await
 }

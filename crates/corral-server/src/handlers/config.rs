@@ -45,7 +45,7 @@ pub fn loopback_only(shared: &Shared) -> Result<(), AppError> {
 }
 
 /// The configuration in Open WebUI's shape, keys masked.
-fn shape(ollama: &OllamaSettings) -> Value {
+pub(crate) fn shape(ollama: &OllamaSettings) -> Value {
     let configs: Map<String, Value> = ollama
         .api_configs
         .iter()
@@ -74,8 +74,15 @@ pub async fn get(shared: web::Data<Shared>, admin: Admin) -> Result<HttpResponse
 pub async fn update(shared: web::Data<Shared>, admin: Admin, payload: web::Payload) -> Result<HttpResponse, AppError> {
     admin_only(&shared, &admin)?;
     let (_, value) = read_object(payload).await?;
+    let next = save(&shared, &value).await?;
+    Ok(HttpResponse::Ok().json(shape(&next)))
+}
+
+/// Validates an update (Open WebUI's shape) whole, saves it and applies it to this process;
+/// nothing is saved when any part is refused.
+pub async fn save(shared: &Shared, value: &Value) -> Result<OllamaSettings, AppError> {
     let current = shared.settings().ollama.clone();
-    let next = parse_update(&value, &current)?;
+    let next = parse_update(value, &current)?;
     let (store, sealer) = shared
         .store()
         .zip(shared.sealer().cloned())
@@ -96,7 +103,7 @@ pub async fn update(shared: web::Data<Shared>, admin: Admin, payload: web::Paylo
         connections = next.base_urls.len(),
         "Ollama configuration saved"
     );
-    Ok(HttpResponse::Ok().json(shape(&next)))
+    Ok(next)
 }
 
 /// Validates an update whole against the current configuration; nothing is changed here.
@@ -202,9 +209,15 @@ pub async fn verify(
     let url = value
         .get("url")
         .and_then(Value::as_str)
-        .ok_or_else(|| AppError::BadRequest("url: is required".to_owned()))?
-        .trim_end_matches('/')
-        .to_owned();
+        .ok_or_else(|| AppError::BadRequest("url: is required".to_owned()))?;
+    let key = value.get("key").and_then(Value::as_str);
+    Ok(HttpResponse::Ok().json(check(&shared, &client, url, key).await?))
+}
+
+/// Asks `url` for its version with `key` (the mask: the saved key of that URL), within the
+/// discovery timeout: the version answer, or why not.
+pub async fn check(shared: &Shared, client: &awc::Client, url: &str, key: Option<&str>) -> Result<Value, AppError> {
+    let url = url.trim_end_matches('/').to_owned();
     let probe = OllamaSettings {
         base_urls: vec![url.clone()],
         api_configs: BTreeMap::new(),
@@ -219,7 +232,7 @@ pub async fn verify(
     let timeout =
         crate::proxy::secs(shared.settings().upstream.discovery_timeout).unwrap_or(std::time::Duration::from_secs(3));
     let mut req = client.get(format!("{url}/api/version")).timeout(timeout);
-    let key = match value.get("key").and_then(Value::as_str).filter(|k| !k.is_empty()) {
+    let key = match key.filter(|k| !k.is_empty()) {
         // The admin page shows saved keys masked; checking a saved connection sends its key.
         Some(KEY_MASK) => Some(saved_key(&shared.settings().ollama, &url).ok_or_else(|| {
             AppError::BadRequest(
@@ -245,9 +258,7 @@ pub async fn verify(
         let text = String::from_utf8_lossy(&bytes);
         return Err(unreachable(format!("answered {status}: {text}")));
     }
-    let version: Value =
-        serde_json::from_slice(&bytes).map_err(|e| unreachable(format!("sent a body that is not JSON: {e}")))?;
-    Ok(HttpResponse::Ok().json(version))
+    serde_json::from_slice(&bytes).map_err(|e| unreachable(format!("sent a body that is not JSON: {e}")))
 }
 
 fn unix_now() -> i64 {

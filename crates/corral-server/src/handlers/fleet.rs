@@ -131,7 +131,7 @@ pub async fn version(shared: web::Data<Shared>, client: web::Data<awc::Client>) 
 
 /// The instances a fleet-wide operation addresses: `urls` from the body when given, else
 /// every enabled instance.
-fn chosen_instances(shared: &Shared, body: &Value) -> Result<Vec<usize>, AppError> {
+pub(crate) fn chosen_instances(shared: &Shared, body: &Value) -> Result<Vec<usize>, AppError> {
     let settings = shared.settings();
     let n = settings.ollama.base_urls.len();
     let enabled = |i: usize| settings.ollama.connection(i).enabled();
@@ -373,7 +373,7 @@ pub async fn delete_root(
 
 /// Deletes `model` from every instance in `wanted` that holds it, all at once, and reports
 /// each answer in instance order.
-async fn delete_everywhere(
+pub(crate) async fn delete_everywhere(
     req: &HttpRequest,
     shared: &Shared,
     client: &awc::Client,
@@ -428,16 +428,27 @@ pub async fn unload(
 ) -> Result<HttpResponse, AppError> {
     let (fields, _) = read_object(payload).await?;
     let model = fields.required("Missing name of the model to unload.")?;
-    let snap = shared.fleet.fresh(&shared, &client, Duration::from_secs(1)).await;
+    unload_model(&req, &shared, &client, &model).await?;
+    Ok(HttpResponse::Ok().json(json!({ "status": true })))
+}
+
+/// Unloads `model` on every instance holding it, all at once.
+pub(crate) async fn unload_model(
+    req: &HttpRequest,
+    shared: &Shared,
+    client: &awc::Client,
+    model: &str,
+) -> Result<(), AppError> {
+    let snap = shared.fleet.fresh(shared, client, Duration::from_secs(1)).await;
     let entry = snap
         .catalogue
-        .resolve(&model)
-        .ok_or_else(|| unknown_model(&model, true))?;
+        .resolve(model)
+        .ok_or_else(|| unknown_model(model, true))?;
     let settings = shared.settings();
     let targets = entry
         .urls
         .iter()
-        .map(|&idx| target(&shared, idx))
+        .map(|&idx| target(shared, idx))
         .collect::<Result<Vec<_>, _>>()?;
     // Every holder is asked at once.
     let unloads = targets.iter().map(|target| {
@@ -453,7 +464,7 @@ pub async fn unload(
             )),
             patient: false,
         };
-        let (client, settings, shared, id) = (&client, &settings, &shared, &entry.id);
+        let (settings, id) = (&settings, &entry.id);
         async move {
             match proxy::send(client, &settings.upstream, target, out).await {
                 Ok(resp) if resp.status().is_success() => {
@@ -472,7 +483,7 @@ pub async fn unload(
         .collect();
     shared.fleet.invalidate();
     if failures.is_empty() {
-        Ok(HttpResponse::Ok().json(json!({ "status": true })))
+        Ok(())
     } else {
         let message = format!(
             "Failed to unload model on {} nodes: {}",
@@ -492,8 +503,13 @@ pub async fn status(
     admin: Admin,
 ) -> Result<HttpResponse, AppError> {
     super::config::admin_only(&shared, &admin)?;
+    Ok(HttpResponse::Ok().json(status_json(&shared, &client).await))
+}
+
+/// The fleet's status as `GET /ollama/status` answers it.
+pub async fn status_json(shared: &Shared, client: &awc::Client) -> Value {
     let settings = shared.settings();
-    let snap = shared.fleet.fresh(&shared, &client, Duration::ZERO).await;
+    let snap = shared.fleet.fresh(shared, client, Duration::ZERO).await;
     let now = std::time::Instant::now();
     let instances: Vec<Value> = settings
         .ollama
@@ -531,10 +547,10 @@ pub async fn status(
             (model, json!({ "waiting": waiting, "users": users }))
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
+    json!({
         "policy": settings.balance.policy,
         "slots": settings.balance.slots,
         "instances": instances,
         "queues": queues,
-    })))
+    })
 }

@@ -6,6 +6,7 @@
 mod auth;
 mod balance;
 mod config;
+mod console;
 mod fleet;
 mod hardening;
 mod models;

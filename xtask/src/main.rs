@@ -15,6 +15,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("tidy") => tidy::run(&tidy::workspace_root()),
+        Some("test") if args.get(1).map(String::as_str) == Some("console") => {
+            test::console_tests(&tidy::workspace_root())
+        }
         Some("test") => test::run(&tidy::workspace_root()),
         Some("deps") => deps::run(&tidy::workspace_root()),
         Some("bench") => bench::run(&tidy::workspace_root(), &args[1..]),
@@ -22,7 +25,7 @@ fn main() -> ExitCode {
         Some("rolling") => rolling::run(&tidy::workspace_root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench [balance|streams] [--quick] [--smoke]|fuzz [--seconds N|--smoke] [target]|rolling [--quick]|tidy|deps>"
+                "usage: cargo xtask <test [console]|bench [balance|streams] [--quick] [--smoke]|fuzz [--seconds N|--smoke] [target]|rolling [--quick]|tidy|deps>"
             );
             return ExitCode::from(2);
         }

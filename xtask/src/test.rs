@@ -2,10 +2,12 @@
 //!
 //! 1. every Rust test in the workspace (nextest when installed, else `cargo test`);
 //! 2. the official clients (`tests/clients`) against a live gateway in front of simulators;
-//! 3. every benchmark scenario in its smoke mode (`bench --smoke`, `bench balance --smoke`,
+//! 3. the web console in Debian's headless Chromium (`tests/console`, Playwright for Python),
+//!    against a gateway of its own in front of simulators;
+//! 4. every benchmark scenario in its smoke mode (`bench --smoke`, `bench balance --smoke`,
 //!    `bench streams --smoke`):
 //!    a few requests each, no figure kept, so a benchmark that stops working fails here.
-//! 4. a short rolling restart under load (`cargo xtask rolling --quick`): three replicas on
+//! 5. a short rolling restart under load (`cargo xtask rolling --quick`): three replicas on
 //!    PostgreSQL behind nginx, no failed request and no cut stream.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -24,6 +26,9 @@ pub fn run(root: &Path) -> Result<()> {
     }
     if let Err(err) = client_tests(root) {
         failures.push(format!("client suite: {err:#}"));
+    }
+    if let Err(err) = console_tests(root) {
+        failures.push(format!("console suite: {err:#}"));
     }
     for args in [vec!["--smoke"], vec!["balance", "--smoke"], vec!["streams", "--smoke"]] {
         let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
@@ -141,6 +146,86 @@ fn client_tests(root: &Path) -> Result<()> {
     } else {
         bail!("{}", failures.join("\n"))
     }
+}
+
+/// Debian's Chromium and its driver, installed when missing (`apt-get`; CI runs as root).
+fn ensure_chromium() -> Result<()> {
+    if Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists() {
+        return Ok(());
+    }
+    run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// The console's browser suite: a gateway with an admin made by the CLI, one simulator
+/// configured and another that the suite starts, adds through the console and kills; the
+/// health checks run every second so the fleet page shows the kill quickly. Screenshots go
+/// to `docs/console/`. `cargo xtask test console` runs this step alone.
+pub fn console_tests(root: &Path) -> Result<()> {
+    ensure_chromium()?;
+    run_cmd(
+        Command::new("cargo")
+            .args(["build", "-p", "corral", "-p", "corral-sim"])
+            .current_dir(root),
+    )?;
+    let bin = root.join("target/debug");
+    let sim = Proc::sim(&bin, &["--models", "llama3.2,all-minilm@embedding"])?;
+    let data = tempdir(root)?.join("console");
+    std::fs::create_dir_all(&data)?;
+    let (email, password) = ("admin@example.com", "console-suite-password");
+    let mut create = Command::new(bin.join("corral"))
+        .args(["user", "create", "--admin", "--email", email])
+        .env("DATA_DIR", &data)
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("corral user create")?;
+    create
+        .stdin
+        .take()
+        .context("corral user create stdin")?
+        .write_all(format!("{password}\n").as_bytes())?;
+    let status = create.wait()?;
+    if !status.success() {
+        bail!("corral user create failed: {status}");
+    }
+    let port = free_port()?;
+    let gateway = Proc::spawn(
+        Command::new(bin.join("corral"))
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .env("OLLAMA_BASE_URLS", &sim.url)
+            .env("DATA_DIR", &data)
+            .env("CORRAL_BALANCE__HEALTH_INTERVAL", "1")
+            .env("RUST_LOG", "warn"),
+        format!("http://127.0.0.1:{port}"),
+    )?;
+    wait_healthy(&gateway.url, Duration::from_secs(30))?;
+    let venv = root.join("target/console-venv");
+    if !venv.join("bin/python").exists() {
+        run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run_cmd(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "-r"])
+            .arg(root.join("tests/console/requirements.txt")),
+    )?;
+    let result = run_cmd(
+        Command::new(venv.join("bin/python"))
+            .args(["-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "tests/console"])
+            .env("CORRAL_URL", &gateway.url)
+            .env("CORRAL_ADMIN_EMAIL", email)
+            .env("CORRAL_ADMIN_PASSWORD", password)
+            .env("CORRAL_SIM_BIN", bin.join("corral-sim"))
+            .env("CORRAL_SHOTS", root.join("docs/console"))
+            .current_dir(root),
+    );
+    drop(gateway);
+    drop(sim);
+    let _ = std::fs::remove_dir_all(&data);
+    result
 }
 
 /// Schemathesis against the live gateway, from the gateway's own `/openapi.json`: a bounded

@@ -664,10 +664,17 @@ async fn instance_rows(shared: &Shared, client: &awc::Client) -> Vec<InstanceRow
         .fleet
         .fresh(shared, client, std::time::Duration::from_secs(1))
         .await;
-    let versions = futures_util::future::join_all(
-        (0..settings.ollama.base_urls.len())
-            .map(|idx| crate::discovery::fetch_json(client, &settings, idx, "/api/version")),
-    )
+    let versions = futures_util::future::join_all((0..settings.ollama.base_urls.len()).map(|idx| {
+        let settings = &settings;
+        // An ejected instance is not asked (nor logged about) every refresh.
+        async move {
+            if shared.is_ejected(idx) {
+                None
+            } else {
+                crate::discovery::fetch_json(client, settings, idx, "/api/version").await
+            }
+        }
+    }))
     .await;
     let queues: Vec<(String, u64)> = status["queues"]
         .as_object()

@@ -44,6 +44,8 @@ pub struct Member {
     pub profile_image_url: String,
     /// The ids of the user's groups.
     pub groups: Vec<String>,
+    /// The names of the user's groups.
+    pub group_names: Vec<String>,
 }
 
 impl Member {
@@ -93,6 +95,7 @@ pub struct Directory {
 impl Directory {
     /// Reads the directory from the store. Blocking.
     pub fn load(store: &Store, now: i64) -> Result<Directory, corral_store::StoreError> {
+        let names: HashMap<String, String> = store.list_groups()?.into_iter().map(|g| (g.id, g.name)).collect();
         let mut groups: HashMap<String, Vec<String>> = HashMap::new();
         for (group, user) in store.group_memberships()? {
             groups.entry(user).or_default().push(group);
@@ -101,8 +104,10 @@ impl Directory {
             .list_users()?
             .into_iter()
             .map(|u| {
+                let ids = groups.remove(&u.id).unwrap_or_default();
                 let member = Member {
-                    groups: groups.remove(&u.id).unwrap_or_default(),
+                    group_names: ids.iter().filter_map(|id| names.get(id).cloned()).collect(),
+                    groups: ids,
                     id: u.id.clone(),
                     email: u.email,
                     name: u.name,

@@ -411,7 +411,7 @@ async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
     let settings = ctx.shared.settings();
     let balance = &settings.balance;
     // Whose turn a waiting request takes is read only when it must wait, outside the lock.
-    let mut user: Option<String> = None;
+    let mut user: Option<(String, u32)> = None;
     let (notify, id) = loop {
         let mut waiting = ctx.queue.lock();
         if waiting.is_empty() {
@@ -431,7 +431,7 @@ async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
         }
         let Some(user) = &user else {
             drop(waiting);
-            user = Some(flow(ctx.req));
+            user = Some(flow(ctx.req, &balance.queue_weights));
             continue;
         };
         // The front may have missed a slot that came free without a request ending (an
@@ -440,7 +440,7 @@ async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
             front.notify_one();
         }
         let notify = Arc::new(tokio::sync::Notify::new());
-        let id = waiting.push(user, notify.clone());
+        let id = waiting.push_weighted(&user.0, user.1, notify.clone());
         break (notify, id);
     };
     // Leaves the queue however the wait ends, including the client going away mid-wait (the
@@ -514,14 +514,27 @@ fn start(ctx: &Admission<'_>, settings: &corral_config::Settings) -> Option<(usi
     Some((idx, in_flight))
 }
 
-/// The flow a waiting request belongs to: its user, so that users take turns. Read only
-/// when a request must wait; a request without a verified user shares the anonymous flow.
-fn flow(req: &HttpRequest) -> String {
-    crate::auth::require(req, crate::auth::Level::Any)
+/// The flow a waiting request belongs to: its user, so that users take turns, and the
+/// flow's weight: the largest of its groups' `balance.queue_weights` (by name or id), 1
+/// without one. Read only when a request must wait; a request without a verified user
+/// shares the anonymous flow.
+fn flow(req: &HttpRequest, weights: &std::collections::BTreeMap<String, u32>) -> (String, u32) {
+    let user = crate::auth::require(req, crate::auth::Level::Any)
         .ok()
         .flatten()
-        .and_then(|caller| caller.user.map(|u| u.id.clone()))
-        .unwrap_or_default()
+        .and_then(|caller| caller.user);
+    let Some(user) = user else {
+        return (String::new(), 1);
+    };
+    let weight = user
+        .groups
+        .iter()
+        .chain(&user.group_names)
+        .filter_map(|g| weights.get(g))
+        .copied()
+        .max()
+        .unwrap_or(1);
+    (user.id.clone(), weight)
 }
 
 /// A request's place in a model's queue; dropped before it was let in, it leaves, and wakes

@@ -772,3 +772,80 @@ async fn openai_answers_that_waited_say_how_long_streamed_or_not() {
     }
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn a_groups_queue_weight_lets_its_members_in_that_many_per_turn() {
+    let db = corral_store::test_support::TestDb::sqlite();
+    let sim = SimHandle::start(SimConfig {
+        models: vec![SimModel::chat("llama3.2")],
+        tokens_per_sec: 20.0,
+        faults: Faults {
+            latch_after_chunks: Some(1),
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut settings = settings_for(&[&sim.url()]);
+    settings.balance.slots = Slots::Fixed(1);
+    settings.balance.queue_weights.insert("gold".to_owned(), 3);
+    settings.auth.bypass_model_access_control = true;
+    let gw = Gateway::with_auth(settings, &db.url).await;
+    let (alice, _) = account(&gw, "alice@example.com").await;
+    admin_post(
+        &gw,
+        &alice,
+        "/api/v1/auths/admin/config",
+        serde_json::json!({"ENABLE_SIGNUP": true}),
+    )
+    .await;
+    let (bob, bob_id) = account(&gw, "bob@example.com").await;
+    admin_post(
+        &gw,
+        &alice,
+        "/api/v1/users/update/role",
+        serde_json::json!({"id": bob_id, "role": "user"}),
+    )
+    .await;
+    admin_post(
+        &gw,
+        &alice,
+        "/api/v1/groups/create",
+        serde_json::json!({"name": "gold", "user_ids": [bob_id]}),
+    )
+    .await;
+    let url = gw.at("/api/chat");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _holder = queued_chat(url.clone(), Some(alice.clone()), "holder".to_owned(), tx.clone());
+    assert_eq!(rx.recv().await.unwrap().0, "holder");
+    let mut handles = Vec::new();
+    // Alice's requests wait first, then Bob's: Bob's group lets him in three per turn.
+    for (i, (who, token)) in std::iter::repeat_n(("alice", &alice), 4)
+        .chain(std::iter::repeat_n(("bob", &bob), 6))
+        .enumerate()
+    {
+        handles.push(queued_chat(
+            url.clone(),
+            Some(token.clone()),
+            who.to_owned(),
+            tx.clone(),
+        ));
+        let n = i as u64 + 1;
+        until("the request queued", async || {
+            admin_status(&gw, &alice).await["queues"]["llama3.2:latest"]["waiting"] == n
+        })
+        .await;
+    }
+    sim.release_latch();
+    let mut order = Vec::new();
+    for _ in 0..10 {
+        order.push(rx.recv().await.unwrap().0);
+    }
+    assert_eq!(
+        order,
+        ["alice", "bob", "bob", "bob", "alice", "bob", "bob", "bob", "alice", "alice"],
+        "one of Alice's per turn, three of Bob's"
+    );
+    gw.stop().await;
+}

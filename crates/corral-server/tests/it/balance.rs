@@ -659,8 +659,16 @@ async fn admin_status(gw: &Gateway, admin: &str) -> Value {
     serde_json::from_slice(&body_of(&mut resp).await).unwrap()
 }
 
-#[actix_web::test]
-async fn one_users_twenty_waiting_requests_do_not_hold_back_another_users_one() {
+/// A simulator whose streams wait on its latch after one chunk, behind a gateway with one
+/// slot and accounts: Alice (the admin) and Bob (a user), as (token, id).
+async fn alice_and_bob_on_one_slot(
+    tune: impl FnOnce(&mut corral_config::Settings),
+) -> (
+    corral_store::test_support::TestDb,
+    SimHandle,
+    Gateway,
+    [(String, String); 2],
+) {
     let db = corral_store::test_support::TestDb::sqlite();
     let sim = SimHandle::start(SimConfig {
         models: vec![SimModel::chat("llama3.2")],
@@ -676,24 +684,31 @@ async fn one_users_twenty_waiting_requests_do_not_hold_back_another_users_one() 
     let mut settings = settings_for(&[&sim.url()]);
     settings.balance.slots = Slots::Fixed(1);
     settings.auth.bypass_model_access_control = true;
+    tune(&mut settings);
     let gw = Gateway::with_auth(settings, &db.url).await;
     // The first account is the admin; sign-up is opened again for the second.
-    let (alice, alice_id) = account(&gw, "alice@example.com").await;
+    let alice = account(&gw, "alice@example.com").await;
     admin_post(
         &gw,
-        &alice,
+        &alice.0,
         "/api/v1/auths/admin/config",
         serde_json::json!({"ENABLE_SIGNUP": true}),
     )
     .await;
-    let (bob, bob_id) = account(&gw, "bob@example.com").await;
+    let bob = account(&gw, "bob@example.com").await;
     admin_post(
         &gw,
-        &alice,
+        &alice.0,
         "/api/v1/users/update/role",
-        serde_json::json!({"id": bob_id, "role": "user"}),
+        serde_json::json!({"id": bob.1, "role": "user"}),
     )
     .await;
+    (db, sim, gw, [alice, bob])
+}
+
+#[actix_web::test]
+async fn one_users_twenty_waiting_requests_do_not_hold_back_another_users_one() {
+    let (_db, sim, gw, [(alice, alice_id), (bob, bob_id)]) = alice_and_bob_on_one_slot(|_| {}).await;
     let url = gw.at("/api/chat");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let _holder = queued_chat(url.clone(), Some(alice.clone()), "holder".to_owned(), tx.clone());
@@ -775,38 +790,9 @@ async fn openai_answers_that_waited_say_how_long_streamed_or_not() {
 
 #[actix_web::test]
 async fn a_groups_queue_weight_lets_its_members_in_that_many_per_turn() {
-    let db = corral_store::test_support::TestDb::sqlite();
-    let sim = SimHandle::start(SimConfig {
-        models: vec![SimModel::chat("llama3.2")],
-        tokens_per_sec: 20.0,
-        faults: Faults {
-            latch_after_chunks: Some(1),
-            ..Faults::default()
-        },
-        ..SimConfig::default()
+    let (_db, sim, gw, [(alice, _), (bob, bob_id)]) = alice_and_bob_on_one_slot(|s| {
+        s.balance.queue_weights.insert("gold".to_owned(), 3);
     })
-    .await
-    .unwrap();
-    let mut settings = settings_for(&[&sim.url()]);
-    settings.balance.slots = Slots::Fixed(1);
-    settings.balance.queue_weights.insert("gold".to_owned(), 3);
-    settings.auth.bypass_model_access_control = true;
-    let gw = Gateway::with_auth(settings, &db.url).await;
-    let (alice, _) = account(&gw, "alice@example.com").await;
-    admin_post(
-        &gw,
-        &alice,
-        "/api/v1/auths/admin/config",
-        serde_json::json!({"ENABLE_SIGNUP": true}),
-    )
-    .await;
-    let (bob, bob_id) = account(&gw, "bob@example.com").await;
-    admin_post(
-        &gw,
-        &alice,
-        "/api/v1/users/update/role",
-        serde_json::json!({"id": bob_id, "role": "user"}),
-    )
     .await;
     admin_post(
         &gw,

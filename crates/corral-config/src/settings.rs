@@ -52,7 +52,13 @@ pub struct BalanceSettings {
     pub queue_size: usize,
     /// Seconds a request may wait in that queue before it gets a 503.
     pub queue_timeout: f64,
+    /// Requests a user lets in per turn of a model's queue, by group name (or id): a user
+    /// takes the largest weight of their groups, 1 without one.
+    pub queue_weights: BTreeMap<String, u32>,
 }
+
+/// The largest weight a group may have in the queue.
+pub const MAX_QUEUE_WEIGHT: u32 = 100;
 
 impl Default for BalanceSettings {
     fn default() -> Self {
@@ -67,6 +73,7 @@ impl Default for BalanceSettings {
             health_interval: 5.0,
             queue_size: 64,
             queue_timeout: 60.0,
+            queue_weights: BTreeMap::new(),
         }
     }
 }
@@ -538,6 +545,14 @@ impl Settings {
         for (model, policy) in &self.balance.per_model {
             if let Err(err) = policy.parse::<corral_balance::PolicyKind>() {
                 return Err(ConfigError::key(format!("balance.per_model.{model}"), err.to_string()));
+            }
+        }
+        for (group, weight) in &self.balance.queue_weights {
+            if !(1..=MAX_QUEUE_WEIGHT).contains(weight) {
+                return Err(ConfigError::key(
+                    format!("balance.queue_weights.{group}"),
+                    format!("{weight} is not a whole number from 1 to {MAX_QUEUE_WEIGHT}"),
+                ));
             }
         }
         if self.auth.password_queue == 0 {

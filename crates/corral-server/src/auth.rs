@@ -44,6 +44,8 @@ pub struct Member {
     pub profile_image_url: String,
     /// The ids of the user's groups.
     pub groups: Vec<String>,
+    /// The names of the user's groups.
+    pub group_names: Vec<String>,
 }
 
 impl Member {
@@ -93,6 +95,7 @@ pub struct Directory {
 impl Directory {
     /// Reads the directory from the store. Blocking.
     pub fn load(store: &Store, now: i64) -> Result<Directory, corral_store::StoreError> {
+        let names: HashMap<String, String> = store.list_groups()?.into_iter().map(|g| (g.id, g.name)).collect();
         let mut groups: HashMap<String, Vec<String>> = HashMap::new();
         for (group, user) in store.group_memberships()? {
             groups.entry(user).or_default().push(group);
@@ -101,8 +104,10 @@ impl Directory {
             .list_users()?
             .into_iter()
             .map(|u| {
+                let ids = groups.remove(&u.id).unwrap_or_default();
                 let member = Member {
-                    groups: groups.remove(&u.id).unwrap_or_default(),
+                    group_names: ids.iter().filter_map(|id| names.get(id).cloned()).collect(),
+                    groups: ids,
                     id: u.id.clone(),
                     email: u.email,
                     name: u.name,
@@ -353,6 +358,8 @@ pub struct Caller {
     pub session: Option<(String, Option<i64>)>,
     /// The directory the caller was checked against.
     pub directory: Arc<Directory>,
+    /// The API key's id, when the credential was an API key.
+    pub key_id: Option<String>,
 }
 
 /// The caller of an admin route.
@@ -489,11 +496,12 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
             user: None,
             session: None,
             directory,
+            key_id: None,
         });
     }
     let settings = shared.settings();
     let now = unix_now();
-    let (user_id, session) = match presented(req)? {
+    let (user_id, session, key_id) = match presented(req)? {
         Presented::Missing | Presented::Malformed => return Err(unauthorized(messages::NOT_AUTHENTICATED)),
         Presented::ApiKey { key, .. } => {
             if !settings.auth.enable_api_keys {
@@ -506,7 +514,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
                 .filter(|k| k.expires_at.is_none_or(|at| at > now))
                 .ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
             auth.note_key_use(&entry.id, now);
-            (entry.user_id.clone(), None)
+            (entry.user_id.clone(), None, Some(entry.id.clone()))
         }
         Presented::Jwt { token, .. } => {
             let claims = corral_auth::verify_token(&auth.secret(), &token, chrono::Utc::now())
@@ -514,7 +522,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
             if directory.revoked.contains(&claims.jti) {
                 return Err(unauthorized(messages::TOKEN_REVOKED));
             }
-            (claims.id, Some((claims.jti, claims.exp)))
+            (claims.id, Some((claims.jti, claims.exp)), None)
         }
     };
     let user = directory
@@ -525,6 +533,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
         user: Some(user),
         session,
         directory,
+        key_id,
     })
 }
 

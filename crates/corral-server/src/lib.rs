@@ -9,6 +9,7 @@ pub mod console;
 mod cors;
 mod discovery;
 mod error;
+pub mod exchange;
 mod fleet;
 mod guard;
 mod handlers;

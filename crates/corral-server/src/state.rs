@@ -35,6 +35,8 @@ pub struct Shared {
     pub guard: crate::guard::Guard,
     /// Serving or draining, and when the database last answered.
     pub lifecycle: crate::lifecycle::Lifecycle,
+    /// Whatever watches finished model-running requests (usage, metrics, limits).
+    pub exchanges: crate::exchange::Exchanges,
     picks: std::sync::atomic::AtomicU64,
 }
 
@@ -53,6 +55,7 @@ impl Shared {
             auth: crate::auth::Auth::default(),
             guard,
             lifecycle: crate::lifecycle::Lifecycle::default(),
+            exchanges: crate::exchange::Exchanges::default(),
             picks: std::sync::atomic::AtomicU64::new(0),
         }
     }

@@ -7,6 +7,7 @@ mod auth;
 mod balance;
 mod config;
 mod console;
+mod exchange;
 mod fleet;
 mod hardening;
 mod models;

@@ -256,3 +256,171 @@ async fn the_console_can_be_switched_off_or_moved() {
     assert!(r.body.contains("action=\"/admin/ui/signin\""));
     gw.stop().await;
 }
+
+/// Where a form sent the browser back to, and whether with a note (`msg`) or an error (`err`).
+fn outcome(page: &Page) -> (&str, &str) {
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let location = page.location.as_deref().unwrap();
+    let kind = if location.contains("?msg=") {
+        "msg"
+    } else if location.contains("?err=") {
+        "err"
+    } else {
+        ""
+    };
+    (location.split('?').next().unwrap(), kind)
+}
+
+#[actix_web::test]
+async fn the_admin_forms_do_what_the_api_does() {
+    let db = TestDb::sqlite();
+    let sim_a = sim().await;
+    let sim_b = sim().await;
+    let (gw, admin, _user) = setup(&db, &sim_a.url()).await;
+    let csrf = csrf_of(&send(Method::GET, &gw.at("/console/people"), Some(&admin), None, None).await);
+    let post = |path: &str, form: String| {
+        let (url, admin) = (gw.at(path), admin.clone());
+        async move { send(Method::POST, &url, Some(&admin), Some(&form), None).await }
+    };
+    let config = || api(&gw, Method::GET, "/ollama/config", Some(&admin), json!(null));
+
+    // Connections: a bad field is refused at that field and nothing is saved.
+    let b = sim_b.url();
+    let bad = post(
+        "/console/connections",
+        format!("csrf={csrf}&url={b}&weight=x&enable=on"),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("id=\"error-weight\""), "{}", bad.body);
+    assert_eq!(config().await["OLLAMA_BASE_URLS"].as_array().unwrap().len(), 1);
+    let added = post(
+        "/console/connections",
+        format!("csrf={csrf}&url={b}&key=sk-k&tags=a,b&enable=on"),
+    )
+    .await;
+    assert_eq!(outcome(&added), ("/console/connections", "msg"));
+    let c = config().await;
+    assert_eq!(c["OLLAMA_BASE_URLS"][1], json!(b));
+    assert_eq!(c["OLLAMA_API_CONFIGS"]["1"]["key"], "********");
+    assert_eq!(c["OLLAMA_API_CONFIGS"]["1"]["tags"], json!(["a", "b"]));
+    let page = send(Method::GET, &gw.at("/console/connections"), Some(&admin), None, None).await;
+    assert!(!page.body.contains("sk-k"), "a connection key is shown masked only");
+    // Edited with the mask sent back: the saved key is kept.
+    let edited = post(
+        "/console/connections/1",
+        format!("csrf={csrf}&url={b}&key=********&weight=3&enable=on"),
+    )
+    .await;
+    assert_eq!(outcome(&edited), ("/console/connections", "msg"));
+    let verified = post("/console/connections/1/verify", format!("csrf={csrf}")).await;
+    assert_eq!(outcome(&verified), ("/console/connections", "msg"));
+    let toggled = post("/console/connections/1/toggle", format!("csrf={csrf}")).await;
+    assert_eq!(outcome(&toggled).1, "msg");
+    let c = config().await;
+    assert_eq!(c["OLLAMA_API_CONFIGS"]["1"]["enable"], false);
+    assert_eq!(c["OLLAMA_API_CONFIGS"]["1"]["weight"], 3);
+    assert_eq!(c["OLLAMA_API_CONFIGS"]["1"]["key"], "********");
+    // Removing the first moves the second down with its settings.
+    let removed = post("/console/connections/0/delete", format!("csrf={csrf}")).await;
+    assert_eq!(outcome(&removed).1, "msg");
+    let c = config().await;
+    assert_eq!(c["OLLAMA_BASE_URLS"], json!([b]));
+    assert_eq!(c["OLLAMA_API_CONFIGS"]["0"]["weight"], 3);
+    let back_on = post("/console/connections/0/toggle", format!("csrf={csrf}")).await;
+    assert_eq!(outcome(&back_on).1, "msg");
+
+    // People: the first admin is protected as the API protects it.
+    let users = api(&gw, Method::GET, "/api/v1/users/", Some(&admin), json!(null)).await;
+    let id_of = |email: &str| {
+        users.as_array().unwrap().iter().find(|u| u["email"] == email).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (first, user) = (id_of("admin@example.com"), id_of("user@example.com"));
+    let refused = post(&format!("/console/people/users/{first}/delete"), format!("csrf={csrf}")).await;
+    assert_eq!(outcome(&refused), ("/console/people", "err"));
+    let refused = post(
+        &format!("/console/people/users/{first}/role"),
+        format!("csrf={csrf}&role=user"),
+    )
+    .await;
+    assert_eq!(outcome(&refused).1, "err");
+    let pending = post(
+        &format!("/console/people/users/{user}/role"),
+        format!("csrf={csrf}&role=pending"),
+    )
+    .await;
+    assert_eq!(outcome(&pending).1, "msg");
+    let people = send(Method::GET, &gw.at("/console/people"), Some(&admin), None, None).await;
+    assert!(people.body.contains(">Approve<"));
+    let approved = post(
+        &format!("/console/people/users/{user}/role"),
+        format!("csrf={csrf}&role=user"),
+    )
+    .await;
+    assert_eq!(outcome(&approved).1, "msg");
+    let signup = post("/console/people/signup", format!("csrf={csrf}&open=on&role=user")).await;
+    assert_eq!(outcome(&signup).1, "msg");
+    let cfg = api(
+        &gw,
+        Method::GET,
+        "/api/v1/auths/admin/config",
+        Some(&admin),
+        json!(null),
+    )
+    .await;
+    assert_eq!(
+        (cfg["ENABLE_SIGNUP"].clone(), cfg["DEFAULT_USER_ROLE"].clone()),
+        (json!(true), json!("user"))
+    );
+    let group = post(
+        "/console/people/groups",
+        format!("csrf={csrf}&name=team&user_ids={user}"),
+    )
+    .await;
+    assert_eq!(outcome(&group).1, "msg");
+    let groups = api(&gw, Method::GET, "/api/v1/groups/", Some(&admin), json!(null)).await;
+    assert_eq!(groups[0]["user_ids"], json!([user]));
+    let group_id = groups[0]["id"].as_str().unwrap().to_owned();
+
+    // Model records: bad parameters are refused at their field; access goes to the record.
+    let model = "llama3.2:latest";
+    let bad = post(
+        "/console/models/record",
+        format!("csrf={csrf}&id={model}&params=%5B1%5D&access=public&active=on"),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("id=\"error-params\""));
+    let records = api(&gw, Method::GET, "/api/v1/models/", Some(&admin), json!(null)).await;
+    assert_eq!(records, json!([]));
+    let saved = post(
+        "/console/models/record",
+        format!(
+            "csrf={csrf}&id={model}&name=Llama&system=Be+brief.&params=%7B%22temperature%22%3A0.1%7D&access=restricted&group_ids={group_id}&active=on"
+        ),
+    )
+    .await;
+    assert_eq!(outcome(&saved), ("/console/models", "msg"));
+    let records = api(&gw, Method::GET, "/api/v1/models/", Some(&admin), json!(null)).await;
+    assert_eq!(records[0]["access_control"]["read"]["group_ids"], json!([group_id]));
+    assert_eq!(records[0]["params"], json!({"temperature": 0.1, "system": "Be brief."}));
+    // Unload and delete go to every holder.
+    let unloaded = post("/console/models/unload", format!("csrf={csrf}&model={model}")).await;
+    assert_eq!(outcome(&unloaded), ("/console/models", "msg"));
+    let deleted = post("/console/models/delete", format!("csrf={csrf}&model=all-minilm:latest")).await;
+    assert_eq!(outcome(&deleted), ("/console/models", "msg"));
+    let tags = api(&gw, Method::GET, "/api/tags", Some(&admin), json!(null)).await;
+    let names: Vec<&str> = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"all-minilm:latest"), "{names:?}");
+    let deleted = post(&format!("/console/people/users/{user}/delete"), format!("csrf={csrf}")).await;
+    assert_eq!(outcome(&deleted).1, "msg");
+    gw.stop().await;
+}

@@ -335,76 +335,6 @@ impl Metrics {
             .inc();
     }
 
-    /// Records one finished model-running request.
-    pub fn finished(&self, f: &Finished<'_>) {
-        if !self.enabled {
-            return;
-        }
-        let instance = f.instance.map(|i| i.to_string()).unwrap_or_default();
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: f.route.to_owned(),
-                model: f.model.to_owned(),
-                instance: instance.clone(),
-                status: status_class(f.status),
-            })
-            .inc();
-        let model = ModelLabel {
-            model: f.model.to_owned(),
-        };
-        self.duration.get_or_create(&model).observe(f.duration.as_secs_f64());
-        if let Some(ttft) = f.ttft {
-            self.ttft.get_or_create(&model).observe(ttft.as_secs_f64());
-            if f.output_tokens > 1 {
-                let per = f.duration.saturating_sub(ttft).as_secs_f64() / (f.output_tokens - 1) as f64;
-                self.tpot.get_or_create(&model).observe(per);
-            }
-        }
-        if let Some(overhead) = f.overhead {
-            self.overhead.observe(overhead.as_secs_f64());
-        }
-        if f.attempts > 1 {
-            self.retried.get_or_create(&model).inc();
-        }
-        self.outcomes
-            .get_or_create(&KindLabel {
-                kind: f.outcome.to_owned(),
-            })
-            .inc();
-        for (kind, n) in [("input", f.input_tokens), ("output", f.output_tokens)] {
-            if n == 0 {
-                continue;
-            }
-            if f.instance.is_some() {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        model: f.model.to_owned(),
-                        instance: instance.clone(),
-                        r#type: kind,
-                    })
-                    .inc_by(n);
-            }
-            for group in f.groups {
-                self.group_tokens
-                    .get_or_create(&OwnerTokenLabels {
-                        owner: group.clone(),
-                        model: f.model.to_owned(),
-                        r#type: kind,
-                    })
-                    .inc_by(n);
-            }
-            if let Some(key) = f.key_id.filter(|_| self.per_key) {
-                self.key_tokens
-                    .get_or_create(&OwnerTokenLabels {
-                        owner: key.to_owned(),
-                        model: f.model.to_owned(),
-                        r#type: kind,
-                    })
-                    .inc_by(n);
-            }
-        }
-    }
-
     /// An instance was taken out of rotation.
     pub fn ejected(&self, instance: usize) {
         if self.enabled {
@@ -518,34 +448,83 @@ impl Metrics {
     }
 }
 
-/// A finished model-running request, as the metrics read it.
-pub struct Finished<'a> {
-    /// The route family.
-    pub route: &'a str,
-    /// The catalogue model it ran.
-    pub model: &'a str,
-    /// The instance that answered.
-    pub instance: Option<usize>,
-    /// The status the client got.
-    pub status: u16,
-    /// Tokens read and written.
-    pub input_tokens: u64,
-    /// Tokens generated.
-    pub output_tokens: u64,
-    /// The caller's groups.
-    pub groups: &'a [String],
-    /// The API key's id, when the credential was one.
-    pub key_id: Option<&'a str>,
-    /// Arrival to the first byte relayed.
-    pub ttft: Option<Duration>,
-    /// Arrival to the end.
-    pub duration: Duration,
-    /// The gateway's own time.
-    pub overhead: Option<Duration>,
-    /// Instances tried.
-    pub attempts: u32,
-    /// `completed`, `cancelled`, `failed`.
-    pub outcome: &'a str,
+impl crate::exchange::Observer for Metrics {
+    /// Records one finished model-running request: its count, latencies, tokens and outcome.
+    fn finished(&self, f: &crate::exchange::Finished) {
+        if !self.enabled {
+            return;
+        }
+        let instance = f.instance.map(|i| i.to_string()).unwrap_or_default();
+        let model_name = &f.model_run;
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: f.route.as_str().to_owned(),
+                model: model_name.clone(),
+                instance: instance.clone(),
+                status: status_class(f.status),
+            })
+            .inc();
+        let model = ModelLabel {
+            model: model_name.clone(),
+        };
+        self.duration.get_or_create(&model).observe(f.duration.as_secs_f64());
+        if let Some(ttft) = f.ttft {
+            self.ttft.get_or_create(&model).observe(ttft.as_secs_f64());
+            if f.output_tokens > 1 {
+                let per = f.duration.saturating_sub(ttft).as_secs_f64() / (f.output_tokens - 1) as f64;
+                self.tpot.get_or_create(&model).observe(per);
+            }
+        }
+        if let Some(overhead) = f.overhead {
+            self.overhead.observe(overhead.as_secs_f64());
+        }
+        if f.attempts > 1 {
+            self.retried.get_or_create(&model).inc();
+        }
+        if f.outcome == crate::exchange::Outcome::Failed && f.status < 400 && f.status != 0 {
+            // The instance answered, then broke off or went silent.
+            if let Some(idx) = f.instance {
+                self.upstream_error(idx, "stream");
+            }
+        }
+        self.outcomes
+            .get_or_create(&KindLabel {
+                kind: f.outcome.as_str().to_owned(),
+            })
+            .inc();
+        for (kind, n) in [("input", f.input_tokens), ("output", f.output_tokens)] {
+            if n == 0 {
+                continue;
+            }
+            if f.instance.is_some() {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        model: model_name.clone(),
+                        instance: instance.clone(),
+                        r#type: kind,
+                    })
+                    .inc_by(n);
+            }
+            for group in &f.groups {
+                self.group_tokens
+                    .get_or_create(&OwnerTokenLabels {
+                        owner: group.clone(),
+                        model: model_name.clone(),
+                        r#type: kind,
+                    })
+                    .inc_by(n);
+            }
+            if let Some(key) = f.key_id.as_ref().filter(|_| self.per_key) {
+                self.key_tokens
+                    .get_or_create(&OwnerTokenLabels {
+                        owner: key.clone(),
+                        model: model_name.clone(),
+                        r#type: kind,
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
 }
 
 /// `2xx` and friends.

@@ -66,6 +66,17 @@ pub struct Scope {
     pub note: RefCell<Note>,
 }
 
+impl Scope {
+    /// The request's exchange record is done: its tokens, model, instance and key are noted.
+    pub fn finished(&self, f: &crate::exchange::Finished) {
+        let mut note = self.note.borrow_mut();
+        note.tokens = Some((f.input_tokens, f.output_tokens));
+        note.model_run = Some(f.model_run.clone());
+        note.instance = f.instance;
+        note.key_id.clone_from(&f.key_id);
+    }
+}
+
 /// Notes something about `req` for its access line and span (nothing if it has no scope).
 pub fn note(req: &HttpRequest, f: impl FnOnce(&mut Note)) {
     if let Some(scope) = req.extensions().get::<Rc<Scope>>() {
@@ -143,9 +154,11 @@ pub async fn observe(
     let end = watching.then(|| {
         let req = res.request();
         if let Some(crate::auth::Identified(caller)) = req.extensions().get::<crate::auth::Identified>() {
+            let mut note = scope.note.borrow_mut();
             if let Some(user) = &caller.user {
-                scope.note.borrow_mut().user_id = Some(user.id.clone());
+                note.user_id = Some(user.id.clone());
             }
+            note.key_id.clone_from(&caller.key_id);
         }
         Box::new(End {
             shared: shared.clone(),

@@ -36,9 +36,11 @@ pub struct Shared {
     /// Serving or draining, and when the database last answered.
     pub lifecycle: crate::lifecycle::Lifecycle,
     /// What Prometheus scrapes (`GET /metrics`).
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// OpenTelemetry spans, exported over OTLP when configured.
     pub telemetry: crate::telemetry::Telemetry,
+    /// Whatever watches finished model-running requests (usage, metrics, limits).
+    pub exchanges: crate::exchange::Exchanges,
     picks: std::sync::atomic::AtomicU64,
 }
 
@@ -46,7 +48,14 @@ impl Shared {
     /// Wraps the start-up settings, with no database.
     pub fn new(settings: Settings) -> Shared {
         let guard = crate::guard::Guard::new(&settings);
-        let metrics = crate::metrics::Metrics::new(settings.metrics.enable, settings.metrics.per_key);
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            settings.metrics.enable,
+            settings.metrics.per_key,
+        ));
+        let exchanges = crate::exchange::Exchanges::default();
+        if metrics.enabled() {
+            exchanges.observe(metrics.clone());
+        }
         Shared {
             settings: ArcSwap::from_pointee(settings.clone()),
             base: settings,
@@ -60,6 +69,7 @@ impl Shared {
             lifecycle: crate::lifecycle::Lifecycle::default(),
             metrics,
             telemetry: crate::telemetry::Telemetry::default(),
+            exchanges,
             picks: std::sync::atomic::AtomicU64::new(0),
         }
     }

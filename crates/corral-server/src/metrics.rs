@@ -322,14 +322,14 @@ impl Metrics {
         self.enabled
     }
 
-    /// Counts one HTTP request answered with `status` on `path`.
-    pub fn http_request(&self, path: &str, status: u16) {
+    /// Counts one HTTP request of route `family` ([`family`]) answered with `status`.
+    pub fn http_request_in(&self, family: &'static str, status: u16) {
         if !self.enabled {
             return;
         }
         self.http_requests
             .get_or_create(&HttpLabels {
-                family: family(path),
+                family,
                 status: status_class(status),
             })
             .inc();
@@ -539,7 +539,7 @@ pub fn status_class(status: u16) -> &'static str {
 }
 
 /// The route family of a path, for the HTTP request counter.
-fn family(path: &str) -> &'static str {
+pub fn family(path: &str) -> &'static str {
     if path.starts_with("/v1/") || path == "/api/chat/completions" || path == "/api/models" {
         "openai"
     } else if path.starts_with("/api/v1/") {
@@ -593,13 +593,20 @@ fn state_registry(shared: &Shared, metrics: &Metrics) -> Registry {
             .slots
             .unwrap_or(settings.balance.slots)
             .fixed();
-        for (model, limit) in &seen.limits {
+        // Every model with a learned limit or a request in flight there.
+        let models = seen
+            .limits
+            .iter()
+            .map(|(m, _)| m)
+            .chain(seen.per_model.iter().map(|(m, _)| m));
+        for model in models {
+            let learned = seen.limits.iter().find(|(m, _)| m == model).map_or(1, |(_, l)| *l);
             slots_limit
                 .get_or_create(&ModelInstance {
                     model: model.clone(),
                     instance: label.instance.clone(),
                 })
-                .set(gauge(fixed.unwrap_or(*limit)));
+                .set(gauge(fixed.unwrap_or(learned)));
         }
         let listed = shared
             .fleet

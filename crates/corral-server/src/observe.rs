@@ -96,7 +96,7 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let Some(shared) = req.app_data::<web::Data<Shared>>().cloned() else {
-        let res = next.call(req).await?.map_into_left_body();
+        let res = next.call(req).await?;
         return Ok(res.map_body(|_, b| Observed { inner: b, end: None }));
     };
     let started_at = SystemTime::now();
@@ -143,13 +143,23 @@ pub async fn observe(
         note: RefCell::new(Note::default()),
     });
     req.extensions_mut().insert(scope.clone());
-    let http = req.request().clone();
+    // Kept for an error answer, which has no request left to read them from (holding a clone of
+    // the request here would stop the router from taking it mutably).
+    let family = crate::metrics::family(req.path());
+    let errored_line = logging.then(|| crate::access_line(req.method(), req.uri(), req.version()));
     let mut res = match next.call(req).await {
-        Ok(res) => res.map_into_left_body(),
-        Err(err) => ServiceResponse::from_err(err, http).map_into_right_body(),
+        Ok(res) => res,
+        Err(err) => {
+            let status = err.as_response_error().status_code().as_u16();
+            shared.metrics.http_request_in(family, status);
+            if let Some(line) = errored_line {
+                tracing::info!(target: "corral::access", request = %line, status, request_id = id.to_str().unwrap_or("-"), "\"{line}\" {status}");
+            }
+            return Err(err);
+        }
     };
     let status = res.status().as_u16();
-    shared.metrics.http_request(res.request().path(), status);
+    shared.metrics.http_request_in(family, status);
     res.headers_mut().insert(HeaderName::from_static(REQUEST_ID), id);
     let end = watching.then(|| {
         let req = res.request();

@@ -24,6 +24,41 @@ pub struct Settings {
     pub balance: BalanceSettings,
     /// Who may call Corral.
     pub auth: AuthSettings,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsSettings,
+}
+
+/// The Prometheus metrics endpoint (`GET /metrics`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Whether requests are counted and `/metrics` is served.
+    pub enable: bool,
+    /// A bearer token that may read `/metrics`; empty: open on a loopback bind, else admins only.
+    pub token: String,
+    /// Whether token counts also carry the API key's id (one series per key).
+    pub per_key: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            enable: true,
+            token: String::new(),
+            per_key: false,
+        }
+    }
+}
+
+impl fmt::Debug for MetricsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let token = if self.token.is_empty() { "<unset>" } else { "<redacted>" };
+        f.debug_struct("MetricsSettings")
+            .field("enable", &self.enable)
+            .field("token", &token)
+            .field("per_key", &self.per_key)
+            .finish()
+    }
 }
 
 /// How Corral chooses among the instances that hold a model, and when it gives up on one.
@@ -184,6 +219,8 @@ pub struct ServerSettings {
     pub cors_allow_origin: Vec<String>,
     /// Log filter, in `tracing` `EnvFilter` syntax.
     pub log: String,
+    /// Log line format: `text` or `json`.
+    pub log_format: String,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// Trusted reverse proxies (addresses or CIDR ranges, `*` for any), whose `Forwarded` and
@@ -212,6 +249,7 @@ impl Default for ServerSettings {
             data_dir: "./data".to_owned(),
             cors_allow_origin: vec!["*".to_owned()],
             log: "info".to_owned(),
+            log_format: "text".to_owned(),
             workers: 0,
             forwarded_allow_ips: Vec::new(),
             body_read_timeout: 30.0,
@@ -483,6 +521,9 @@ impl Settings {
                 "server.console_path",
                 "must be a path such as /console: a leading `/`, no trailing `/`, letters, digits, `-`, `_`, `.`",
             ));
+        }
+        if !matches!(self.server.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::key("server.log_format", "must be `text` or `json`"));
         }
         if self.server.data_dir.trim().is_empty() {
             return Err(ConfigError::key("server.data_dir", "must not be empty"));

@@ -216,8 +216,10 @@ impl Exchanges {
         let at_ms = at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let scope = req.extensions().get::<std::rc::Rc<crate::observe::Scope>>().cloned();
         Exchange {
             record: Some(Box::new(Record {
+                scope,
                 observers,
                 arrived,
                 sent: None,
@@ -258,6 +260,8 @@ impl Exchanges {
 pub struct Arrived(pub Instant);
 
 struct Record {
+    /// The request's access-log and span notes, given the counts at the end.
+    scope: Option<std::rc::Rc<crate::observe::Scope>>,
     observers: Arc<Vec<Arc<dyn Observer>>>,
     arrived: Instant,
     sent: Option<Instant>,
@@ -375,6 +379,9 @@ impl Drop for Exchange {
             // each relayed line of a stream carries about one token.
             f.estimated = true;
             f.output_tokens = if f.streamed { f.chunks } else { 0 };
+        }
+        if let Some(scope) = &r.scope {
+            scope.finished(&r.finished);
         }
         for observer in r.observers.iter() {
             observer.finished(&r.finished);

@@ -172,6 +172,13 @@ pub fn register_with(r: &mut Routes, console: Option<&str>) {
         "Readiness: configuration loaded, database answering, an instance healthy, not draining",
         ready::ready,
     );
+    r.add(
+        Method::GET,
+        "/metrics",
+        Level::Metrics,
+        "Prometheus metrics (metrics.token, loopback, or an admin)",
+        meta::metrics,
+    );
     for path in ["/", ""] {
         r.add_each(
             &[Method::GET, Method::HEAD],

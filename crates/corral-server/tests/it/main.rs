@@ -11,6 +11,7 @@ mod exchange;
 mod fleet;
 mod hardening;
 mod models;
+mod observability;
 mod openai;
 mod passthrough;
 mod replicas;

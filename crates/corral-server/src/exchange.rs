@@ -137,7 +137,9 @@ pub struct Finished {
     pub groups: Vec<String>,
     /// The model as the client named it.
     pub model_asked: String,
-    /// The model routed to (a preset's base model; the catalogue id when known).
+    /// The model routed to: the catalogue id (a preset's base model). Empty when no instance
+    /// lists the model: what the client asked is then only in `model_asked`, which is the
+    /// client's own text and must not become a metric label.
     pub model_run: String,
     /// The instance that answered: its index in `ollama.base_urls`.
     pub instance: Option<usize>,
@@ -233,7 +235,7 @@ impl Exchanges {
                     key_id,
                     groups,
                     model_asked: model.to_owned(),
-                    model_run: model.to_owned(),
+                    model_run: String::new(),
                     instance: None,
                     instance_url: None,
                     status: 0,

@@ -31,6 +31,9 @@ use prometheus_client::registry::Registry;
 use crate::state::Shared;
 
 /// Request durations and time to first token: 10 ms to 10 minutes.
+/// The `model` label of a request for a model no instance lists.
+pub const UNKNOWN_MODEL: &str = "(unknown)";
+
 const LATENCY_BUCKETS: [f64; 16] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
@@ -455,17 +458,23 @@ impl crate::exchange::Observer for Metrics {
             return;
         }
         let instance = f.instance.map(|i| i.to_string()).unwrap_or_default();
-        let model_name = &f.model_run;
+        // A model no instance lists is the client's own text: one label for all of them, so
+        // requests for made-up names cannot grow the series without bound.
+        let model_name: &str = if f.model_run.is_empty() {
+            UNKNOWN_MODEL
+        } else {
+            &f.model_run
+        };
         self.requests
             .get_or_create(&RequestLabels {
                 route: f.route.as_str().to_owned(),
-                model: model_name.clone(),
+                model: model_name.to_owned(),
                 instance: instance.clone(),
                 status: status_class(f.status),
             })
             .inc();
         let model = ModelLabel {
-            model: model_name.clone(),
+            model: model_name.to_owned(),
         };
         self.duration.get_or_create(&model).observe(f.duration.as_secs_f64());
         if let Some(ttft) = f.ttft {
@@ -499,7 +508,7 @@ impl crate::exchange::Observer for Metrics {
             if f.instance.is_some() {
                 self.tokens
                     .get_or_create(&TokenLabels {
-                        model: model_name.clone(),
+                        model: model_name.to_owned(),
                         instance: instance.clone(),
                         r#type: kind,
                     })
@@ -509,7 +518,7 @@ impl crate::exchange::Observer for Metrics {
                 self.group_tokens
                     .get_or_create(&OwnerTokenLabels {
                         owner: group.clone(),
-                        model: model_name.clone(),
+                        model: model_name.to_owned(),
                         r#type: kind,
                     })
                     .inc_by(n);
@@ -518,7 +527,7 @@ impl crate::exchange::Observer for Metrics {
                 self.key_tokens
                     .get_or_create(&OwnerTokenLabels {
                         owner: key.clone(),
-                        model: model_name.clone(),
+                        model: model_name.to_owned(),
                         r#type: kind,
                     })
                     .inc_by(n);

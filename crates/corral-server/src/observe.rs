@@ -71,7 +71,9 @@ impl Scope {
     pub fn finished(&self, f: &crate::exchange::Finished) {
         let mut note = self.note.borrow_mut();
         note.tokens = Some((f.input_tokens, f.output_tokens));
-        note.model_run = Some(f.model_run.clone());
+        if !f.model_run.is_empty() {
+            note.model_run = Some(f.model_run.clone());
+        }
         note.instance = f.instance;
         note.key_id.clone_from(&f.key_id);
     }

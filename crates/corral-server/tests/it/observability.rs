@@ -92,8 +92,9 @@ async fn metrics_count_known_traffic_exactly() {
     let m = scrape(&gw).await;
     let ok = r#"corral_requests_total{instance="0",model="llama3.2:latest",route="chat",status="2xx"}"#;
     assert_eq!(get(&m, ok), 4.0, "{m:#?}");
-    // The unknown model is a request too, answered by no instance.
-    let unknown = r#"corral_requests_total{instance="",model="no-such-model",route="chat",status="4xx"}"#;
+    // The unknown model is a request too, answered by no instance; the client's made-up name
+    // is not a label (one series for every such name).
+    let unknown = r#"corral_requests_total{instance="",model="(unknown)",route="chat",status="4xx"}"#;
     assert_eq!(get(&m, unknown), 1.0, "{m:#?}");
     assert_eq!(sum(&m, "corral_requests_total", &[]), 5.0, "{m:#?}");
     assert_eq!(get(&m, r#"corral_ejections_total{instance="1"}"#), 1.0, "{m:#?}");

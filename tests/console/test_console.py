@@ -213,6 +213,8 @@ def test_a_key_is_shown_once_works_with_the_ollama_client_and_stops_when_revoked
     key = page.locator("#new-key").inner_text().strip()
     assert key.startswith("sk-")
     expect(page.locator("button[data-copy]")).to_be_visible()
+    # The picture in the docs shows where the key appears, not a key.
+    page.locator("#new-key").evaluate("el => { el.textContent = 'sk-' + '\u2022'.repeat(29); }")
     shoot(page, shots, "keys-created-1280")
     # Shown once: the list shows only its prefix, and it is gone after a reload.
     page.goto(f"{url}/console/keys")

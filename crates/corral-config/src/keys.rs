@@ -82,6 +82,10 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc { key: "auth.password_workers", env: &["CORRAL_AUTH__PASSWORD_WORKERS"], kind: EnvKind::Int, default: "0 (one per core, at most 4)", doc: "Threads that hash and verify passwords (argon2id, 19 MiB each); at most this many run at once whatever the load." },
     SettingDoc { key: "auth.password_queue", env: &["CORRAL_AUTH__PASSWORD_QUEUE"], kind: EnvKind::Int, default: "32", doc: "Sign-ins, sign-ups and password changes that may wait for a password thread; more get a JSON 503 with `Retry-After`." },
     SettingDoc { key: "auth.password_wait", env: &["CORRAL_AUTH__PASSWORD_WAIT"], kind: EnvKind::Seconds, default: "5", doc: "Seconds a waiting password check may wait for a thread before it gets a JSON 503 with `Retry-After`." },
+    SettingDoc { key: "usage.enable", env: &["CORRAL_USAGE__ENABLE"], kind: EnvKind::Bool, default: "true", doc: "Keep a usage record of every model-running request (user, key, groups, model, instance, route, status, prompt and completion tokens, time to first token, duration) in the database; needs a database, and is off in open access." },
+    SettingDoc { key: "usage.flush_interval", env: &["CORRAL_USAGE__FLUSH_INTERVAL"], kind: EnvKind::Seconds, default: "1", doc: "Seconds between two batch writes of usage records (never a query per request); a crash loses at most this much usage, a graceful stop none." },
+    SettingDoc { key: "usage.buffer_size", env: &["CORRAL_USAGE__BUFFER_SIZE"], kind: EnvKind::Int, default: "100000", doc: "Usage records kept in memory while they wait to be written, as during a database outage (about 300 bytes each); when it is full, new records are dropped, counted (`dropped` in `GET /api/v1/usage/status`) and logged." },
+    SettingDoc { key: "usage.retention_days", env: &["CORRAL_USAGE__RETENTION_DAYS"], kind: EnvKind::Int, default: "0 (keep forever)", doc: "Days usage records are kept; older ones are deleted at start-up and every hour." },
 ];
 
 /// The documented setting with this dotted key.

@@ -1,12 +1,16 @@
 //! Usage records: one row per model-running request, written in batches, summed per user, key,
 //! group, model, instance or day, and pruned after the retention period.
 
+mod report;
+
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
 use crate::conn::{on_backend, write_tx, AnyConnection};
 use crate::schema::{usage_groups, usage_records};
 use crate::{Backend, Store, StoreError};
+
+pub use report::{usage_columns, usage_csv, usage_table, UsageParamError};
 
 /// Rows per insert statement: 16 columns each stays under both backends' parameter limits.
 const BATCH: usize = 400;

@@ -21,6 +21,7 @@ mod proxy;
 pub mod rlimit;
 pub mod routes;
 mod state;
+mod usage;
 
 use std::io;
 use std::net::TcpListener;
@@ -95,6 +96,7 @@ impl Corral {
         fleet::spawn_refresher(self.shared.clone());
         config_watch::spawn(self.shared.clone());
         health_check::spawn(self.shared.clone());
+        usage::spawn(self.shared.clone());
     }
 
     /// Serves the gateway on `listener` until SIGTERM or SIGINT, then drains (see [`Corral::drain`])

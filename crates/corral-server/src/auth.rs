@@ -353,6 +353,8 @@ pub struct Caller {
     pub session: Option<(String, Option<i64>)>,
     /// The directory the caller was checked against.
     pub directory: Arc<Directory>,
+    /// The API key's id, when the credential was an API key.
+    pub key_id: Option<String>,
 }
 
 /// The caller of an admin route.
@@ -489,11 +491,12 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
             user: None,
             session: None,
             directory,
+            key_id: None,
         });
     }
     let settings = shared.settings();
     let now = unix_now();
-    let (user_id, session) = match presented(req)? {
+    let (user_id, session, key_id) = match presented(req)? {
         Presented::Missing | Presented::Malformed => return Err(unauthorized(messages::NOT_AUTHENTICATED)),
         Presented::ApiKey { key, .. } => {
             if !settings.auth.enable_api_keys {
@@ -506,7 +509,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
                 .filter(|k| k.expires_at.is_none_or(|at| at > now))
                 .ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
             auth.note_key_use(&entry.id, now);
-            (entry.user_id.clone(), None)
+            (entry.user_id.clone(), None, Some(entry.id.clone()))
         }
         Presented::Jwt { token, .. } => {
             let claims = corral_auth::verify_token(&auth.secret(), &token, chrono::Utc::now())
@@ -514,7 +517,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
             if directory.revoked.contains(&claims.jti) {
                 return Err(unauthorized(messages::TOKEN_REVOKED));
             }
-            (claims.id, Some((claims.jti, claims.exp)))
+            (claims.id, Some((claims.jti, claims.exp)), None)
         }
     };
     let user = directory
@@ -525,6 +528,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
         user: Some(user),
         session,
         directory,
+        key_id,
     })
 }
 

@@ -36,7 +36,9 @@ pub struct Shared {
     /// Serving or draining, and when the database last answered.
     pub lifecycle: crate::lifecycle::Lifecycle,
     /// Usage records waiting to be written.
-    pub usage: crate::usage::UsageBuffer,
+    pub usage: Arc<crate::usage::UsageBuffer>,
+    /// Whatever watches finished model-running requests (usage, metrics, limits).
+    pub exchanges: crate::exchange::Exchanges,
     picks: std::sync::atomic::AtomicU64,
 }
 
@@ -55,7 +57,8 @@ impl Shared {
             auth: crate::auth::Auth::default(),
             guard,
             lifecycle: crate::lifecycle::Lifecycle::default(),
-            usage: crate::usage::UsageBuffer::default(),
+            usage: Arc::default(),
+            exchanges: crate::exchange::Exchanges::default(),
             picks: std::sync::atomic::AtomicU64::new(0),
         }
     }

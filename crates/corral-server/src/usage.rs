@@ -18,6 +18,11 @@ use serde::Serialize;
 
 use crate::state::Shared;
 
+/// Marks a request whose body the gateway changed to ask for the usage event of its stream
+/// (`stream_options.include_usage`): the event is taken out of what the client receives.
+#[derive(Debug, Clone, Copy)]
+pub struct StripUsageEvent;
+
 /// Records written per transaction.
 const BATCH: usize = 2000;
 
@@ -189,6 +194,32 @@ impl UsageBuffer {
     }
 }
 
+impl crate::exchange::Observer for UsageBuffer {
+    fn finished(&self, f: &crate::exchange::Finished) {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.push(UsageRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            at_ms: f.at_ms,
+            user_id: f.user_id.clone(),
+            key_id: f.key_id.clone(),
+            groups: f.groups.clone(),
+            model_asked: f.model_asked.clone(),
+            model_run: f.model_run.clone(),
+            instance: f.instance.and_then(|i| i32::try_from(i).ok()),
+            route: f.route.as_str().to_owned(),
+            status: i32::from(f.status),
+            streamed: f.streamed,
+            cancelled: f.outcome == crate::exchange::Outcome::Cancelled,
+            estimated: f.estimated,
+            input_tokens: count(f.input_tokens),
+            output_tokens: count(f.output_tokens),
+            ttft_ms: f.ttft.map(ms),
+            duration_ms: ms(f.duration),
+        });
+    }
+}
+
 /// Turns metering on (when `usage.enable` and there is a database) and starts the writer on the
 /// current actix system: a batch write every `usage.flush_interval`, pruning at start-up and
 /// every hour when `usage.retention_days` is set.
@@ -199,6 +230,7 @@ pub fn spawn(shared: Arc<Shared>) {
         return;
     }
     shared.usage.enable(settings.usage.buffer_size);
+    shared.exchanges.observe(shared.usage.clone());
     actix_rt::spawn(async move {
         let mut last_prune: Option<tokio::time::Instant> = None;
         loop {

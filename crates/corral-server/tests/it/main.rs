@@ -15,3 +15,4 @@ mod passthrough;
 mod replicas;
 mod sockets;
 mod support;
+mod usage;

@@ -483,3 +483,48 @@ async fn usage_survives_a_database_outage_under_load() {
     assert_eq!(total.input_tokens as u64, stats.prompt_tokens);
     assert_eq!(total.output_tokens as u64, stats.completion_tokens);
 }
+
+#[actix_web::test]
+async fn records_past_the_retention_period_are_pruned() {
+    let sim = sim().await;
+    let db = TestDb::sqlite();
+    let store = corral_store::Store::open(&db.url, 1).unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
+    let record = |id: &str, days_ago: i64| corral_store::UsageRecord {
+        id: id.to_owned(),
+        at_ms: now - days_ago * 86_400_000,
+        user_id: None,
+        key_id: None,
+        groups: vec!["g".to_owned()],
+        model_asked: "llama3.2".to_owned(),
+        model_run: "llama3.2:latest".to_owned(),
+        instance: Some(0),
+        route: "chat".to_owned(),
+        status: 200,
+        streamed: false,
+        cancelled: false,
+        estimated: false,
+        input_tokens: 1,
+        output_tokens: 1,
+        ttft_ms: None,
+        duration_ms: 1,
+    };
+    store.insert_usage(&[record("old", 40), record("recent", 5)]).unwrap();
+    let mut settings = metered(&sim.url());
+    settings.usage.retention_days = 30;
+    let _gw = Gateway::with_store(settings, &db.url).await;
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids = store
+            .usage_records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>();
+        if ids.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(ids, ["recent"]);
+}

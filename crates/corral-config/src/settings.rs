@@ -26,6 +26,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Usage metering: how records are buffered, written and kept.
     pub usage: UsageSettings,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsSettings,
 }
 
 /// Usage metering: one record per model-running request, buffered in memory and written in
@@ -55,6 +57,39 @@ impl Default for UsageSettings {
     }
 }
 
+/// The Prometheus metrics endpoint (`GET /metrics`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Whether requests are counted and `/metrics` is served.
+    pub enable: bool,
+    /// A bearer token that may read `/metrics`; empty: open on a loopback bind, else admins only.
+    pub token: String,
+    /// Whether token counts also carry the API key's id (one series per key).
+    pub per_key: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            enable: true,
+            token: String::new(),
+            per_key: false,
+        }
+    }
+}
+
+impl fmt::Debug for MetricsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let token = if self.token.is_empty() { "<unset>" } else { "<redacted>" };
+        f.debug_struct("MetricsSettings")
+            .field("enable", &self.enable)
+            .field("token", &token)
+            .field("per_key", &self.per_key)
+            .finish()
+    }
+}
+
 /// How Corral chooses among the instances that hold a model, and when it gives up on one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -81,7 +116,13 @@ pub struct BalanceSettings {
     pub queue_size: usize,
     /// Seconds a request may wait in that queue before it gets a 503.
     pub queue_timeout: f64,
+    /// Requests a user lets in per turn of a model's queue, by group name (or id): a user
+    /// takes the largest weight of their groups, 1 without one.
+    pub queue_weights: BTreeMap<String, u32>,
 }
+
+/// The largest weight a group may have in the queue.
+pub const MAX_QUEUE_WEIGHT: u32 = 100;
 
 impl Default for BalanceSettings {
     fn default() -> Self {
@@ -96,6 +137,7 @@ impl Default for BalanceSettings {
             health_interval: 5.0,
             queue_size: 64,
             queue_timeout: 60.0,
+            queue_weights: BTreeMap::new(),
         }
     }
 }
@@ -206,6 +248,8 @@ pub struct ServerSettings {
     pub cors_allow_origin: Vec<String>,
     /// Log filter, in `tracing` `EnvFilter` syntax.
     pub log: String,
+    /// Log line format: `text` or `json`.
+    pub log_format: String,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// Trusted reverse proxies (addresses or CIDR ranges, `*` for any), whose `Forwarded` and
@@ -230,6 +274,7 @@ impl Default for ServerSettings {
             data_dir: "./data".to_owned(),
             cors_allow_origin: vec!["*".to_owned()],
             log: "info".to_owned(),
+            log_format: "text".to_owned(),
             workers: 0,
             forwarded_allow_ips: Vec::new(),
             body_read_timeout: 30.0,
@@ -488,6 +533,9 @@ impl Settings {
         if self.server.host.trim().is_empty() {
             return Err(ConfigError::key("server.host", "must not be empty"));
         }
+        if !matches!(self.server.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::key("server.log_format", "must be `text` or `json`"));
+        }
         if self.server.data_dir.trim().is_empty() {
             return Err(ConfigError::key("server.data_dir", "must not be empty"));
         }
@@ -563,6 +611,14 @@ impl Settings {
                     self.usage.retention_days
                 ),
             ));
+        }
+        for (group, weight) in &self.balance.queue_weights {
+            if !(1..=MAX_QUEUE_WEIGHT).contains(weight) {
+                return Err(ConfigError::key(
+                    format!("balance.queue_weights.{group}"),
+                    format!("{weight} is not a whole number from 1 to {MAX_QUEUE_WEIGHT}"),
+                ));
+            }
         }
         if self.auth.password_queue == 0 {
             return Err(ConfigError::key("auth.password_queue", "must be at least 1"));

@@ -10,6 +10,7 @@ mod exchange;
 mod fleet;
 mod hardening;
 mod models;
+mod observability;
 mod openai;
 mod passthrough;
 mod replicas;

@@ -5,7 +5,7 @@
 //! 3. the web console in Debian's headless Chromium (`tests/console`, Playwright for Python),
 //!    against a gateway of its own in front of simulators;
 //! 4. every benchmark scenario in its smoke mode (`bench --smoke`, `bench balance --smoke`,
-//!    `bench streams --smoke`):
+//!    `bench streams --smoke`, `bench metering --smoke`):
 //!    a few requests each, no figure kept, so a benchmark that stops working fails here.
 //! 5. a short rolling restart under load (`cargo xtask rolling --quick`): three replicas on
 //!    PostgreSQL behind nginx, no failed request and no cut stream.
@@ -33,7 +33,12 @@ pub fn run(root: &Path) -> Result<()> {
     if let Err(err) = console_tests(root) {
         failures.push(format!("console suite: {err:#}"));
     }
-    for args in [vec!["--smoke"], vec!["balance", "--smoke"], vec!["streams", "--smoke"]] {
+    for args in [
+        vec!["--smoke"],
+        vec!["balance", "--smoke"],
+        vec!["streams", "--smoke"],
+        vec!["metering", "--smoke"],
+    ] {
         let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
         eprintln!("$ cargo xtask bench {}", args.join(" "));
         if let Err(err) = crate::bench::run(root, &args) {

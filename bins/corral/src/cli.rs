@@ -46,6 +46,40 @@ pub enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Print usage (requests and tokens) from the database: the table `GET /api/v1/usage` gives.
+    Usage(UsageArgs),
+}
+
+/// `corral usage`: the same parameters as `GET /api/v1/usage`.
+#[derive(Debug, Default, clap::Args)]
+pub struct UsageArgs {
+    /// Start: a date (2026-12-05), an RFC 3339 time or Unix seconds (default: the first record).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End: the same forms; a bare date includes that whole day (default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Group by user, key, group, model, instance or day (comma-separated or repeated).
+    #[arg(long)]
+    pub group_by: Vec<String>,
+    /// Only this user (an id, or an email).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only this API key (its id).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Only this model (as run or as asked for).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Only this instance (its index in `ollama.base_urls`).
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Only this group (its id).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// `table`, `csv` or `json`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ mod doctor;
 mod health;
 mod serve;
 mod setup;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(settings()?, args)?,
         Command::User { action } => accounts::user(&settings()?, action)?,
         Command::Key { action } => accounts::key(&settings()?, action)?,
+        Command::Usage(args) => usage::run(&settings()?, args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ pub use keys::{reference_markdown, EnvKind, SettingDoc, SETTINGS};
 pub use proxies::{client_address, TrustedProxies};
 pub use settings::{
     AuthSettings, BalanceSettings, ConnectionSettings, DatabaseSettings, MetricsSettings, OllamaSettings,
-    ServerSettings, Settings, Slots, UpstreamSettings,
+    ServerSettings, Settings, Slots, UpstreamSettings, UsageSettings,
 };
 
 /// Why a configuration was refused. Every variant names the key and the problem.

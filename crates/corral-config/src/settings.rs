@@ -24,8 +24,37 @@ pub struct Settings {
     pub balance: BalanceSettings,
     /// Who may call Corral.
     pub auth: AuthSettings,
+    /// Usage metering: how records are buffered, written and kept.
+    pub usage: UsageSettings,
     /// The Prometheus metrics endpoint.
     pub metrics: MetricsSettings,
+}
+
+/// Usage metering: one record per model-running request, buffered in memory and written in
+/// batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSettings {
+    /// Whether usage records are kept at all (needs a database).
+    pub enable: bool,
+    /// Seconds between two batch writes; a crash loses at most this much usage.
+    pub flush_interval: f64,
+    /// Records kept in memory while the database is unreachable; beyond it new ones are dropped
+    /// and counted.
+    pub buffer_size: usize,
+    /// Days records are kept; older ones are pruned. 0 keeps them forever.
+    pub retention_days: u32,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        UsageSettings {
+            enable: true,
+            flush_interval: 1.0,
+            buffer_size: 100_000,
+            retention_days: 0,
+        }
+    }
 }
 
 /// The Prometheus metrics endpoint (`GET /metrics`).
@@ -566,6 +595,7 @@ impl Settings {
             ("balance.ejection_time", self.balance.ejection_time, false),
             ("server.body_read_timeout", self.server.body_read_timeout, true),
             ("auth.password_wait", self.auth.password_wait, false),
+            ("usage.flush_interval", self.usage.flush_interval, false),
         ];
         for (key, value, zero_ok) in durations {
             if !value.is_finite() || value < 0.0 || (!zero_ok && value == 0.0) || value > MAX_SECONDS {
@@ -587,6 +617,18 @@ impl Settings {
             if let Err(err) = policy.parse::<corral_balance::PolicyKind>() {
                 return Err(ConfigError::key(format!("balance.per_model.{model}"), err.to_string()));
             }
+        }
+        if self.usage.buffer_size == 0 {
+            return Err(ConfigError::key("usage.buffer_size", "must be at least 1"));
+        }
+        if self.usage.retention_days > 36_500 {
+            return Err(ConfigError::key(
+                "usage.retention_days",
+                format!(
+                    "{} is more than 36500 (a hundred years); 0 keeps records forever",
+                    self.usage.retention_days
+                ),
+            ));
         }
         for (group, weight) in &self.balance.queue_weights {
             if !(1..=MAX_QUEUE_WEIGHT).contains(weight) {

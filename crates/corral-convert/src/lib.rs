@@ -16,6 +16,7 @@ mod stream;
 pub mod stream_end;
 mod tools;
 mod usage;
+pub mod usage_event;
 
 pub use chat::{chat_completion, chat_request, ChatChunker, ChatStream};
 pub use completion::{completion, completion_request, CompletionChunker, CompletionStream};

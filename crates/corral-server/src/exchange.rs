@@ -218,9 +218,12 @@ impl Exchanges {
         let at_ms = at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        // The gateway asked an `/ollama/v1` stream for its usage event on the client's behalf.
+        let strip_usage_event = req.extensions().contains::<crate::usage::StripUsageEvent>();
         let scope = req.extensions().get::<std::rc::Rc<crate::observe::Scope>>().cloned();
         Exchange {
             record: Some(Box::new(Record {
+                strip_usage_event,
                 scope,
                 observers,
                 arrived,
@@ -262,6 +265,8 @@ impl Exchanges {
 pub struct Arrived(pub Instant);
 
 struct Record {
+    /// Whether the usage-only event of an SSE answer is taken out before the client sees it.
+    strip_usage_event: bool,
     /// The request's access-log and span notes, given the counts at the end.
     scope: Option<std::rc::Rc<crate::observe::Scope>>,
     observers: Arc<Vec<Arc<dyn Observer>>>,
@@ -291,6 +296,12 @@ impl Exchange {
     /// A record nobody watches.
     pub fn unwatched() -> Exchange {
         Exchange { record: None }
+    }
+
+    /// Whether the answer's usage-only event (asked for by the gateway, not the client) is
+    /// to be taken out of what the client receives, after it was metered.
+    pub fn strips_usage_event(&self) -> bool {
+        self.record.as_ref().is_some_and(|r| r.strip_usage_event)
     }
 
     /// The model is run as `model` (a preset's base, the catalogue id).

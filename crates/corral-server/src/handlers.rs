@@ -11,6 +11,7 @@ pub mod models;
 pub mod native;
 pub mod openai;
 pub mod ready;
+pub mod usage;
 
 pub use model_ref::ModelRef;
 

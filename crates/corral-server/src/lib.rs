@@ -26,6 +26,7 @@ pub mod rlimit;
 pub mod routes;
 mod state;
 pub mod telemetry;
+mod usage;
 
 use std::io;
 use std::net::TcpListener;
@@ -114,6 +115,7 @@ impl Corral {
         fleet::spawn_refresher(self.shared.clone());
         config_watch::spawn(self.shared.clone());
         health_check::spawn(self.shared.clone());
+        usage::spawn(self.shared.clone());
     }
 
     /// Serves the gateway on `listener` until SIGTERM or SIGINT, then drains (see [`Corral::drain`])

@@ -20,7 +20,7 @@ pub use table::{openapi, table, RouteInfo};
 
 use crate::auth::Level;
 use crate::handlers::native::{self, Quirk, Routing, Spec};
-use crate::handlers::{accounts, config, fleet, meta, models, openai, ready};
+use crate::handlers::{accounts, config, fleet, meta, models, openai, ready, usage};
 use crate::state::Shared;
 
 /// One method's route on a path, with the callers it admits.
@@ -199,6 +199,7 @@ pub fn register_with(r: &mut Routes, console: Option<&str>) {
     }
     owui_routes(r);
     accounts::register(r);
+    usage::register(r);
     r.add(
         Method::POST,
         "/v1/chat/completions",

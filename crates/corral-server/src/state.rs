@@ -35,6 +35,8 @@ pub struct Shared {
     pub guard: crate::guard::Guard,
     /// Serving or draining, and when the database last answered.
     pub lifecycle: crate::lifecycle::Lifecycle,
+    /// Usage records waiting to be written.
+    pub usage: Arc<crate::usage::UsageBuffer>,
     /// What Prometheus scrapes (`GET /metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// OpenTelemetry spans, exported over OTLP when configured.
@@ -67,6 +69,7 @@ impl Shared {
             auth: crate::auth::Auth::default(),
             guard,
             lifecycle: crate::lifecycle::Lifecycle::default(),
+            usage: Arc::default(),
             metrics,
             telemetry: crate::telemetry::Telemetry::default(),
             exchanges,
@@ -164,13 +167,23 @@ impl Shared {
         )
     }
 
-    /// Writes what is buffered in memory to the database: the API keys' last-use times now;
-    /// usage records, when the gateway keeps them, belong here too. Blocking: the shutdown
-    /// calls it off the executor once the last request has finished.
+    /// Writes what is buffered in memory to the database: the API keys' last-use times and the
+    /// usage records. Blocking: the shutdown calls it off the executor once the last request has
+    /// finished. Usage records the database does not take now are lost, and the log says how many.
     pub fn flush_buffers(&self) {
         self.telemetry.flush();
         let Some(store) = &self.store else { return };
         self.auth.flush_key_uses(store, true);
+        if self.usage.enabled() {
+            match self.usage.write_to(store) {
+                Ok(n) => tracing::info!(written = n, "usage records written"),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    lost = self.usage.pending(),
+                    "usage records could not be written before exiting; they are lost"
+                ),
+            }
+        }
     }
 
     /// The `config` revision the current settings reflect.

@@ -317,6 +317,7 @@ async fn embed(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpRespon
         })
         .collect();
     let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count().max(1)).sum();
+    sim.served(tokens, 0);
     ticket.finish();
     ok_json(&json!({
         "model": name,

@@ -92,6 +92,7 @@ async fn generate(sim: Arc<Sim>, req: HttpRequest, body: Bytes, chat: bool) -> H
             json!({ "text": text, "index": 0, "finish_reason": reason })
         };
         let object = if chat { "chat.completion" } else { "text_completion" };
+        sim.served(12, chunks);
         return HttpResponse::Ok().content_type("application/json").body(
             json!({ "id": id, "object": object, "created": t, "model": model, "system_fingerprint": "fp_ollama", "choices": [choice], "usage": usage })
                 .to_string(),
@@ -128,12 +129,19 @@ async fn generate(sim: Arc<Sim>, req: HttpRequest, body: Bytes, chat: bool) -> H
     frames.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let delay =
         (sim.config.tokens_per_sec > 0.0).then(|| std::time::Duration::from_secs_f64(1.0 / sim.config.tokens_per_sec));
-    let body = futures_util::stream::unfold((frames.into_iter(), true), move |(mut it, first)| async move {
-        let next = it.next()?;
-        if let (Some(d), false) = (delay, first) {
-            tokio::time::sleep(d).await;
+    let body = futures_util::stream::unfold((frames.into_iter(), true), move |(mut it, first)| {
+        let sim = sim.clone();
+        async move {
+            let next = it.next()?;
+            if let (Some(d), false) = (delay, first) {
+                tokio::time::sleep(d).await;
+            }
+            if it.len() == 0 {
+                // The last frame: the answer is sent whole.
+                sim.served(12, chunks);
+            }
+            Some((Ok::<Bytes, actix_web::Error>(next), (it, false)))
         }
-        Some((Ok::<Bytes, actix_web::Error>(next), (it, false)))
     });
     HttpResponse::Ok().content_type("text/event-stream").streaming(body)
 }
@@ -166,6 +174,7 @@ async fn embeddings(sim: web::Data<Sim>, req: HttpRequest, body: Bytes) -> HttpR
         .map(|(i, t)| json!({ "object": "embedding", "embedding": text::embedding(t, m.embedding_length.max(1)), "index": i }))
         .collect();
     let n = inputs.len() * 4;
+    sim.served(n, 0);
     HttpResponse::Ok().content_type("application/json").body(
         json!({ "object": "list", "data": data, "model": name, "usage": { "prompt_tokens": n, "total_tokens": n } })
             .to_string(),

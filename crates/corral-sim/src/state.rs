@@ -32,6 +32,14 @@ pub struct Stats {
     pub completed: u64,
     /// Errors injected by faults.
     pub injected_errors: u64,
+    /// Prompt tokens reported in the answers that were sent whole (`prompt_eval_count`, or
+    /// `usage.prompt_tokens` on the OpenAI routes, whether or not the client asked to see it).
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Completion tokens reported in the answers that were sent whole (`eval_count`, or
+    /// `usage.completion_tokens`).
+    #[serde(default)]
+    pub completion_tokens: u64,
     /// The last request received (control routes excluded).
     pub last_request: Option<RecordedRequest>,
 }
@@ -115,6 +123,13 @@ impl Sim {
 
     pub fn stats(&self) -> Stats {
         self.inner.lock().stats.clone()
+    }
+
+    /// Counts the tokens an answer reports, as it is sent whole (its last part produced).
+    pub fn served(&self, prompt: usize, completion: usize) {
+        let mut inner = self.inner.lock();
+        inner.stats.prompt_tokens += prompt as u64;
+        inner.stats.completion_tokens += completion as u64;
     }
 
     pub fn reset_stats(&self) {

@@ -17,6 +17,7 @@ mod settings;
 pub mod test_support;
 mod tokens;
 mod url;
+mod usage;
 mod users;
 
 use std::time::Duration;
@@ -38,6 +39,9 @@ pub use crate::revisions::Revisions;
 pub use crate::sealing::{is_sealed, OpenError, Sealer, SEALED_PREFIX};
 pub use crate::tokens::RevokedToken;
 pub use crate::url::redact;
+pub use crate::usage::{
+    usage_columns, usage_csv, usage_table, UsageDimension, UsageParamError, UsageQuery, UsageRecord, UsageRow,
+};
 pub use crate::users::{NewUser, User, UserChanges, ROLE_SETTING, SIGNUP_CLOSED, SIGNUP_SETTING};
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

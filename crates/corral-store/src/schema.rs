@@ -89,6 +89,35 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_groups (record_id, group_id) {
+        record_id -> Text,
+        group_id -> Text,
+        at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_records (id) {
+        id -> Text,
+        at_ms -> BigInt,
+        user_id -> Nullable<Text>,
+        key_id -> Nullable<Text>,
+        model_asked -> Text,
+        model_run -> Text,
+        instance -> Nullable<Integer>,
+        route -> Text,
+        status -> Integer,
+        streamed -> Bool,
+        cancelled -> Bool,
+        estimated -> Bool,
+        input_tokens -> BigInt,
+        output_tokens -> BigInt,
+        ttft_ms -> Nullable<BigInt>,
+        duration_ms -> BigInt,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Text,
         email -> Text,
@@ -117,5 +146,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     revoked_tokens,
     settings,
     state_revisions,
+    usage_groups,
+    usage_records,
     users,
 );

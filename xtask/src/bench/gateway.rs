@@ -743,15 +743,22 @@ pub fn oha(root: &Path) -> Result<PathBuf> {
 }
 
 /// One oha run's figures.
-struct Load {
-    p50_ms: f64,
-    p99_ms: f64,
-    secs: f64,
-    ok: u64,
-    total: u64,
+pub struct Load {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub secs: f64,
+    pub ok: u64,
+    pub total: u64,
 }
 
-fn oha_run(oha: &Path, url: &str, body: &str, concurrency: usize, run: Duration, auth: Option<&str>) -> Result<Load> {
+pub fn oha_run(
+    oha: &Path,
+    url: &str,
+    body: &str,
+    concurrency: usize,
+    run: Duration,
+    auth: Option<&str>,
+) -> Result<Load> {
     let mut cmd = Command::new(oha);
     if let Some(header) = auth {
         cmd.args(["-H", header]);

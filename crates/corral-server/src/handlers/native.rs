@@ -215,6 +215,17 @@ pub async fn forward(
         } else if let Some(caller) = &caller {
             extra_headers = caller.forwarded_headers(&settings, None);
         }
+        // A streamed `/ollama/v1` answer carries its token counts only when asked: the gateway
+        // asks on the client's behalf when metering, and takes the extra event out again.
+        if shared.exchanges.watched()
+            && matches!(spec.path, "/v1/chat/completions" | "/v1/completions")
+            && fields.stream == Some(true)
+        {
+            if let Some(asked) = corral_convert::usage_event::ask_for_usage(&bytes) {
+                bytes = bytes::Bytes::from(asked);
+                actix_web::HttpMessage::extensions_mut(&req).insert(crate::usage::StripUsageEvent);
+            }
+        }
         let model = base.as_deref().or(model);
         let target = match (pinned, spec.routing, model) {
             (Some(idx), _, _) => target(&shared, idx)?,

@@ -57,6 +57,11 @@ pub struct Relay<S> {
     end: Option<StreamEnd>,
     /// The record of a model-running request, fed the bytes as they pass.
     exchange: crate::exchange::Exchange,
+    /// Takes out the usage event the gateway asked for on the client's behalf (after the
+    /// exchange read it).
+    usage_strip: Option<corral_convert::usage_event::UsageEventStrip>,
+    /// Whether the upstream body has ended.
+    inner_ended: bool,
 }
 
 impl<S> Drop for Relay<S> {
@@ -87,11 +92,16 @@ impl<S> Relay<S> {
                 Framing::Opaque => None,
             },
             exchange: crate::exchange::Exchange::unwatched(),
+            usage_strip: None,
+            inner_ended: false,
         }
     }
 
     /// Feeds the relayed bytes, and how the answer ended, to `exchange`.
     pub fn exchange(mut self, exchange: crate::exchange::Exchange) -> Relay<S> {
+        if exchange.strips_usage_event() && self.framing == Framing::Sse {
+            self.usage_strip = Some(corral_convert::usage_event::UsageEventStrip::new());
+        }
         self.exchange = exchange;
         self
     }
@@ -144,45 +154,64 @@ where
         if this.done {
             return Poll::Ready(None);
         }
-        match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                if let (Some(sleep), Some(idle)) = (this.sleep.as_mut(), this.idle) {
-                    sleep.as_mut().reset(Instant::now() + idle);
+        loop {
+            let polled = if this.inner_ended {
+                Poll::Ready(None)
+            } else {
+                Pin::new(&mut this.inner).poll_next(cx)
+            };
+            return match polled {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if let (Some(sleep), Some(idle)) = (this.sleep.as_mut(), this.idle) {
+                        sleep.as_mut().reset(Instant::now() + idle);
+                    }
+                    if let Some(last) = chunk.last() {
+                        this.at_line_start = *last == b'\n';
+                    }
+                    this.relayed += chunk.len() as u64;
+                    if let Some(end) = this.end.as_mut() {
+                        end.push(&chunk);
+                    }
+                    this.exchange.chunk(&chunk);
+                    if let Some(strip) = this.usage_strip.as_mut() {
+                        let out = strip.push(&chunk);
+                        if out.is_empty() {
+                            continue;
+                        }
+                        return Poll::Ready(Some(Ok(Bytes::from(out))));
+                    }
+                    Poll::Ready(Some(Ok(chunk)))
                 }
-                if let Some(last) = chunk.last() {
-                    this.at_line_start = *last == b'\n';
+                Poll::Ready(Some(Err(err))) => {
+                    Poll::Ready(this.fail(format!("the Ollama instance broke off the response: {err}")))
                 }
-                this.relayed += chunk.len() as u64;
-                if let Some(end) = this.end.as_mut() {
-                    end.push(&chunk);
+                Poll::Ready(None) => {
+                    this.inner_ended = true;
+                    let rest = this.usage_strip.as_mut().map(|s| s.finish()).unwrap_or_default();
+                    if !rest.is_empty() {
+                        return Poll::Ready(Some(Ok(Bytes::from(rest))));
+                    }
+                    if this.ended_properly() {
+                        this.done = true;
+                        this.exchange.completed();
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(this.fail("the Ollama instance ended the response before it was complete".to_owned()))
                 }
-                this.exchange.chunk(&chunk);
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(err))) => {
-                Poll::Ready(this.fail(format!("the Ollama instance broke off the response: {err}")))
-            }
-            Poll::Ready(None) => {
-                if this.ended_properly() {
-                    this.done = true;
-                    this.exchange.completed();
-                    return Poll::Ready(None);
+                Poll::Pending => {
+                    let timed_out = match this.sleep.as_mut() {
+                        Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
+                        None => false,
+                    };
+                    if timed_out {
+                        let secs = this.idle.map_or(0.0, |d| d.as_secs_f64());
+                        return Poll::Ready(this.fail(format!(
+                            "the Ollama instance sent nothing for {secs}s and the gateway gave up"
+                        )));
+                    }
+                    Poll::Pending
                 }
-                Poll::Ready(this.fail("the Ollama instance ended the response before it was complete".to_owned()))
-            }
-            Poll::Pending => {
-                let timed_out = match this.sleep.as_mut() {
-                    Some(sleep) => sleep.as_mut().poll(cx).is_ready(),
-                    None => false,
-                };
-                if timed_out {
-                    let secs = this.idle.map_or(0.0, |d| d.as_secs_f64());
-                    return Poll::Ready(this.fail(format!(
-                        "the Ollama instance sent nothing for {secs}s and the gateway gave up"
-                    )));
-                }
-                Poll::Pending
-            }
+            };
         }
     }
 }

@@ -17,3 +17,4 @@ mod passthrough;
 mod replicas;
 mod sockets;
 mod support;
+mod usage;

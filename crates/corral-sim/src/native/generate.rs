@@ -454,6 +454,7 @@ impl Gen {
         v["total_duration"] = json!(text::nanos(total.max(self.load + eval)));
         v["load_duration"] = json!(text::nanos(self.load));
         v["prompt_eval_count"] = json!(self.plan.prompt_tokens);
+        self.sim.served(self.plan.prompt_tokens, eval_count);
         v["prompt_eval_duration"] = json!(text::nanos(Duration::from_micros(40) * self.plan.prompt_tokens as u32));
         if eval_count > 0 {
             v["eval_count"] = json!(eval_count);

@@ -37,6 +37,7 @@ mod settings;
 mod support;
 mod tokens;
 mod unavailable;
+mod usage;
 mod users;
 
 /// Runs `check` on a freshly opened (and so migrated) SQLite database.

@@ -6,7 +6,7 @@ use corral_store::{Revisions, Store};
 use crate::support::{user, NOW};
 
 /// Every migration directory, which both backends share by name.
-const MIGRATIONS: usize = 2;
+const MIGRATIONS: usize = 3;
 
 fn apply_revert_and_reapply(store: &Store) {
     assert_eq!(store.migrate().unwrap(), 0, "open already migrated");

@@ -1,0 +1,136 @@
+//! The usage event of an OpenAI-shaped stream, asked for and taken out again.
+//!
+//! A streamed OpenAI answer carries token counts only when the request says
+//! `stream_options: {"include_usage": true}`: one more event, with empty `choices` and a `usage`
+//! object, before `data: [DONE]`. To meter exactly, the gateway asks for it on the client's
+//! behalf ([`ask_for_usage`]) and, when the client did not, takes that event out of what the
+//! client receives ([`UsageEventStrip`]), after the meter has read it.
+
+use serde_json::Value;
+
+/// The body with `stream_options.include_usage` set, when it streams and does not ask for
+/// usage itself; `None` when it should be sent as it is (not a streamed object, or usage
+/// already asked for or explicitly refused).
+pub fn ask_for_usage(body: &[u8]) -> Option<Vec<u8>> {
+    let mut value: Value = serde_json::from_slice(body).ok()?;
+    let map = value.as_object_mut()?;
+    if map.get("stream").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let options = map
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    let options = options.as_object_mut()?;
+    if options.contains_key("include_usage") {
+        return None;
+    }
+    options.insert("include_usage".to_owned(), Value::Bool(true));
+    serde_json::to_vec(&value).ok()
+}
+
+/// Takes the usage-only events (`"choices": []` with a `usage` object) out of a server-sent
+/// event stream and passes every other event on whole, as soon as its blank line arrives.
+#[derive(Debug, Clone, Default)]
+pub struct UsageEventStrip {
+    /// The event in progress.
+    pending: Vec<u8>,
+}
+
+impl UsageEventStrip {
+    /// A filter that has seen nothing.
+    pub fn new() -> UsageEventStrip {
+        UsageEventStrip::default()
+    }
+
+    /// The bytes of `chunk` to pass on: the events it completes, but usage-only ones. An
+    /// event's start waits for its end (usually in the same chunk).
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(chunk.len());
+        let mut rest = chunk;
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            // The line may have begun in an earlier chunk.
+            let start = memchr::memrchr(b'\n', &self.pending).map_or(0, |i| i + 1);
+            self.pending.extend_from_slice(&rest[..=nl]);
+            rest = &rest[nl + 1..];
+            let blank = matches!(&self.pending[start..], b"\n" | b"\r\n");
+            if blank {
+                if !is_usage_only(&self.pending) {
+                    out.extend_from_slice(&self.pending);
+                }
+                self.pending.clear();
+            }
+        }
+        self.pending.extend_from_slice(rest);
+        out
+    }
+
+    /// What is left at the end of the stream (an event without its blank line), passed on.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+/// Whether an event's data is an object with empty `choices` and a `usage` object.
+fn is_usage_only(event: &[u8]) -> bool {
+    if memchr::memmem::find(event, b"\"usage\"").is_none() {
+        return false;
+    }
+    let mut data = Vec::new();
+    for line in event.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(d) = line.strip_prefix(b"data:") {
+            if !data.is_empty() {
+                data.push(b'\n');
+            }
+            data.extend_from_slice(d.strip_prefix(b" ").unwrap_or(d));
+        }
+    }
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&data) else {
+        return false;
+    };
+    map.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
+        && map.get("usage").is_some_and(Value::is_object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ask_for_usage, UsageEventStrip};
+
+    #[test]
+    fn usage_is_asked_for_only_on_streams_that_do_not_say() {
+        let asked = ask_for_usage(br#"{"model":"m","stream":true,"stream_options":{"x":1}}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(asked).unwrap(),
+            r#"{"model":"m","stream":true,"stream_options":{"x":1,"include_usage":true}}"#
+        );
+        assert!(ask_for_usage(br#"{"model":"m","stream":true}"#).is_some());
+        assert!(ask_for_usage(br#"{"model":"m"}"#).is_none());
+        assert!(ask_for_usage(br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#).is_none());
+        assert!(ask_for_usage(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#).is_none());
+        assert!(ask_for_usage(b"not json").is_none());
+    }
+
+    #[test]
+    fn the_usage_event_goes_whatever_the_split_and_the_rest_passes_whole() {
+        let events = [
+            "data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\"\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}\n\n",
+            "data: [DONE]\n\n",
+        ];
+        let body = events.concat();
+        let want = [events[0], events[1], events[3]].concat();
+        for step in 1..body.len() {
+            let mut strip = UsageEventStrip::new();
+            let mut out = Vec::new();
+            for chunk in body.as_bytes().chunks(step) {
+                out.extend(strip.push(chunk));
+            }
+            out.extend(strip.finish());
+            assert_eq!(String::from_utf8(out).unwrap(), want, "split every {step} bytes");
+        }
+        let mut strip = UsageEventStrip::new();
+        assert_eq!(strip.push(b"{\"error\":\"no\"}"), b"");
+        assert_eq!(strip.finish(), b"{\"error\":\"no\"}");
+    }
+}

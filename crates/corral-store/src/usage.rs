@@ -1,0 +1,447 @@
+//! Usage records: one row per model-running request, written in batches, summed per user, key,
+//! group, model, instance or day, and pruned after the retention period.
+
+mod report;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+
+use crate::conn::{on_backend, write_tx, AnyConnection};
+use crate::schema::{usage_groups, usage_records};
+use crate::{Backend, Store, StoreError};
+
+pub use report::{usage_columns, usage_csv, usage_table, UsageParamError};
+
+/// Rows per insert statement: 16 columns each stays under both backends' parameter limits.
+const BATCH: usize = 400;
+
+/// One model-running request, as metered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// A uuid made when the request finished: writing a record twice keeps one row.
+    pub id: String,
+    /// Unix milliseconds when the request arrived.
+    pub at_ms: i64,
+    /// The caller's user id (none in open access).
+    pub user_id: Option<String>,
+    /// The API key's id, when the credential was an API key (never the key).
+    pub key_id: Option<String>,
+    /// The ids of the groups the caller belonged to (read back sorted).
+    pub groups: Vec<String>,
+    /// The model as the client named it.
+    pub model_asked: String,
+    /// The catalogue id the request ran on.
+    pub model_run: String,
+    /// The index of the instance that answered, if one did.
+    pub instance: Option<i32>,
+    /// The route (`chat`, `generate`, `openai_chat`, …).
+    pub route: String,
+    /// The status the client got.
+    pub status: i32,
+    /// Whether the answer was streamed.
+    pub streamed: bool,
+    /// Whether the client went away before the answer ended.
+    pub cancelled: bool,
+    /// Whether the token counts are estimated (chunks relayed) rather than the instance's own.
+    pub estimated: bool,
+    /// Prompt tokens.
+    pub input_tokens: i64,
+    /// Completion tokens.
+    pub output_tokens: i64,
+    /// Milliseconds from arrival to the first byte relayed.
+    pub ttft_ms: Option<i64>,
+    /// Milliseconds from arrival to the end.
+    pub duration_ms: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = usage_records)]
+struct RecordRow<'a> {
+    id: &'a str,
+    at_ms: i64,
+    user_id: Option<&'a str>,
+    key_id: Option<&'a str>,
+    model_asked: &'a str,
+    model_run: &'a str,
+    instance: Option<i32>,
+    route: &'a str,
+    status: i32,
+    streamed: bool,
+    cancelled: bool,
+    estimated: bool,
+    input_tokens: i64,
+    output_tokens: i64,
+    ttft_ms: Option<i64>,
+    duration_ms: i64,
+}
+
+impl<'a> From<&'a UsageRecord> for RecordRow<'a> {
+    fn from(r: &'a UsageRecord) -> Self {
+        RecordRow {
+            id: &r.id,
+            at_ms: r.at_ms,
+            user_id: r.user_id.as_deref(),
+            key_id: r.key_id.as_deref(),
+            model_asked: &r.model_asked,
+            model_run: &r.model_run,
+            instance: r.instance,
+            route: &r.route,
+            status: r.status,
+            streamed: r.streamed,
+            cancelled: r.cancelled,
+            estimated: r.estimated,
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            ttft_ms: r.ttft_ms,
+            duration_ms: r.duration_ms,
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = usage_groups)]
+struct GroupRow<'a> {
+    record_id: &'a str,
+    group_id: &'a str,
+    at_ms: i64,
+}
+
+/// What a usage report may be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UsageDimension {
+    /// The caller's user id.
+    User,
+    /// The API key's id.
+    Key,
+    /// Each group the caller belonged to (a request counts once under each of its groups).
+    Group,
+    /// The model run.
+    Model,
+    /// The instance that answered.
+    Instance,
+    /// The UTC day.
+    Day,
+}
+
+impl UsageDimension {
+    /// Every dimension, in report column order.
+    pub const ALL: [UsageDimension; 6] = [
+        UsageDimension::User,
+        UsageDimension::Key,
+        UsageDimension::Group,
+        UsageDimension::Model,
+        UsageDimension::Instance,
+        UsageDimension::Day,
+    ];
+
+    /// The name in `group_by`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageDimension::User => "user",
+            UsageDimension::Key => "key",
+            UsageDimension::Group => "group",
+            UsageDimension::Model => "model",
+            UsageDimension::Instance => "instance",
+            UsageDimension::Day => "day",
+        }
+    }
+
+    /// The dimension named `name` in `group_by`.
+    pub fn parse(name: &str) -> Option<UsageDimension> {
+        UsageDimension::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
+    /// The SQL expressions selected (and grouped by) for this dimension.
+    fn columns(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            UsageDimension::User => &[("u.user_id", "user_id")],
+            UsageDimension::Key => &[("u.key_id", "key_id")],
+            UsageDimension::Group => &[("g.group_id", "group_id")],
+            UsageDimension::Model => &[("u.model_run", "model")],
+            UsageDimension::Instance => &[("u.instance", "instance")],
+            UsageDimension::Day => &[("(u.at_ms / 86400000)", "day")],
+        }
+    }
+}
+
+/// Which records a report covers and how it groups them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// Unix milliseconds, inclusive.
+    pub from_ms: i64,
+    /// Unix milliseconds, exclusive.
+    pub to_ms: i64,
+    /// The dimensions to group by (none: one total row).
+    pub group_by: Vec<UsageDimension>,
+    /// Only this user's records.
+    pub user: Option<String>,
+    /// Only this API key's records.
+    pub key: Option<String>,
+    /// Only records of this model (run or asked for).
+    pub model: Option<String>,
+    /// Only records of this instance index.
+    pub instance: Option<i32>,
+    /// Only records of callers in this group.
+    pub group: Option<String>,
+}
+
+/// One row of a usage report: the group's values (set only for the dimensions grouped by) and sums.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct UsageRow {
+    /// The user id.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub user_id: Option<String>,
+    /// The API key id.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub key_id: Option<String>,
+    /// The group id.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub group_id: Option<String>,
+    /// The model run.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub model: Option<String>,
+    /// The instance index.
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub instance: Option<i32>,
+    /// The UTC day, in days since the Unix epoch.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub day: Option<i64>,
+    /// Requests.
+    #[diesel(sql_type = BigInt)]
+    pub requests: i64,
+    /// Prompt tokens.
+    #[diesel(sql_type = BigInt)]
+    pub input_tokens: i64,
+    /// Completion tokens.
+    #[diesel(sql_type = BigInt)]
+    pub output_tokens: i64,
+    /// Requests whose client went away.
+    #[diesel(sql_type = BigInt)]
+    pub cancelled: i64,
+    /// Requests that got an error status (cancelled ones aside).
+    #[diesel(sql_type = BigInt)]
+    pub failed: i64,
+    /// Requests whose counts are estimated.
+    #[diesel(sql_type = BigInt)]
+    pub estimated: i64,
+    /// Streamed requests.
+    #[diesel(sql_type = BigInt)]
+    pub streamed: i64,
+    /// The sum of the times to first token that were measured, in milliseconds.
+    #[diesel(sql_type = BigInt)]
+    pub ttft_ms_sum: i64,
+    /// How many times to first token were measured.
+    #[diesel(sql_type = BigInt)]
+    pub ttft_count: i64,
+    /// The sum of the durations, in milliseconds.
+    #[diesel(sql_type = BigInt)]
+    pub duration_ms_sum: i64,
+}
+
+impl Store {
+    /// Writes `records` in one transaction, in statements of a few hundred rows; returns how many
+    /// were new. A record already stored (same id: a batch retried after its acknowledgement was lost)
+    /// is skipped, so retrying a batch never counts a request twice.
+    pub fn insert_usage(&self, records: &[UsageRecord]) -> Result<usize, StoreError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |c| {
+            let mut inserted = 0;
+            for chunk in records.chunks(BATCH) {
+                let rows: Vec<RecordRow<'_>> = chunk.iter().map(RecordRow::from).collect();
+                inserted += match c {
+                    AnyConnection::Postgresql(c) => diesel::insert_into(usage_records::table)
+                        .values(&rows)
+                        .on_conflict_do_nothing()
+                        .execute(c)?,
+                    AnyConnection::Sqlite(c) => diesel::insert_or_ignore_into(usage_records::table)
+                        .values(&rows)
+                        .execute(c)?,
+                };
+                let groups: Vec<GroupRow<'_>> = chunk
+                    .iter()
+                    .flat_map(|r| {
+                        r.groups.iter().map(|g| GroupRow {
+                            record_id: &r.id,
+                            group_id: g,
+                            at_ms: r.at_ms,
+                        })
+                    })
+                    .collect();
+                for groups in groups.chunks(BATCH * 4) {
+                    match c {
+                        AnyConnection::Postgresql(c) => diesel::insert_into(usage_groups::table)
+                            .values(groups)
+                            .on_conflict_do_nothing()
+                            .execute(c)?,
+                        AnyConnection::Sqlite(c) => diesel::insert_or_ignore_into(usage_groups::table)
+                            .values(groups)
+                            .execute(c)?,
+                    };
+                }
+            }
+            Ok(inserted)
+        })
+    }
+
+    /// The usage `query` asks for: one row per combination of its dimensions' values that has
+    /// records (ordered by them), or one total row when it groups by nothing.
+    pub fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        let sql = report_sql(query, self.backend);
+        let mut conn = self.conn()?;
+        let q = diesel::sql_query(sql)
+            .bind::<BigInt, _>(query.from_ms)
+            .bind::<BigInt, _>(query.to_ms)
+            .bind::<Nullable<Text>, _>(query.user.as_deref())
+            .bind::<Nullable<Text>, _>(query.key.as_deref())
+            .bind::<Nullable<Text>, _>(query.model.as_deref())
+            .bind::<Nullable<Integer>, _>(query.instance)
+            .bind::<Nullable<Text>, _>(query.group.as_deref());
+        Ok(on_backend!(&mut *conn, c => q.load::<UsageRow>(c))?)
+    }
+
+    /// Every record stored (oldest first), for tests and exports.
+    pub fn usage_records(&self) -> Result<Vec<UsageRecord>, StoreError> {
+        #[derive(Queryable)]
+        struct Row {
+            id: String,
+            at_ms: i64,
+            user_id: Option<String>,
+            key_id: Option<String>,
+            model_asked: String,
+            model_run: String,
+            instance: Option<i32>,
+            route: String,
+            status: i32,
+            streamed: bool,
+            cancelled: bool,
+            estimated: bool,
+            input_tokens: i64,
+            output_tokens: i64,
+            ttft_ms: Option<i64>,
+            duration_ms: i64,
+        }
+        let mut conn = self.conn()?;
+        let rows: Vec<Row> = usage_records::table
+            .order((usage_records::at_ms.asc(), usage_records::id.asc()))
+            .load(&mut *conn)?;
+        let groups: Vec<(String, String)> = usage_groups::table
+            .order((usage_groups::record_id, usage_groups::group_id))
+            .select((usage_groups::record_id, usage_groups::group_id))
+            .load(&mut *conn)?;
+        let mut by_record: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        for (record, group) in groups {
+            by_record.entry(record).or_default().push(group);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|r| UsageRecord {
+                groups: by_record.remove(&r.id).unwrap_or_default(),
+                id: r.id,
+                at_ms: r.at_ms,
+                user_id: r.user_id,
+                key_id: r.key_id,
+                model_asked: r.model_asked,
+                model_run: r.model_run,
+                instance: r.instance,
+                route: r.route,
+                status: r.status,
+                streamed: r.streamed,
+                cancelled: r.cancelled,
+                estimated: r.estimated,
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                ttft_ms: r.ttft_ms,
+                duration_ms: r.duration_ms,
+            })
+            .collect())
+    }
+
+    /// Deletes the records of requests that arrived before `before_ms` (Unix milliseconds); returns
+    /// how many went.
+    pub fn prune_usage(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |c| {
+            diesel::delete(usage_groups::table.filter(usage_groups::at_ms.lt(before_ms))).execute(c)?;
+            Ok(diesel::delete(usage_records::table.filter(usage_records::at_ms.lt(before_ms))).execute(c)?)
+        })
+    }
+}
+
+/// The report's SQL. Only fixed column names from [`UsageDimension::columns`] are spliced in; every
+/// value is a bound parameter (numbered, so each is bound once, in the order `usage_report` binds them).
+fn report_sql(query: &UsageQuery, backend: Backend) -> String {
+    let p = |n: usize| match backend {
+        Backend::Postgres => format!("${n}"),
+        Backend::Sqlite => format!("?{n}"),
+    };
+    // Rows are ordered by the dimensions in the order asked for.
+    let mut dims: Vec<UsageDimension> = Vec::new();
+    for dim in &query.group_by {
+        if !dims.contains(dim) {
+            dims.push(*dim);
+        }
+    }
+    let grouped: Vec<&str> = dims
+        .iter()
+        .flat_map(|d| d.columns().iter().map(|(expr, _)| *expr))
+        .collect();
+    let mut select = Vec::new();
+    for dim in UsageDimension::ALL {
+        for (expr, alias) in dim.columns() {
+            if dims.contains(&dim) {
+                select.push(format!("{expr} AS {alias}"));
+            } else {
+                let ty = match *alias {
+                    "instance" => "INTEGER",
+                    "day" => "BIGINT",
+                    _ => "TEXT",
+                };
+                select.push(format!("CAST(NULL AS {ty}) AS {alias}"));
+            }
+        }
+    }
+    let sum = |expr: &str, alias: &str| format!("CAST(COALESCE(SUM({expr}), 0) AS BIGINT) AS {alias}");
+    select.extend([
+        "COUNT(*) AS requests".to_owned(),
+        sum("u.input_tokens", "input_tokens"),
+        sum("u.output_tokens", "output_tokens"),
+        sum("CASE WHEN u.cancelled THEN 1 ELSE 0 END", "cancelled"),
+        sum(
+            "CASE WHEN u.status >= 400 AND NOT u.cancelled THEN 1 ELSE 0 END",
+            "failed",
+        ),
+        sum("CASE WHEN u.estimated THEN 1 ELSE 0 END", "estimated"),
+        sum("CASE WHEN u.streamed THEN 1 ELSE 0 END", "streamed"),
+        sum("u.ttft_ms", "ttft_ms_sum"),
+        "COUNT(u.ttft_ms) AS ttft_count".to_owned(),
+        sum("u.duration_ms", "duration_ms_sum"),
+    ]);
+    let join = if dims.contains(&UsageDimension::Group) {
+        " LEFT JOIN usage_groups g ON g.record_id = u.id"
+    } else {
+        ""
+    };
+    let mut sql = format!(
+        "SELECT {} FROM usage_records u{join} WHERE u.at_ms >= {} AND u.at_ms < {} \
+         AND ({u} IS NULL OR u.user_id = {u}) AND ({k} IS NULL OR u.key_id = {k}) \
+         AND ({m} IS NULL OR u.model_run = {m} OR u.model_asked = {m}) \
+         AND ({i} IS NULL OR u.instance = {i}) \
+         AND ({g} IS NULL OR EXISTS (SELECT 1 FROM usage_groups g2 WHERE g2.record_id = u.id AND g2.group_id = {g}))",
+        select.join(", "),
+        p(1),
+        p(2),
+        u = p(3),
+        k = p(4),
+        m = p(5),
+        i = p(6),
+        g = p(7),
+    );
+    if !grouped.is_empty() {
+        let list = grouped.join(", ");
+        sql.push_str(&format!(" GROUP BY {list} ORDER BY {list}"));
+    }
+    sql
+}

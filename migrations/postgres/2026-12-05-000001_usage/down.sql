@@ -1,0 +1,2 @@
+DROP TABLE usage_groups;
+DROP TABLE usage_records;

@@ -359,14 +359,20 @@ impl Limits {
 impl Budget {
     fn from_json(obj: &Map<String, Value>) -> Result<Budget, LimitError> {
         no_unknown(obj, &["tokens", "period", "reset", "models"], "budget.")?;
-        let tokens = count(obj, "tokens", "budget.tokens", MAX_TOKENS)?.ok_or_else(|| bad("budget.tokens", "is required"))?;
+        let tokens =
+            count(obj, "tokens", "budget.tokens", MAX_TOKENS)?.ok_or_else(|| bad("budget.tokens", "is required"))?;
         let period = match obj.get("period") {
             None | Some(Value::Null) => return Err(bad("budget.period", "is required (day, week or month)")),
             Some(Value::String(p)) => match p.as_str() {
                 "day" | "daily" => Period::Day,
                 "week" | "weekly" => Period::Week,
                 "month" | "monthly" => Period::Month,
-                _ => return Err(bad("budget.period", format!("unknown period {p:?}; expected day, week or month"))),
+                _ => {
+                    return Err(bad(
+                        "budget.period",
+                        format!("unknown period {p:?}; expected day, week or month"),
+                    ))
+                }
             },
             Some(other) => return Err(bad("budget.period", format!("must be a string, got {other}"))),
         };
@@ -396,7 +402,12 @@ impl Budget {
                 }
                 models
             }
-            Some(other) => return Err(bad("budget.models", format!("must be a list of model names, got {other}"))),
+            Some(other) => {
+                return Err(bad(
+                    "budget.models",
+                    format!("must be a list of model names, got {other}"),
+                ))
+            }
         };
         Ok(Budget {
             tokens,

@@ -88,6 +88,8 @@ pub struct Directory {
     keys: HashMap<String, KeyEntry>,
     revoked: HashSet<String>,
     models: HashMap<String, Arc<ModelRule>>,
+    /// Limits per key, user and group (only of subjects that exist).
+    limits: HashMap<(corral_auth::limits::Scope, String), Arc<corral_auth::limits::Limits>>,
 }
 
 impl Directory {
@@ -156,11 +158,18 @@ impl Directory {
                 (m.id, Arc::new(rule))
             })
             .collect();
+        let limits = store
+            .list_limits()?
+            .into_iter()
+            .filter(|l| !l.limits.is_empty())
+            .map(|l| ((l.scope, l.subject_id), Arc::new(l.limits)))
+            .collect();
         Ok(Directory {
             users,
             keys,
             revoked,
             models,
+            limits,
         })
     }
 
@@ -186,6 +195,16 @@ impl Directory {
     /// Every preset (records with a base model).
     pub fn presets(&self) -> impl Iterator<Item = &Arc<ModelRule>> {
         self.models.values().filter(|r| r.base_model_id.is_some())
+    }
+
+    /// The limits set on a key, user or group.
+    pub fn limits(&self, scope: corral_auth::limits::Scope, id: &str) -> Option<&Arc<corral_auth::limits::Limits>> {
+        self.limits.get(&(scope, id.to_owned()))
+    }
+
+    /// Whether any limit is set at all (most gateways have none: nothing to count).
+    pub fn has_limits(&self) -> bool {
+        !self.limits.is_empty()
     }
 
     /// How many users there are.
@@ -351,6 +370,8 @@ pub struct Caller {
     pub user: Option<Arc<Member>>,
     /// The session token's id and expiry, when the caller used a token.
     pub session: Option<(String, Option<i64>)>,
+    /// The API key's id, when the caller used an API key.
+    pub key_id: Option<String>,
     /// The directory the caller was checked against.
     pub directory: Arc<Directory>,
 }
@@ -488,11 +509,13 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
         return Ok(Caller {
             user: None,
             session: None,
+            key_id: None,
             directory,
         });
     }
     let settings = shared.settings();
     let now = unix_now();
+    let mut key_id = None;
     let (user_id, session) = match presented(req)? {
         Presented::Missing | Presented::Malformed => return Err(unauthorized(messages::NOT_AUTHENTICATED)),
         Presented::ApiKey { key, .. } => {
@@ -506,6 +529,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
                 .filter(|k| k.expires_at.is_none_or(|at| at > now))
                 .ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
             auth.note_key_use(&entry.id, now);
+            key_id = Some(entry.id.clone());
             (entry.user_id.clone(), None)
         }
         Presented::Jwt { token, .. } => {
@@ -524,6 +548,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
     Ok(Caller {
         user: Some(user),
         session,
+        key_id,
         directory,
     })
 }

@@ -15,6 +15,7 @@ mod health_check;
 mod instances;
 mod json_refusals;
 mod lifecycle;
+pub mod limits;
 mod password_pool;
 pub mod probe;
 mod proxy;
@@ -95,6 +96,7 @@ impl Corral {
         fleet::spawn_refresher(self.shared.clone());
         config_watch::spawn(self.shared.clone());
         health_check::spawn(self.shared.clone());
+        limits::spawn(self.shared.clone());
     }
 
     /// Serves the gateway on `listener` until SIGTERM or SIGINT, then drains (see [`Corral::drain`])

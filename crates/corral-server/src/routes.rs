@@ -20,7 +20,7 @@ pub use table::{openapi, table, RouteInfo};
 
 use crate::auth::Level;
 use crate::handlers::native::{self, Quirk, Routing, Spec};
-use crate::handlers::{accounts, config, fleet, meta, models, openai, ready};
+use crate::handlers::{accounts, config, fleet, limits, meta, models, openai, ready};
 use crate::state::Shared;
 
 /// One method's route on a path, with the callers it admits.
@@ -180,6 +180,7 @@ pub fn register(r: &mut Routes) {
     }
     owui_routes(r);
     accounts::register(r);
+    limits::register(r);
     r.add(
         Method::POST,
         "/v1/chat/completions",

@@ -35,6 +35,8 @@ pub struct Shared {
     pub guard: crate::guard::Guard,
     /// Serving or draining, and when the database last answered.
     pub lifecycle: crate::lifecycle::Lifecycle,
+    /// Counts against the limits per key, user and group.
+    pub limiter: crate::limits::Limiter,
     picks: std::sync::atomic::AtomicU64,
 }
 
@@ -53,6 +55,7 @@ impl Shared {
             auth: crate::auth::Auth::default(),
             guard,
             lifecycle: crate::lifecycle::Lifecycle::default(),
+            limiter: crate::limits::Limiter::default(),
             picks: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -153,6 +156,9 @@ impl Shared {
     pub fn flush_buffers(&self) {
         let Some(store) = &self.store else { return };
         self.auth.flush_key_uses(store, true);
+        if let Err(err) = self.limiter.sync(store) {
+            tracing::warn!(error = %err, "could not write the last limit counts");
+        }
     }
 
     /// The `config` revision the current settings reflect.

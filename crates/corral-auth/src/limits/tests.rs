@@ -39,7 +39,10 @@ fn limits_read_and_write_back_the_same() {
     assert!(limits(json!({"requests_per_minute": null, "budget": null})).is_empty());
     // The calendar is the default reset.
     assert_eq!(
-        limits(json!({"budget": {"tokens": 5, "period": "day"}})).budget.unwrap().reset,
+        limits(json!({"budget": {"tokens": 5, "period": "day"}}))
+            .budget
+            .unwrap()
+            .reset,
         Reset::Calendar
     );
 }
@@ -55,10 +58,16 @@ fn bad_limits_name_their_field() {
         "requests_per_minute"
     );
     assert_eq!(field_of(json!({"concurrent_requests": 0})), "concurrent_requests");
-    assert_eq!(field_of(json!({"budget": {"tokens": 1, "period": "fortnight"}})), "budget.period");
+    assert_eq!(
+        field_of(json!({"budget": {"tokens": 1, "period": "fortnight"}})),
+        "budget.period"
+    );
     assert_eq!(field_of(json!({"budget": {"tokens": 1}})), "budget.period");
     assert_eq!(field_of(json!({"budget": {"period": "day"}})), "budget.tokens");
-    assert_eq!(field_of(json!({"budget": {"tokens": -5, "period": "day"}})), "budget.tokens");
+    assert_eq!(
+        field_of(json!({"budget": {"tokens": -5, "period": "day"}})),
+        "budget.tokens"
+    );
     assert_eq!(
         field_of(json!({"budget": {"tokens": 1, "period": "day", "reset": "sometimes"}})),
         "budget.reset"
@@ -67,7 +76,10 @@ fn bad_limits_name_their_field() {
         field_of(json!({"budget": {"tokens": 1, "period": "day", "models": [""]}})),
         "budget.models[0]"
     );
-    assert_eq!(field_of(json!({"budget": {"tokens": 1, "period": "day", "extra": 1}})), "budget.extra");
+    assert_eq!(
+        field_of(json!({"budget": {"tokens": 1, "period": "day", "extra": 1}})),
+        "budget.extra"
+    );
     assert_eq!(field_of(json!({"rpm": 5})), "rpm");
     assert_eq!(field_of(json!([1])), "body");
     let err = Limits::from_json(&json!({"budget": {"tokens": 1, "period": "fortnight"}})).unwrap_err();
@@ -183,16 +195,24 @@ fn a_budget_counts_its_models_only_and_resets_with_its_period() {
     let applicable = [(subject("k"), &l)];
     counters.charge(&applicable, ("llama3.2:latest", "llama3.2:latest"), 600, NOW);
     counters.charge(&applicable, ("other", "other:latest"), 5000, NOW);
-    assert!(counters.check(&applicable, ("llama3.2", "llama3.2:latest"), NOW).is_none());
+    assert!(counters
+        .check(&applicable, ("llama3.2", "llama3.2:latest"), NOW)
+        .is_none());
     counters.charge(&applicable, ("llama3.2", "llama3.2:latest"), 400, NOW + HOUR_MS);
-    let denied = counters.check(&applicable, ("llama3.2", "llama3.2:latest"), NOW + HOUR_MS).unwrap();
+    let denied = counters
+        .check(&applicable, ("llama3.2", "llama3.2:latest"), NOW + HOUR_MS)
+        .unwrap();
     assert_eq!(denied.reason, Refused::Budget);
     assert_eq!(denied.used, 1000);
     // Another model is not held back by it.
-    assert!(counters.check(&applicable, ("other", "other:latest"), NOW + HOUR_MS).is_none());
+    assert!(counters
+        .check(&applicable, ("other", "other:latest"), NOW + HOUR_MS)
+        .is_none());
     // Tomorrow is a new day.
     let tomorrow = NOW + 14 * HOUR_MS;
-    assert!(counters.check(&applicable, ("llama3.2", "llama3.2:latest"), tomorrow).is_none());
+    assert!(counters
+        .check(&applicable, ("llama3.2", "llama3.2:latest"), tomorrow)
+        .is_none());
 }
 
 #[test]
@@ -232,11 +252,17 @@ fn other_replicas_counts_add_to_the_local_ones() {
     // A sync: each writes its own rows and reads the other's back.
     let rows_a = a.pending();
     let rows_b = b.pending();
-    assert!(a.pending().iter().all(|(k, _)| k.metric == Metric::InFlight), "written rows are clean");
+    assert!(
+        a.pending().iter().all(|(k, _)| k.metric == Metric::InFlight),
+        "written rows are clean"
+    );
     a.set_others(rows_b.iter().cloned());
     b.set_others(rows_a.iter().cloned());
     a.admit(&applicable, ("m", "m"), NOW).unwrap();
-    assert_eq!(a.admit(&applicable, ("m", "m"), NOW).unwrap_err().reason, Refused::Requests);
+    assert_eq!(
+        a.admit(&applicable, ("m", "m"), NOW).unwrap_err().reason,
+        Refused::Requests
+    );
     assert_eq!(b.check(&applicable, ("m", "m"), NOW), None);
     // Rows that could not be written are written next time.
     let rows = a.pending();

@@ -36,6 +36,8 @@ pub struct OpenAiError {
     status: StatusCode,
     body: ErrorResponse,
     retry_after: Option<u64>,
+    /// Further headers (a limit's `x-ratelimit-*`).
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl std::fmt::Display for OpenAiError {
@@ -54,6 +56,9 @@ impl ResponseError for OpenAiError {
         if let Some(secs) = self.retry_after {
             resp.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
+        for (name, value) in &self.headers {
+            resp.insert_header((name.clone(), value.clone()));
+        }
         resp.json(&self.body)
     }
 }
@@ -65,9 +70,24 @@ impl From<AppError> for OpenAiError {
         drop(err.error_response());
         let retry_after = match &err {
             AppError::Busy { retry_after, .. } | AppError::RateLimited { retry_after, .. } => Some(*retry_after),
+            AppError::LimitReached(refusal) => Some(refusal.retry_after),
             AppError::NoInstance { .. } => Some(5),
             _ => None,
         };
+        if let AppError::LimitReached(refusal) = &err {
+            // OpenAI's own 429s: `rate_limit_exceeded` (type `requests` or `tokens`) is worth a
+            // retry, `insufficient_quota` is not.
+            let mut body = ErrorResponse::new(status.as_u16(), err.to_string());
+            let (kind, code) = refusal.openai_kind();
+            body.error.kind = kind.to_owned();
+            body.error.code = Some(code.to_owned());
+            return OpenAiError {
+                status,
+                body,
+                retry_after,
+                headers: refusal.headers.clone(),
+            };
+        }
         let mut body = ErrorResponse::new(status.as_u16(), err.to_string());
         // A refused request's form has no code, as OpenAI's own 400s; the rest name their kind.
         if !matches!(err, AppError::BadRequest(_) | AppError::PayloadTooLarge { .. }) {
@@ -81,6 +101,7 @@ impl From<AppError> for OpenAiError {
             status,
             body,
             retry_after,
+            headers: Vec::new(),
         }
     }
 }
@@ -91,6 +112,7 @@ impl From<ConvertError> for OpenAiError {
             status: StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST),
             body: err.to_openai(),
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -148,7 +170,7 @@ pub async fn chat(
     if stream {
         return Ok(sse(answer, corral_convert::ChatStream::new(meta, usage)));
     }
-    let waited = balanced::queue_wait(&answer.resp);
+    let waited = balanced::gateway_headers(&answer.resp);
     let resp: ollama::ChatResponse = read_answer(answer).await?;
     Ok(answered(waited).json(corral_convert::chat_completion(resp, &meta)))
 }
@@ -188,7 +210,7 @@ pub async fn completions(
     if stream {
         return Ok(sse(answer, corral_convert::CompletionStream::new(meta, usage)));
     }
-    let waited = balanced::queue_wait(&answer.resp);
+    let waited = balanced::gateway_headers(&answer.resp);
     let resp: ollama::GenerateResponse = read_answer(answer).await?;
     Ok(answered(waited).json(corral_convert::completion(resp, &meta)))
 }
@@ -221,7 +243,7 @@ pub async fn embeddings(
     if !answer.resp.status().is_success() {
         return upstream_error(answer).await;
     }
-    let waited = balanced::queue_wait(&answer.resp);
+    let waited = balanced::gateway_headers(&answer.resp);
     let resp: ollama::EmbedResponse = read_answer(answer).await?;
     Ok(answered(waited).json(corral_convert::embedding_response(resp, &model, format)))
 }
@@ -249,6 +271,7 @@ pub async fn model(
         status: StatusCode::NOT_FOUND,
         body: corral_convert::model_not_found(&requested),
         retry_after: None,
+        headers: Vec::new(),
     };
     let bypass = shared.settings().auth.bypass_model_access_control;
     if let Some(preset) = caller.preset(&requested) {
@@ -359,6 +382,7 @@ async fn upstream_error(answer: Answer) -> Result<HttpResponse> {
         status,
         body: corral_convert::error_from_native(status.as_u16(), &body),
         retry_after: None,
+        headers: Vec::new(),
     })
 }
 
@@ -421,10 +445,11 @@ impl Converter for corral_convert::CompletionStream {
     }
 }
 
-/// A 200 answer, carrying how long the request waited in the queue if it did.
-fn answered(waited: Option<(HeaderName, HeaderValue)>) -> actix_web::HttpResponseBuilder {
+/// A 200 answer, carrying how long the request waited in the queue if it did, and the
+/// caller's limits.
+fn answered(waited: Vec<(HeaderName, HeaderValue)>) -> actix_web::HttpResponseBuilder {
     let mut builder = HttpResponse::Ok();
-    if let Some(header) = waited {
+    for header in waited {
         builder.insert_header(header);
     }
     builder
@@ -438,7 +463,7 @@ fn sse<C: Converter>(answer: Answer, converter: C) -> HttpResponse {
         settings,
         on_end,
     } = answer;
-    let waited = balanced::queue_wait(&resp);
+    let waited = balanced::gateway_headers(&resp);
     let body = proxy::ndjson_body(resp, &settings.upstream, &target, on_end);
     answered(waited)
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))

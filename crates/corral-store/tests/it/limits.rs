@@ -33,7 +33,10 @@ fn put_get_delete_and_unknown_subjects(store: &Store) {
     }
     assert_eq!(store.list_limits().unwrap().len(), 2);
     store.delete_limits(Scope::User, &ada.id).unwrap();
-    assert!(matches!(store.delete_limits(Scope::User, &ada.id), Err(StoreError::NotFound)));
+    assert!(matches!(
+        store.delete_limits(Scope::User, &ada.id),
+        Err(StoreError::NotFound)
+    ));
     assert_eq!(store.get_limits(Scope::User, &ada.id).unwrap(), None);
 }
 
@@ -45,11 +48,23 @@ fn replicas_read_each_others_counts(store: &Store) {
     };
     let horizon = (100, 10);
     let a = store
-        .sync_limit_counters("a", &[(key(Metric::Requests, 100), 3), (key(Metric::InFlight, 0), 2)], horizon, NOW - 10, NOW)
+        .sync_limit_counters(
+            "a",
+            &[(key(Metric::Requests, 100), 3), (key(Metric::InFlight, 0), 2)],
+            horizon,
+            NOW - 10,
+            NOW,
+        )
         .unwrap();
     assert!(a.is_empty(), "nobody else counted: {a:?}");
     let b = store
-        .sync_limit_counters("b", &[(key(Metric::Requests, 100), 4), (key(Metric::Requests, 99), 9)], horizon, NOW - 10, NOW)
+        .sync_limit_counters(
+            "b",
+            &[(key(Metric::Requests, 100), 4), (key(Metric::Requests, 99), 9)],
+            horizon,
+            NOW - 10,
+            NOW,
+        )
         .unwrap();
     assert_eq!(b, vec![(key(Metric::Requests, 100), 3), (key(Metric::InFlight, 0), 2)]);
     // Absolute values: writing again replaces, never adds.

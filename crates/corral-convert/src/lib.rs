@@ -5,6 +5,7 @@ mod chat;
 mod completion;
 mod embedding;
 mod error;
+pub mod meter;
 mod models;
 pub mod ndjson;
 pub mod ollama;

@@ -370,10 +370,10 @@ pub struct Caller {
     pub user: Option<Arc<Member>>,
     /// The session token's id and expiry, when the caller used a token.
     pub session: Option<(String, Option<i64>)>,
-    /// The API key's id, when the caller used an API key.
-    pub key_id: Option<String>,
     /// The directory the caller was checked against.
     pub directory: Arc<Directory>,
+    /// The API key's id, when the credential was an API key.
+    pub key_id: Option<String>,
 }
 
 /// The caller of an admin route.
@@ -509,14 +509,13 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
         return Ok(Caller {
             user: None,
             session: None,
-            key_id: None,
             directory,
+            key_id: None,
         });
     }
     let settings = shared.settings();
     let now = unix_now();
-    let mut key_id = None;
-    let (user_id, session) = match presented(req)? {
+    let (user_id, session, key_id) = match presented(req)? {
         Presented::Missing | Presented::Malformed => return Err(unauthorized(messages::NOT_AUTHENTICATED)),
         Presented::ApiKey { key, .. } => {
             if !settings.auth.enable_api_keys {
@@ -529,8 +528,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
                 .filter(|k| k.expires_at.is_none_or(|at| at > now))
                 .ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
             auth.note_key_use(&entry.id, now);
-            key_id = Some(entry.id.clone());
-            (entry.user_id.clone(), None)
+            (entry.user_id.clone(), None, Some(entry.id.clone()))
         }
         Presented::Jwt { token, .. } => {
             let claims = corral_auth::verify_token(&auth.secret(), &token, chrono::Utc::now())
@@ -538,7 +536,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
             if directory.revoked.contains(&claims.jti) {
                 return Err(unauthorized(messages::TOKEN_REVOKED));
             }
-            (claims.id, Some((claims.jti, claims.exp)))
+            (claims.id, Some((claims.jti, claims.exp)), None)
         }
     };
     let user = directory
@@ -548,8 +546,8 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
     Ok(Caller {
         user: Some(user),
         session,
-        key_id,
         directory,
+        key_id,
     })
 }
 

@@ -143,6 +143,10 @@ pub async fn check(
         return next.call(req).await;
     };
     let guard = &shared.guard;
+    if shared.exchanges.watched() {
+        req.extensions_mut()
+            .insert(crate::exchange::Arrived(std::time::Instant::now()));
+    }
     let ip = guard.client_ip(req.peer_addr().map(|a| a.ip()), req.headers());
     if let Some(ip) = ip {
         req.extensions_mut().insert(ClientIp(ip));

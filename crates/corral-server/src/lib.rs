@@ -8,6 +8,7 @@ mod config_watch;
 mod cors;
 mod discovery;
 mod error;
+pub mod exchange;
 mod fleet;
 mod guard;
 mod handlers;

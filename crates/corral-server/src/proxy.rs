@@ -17,6 +17,7 @@ use corral_config::UpstreamSettings;
 use futures_util::StreamExt;
 
 use crate::error::AppError;
+use crate::exchange::Exchange;
 use relay::{Framing, Relay};
 
 /// The instance a request goes to.
@@ -158,16 +159,18 @@ pub fn relay(
     upstream: &Target,
     method: &Method,
 ) -> HttpResponse {
-    relay_with(resp, settings, upstream, method, None)
+    relay_with(resp, settings, upstream, method, None, Exchange::unwatched())
 }
 
-/// [`relay`], running `on_end` once the body has been relayed or abandoned.
+/// [`relay`], running `on_end` once the body has been relayed or abandoned, and feeding the
+/// body and how it ended to `exchange`.
 pub fn relay_with(
     resp: awc::ClientResponse,
     settings: &UpstreamSettings,
     upstream: &Target,
     method: &Method,
     on_end: Option<Box<dyn FnOnce()>>,
+    exchange: Exchange,
 ) -> HttpResponse {
     let status = resp.status();
     let mut builder = HttpResponse::build(resp.status());
@@ -192,11 +195,9 @@ pub fn relay_with(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| !v.eq_ignore_ascii_case("identity"));
     let framing = if bodyless || encoded { Framing::Opaque } else { framing };
-    let mut body = Relay::new(resp, secs(settings.idle_timeout), framing, upstream.idx).expect_len(if bodyless {
-        None
-    } else {
-        length
-    });
+    let mut body = Relay::new(resp, secs(settings.idle_timeout), framing, upstream.idx)
+        .expect_len(if bodyless { None } else { length })
+        .exchange(exchange);
     if let Some(hook) = on_end {
         body = body.on_drop(hook);
     }
@@ -213,8 +214,11 @@ pub fn ndjson_body(
     settings: &UpstreamSettings,
     upstream: &Target,
     on_end: Box<dyn FnOnce()>,
+    exchange: Exchange,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    Relay::new(resp, secs(settings.idle_timeout), Framing::NdJson, upstream.idx).on_drop(on_end)
+    Relay::new(resp, secs(settings.idle_timeout), Framing::NdJson, upstream.idx)
+        .on_drop(on_end)
+        .exchange(exchange)
 }
 
 /// Reads a whole response body (for the small JSON answers the gateway merges), with a limit.

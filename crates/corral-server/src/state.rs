@@ -37,6 +37,8 @@ pub struct Shared {
     pub lifecycle: crate::lifecycle::Lifecycle,
     /// Counts against the limits per key, user and group.
     pub limiter: crate::limits::Limiter,
+    /// Whatever watches finished model-running requests (usage, metrics, limits).
+    pub exchanges: crate::exchange::Exchanges,
     picks: std::sync::atomic::AtomicU64,
 }
 
@@ -56,6 +58,7 @@ impl Shared {
             guard,
             lifecycle: crate::lifecycle::Lifecycle::default(),
             limiter: crate::limits::Limiter::default(),
+            exchanges: crate::exchange::Exchanges::default(),
             picks: std::sync::atomic::AtomicU64::new(0),
         }
     }

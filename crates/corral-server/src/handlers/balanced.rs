@@ -16,6 +16,7 @@ use corral_balance::{Candidate, Failure, HealthState, PickContext};
 use super::native::Spec;
 use super::{holders, strip_body_prefix, target, unknown_model, upstream_path, ModelRef};
 use crate::error::AppError;
+use crate::exchange::{Exchange, Route};
 use crate::instances::{InFlight, Queue};
 use crate::proxy::{self, Body, Outgoing};
 use crate::state::Shared;
@@ -34,6 +35,8 @@ pub struct Call<'a> {
     pub body: Bytes,
     /// Headers added upstream (user information, `Accept-Encoding: identity`).
     pub extra_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Whether the gateway converted the client's request (an OpenAI route) to `spec.path`.
+    pub converted: bool,
 }
 
 /// The answer of the instance that took a [`Call`].
@@ -46,6 +49,8 @@ pub struct Answer {
     pub settings: std::sync::Arc<corral_config::Settings>,
     /// Ends the request's slot on the instance; run it when the body is done or dropped.
     pub on_end: Box<dyn FnOnce()>,
+    /// The request's record, to feed the body to and drop when it is done.
+    pub exchange: Exchange,
 }
 
 /// Forwards a model-bearing request with balancing and failover, and relays the answer.
@@ -68,6 +73,7 @@ pub async fn forward(
         fields,
         body,
         extra_headers,
+        converted: false,
     };
     let answer = dispatch(req, shared, client, call).await?;
     Ok(proxy::relay_with(
@@ -76,16 +82,47 @@ pub async fn forward(
         &answer.target,
         method,
         Some(answer.on_end),
+        answer.exchange,
     ))
 }
 
 /// Sends a model-bearing request to a holder chosen by the policy, failing over before the
 /// first byte, and returns the answer's headers.
+///
+/// A request that runs a model gets its [`Exchange`] here; one refused before any instance
+/// answered is reported with the status it got.
 pub async fn dispatch(
     req: &HttpRequest,
     shared: &Shared,
     client: &awc::Client,
     call: Call<'_>,
+) -> Result<Answer, AppError> {
+    let runs = !(call.spec.path == "/api/show" || call.fields.only_unloads());
+    let mut exchange = match Route::of(call.spec.path, call.converted).filter(|_| runs) {
+        Some(route) => shared
+            .exchanges
+            .start(req, route, call.model, route.streams(call.fields.stream)),
+        None => Exchange::unwatched(),
+    };
+    match attempt(req, shared, client, call, &mut exchange).await {
+        Ok(mut answer) => {
+            answer.exchange = exchange;
+            Ok(answer)
+        }
+        Err(err) => {
+            exchange.status(actix_web::ResponseError::status_code(&err).as_u16());
+            exchange.failed();
+            Err(err)
+        }
+    }
+}
+
+async fn attempt(
+    req: &HttpRequest,
+    shared: &Shared,
+    client: &awc::Client,
+    call: Call<'_>,
+    exchange: &mut Exchange,
 ) -> Result<Answer, AppError> {
     let Call {
         spec,
@@ -94,10 +131,12 @@ pub async fn dispatch(
         fields,
         body,
         extra_headers,
+        converted: _,
     } = call;
     let (snap, id, holders) = holders(shared, client, model)
         .await?
         .ok_or_else(|| unknown_model(model, spec.owui))?;
+    exchange.routed(&id);
     let settings = shared.settings();
     let balance = &settings.balance;
     let name = balance.per_model.get(&id).unwrap_or(&balance.policy);
@@ -138,6 +177,9 @@ pub async fn dispatch(
         Some(admit(&ctx).await?)
     };
     let waited = admitted.as_ref().and_then(|a| a.waited);
+    if let Some(waited) = waited {
+        exchange.queued(waited);
+    }
     // Failover stops at the first-byte deadline, however many attempts remain; the time spent
     // waiting for a slot does not count against it.
     let deadline = proxy::secs(settings.upstream.first_byte_timeout).map(|t| Instant::now() + t);
@@ -184,6 +226,7 @@ pub async fn dispatch(
             body: Body::Bytes(strip_body_prefix(shared, idx, body.clone())?),
             patient: false,
         };
+        exchange.sending(idx, &target.base_url);
         let started = Instant::now();
         let last_try = attempt + 1 >= balance.max_attempts.max(1) || tried.len() >= holders.len();
         let result = proxy::send(client, &settings.upstream, &target, out).await;
@@ -226,6 +269,7 @@ pub async fn dispatch(
                     }),
                     None => resp,
                 };
+                exchange.status(resp.status().as_u16());
                 let (resp, permit) = match permit {
                     Some(mut permit) => (
                         crate::limits::with_headers(resp, std::mem::take(&mut permit.headers)),
@@ -242,6 +286,7 @@ pub async fn dispatch(
                     target,
                     settings,
                     on_end,
+                    exchange: Exchange::unwatched(),
                 });
             }
             Err(err @ (AppError::UpstreamUnreachable { .. } | AppError::UpstreamTimeout { .. })) => {

@@ -10,6 +10,7 @@ use super::{
 };
 use crate::auth::{self, Level};
 use crate::error::AppError;
+use crate::exchange::{Exchange, Route};
 use crate::proxy::{self, Body, Outgoing};
 use crate::state::Shared;
 
@@ -157,6 +158,7 @@ pub async fn forward(
     } else {
         Method::from_bytes(spec.method.as_bytes()).map_err(|e| AppError::Internal(e.to_string()))?
     };
+    let mut exchange = Exchange::unwatched();
     let (target, body, extra_headers, patient) = if spec.json_body {
         let bytes = read_body(payload).await?;
         let fields = check_json(&bytes)?;
@@ -240,6 +242,12 @@ pub async fn forward(
         let bytes = strip_body_prefix(&shared, target.idx, bytes)?;
         // A pull, push or create that does not stream answers only when it is done.
         let patient = spec.changes_models() && fields.stream == Some(false);
+        // A model run on an instance the client chose is metered as a routed one is.
+        if let (Some(route), Some(model)) = (Route::of(spec.path, false), model) {
+            if !fields.only_unloads() {
+                exchange = shared.exchanges.start(&req, route, model, route.streams(fields.stream));
+            }
+        }
         (target, Body::Bytes(bytes), extra_headers, patient)
     } else {
         let target = match pinned {
@@ -261,7 +269,16 @@ pub async fn forward(
         body,
         patient,
     };
-    let mut resp = proxy::send(&client, &settings.upstream, &target, out).await?;
+    exchange.sending(target.idx, &target.base_url);
+    let mut resp = match proxy::send(&client, &settings.upstream, &target, out).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            exchange.status(actix_web::ResponseError::status_code(&err).as_u16());
+            exchange.failed();
+            return Err(err);
+        }
+    };
+    exchange.status(resp.status().as_u16());
     // A user's view of one instance's listing holds only the models the user may read.
     if let Some(caller) = caller.as_ref().filter(|c| !c.is_admin()) {
         if let Some(key) = listing_key(spec.path) {
@@ -283,7 +300,14 @@ pub async fn forward(
     if spec.quirk == Quirk::OwuiTrue && resp.status().is_success() {
         return Ok(HttpResponse::Ok().json(true));
     }
-    Ok(proxy::relay_with(resp, &settings.upstream, &target, &method, on_end))
+    Ok(proxy::relay_with(
+        resp,
+        &settings.upstream,
+        &target,
+        &method,
+        on_end,
+        exchange,
+    ))
 }
 
 /// `HEAD`/`POST /api/blobs/{digest}`: the body (a model file of many GB) is streamed through.

@@ -363,6 +363,7 @@ async fn send(
         fields: &fields,
         body: Bytes::from(body),
         extra_headers,
+        converted: true,
     };
     Ok(balanced::dispatch(req, shared, client, call).await?)
 }
@@ -374,10 +375,17 @@ fn to_value(native: impl serde::Serialize) -> Result<Value> {
 
 /// An upstream error answer, in OpenAI's shape with the upstream's status.
 async fn upstream_error(answer: Answer) -> Result<HttpResponse> {
-    let Answer { mut resp, on_end, .. } = answer;
+    let Answer {
+        mut resp,
+        on_end,
+        mut exchange,
+        ..
+    } = answer;
     let status = resp.status();
     let body = proxy::read_all(&mut resp, 1024 * 1024).await.unwrap_or_default();
     on_end();
+    exchange.chunk(&body);
+    exchange.completed();
     Err(OpenAiError {
         status,
         body: corral_convert::error_from_native(status.as_u16(), &body),
@@ -392,10 +400,18 @@ async fn read_answer<T: serde::de::DeserializeOwned>(answer: Answer) -> Result<T
         mut resp,
         on_end,
         target,
+        mut exchange,
         ..
     } = answer;
     let body = proxy::read_all(&mut resp, ANSWER_LIMIT).await;
     on_end();
+    match &body {
+        Ok(bytes) => {
+            exchange.chunk(bytes);
+            exchange.completed();
+        }
+        Err(_) => exchange.failed(),
+    }
     let body = body.map_err(|reason| AppError::UpstreamUnreachable {
         idx: target.idx,
         url: target.base_url.clone(),
@@ -462,9 +478,10 @@ fn sse<C: Converter>(answer: Answer, converter: C) -> HttpResponse {
         target,
         settings,
         on_end,
+        exchange,
     } = answer;
     let waited = balanced::gateway_headers(&resp);
-    let body = proxy::ndjson_body(resp, &settings.upstream, &target, on_end);
+    let body = proxy::ndjson_body(resp, &settings.upstream, &target, on_end, exchange);
     answered(waited)
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))

@@ -55,6 +55,8 @@ pub struct Relay<S> {
     relayed: u64,
     /// The last lines seen, to tell a finished stream from one that broke off.
     end: Option<StreamEnd>,
+    /// The record of a model-running request, fed the bytes as they pass.
+    exchange: crate::exchange::Exchange,
 }
 
 impl<S> Drop for Relay<S> {
@@ -84,7 +86,14 @@ impl<S> Relay<S> {
                 Framing::Sse => Some(StreamEnd::new(EndFraming::Sse)),
                 Framing::Opaque => None,
             },
+            exchange: crate::exchange::Exchange::unwatched(),
         }
+    }
+
+    /// Feeds the relayed bytes, and how the answer ended, to `exchange`.
+    pub fn exchange(mut self, exchange: crate::exchange::Exchange) -> Relay<S> {
+        self.exchange = exchange;
+        self
     }
 
     /// Checks at the end that exactly `len` bytes were relayed.
@@ -109,6 +118,7 @@ impl<S> Relay<S> {
 
     fn fail(&mut self, message: String) -> Option<Result<Bytes, actix_web::Error>> {
         self.done = true;
+        self.exchange.failed();
         tracing::warn!(upstream = self.upstream, %message, "upstream stream ended early");
         let lead = if self.at_line_start { "" } else { "\n" };
         let text = serde_json::Value::String(message.clone()).to_string();
@@ -146,6 +156,7 @@ where
                 if let Some(end) = this.end.as_mut() {
                     end.push(&chunk);
                 }
+                this.exchange.chunk(&chunk);
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(err))) => {
@@ -154,6 +165,7 @@ where
             Poll::Ready(None) => {
                 if this.ended_properly() {
                     this.done = true;
+                    this.exchange.completed();
                     return Poll::Ready(None);
                 }
                 Poll::Ready(this.fail("the Ollama instance ended the response before it was complete".to_owned()))

@@ -6,6 +6,7 @@
 mod auth;
 mod balance;
 mod config;
+mod exchange;
 mod fleet;
 mod hardening;
 mod models;

@@ -30,6 +30,23 @@ impl Gateway {
         Gateway { url, handle }
     }
 
+    /// Starts a gateway with `settings` whose finished requests `observer` watches.
+    pub async fn watched(
+        mut settings: Settings,
+        observer: std::sync::Arc<dyn corral_server::exchange::Observer>,
+    ) -> Gateway {
+        settings.server.workers = 1;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let corral = Corral::new(settings).open_access();
+        corral.shared().exchanges.observe(observer);
+        corral.start();
+        let server = corral.server(listener).unwrap();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Gateway { url, handle }
+    }
+
     /// Starts a gateway whose only instance is `upstream`.
     pub async fn in_front_of(upstream: &str) -> Gateway {
         Gateway::start(settings_for(&[upstream])).await

@@ -22,7 +22,7 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use corral_auth::limits::{go_duration, Counters, Denied, Headroom, Limits, Refused, Scope, Subject};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Directory};
 use crate::error::AppError;
 use crate::state::Shared;
 
@@ -74,7 +74,22 @@ impl Default for Limiter {
 
 /// The limited subjects a caller counts against: its key, its user, its groups.
 pub fn applicable(caller: &Caller) -> Vec<(Subject, Arc<Limits>)> {
-    let directory = &caller.directory;
+    let user = caller.user.as_ref();
+    subjects_of(
+        &caller.directory,
+        caller.key_id.as_deref(),
+        user.map(|u| u.id.as_str()),
+        user.map_or(&[][..], |u| &u.groups[..]),
+    )
+}
+
+/// The limited subjects among a key, a user and groups.
+fn subjects_of(
+    directory: &Directory,
+    key: Option<&str>,
+    user: Option<&str>,
+    groups: &[String],
+) -> Vec<(Subject, Arc<Limits>)> {
     if !directory.has_limits() {
         return Vec::new();
     }
@@ -84,16 +99,40 @@ pub fn applicable(caller: &Caller) -> Vec<(Subject, Arc<Limits>)> {
             out.push(((scope, id.to_owned()), limits.clone()));
         }
     };
-    if let Some(key) = &caller.key_id {
+    if let Some(key) = key {
         push(Scope::Key, key);
     }
-    if let Some(user) = &caller.user {
-        push(Scope::User, &user.id);
-        for group in &user.groups {
-            push(Scope::Group, group);
-        }
+    if let Some(user) = user {
+        push(Scope::User, user);
+    }
+    for group in groups {
+        push(Scope::Group, group);
     }
     out
+}
+
+/// Charges the tokens of every finished model-running request to the limits it counts
+/// against (registered at start-up when there is a store).
+pub struct Charger(pub std::sync::Weak<Shared>);
+
+impl crate::exchange::Observer for Charger {
+    fn finished(&self, record: &crate::exchange::Finished) {
+        let tokens = record.input_tokens.saturating_add(record.output_tokens);
+        if tokens == 0 {
+            return;
+        }
+        let Some(shared) = self.0.upgrade() else { return };
+        let directory = shared.auth.directory();
+        let subjects = subjects_of(
+            &directory,
+            record.key_id.as_deref(),
+            record.user_id.as_deref(),
+            &record.groups,
+        );
+        shared
+            .limiter
+            .charge(&subjects, &record.model_asked, &record.model_run, tokens);
+    }
 }
 
 fn borrowed(subjects: &[(Subject, Arc<Limits>)]) -> Vec<(Subject, &Limits)> {
@@ -309,6 +348,7 @@ impl Refusal {
 /// Starts the counter sync on the current actix system, if there is a store.
 pub fn spawn(shared: Arc<Shared>) {
     let Some(store) = shared.store() else { return };
+    shared.exchanges.observe(Arc::new(Charger(Arc::downgrade(&shared))));
     actix_rt::spawn(async move {
         let mut failing = false;
         loop {

@@ -9,6 +9,7 @@ mod config;
 mod exchange;
 mod fleet;
 mod hardening;
+mod limits;
 mod models;
 mod openai;
 mod passthrough;

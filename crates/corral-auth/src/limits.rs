@@ -679,9 +679,14 @@ impl Counters {
 
     /// Checks a request and, if it passes, counts it: one request this minute and one in
     /// flight for every subject in `applicable`. Release it with [`Counters::release`].
-    pub fn admit(&mut self, applicable: &Applicable<'_>, model: (&str, &str), now_ms: i64) -> Result<Headroom, Denied> {
+    pub fn admit(
+        &mut self,
+        applicable: &Applicable<'_>,
+        model: (&str, &str),
+        now_ms: i64,
+    ) -> Result<Headroom, Box<Denied>> {
         if let Some(denied) = self.check(applicable, model, now_ms) {
-            return Err(denied);
+            return Err(Box::new(denied));
         }
         let minute = minute_bucket(now_ms);
         for (subject, _) in applicable {

@@ -367,7 +367,7 @@ pub fn spawn(shared: Arc<Shared>) {
                 _ => {}
             }
             // Occasionally, forget rows nobody reads.
-            if rand::random::<u16>() % 240 == 0 {
+            if rand::random::<u16>().is_multiple_of(240) {
                 let now = shared.limiter.clock.now_ms();
                 let store = store.clone();
                 let _ = actix_rt::task::spawn_blocking(move || {

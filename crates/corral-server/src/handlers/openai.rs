@@ -35,9 +35,8 @@ const ANSWER_LIMIT: usize = 256 * 1024 * 1024;
 pub struct OpenAiError {
     status: StatusCode,
     body: ErrorResponse,
-    retry_after: Option<u64>,
-    /// Further headers (a limit's `x-ratelimit-*`).
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// `Retry-After` and a limit's `x-ratelimit-*`, if any.
+    headers: Option<Box<[(HeaderName, HeaderValue)]>>,
 }
 
 impl std::fmt::Display for OpenAiError {
@@ -53,10 +52,7 @@ impl ResponseError for OpenAiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut resp = HttpResponse::build(self.status);
-        if let Some(secs) = self.retry_after {
-            resp.insert_header((header::RETRY_AFTER, secs.to_string()));
-        }
-        for (name, value) in &self.headers {
+        for (name, value) in self.headers.iter().flat_map(|h| h.iter()) {
             resp.insert_header((name.clone(), value.clone()));
         }
         resp.json(&self.body)
@@ -84,8 +80,7 @@ impl From<AppError> for OpenAiError {
             return OpenAiError {
                 status,
                 body,
-                retry_after,
-                headers: refusal.headers.clone(),
+                headers: retry_headers(retry_after, &refusal.headers),
             };
         }
         let mut body = ErrorResponse::new(status.as_u16(), err.to_string());
@@ -100,8 +95,7 @@ impl From<AppError> for OpenAiError {
         OpenAiError {
             status,
             body,
-            retry_after,
-            headers: Vec::new(),
+            headers: retry_headers(retry_after, &[]),
         }
     }
 }
@@ -111,10 +105,22 @@ impl From<ConvertError> for OpenAiError {
         OpenAiError {
             status: StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST),
             body: err.to_openai(),
-            retry_after: None,
-            headers: Vec::new(),
+            headers: None,
         }
     }
+}
+
+/// `Retry-After` (if any) and `more`.
+fn retry_headers(
+    retry_after: Option<u64>,
+    more: &[(HeaderName, HeaderValue)],
+) -> Option<Box<[(HeaderName, HeaderValue)]>> {
+    let mut out: Vec<(HeaderName, HeaderValue)> = retry_after
+        .map(|secs| (header::RETRY_AFTER, HeaderValue::from(secs)))
+        .into_iter()
+        .collect();
+    out.extend_from_slice(more);
+    (!out.is_empty()).then(|| out.into_boxed_slice())
 }
 
 type Result<T> = std::result::Result<T, OpenAiError>;
@@ -270,8 +276,7 @@ pub async fn model(
     let not_found = || OpenAiError {
         status: StatusCode::NOT_FOUND,
         body: corral_convert::model_not_found(&requested),
-        retry_after: None,
-        headers: Vec::new(),
+        headers: None,
     };
     let bypass = shared.settings().auth.bypass_model_access_control;
     if let Some(preset) = caller.preset(&requested) {
@@ -389,8 +394,7 @@ async fn upstream_error(answer: Answer) -> Result<HttpResponse> {
     Err(OpenAiError {
         status,
         body: corral_convert::error_from_native(status.as_u16(), &body),
-        retry_after: None,
-        headers: Vec::new(),
+        headers: None,
     })
 }
 

@@ -4,6 +4,7 @@ mod accounts;
 mod cli;
 mod doctor;
 mod health;
+mod limits;
 mod serve;
 mod setup;
 
@@ -46,6 +47,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(settings()?, args)?,
         Command::User { action } => accounts::user(&settings()?, action)?,
         Command::Key { action } => accounts::key(&settings()?, action)?,
+        Command::Limits { action } => limits::run(&settings()?, action)?,
     }
     Ok(ExitCode::SUCCESS)
 }

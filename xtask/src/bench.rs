@@ -7,6 +7,7 @@
 
 mod balance;
 mod gateway;
+mod limits;
 mod stream;
 mod streams;
 
@@ -14,7 +15,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-/// Runs the benchmark named by `args`: `[balance|streams] [--quick] [--smoke]`.
+/// Runs the benchmark named by `args`: `[balance|streams|limits] [--quick] [--smoke]`.
 ///
 /// `--smoke` runs every scenario with a few requests each on debug builds, checks that each
 /// request succeeded, and writes no figure: `cargo xtask test` runs it so that a benchmark
@@ -24,12 +25,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let smoke = args.iter().any(|a| a == "--smoke");
     if let Some(unknown) = args
         .iter()
-        .find(|a| !["balance", "streams", "--quick", "--smoke"].contains(&a.as_str()))
+        .find(|a| !["balance", "streams", "limits", "--quick", "--smoke"].contains(&a.as_str()))
     {
-        anyhow::bail!("unknown bench argument {unknown:?}; expected [balance|streams] [--quick] [--smoke]");
+        anyhow::bail!("unknown bench argument {unknown:?}; expected [balance|streams|limits] [--quick] [--smoke]");
     }
     if args.iter().any(|a| a == "balance") {
         balance::run(root, quick, smoke)
+    } else if args.iter().any(|a| a == "limits") {
+        limits::run(root, quick, smoke)
     } else if args.iter().any(|a| a == "streams") {
         streams::run(root, quick, smoke)
     } else {

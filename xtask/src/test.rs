@@ -3,7 +3,7 @@
 //! 1. every Rust test in the workspace (nextest when installed, else `cargo test`);
 //! 2. the official clients (`tests/clients`) against a live gateway in front of simulators;
 //! 3. every benchmark scenario in its smoke mode (`bench --smoke`, `bench balance --smoke`,
-//!    `bench streams --smoke`):
+//!    `bench streams --smoke`, `bench limits --smoke`):
 //!    a few requests each, no figure kept, so a benchmark that stops working fails here.
 //! 4. a short rolling restart under load (`cargo xtask rolling --quick`): three replicas on
 //!    PostgreSQL behind nginx, no failed request and no cut stream.
@@ -25,7 +25,12 @@ pub fn run(root: &Path) -> Result<()> {
     if let Err(err) = client_tests(root) {
         failures.push(format!("client suite: {err:#}"));
     }
-    for args in [vec!["--smoke"], vec!["balance", "--smoke"], vec!["streams", "--smoke"]] {
+    for args in [
+        vec!["--smoke"],
+        vec!["balance", "--smoke"],
+        vec!["streams", "--smoke"],
+        vec!["limits", "--smoke"],
+    ] {
         let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
         eprintln!("$ cargo xtask bench {}", args.join(" "));
         if let Err(err) = crate::bench::run(root, &args) {

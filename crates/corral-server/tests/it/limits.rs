@@ -174,6 +174,17 @@ async fn requests_per_minute_refuse_the_one_over_on_both_apis_and_reset_with_the
     assert_eq!(native.header("x-ratelimit-reset-requests"), Some("59s"));
     let openai = openai_chat(&gw, &key).await;
     assert_refused(&openai, true, "rate_limit_exceeded", "requests");
+    // The instance's own OpenAI layer, passed through: OpenAI's shape too.
+    let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5});
+    let passed = call(
+        Method::POST,
+        &gw.at("/ollama/v1/chat/completions"),
+        Some(&key),
+        Some(&body),
+    )
+    .await;
+    assert_refused(&passed, true, "rate_limit_exceeded", "requests");
+    assert_eq!(passed.header("x-ratelimit-remaining-requests"), Some("0"));
     // The session of the same user is not the key: it has no limit.
     assert_eq!(native_chat(&gw, &token).await.status, StatusCode::OK);
 

@@ -19,6 +19,9 @@ use anyhow::{bail, Context, Result};
 /// Runs the whole suite from the workspace `root`.
 pub fn run(root: &Path) -> Result<()> {
     let mut failures = Vec::new();
+    if let Err(err) = ensure_prometheus() {
+        failures.push(format!("installing prometheus: {err:#}"));
+    }
     if let Err(err) = rust_tests(root) {
         failures.push(format!("Rust tests: {err:#}"));
     }
@@ -46,6 +49,22 @@ pub fn run(root: &Path) -> Result<()> {
     } else {
         bail!("{}", failures.join("\n"))
     }
+}
+
+/// A real Prometheus scrapes the gateway in the integration tests
+/// (`observability::a_real_prometheus_scrapes_corral_and_answers_promql`): the Debian package
+/// is installed when it is missing.
+fn ensure_prometheus() -> Result<()> {
+    if Path::new("/usr/bin/prometheus").exists() {
+        return Ok(());
+    }
+    eprintln!("$ apt-get install prometheus");
+    run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends", "prometheus"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 fn rust_tests(root: &Path) -> Result<()> {

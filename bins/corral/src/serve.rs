@@ -16,7 +16,7 @@ pub fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(port) = args.port {
         settings.server.port = port;
     }
-    init_tracing(&settings.server.log);
+    init_tracing(&settings.server.log, &settings.server.log_format);
     // Many streams need many descriptors: the soft limit goes up to the hard one (logged).
     corral_server::rlimit::raise_open_files();
     let local_ollama = args
@@ -45,6 +45,16 @@ pub fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let corral = corral_server::Corral::with_store(settings, store).context("loading the saved configuration")?;
+    // Spans go over OTLP only when the standard OpenTelemetry variables say where.
+    let corral = match corral_server::telemetry::endpoint_from_env(|name| std::env::var(name).ok()) {
+        Some(endpoint) => {
+            let telemetry = corral_server::telemetry::Telemetry::otlp(&endpoint)
+                .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_ENDPOINT: {e}"))?;
+            tracing::info!(%endpoint, "exporting traces over OTLP/HTTP");
+            corral.with_telemetry(telemetry)
+        }
+        None => corral,
+    };
     let stand_in = _simulator.as_ref().map(corral_sim::SimHandle::url);
     actix_rt::System::new().block_on(async move {
         corral.start();

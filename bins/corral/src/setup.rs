@@ -33,13 +33,18 @@ pub fn database_url(settings: &Settings) -> String {
     }
 }
 
-pub fn init_tracing(filter: &str) {
+/// Logs to standard error through `filter`, as text or (`format` `json`) one JSON object a line.
+pub fn init_tracing(filter: &str, format: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
 }
 
 /// Opens the database and runs its pending migrations.

@@ -39,7 +39,7 @@ impl Env for BTreeMap<String, String> {
 const PREFIX: &str = "CORRAL_";
 
 /// `CORRAL_*` variables that are not settings keys.
-const NON_KEYS: &[&str] = &["CORRAL_CONFIG", "CORRAL_SECRET_KEY"];
+const NON_KEYS: &[&str] = &["CORRAL_CONFIG", "CORRAL_SECRET_KEY", "CORRAL_LOG_FORMAT"];
 
 /// The `(dotted key, value)` overrides the environment asks for.
 ///

@@ -15,8 +15,8 @@ pub use env::{env_overrides, Env};
 pub use keys::{reference_markdown, EnvKind, SettingDoc, SETTINGS};
 pub use proxies::{client_address, TrustedProxies};
 pub use settings::{
-    AuthSettings, BalanceSettings, ConnectionSettings, DatabaseSettings, OllamaSettings, ServerSettings, Settings,
-    Slots, UpstreamSettings,
+    AuthSettings, BalanceSettings, ConnectionSettings, DatabaseSettings, MetricsSettings, OllamaSettings,
+    ServerSettings, Settings, Slots, UpstreamSettings,
 };
 
 /// Why a configuration was refused. Every variant names the key and the problem.

@@ -24,6 +24,41 @@ pub struct Settings {
     pub balance: BalanceSettings,
     /// Who may call Corral.
     pub auth: AuthSettings,
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsSettings,
+}
+
+/// The Prometheus metrics endpoint (`GET /metrics`).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Whether requests are counted and `/metrics` is served.
+    pub enable: bool,
+    /// A bearer token that may read `/metrics`; empty: open on a loopback bind, else admins only.
+    pub token: String,
+    /// Whether token counts also carry the API key's id (one series per key).
+    pub per_key: bool,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            enable: true,
+            token: String::new(),
+            per_key: false,
+        }
+    }
+}
+
+impl fmt::Debug for MetricsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let token = if self.token.is_empty() { "<unset>" } else { "<redacted>" };
+        f.debug_struct("MetricsSettings")
+            .field("enable", &self.enable)
+            .field("token", &token)
+            .field("per_key", &self.per_key)
+            .finish()
+    }
 }
 
 /// How Corral chooses among the instances that hold a model, and when it gives up on one.
@@ -52,7 +87,13 @@ pub struct BalanceSettings {
     pub queue_size: usize,
     /// Seconds a request may wait in that queue before it gets a 503.
     pub queue_timeout: f64,
+    /// Requests a user lets in per turn of a model's queue, by group name (or id): a user
+    /// takes the largest weight of their groups, 1 without one.
+    pub queue_weights: BTreeMap<String, u32>,
 }
+
+/// The largest weight a group may have in the queue.
+pub const MAX_QUEUE_WEIGHT: u32 = 100;
 
 impl Default for BalanceSettings {
     fn default() -> Self {
@@ -67,6 +108,7 @@ impl Default for BalanceSettings {
             health_interval: 5.0,
             queue_size: 64,
             queue_timeout: 60.0,
+            queue_weights: BTreeMap::new(),
         }
     }
 }
@@ -177,6 +219,8 @@ pub struct ServerSettings {
     pub cors_allow_origin: Vec<String>,
     /// Log filter, in `tracing` `EnvFilter` syntax.
     pub log: String,
+    /// Log line format: `text` or `json`.
+    pub log_format: String,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
     /// Trusted reverse proxies (addresses or CIDR ranges, `*` for any), whose `Forwarded` and
@@ -201,6 +245,7 @@ impl Default for ServerSettings {
             data_dir: "./data".to_owned(),
             cors_allow_origin: vec!["*".to_owned()],
             log: "info".to_owned(),
+            log_format: "text".to_owned(),
             workers: 0,
             forwarded_allow_ips: Vec::new(),
             body_read_timeout: 30.0,
@@ -459,6 +504,9 @@ impl Settings {
         if self.server.host.trim().is_empty() {
             return Err(ConfigError::key("server.host", "must not be empty"));
         }
+        if !matches!(self.server.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::key("server.log_format", "must be `text` or `json`"));
+        }
         if self.server.data_dir.trim().is_empty() {
             return Err(ConfigError::key("server.data_dir", "must not be empty"));
         }
@@ -520,6 +568,14 @@ impl Settings {
         for (model, policy) in &self.balance.per_model {
             if let Err(err) = policy.parse::<corral_balance::PolicyKind>() {
                 return Err(ConfigError::key(format!("balance.per_model.{model}"), err.to_string()));
+            }
+        }
+        for (group, weight) in &self.balance.queue_weights {
+            if !(1..=MAX_QUEUE_WEIGHT).contains(weight) {
+                return Err(ConfigError::key(
+                    format!("balance.queue_weights.{group}"),
+                    format!("{weight} is not a whole number from 1 to {MAX_QUEUE_WEIGHT}"),
+                ));
             }
         }
         if self.auth.password_queue == 0 {

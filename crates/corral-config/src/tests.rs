@@ -84,6 +84,16 @@ fn bad_input_names_the_key() {
         key_err(load(None, &env(&[("CORRAL_BALANCE__POLICY", "fastest")]))),
         "balance.policy"
     );
+    for weight in ["0", "101", "-1", "\"x\""] {
+        assert_eq!(
+            key_err(load(
+                Some(&format!("[balance.queue_weights]\nresearch = {weight}\n")),
+                &env(&[])
+            )),
+            "balance.queue_weights.research",
+            "{weight}"
+        );
+    }
     assert_eq!(
         key_err(load(None, &env(&[("FORWARDED_ALLOW_IPS", "10.0.0.0/8;proxy.local")]))),
         "server.forwarded_allow_ips[1]"

@@ -44,6 +44,8 @@ pub struct Member {
     pub profile_image_url: String,
     /// The ids of the user's groups.
     pub groups: Vec<String>,
+    /// The names of the user's groups.
+    pub group_names: Vec<String>,
 }
 
 impl Member {
@@ -95,6 +97,7 @@ pub struct Directory {
 impl Directory {
     /// Reads the directory from the store. Blocking.
     pub fn load(store: &Store, now: i64) -> Result<Directory, corral_store::StoreError> {
+        let names: HashMap<String, String> = store.list_groups()?.into_iter().map(|g| (g.id, g.name)).collect();
         let mut groups: HashMap<String, Vec<String>> = HashMap::new();
         for (group, user) in store.group_memberships()? {
             groups.entry(user).or_default().push(group);
@@ -103,8 +106,10 @@ impl Directory {
             .list_users()?
             .into_iter()
             .map(|u| {
+                let ids = groups.remove(&u.id).unwrap_or_default();
                 let member = Member {
-                    groups: groups.remove(&u.id).unwrap_or_default(),
+                    group_names: ids.iter().filter_map(|id| names.get(id).cloned()).collect(),
+                    groups: ids,
                     id: u.id.clone(),
                     email: u.email,
                     name: u.name,
@@ -227,6 +232,8 @@ pub struct Auth {
     flushed: AtomicI64,
     /// The last time expired revocations were deleted.
     purged: AtomicI64,
+    /// Loads of the directory from the store.
+    reloads: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Auth {
@@ -240,6 +247,7 @@ impl Default for Auth {
             key_uses: DashMap::new(),
             flushed: AtomicI64::new(0),
             purged: AtomicI64::new(0),
+            reloads: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -301,7 +309,13 @@ impl Auth {
         } else {
             self.directory.store(Arc::new(directory));
         }
+        self.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How many times the directory was loaded from the store.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
     }
 
     /// Reloads the directory if another replica changed it since the last load. Blocking.
@@ -398,6 +412,9 @@ pub enum Level {
     Verified,
     /// Admins.
     Admin,
+    /// The metrics scraper: the `metrics.token` bearer token when one is set; else anyone
+    /// while the gateway listens on a loopback address; else admins.
+    Metrics,
 }
 
 /// The credential a request presents: the `Authorization` header, else the `token` cookie,
@@ -433,8 +450,42 @@ pub fn require(req: &HttpRequest, level: Level) -> Result<Option<Caller>, AppErr
             Ok(Presented::Missing) => Ok(None),
             _ => authenticate(req, Level::Any).map(Some),
         },
+        Level::Metrics => metrics_access(req),
         level => authenticate(req, level).map(Some),
     }
+}
+
+/// Who may read `/metrics` (see [`Level::Metrics`]).
+fn metrics_access(req: &HttpRequest) -> Result<Option<Caller>, AppError> {
+    let Some(shared) = req.app_data::<web::Data<Shared>>() else {
+        return authenticate(req, Level::Admin).map(Some);
+    };
+    let settings = shared.settings();
+    let token = settings.metrics.token.as_bytes();
+    if token.is_empty() {
+        if crate::handlers::config::listens_on_loopback(&settings) {
+            return Ok(None);
+        }
+    } else {
+        let presented = req
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if let Some(given) = presented {
+            use subtle::ConstantTimeEq as _;
+            if bool::from(given.ct_eq(token)) {
+                return Ok(None);
+            }
+        }
+    }
+    let caller = authenticate(req, Level::Admin)?;
+    if caller.user.is_none() {
+        // Nobody is authenticated here, and the address is not loopback: only the token opens it.
+        return Err(AppError::Forbidden(
+            "/metrics is served on a non-loopback address only to metrics.token or an admin".to_owned(),
+        ));
+    }
+    Ok(Some(caller))
 }
 
 impl FromRequest for Caller {
@@ -482,7 +533,7 @@ fn authenticate(req: &HttpRequest, level: Level) -> Result<Caller, AppError> {
     let admitted = match level {
         Level::Public | Level::Checked | Level::Any => true,
         Level::Verified => matches!(user.role, Role::User | Role::Admin),
-        Level::Admin => user.role == Role::Admin,
+        Level::Admin | Level::Metrics => user.role == Role::Admin,
     };
     if !admitted {
         // A signed-in user without the role is forbidden, not unauthenticated: the reference

@@ -73,6 +73,7 @@ pub fn spawn(shared: Arc<Shared>) {
                     }
                 }
                 Err(e) => {
+                    shared.metrics.database_error();
                     if healthy {
                         tracing::warn!(error = %e, "the database is unreachable; serving with the last known configuration");
                         healthy = false;

@@ -137,7 +137,9 @@ pub struct Finished {
     pub groups: Vec<String>,
     /// The model as the client named it.
     pub model_asked: String,
-    /// The model routed to (a preset's base model; the catalogue id when known).
+    /// The model routed to: the catalogue id (a preset's base model). Empty when no instance
+    /// lists the model: what the client asked is then only in `model_asked`, which is the
+    /// client's own text and must not become a metric label.
     pub model_run: String,
     /// The instance that answered: its index in `ollama.base_urls`.
     pub instance: Option<usize>,
@@ -216,8 +218,10 @@ impl Exchanges {
         let at_ms = at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let scope = req.extensions().get::<std::rc::Rc<crate::observe::Scope>>().cloned();
         Exchange {
             record: Some(Box::new(Record {
+                scope,
                 observers,
                 arrived,
                 sent: None,
@@ -231,7 +235,7 @@ impl Exchanges {
                     key_id,
                     groups,
                     model_asked: model.to_owned(),
-                    model_run: model.to_owned(),
+                    model_run: String::new(),
                     instance: None,
                     instance_url: None,
                     status: 0,
@@ -258,6 +262,8 @@ impl Exchanges {
 pub struct Arrived(pub Instant);
 
 struct Record {
+    /// The request's access-log and span notes, given the counts at the end.
+    scope: Option<std::rc::Rc<crate::observe::Scope>>,
     observers: Arc<Vec<Arc<dyn Observer>>>,
     arrived: Instant,
     sent: Option<Instant>,
@@ -375,6 +381,9 @@ impl Drop for Exchange {
             // each relayed line of a stream carries about one token.
             f.estimated = true;
             f.output_tokens = if f.streamed { f.chunks } else { 0 };
+        }
+        if let Some(scope) = &r.scope {
+            scope.finished(&r.finished);
         }
         for observer in r.observers.iter() {
             observer.finished(&r.finished);

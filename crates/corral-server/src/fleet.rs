@@ -86,7 +86,9 @@ impl Fleet {
         let settings = shared.settings();
         let out = |idx: usize| shared.is_ejected(idx);
         let previous = self.snapshot().filter(|p| p.generation == generation);
+        let began = Instant::now();
         let listings = fetch_listings(client, &settings, &out, previous.as_ref().map(|p| &p.listings)).await;
+        shared.metrics.catalogue_refreshed(began.elapsed());
         let catalogue = crate::catalogue::merge(&settings, &listings);
         let mut last_seen = self
             .snapshot()
@@ -94,6 +96,7 @@ impl Fleet {
             .unwrap_or_default();
         for (url, tags) in settings.ollama.base_urls.iter().zip(&listings.tags) {
             if let Some(tags) = tags {
+                shared.instances.get(url.trim_end_matches('/')).mark_seen();
                 last_seen.insert(url.trim_end_matches('/').to_owned(), tags.clone());
             }
         }

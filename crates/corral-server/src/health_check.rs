@@ -53,6 +53,7 @@ pub fn spawn(shared: Arc<Shared>) {
                         .checked(ok, &health, Instant::now());
                 match (before, after) {
                     (HealthState::Healthy, HealthState::Ejected { .. }) => {
+                        shared.metrics.ejected(idx);
                         tracing::warn!(instance = idx, url = %corral_config::loggable_url(url), "instance failed its health checks; taken out of rotation")
                     }
                     (HealthState::HalfOpen { .. }, HealthState::Healthy) => {

@@ -6,7 +6,7 @@
 //! Locks here are held for a few instructions and never across an await.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,9 @@ impl Queue {
 /// Knowledge about one instance.
 pub struct Instance {
     in_flight: AtomicUsize,
+    /// Whether the instance has answered anything yet (a health check, a listing, a request):
+    /// until then its health is a default, not something seen.
+    seen: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -138,6 +141,7 @@ impl Instances {
             .or_insert_with(|| {
                 Arc::new(Instance {
                     in_flight: AtomicUsize::new(0),
+                    seen: AtomicBool::new(false),
                     inner: Mutex::new(Inner {
                         per_model: HashMap::new(),
                         limits: HashMap::new(),
@@ -192,6 +196,44 @@ impl Instance {
             selectable: inner.health.is_selectable(now),
             limit: inner.limit_of(model),
         }
+    }
+
+    /// What the metrics read at a scrape: requests in flight (all, and per model), the learned
+    /// limits, the loaded models and the health state as a word (`unchecked` until it answered).
+    pub fn state(&self, now: Instant) -> InstanceState {
+        let mut inner = lock(&self.inner);
+        let mut per_model: Vec<(String, usize)> = inner.per_model.iter().map(|(m, n)| (m.clone(), *n)).collect();
+        per_model.sort();
+        let mut limits: Vec<(String, usize)> = inner.limits.iter().map(|(m, l)| (m.clone(), l.limit())).collect();
+        limits.sort();
+        let loaded = inner
+            .served
+            .values()
+            .filter(|t| now.saturating_duration_since(**t) < LOADED_FOR)
+            .count();
+        let health = match inner.health.state(now) {
+            HealthState::Ejected { .. } => "ejected",
+            HealthState::HalfOpen { .. } => "half_open",
+            HealthState::Healthy if !self.seen.load(Ordering::Relaxed) => "unchecked",
+            HealthState::Healthy => "healthy",
+        };
+        InstanceState {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            per_model,
+            limits,
+            loaded,
+            health,
+        }
+    }
+
+    /// Whether the instance answered a check, a listing or a request since the gateway started.
+    pub fn seen(&self) -> bool {
+        self.seen.load(Ordering::Relaxed)
+    }
+
+    /// The instance answered something (a listing): it is up.
+    pub fn mark_seen(&self) {
+        self.seen.store(true, Ordering::Relaxed);
     }
 
     /// Takes the half-open probe, if one is due.
@@ -299,6 +341,9 @@ impl Instance {
 
     /// Records an active health check; returns the state before and after.
     pub fn checked(&self, ok: bool, policy: &HealthPolicy, now: Instant) -> (HealthState, HealthState) {
+        if ok {
+            self.mark_seen();
+        }
         let mut inner = lock(&self.inner);
         let before = inner.health.state(now);
         match (ok, before) {
@@ -316,6 +361,7 @@ impl Instance {
     /// unloaded model is no longer counted as loaded there. Its quick answer says nothing
     /// about time to first token.
     pub fn answered(&self, model: &str, unloads: bool) {
+        self.mark_seen();
         let mut inner = lock(&self.inner);
         inner.health.on_success();
         if unloads {
@@ -325,6 +371,7 @@ impl Instance {
 
     /// The instance answered (headers after `ttft`) with a status that is not a server error.
     pub fn succeeded(&self, model: &str, ttft: Duration, unloads: bool, now: Instant) {
+        self.mark_seen();
         let mut inner = lock(&self.inner);
         inner.health.on_success();
         inner.ttft.observe(ttft, now);
@@ -362,6 +409,20 @@ impl Instance {
     }
 }
 
+/// One instance as the metrics see it at a scrape.
+pub struct InstanceState {
+    /// Requests in flight, all models.
+    pub in_flight: usize,
+    /// Requests in flight per model.
+    pub per_model: Vec<(String, usize)>,
+    /// The learned slot limit per model.
+    pub limits: Vec<(String, usize)>,
+    /// Models the gateway's mirror counts as loaded.
+    pub loaded: usize,
+    /// `healthy`, `half_open`, `ejected` or `unchecked`.
+    pub health: &'static str,
+}
+
 /// A request in flight; dropping it (the response ended or was abandoned) releases it.
 pub struct InFlight {
     instance: Arc<Instance>,
@@ -372,6 +433,13 @@ pub struct InFlight {
     concurrency: usize,
     /// Whether the model was known to be loaded there when it began.
     warm: bool,
+}
+
+impl InFlight {
+    /// Whether the model was known to be loaded on the instance when the request began.
+    pub fn warm(&self) -> bool {
+        self.warm
+    }
 }
 
 impl Drop for InFlight {

@@ -17,12 +17,15 @@ mod instances;
 mod json_refusals;
 mod lifecycle;
 pub mod limits;
+pub mod metrics;
+mod observe;
 mod password_pool;
 pub mod probe;
 mod proxy;
 pub mod rlimit;
 pub mod routes;
 mod state;
+pub mod telemetry;
 
 use std::io;
 use std::net::TcpListener;
@@ -64,6 +67,16 @@ impl Corral {
     /// when the server listens on a loopback address.
     pub fn open_access(self) -> Corral {
         self.shared.auth.disable();
+        self
+    }
+
+    /// Exports request spans through `telemetry` (see [`telemetry`]). Call it right after
+    /// building the gateway, before it is cloned or started.
+    pub fn with_telemetry(mut self, telemetry: telemetry::Telemetry) -> Corral {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.telemetry = telemetry,
+            None => tracing::error!("with_telemetry called on a gateway already shared; spans are not exported"),
+        }
         self
     }
 
@@ -208,14 +221,8 @@ impl Corral {
                     }
                 })
                 .wrap(cors::cors(&cors_origins))
-                .wrap(
-                    actix_web::middleware::Logger::new("%{client}xi \"%{request}xi\" %s %b %Dms")
-                        .custom_request_replace("client", |req| {
-                            guard::client_ip(req.request()).map_or_else(|| "-".to_owned(), |ip| ip.to_string())
-                        })
-                        .custom_request_replace("request", |req| access_line(req.method(), req.uri(), req.version()))
-                        .log_target("corral::access"),
-                )
+                // Request id, trace context, access line, request counter, server span.
+                .wrap(actix_web::middleware::from_fn(observe::observe))
                 .configure(|cfg| corral.configure(cfg))
         };
         // actix-web's `HttpServer`, spelled out: the same HTTP service with actix-web's

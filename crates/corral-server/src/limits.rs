@@ -272,20 +272,26 @@ fn allowance_json(a: corral_auth::limits::Allowance) -> serde_json::Value {
 
 /// OpenAI's `x-ratelimit-*` headers for `headroom`.
 pub fn headers(headroom: &Headroom) -> Vec<(HeaderName, HeaderValue)> {
-    let mut out = Vec::new();
-    for (kind, allowance) in [("requests", headroom.requests), ("tokens", headroom.tokens)] {
+    const NAMES: [[&str; 3]; 2] = [
+        [
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ],
+        [
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ],
+    ];
+    let mut out = Vec::with_capacity(6);
+    for (names, allowance) in NAMES.iter().zip([headroom.requests, headroom.tokens]) {
         let Some(a) = allowance else { continue };
-        for (what, value) in [
-            ("limit", a.limit.to_string()),
-            ("remaining", a.remaining.to_string()),
-            ("reset", go_duration(a.reset_ms)),
-        ] {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(format!("x-ratelimit-{what}-{kind}").as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
-                out.push((name, value));
-            }
+        let [limit, remaining, reset] = names.map(HeaderName::from_static);
+        out.push((limit, HeaderValue::from(a.limit)));
+        out.push((remaining, HeaderValue::from(a.remaining)));
+        if let Ok(value) = HeaderValue::from_str(&go_duration(a.reset_ms)) {
+            out.push((reset, value));
         }
     }
     out

@@ -100,7 +100,16 @@ pub(crate) fn tcp_connector() -> impl actix_service::Service<
 
 /// Client headers that are about the content and so travel upstream. Everything else
 /// (Host, Authorization, cookies, Origin, hop-by-hop headers) stays at the gateway.
-const FORWARDED_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::ACCEPT, header::USER_AGENT];
+/// The request id and the W3C trace context go too: the observe middleware has replaced
+/// them with the gateway's own (a client's invalid ones never pass).
+const FORWARDED_HEADERS: [HeaderName; 6] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::USER_AGENT,
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+];
 
 /// Sends `out` to `target` and waits for the response headers.
 pub async fn send(

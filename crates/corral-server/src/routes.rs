@@ -160,6 +160,13 @@ pub fn register(r: &mut Routes) {
         "Readiness: configuration loaded, database answering, an instance healthy, not draining",
         ready::ready,
     );
+    r.add(
+        Method::GET,
+        "/metrics",
+        Level::Metrics,
+        "Prometheus metrics (metrics.token, loopback, or an admin)",
+        meta::metrics,
+    );
     for path in ["/", ""] {
         r.add_each(
             &[Method::GET, Method::HEAD],

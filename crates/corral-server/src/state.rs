@@ -37,6 +37,10 @@ pub struct Shared {
     pub lifecycle: crate::lifecycle::Lifecycle,
     /// Counts against the limits per key, user and group.
     pub limiter: crate::limits::Limiter,
+    /// What Prometheus scrapes (`GET /metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// OpenTelemetry spans, exported over OTLP when configured.
+    pub telemetry: crate::telemetry::Telemetry,
     /// Whatever watches finished model-running requests (usage, metrics, limits).
     pub exchanges: crate::exchange::Exchanges,
     picks: std::sync::atomic::AtomicU64,
@@ -46,6 +50,14 @@ impl Shared {
     /// Wraps the start-up settings, with no database.
     pub fn new(settings: Settings) -> Shared {
         let guard = crate::guard::Guard::new(&settings);
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            settings.metrics.enable,
+            settings.metrics.per_key,
+        ));
+        let exchanges = crate::exchange::Exchanges::default();
+        if metrics.enabled() {
+            exchanges.observe(metrics.clone());
+        }
         Shared {
             settings: ArcSwap::from_pointee(settings.clone()),
             base: settings,
@@ -58,7 +70,9 @@ impl Shared {
             guard,
             lifecycle: crate::lifecycle::Lifecycle::default(),
             limiter: crate::limits::Limiter::default(),
-            exchanges: crate::exchange::Exchanges::default(),
+            metrics,
+            telemetry: crate::telemetry::Telemetry::default(),
+            exchanges,
             picks: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -157,6 +171,7 @@ impl Shared {
     /// usage records, when the gateway keeps them, belong here too. Blocking: the shutdown
     /// calls it off the executor once the last request has finished.
     pub fn flush_buffers(&self) {
+        self.telemetry.flush();
         let Some(store) = &self.store else { return };
         self.auth.flush_key_uses(store, true);
         if let Err(err) = self.limiter.sync(store) {

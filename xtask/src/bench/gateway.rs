@@ -112,6 +112,15 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
     let key = super::provision_key(&bin, &data_dir(&data)?)?;
     let (corral, through) = start_corral(&bin, &data, &direct, &[("CORRAL_SERVER__WORKERS", "1")], None)?;
     wait_ready(&oha, &format!("{through}/health"))?;
+    // The same gateway with `metrics.enable` false: what counting costs.
+    let (quiet, quiet_url) = start_corral(
+        &bin,
+        &data,
+        &direct,
+        &[("CORRAL_SERVER__WORKERS", "1"), ("CORRAL_METRICS__ENABLE", "false")],
+        None,
+    )?;
+    wait_ready(&oha, &format!("{quiet_url}/health"))?;
     let nginx = Nginx::start(root, &direct)?;
     wait_ready(&oha, &format!("{}/api/version", nginx.base))?;
     std::thread::sleep(Duration::from_millis(500));
@@ -136,6 +145,12 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
             base: through.clone(),
             auth: Some(format!("authorization: Bearer {key}")),
             pids: vec![corral.0.id()],
+        },
+        Side {
+            name: "Corral, metrics off",
+            base: quiet_url.clone(),
+            auth: Some(format!("authorization: Bearer {key}")),
+            pids: vec![quiet.0.id()],
         },
     ];
     let plan = if smoke {
@@ -424,6 +439,23 @@ fn report(rows: &[Row], sides: &[Side], facts: &Facts) -> String {
         "- idle RSS ≤ 20 MB: {idle:.1} MiB, {}",
         verdict(idle <= 20.0 * 1_000_000.0 / 1_048_576.0)
     );
+    let _ = writeln!(
+        out,
+        "\n### Metrics on and off\n\nThe same gateway with `metrics.enable` false (no counting, no `/metrics`) beside the default (counted: every request, its exchange record, its latencies and tokens). Target: within 3%.\n\n| scenario | concurrency | requests/s, metrics on | requests/s, metrics off | on / off |\n| --- | ---: | ---: | ---: | ---: |"
+    );
+    for row in rows {
+        let (on, off) = (&row.sides[2], &row.sides[3]);
+        let _ = writeln!(
+            out,
+            "| {}{} | {} | {:.0} | {:.0} | {:.1}% |",
+            row.label,
+            if row.streamed { " (streamed)" } else { "" },
+            row.concurrency,
+            on.rate(),
+            off.rate(),
+            100.0 * on.rate() / off.rate().max(1e-9)
+        );
+    }
     out
 }
 

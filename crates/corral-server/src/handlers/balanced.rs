@@ -177,6 +177,12 @@ async fn attempt(
         Some(admit(&ctx).await?)
     };
     let waited = admitted.as_ref().and_then(|a| a.waited);
+    crate::observe::note(req, |n| {
+        n.model = Some(model.to_owned());
+        n.model_run = Some(id.clone());
+        n.admitted = Some(Instant::now());
+        n.queue_wait = waited;
+    });
     if let Some(waited) = waited {
         exchange.queued(waited);
     }
@@ -216,6 +222,12 @@ async fn attempt(
             }
         };
         tried.push(idx);
+        if attempt > 0 {
+            shared.metrics.failover(&id);
+        }
+        if in_flight.as_ref().is_some_and(|f| !f.warm()) {
+            shared.metrics.cold_load(&id, idx);
+        }
         let target = target(shared, idx)?;
         let instance = shared.instances.get(&target.base_url);
         let out = Outgoing {
@@ -230,6 +242,10 @@ async fn attempt(
         let started = Instant::now();
         let last_try = attempt + 1 >= balance.max_attempts.max(1) || tried.len() >= holders.len();
         let result = proxy::send(client, &settings.upstream, &target, out).await;
+        crate::observe::note(req, |n| {
+            n.upstream = Some((started, Instant::now()));
+            n.instance = Some(idx);
+        });
         if let (Ok(resp), Some(request)) = (&result, &in_flight) {
             let status = resp.status().as_u16();
             if status == 503 || status == 429 {
@@ -244,6 +260,7 @@ async fn attempt(
         match result {
             Ok(resp) if resp.status().is_server_error() && !last_try => {
                 let ejected = instance.failed(Failure::Status(resp.status().as_u16()), &health, Instant::now());
+                upstream_failed(shared, idx, "status_5xx", ejected);
                 tracing::warn!(instance = idx, status = %resp.status(), ejected, "instance failed before answering; trying another");
                 last_error = Some(AppError::UpstreamUnreachable {
                     idx,
@@ -254,7 +271,8 @@ async fn attempt(
             Ok(resp) => {
                 let now = Instant::now();
                 if resp.status().is_server_error() {
-                    instance.failed(Failure::Status(resp.status().as_u16()), &health, now);
+                    let ejected = instance.failed(Failure::Status(resp.status().as_u16()), &health, now);
+                    upstream_failed(shared, idx, "status_5xx", ejected);
                 } else if light {
                     instance.answered(&id, fields.unloads());
                 } else {
@@ -296,6 +314,8 @@ async fn attempt(
                     Failure::Connect
                 };
                 let ejected = instance.failed(why, &health, Instant::now());
+                let kind = if why == Failure::Timeout { "timeout" } else { "connect" };
+                upstream_failed(shared, idx, kind, ejected);
                 tracing::warn!(instance = idx, error = %err, ejected, "instance failed before answering; trying another");
                 last_error = Some(err);
             }
@@ -303,6 +323,14 @@ async fn attempt(
         }
     }
     Err(last_error.unwrap_or_else(|| unknown_model(model, spec.owui)))
+}
+
+/// Counts an upstream failure, and the ejection it caused.
+fn upstream_failed(shared: &Shared, idx: usize, kind: &'static str, ejected: bool) {
+    shared.metrics.upstream_error(idx, kind);
+    if ejected {
+        shared.metrics.ejected(idx);
+    }
 }
 
 /// The response header that says how long a request waited in its model's queue, in
@@ -437,11 +465,12 @@ async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
     let settings = ctx.shared.settings();
     let balance = &settings.balance;
     // Whose turn a waiting request takes is read only when it must wait, outside the lock.
-    let mut user: Option<String> = None;
+    let mut user: Option<(String, u32)> = None;
     let (notify, id) = loop {
         let mut waiting = ctx.queue.lock();
         if waiting.is_empty() {
             if let Some((idx, in_flight)) = start(ctx, &settings) {
+                ctx.shared.metrics.queue_waited(ctx.id, Duration::ZERO);
                 return Ok(Started {
                     idx,
                     in_flight,
@@ -450,6 +479,7 @@ async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
             }
         }
         if waiting.len() >= balance.queue_size {
+            ctx.shared.metrics.queue_refused(ctx.id, "full");
             return Err(AppError::Busy {
                 retry_after: 1,
                 reason: format!("{} requests already wait for model {}", balance.queue_size, ctx.id),
@@ -457,7 +487,7 @@ async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
         }
         let Some(user) = &user else {
             drop(waiting);
-            user = Some(flow(ctx.req));
+            user = Some(flow(ctx.req, &balance.queue_weights));
             continue;
         };
         // The front may have missed a slot that came free without a request ending (an
@@ -466,7 +496,7 @@ async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
             front.notify_one();
         }
         let notify = Arc::new(tokio::sync::Notify::new());
-        let id = waiting.push(user, notify.clone());
+        let id = waiting.push_weighted(&user.0, user.1, notify.clone());
         break (notify, id);
     };
     // Leaves the queue however the wait ends, including the client going away mid-wait (the
@@ -482,12 +512,15 @@ async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
         let waited = tokio::select! {
             waited = tokio::time::timeout_at(deadline, notify.notified()) => waited,
             // The gateway is shutting down and this request will not start in time.
-            () = ctx.shared.lifecycle.grace_over() => return Err(AppError::Busy {
+            () = ctx.shared.lifecycle.grace_over() => return Err({
+                ctx.shared.metrics.queue_refused(ctx.id, "shutdown");
+                AppError::Busy {
                 retry_after: 1,
                 reason: "the gateway is shutting down; another replica can serve it".to_owned(),
-            }),
+            }}),
         };
         if waited.is_err() {
+            ctx.shared.metrics.queue_refused(ctx.id, "timeout");
             let secs = balance.queue_timeout.ceil().max(1.0) as u64;
             return Err(AppError::Busy {
                 retry_after: secs,
@@ -505,10 +538,12 @@ async fn admit(ctx: &Admission<'_>) -> Result<Started, AppError> {
             if let Some((_, next)) = waiting.front() {
                 next.notify_one();
             }
+            let waited = since.elapsed();
+            ctx.shared.metrics.queue_waited(ctx.id, waited);
             return Ok(Started {
                 idx,
                 in_flight,
-                waited: Some(since.elapsed()),
+                waited: Some(waited),
             });
         }
     }
@@ -540,14 +575,27 @@ fn start(ctx: &Admission<'_>, settings: &corral_config::Settings) -> Option<(usi
     Some((idx, in_flight))
 }
 
-/// The flow a waiting request belongs to: its user, so that users take turns. Read only
-/// when a request must wait; a request without a verified user shares the anonymous flow.
-fn flow(req: &HttpRequest) -> String {
-    crate::auth::require(req, crate::auth::Level::Any)
+/// The flow a waiting request belongs to: its user, so that users take turns, and the
+/// flow's weight: the largest of its groups' `balance.queue_weights` (by name or id), 1
+/// without one. Read only when a request must wait; a request without a verified user
+/// shares the anonymous flow.
+fn flow(req: &HttpRequest, weights: &std::collections::BTreeMap<String, u32>) -> (String, u32) {
+    let user = crate::auth::require(req, crate::auth::Level::Any)
         .ok()
         .flatten()
-        .and_then(|caller| caller.user.map(|u| u.id.clone()))
-        .unwrap_or_default()
+        .and_then(|caller| caller.user);
+    let Some(user) = user else {
+        return (String::new(), 1);
+    };
+    let weight = user
+        .groups
+        .iter()
+        .chain(&user.group_names)
+        .filter_map(|g| weights.get(g))
+        .copied()
+        .max()
+        .unwrap_or(1);
+    (user.id.clone(), weight)
 }
 
 /// A request's place in a model's queue; dropped before it was let in, it leaves, and wakes

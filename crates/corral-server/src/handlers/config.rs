@@ -32,9 +32,7 @@ pub fn admin_only(shared: &Shared, admin: &Admin) -> Result<(), AppError> {
 
 /// Refuses admin routes unless the server is bound to a loopback address.
 pub fn loopback_only(shared: &Shared) -> Result<(), AppError> {
-    let host = shared.settings().server.host.clone();
-    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if loopback {
+    if listens_on_loopback(&shared.settings()) {
         Ok(())
     } else {
         Err(AppError::Forbidden(
@@ -42,6 +40,12 @@ pub fn loopback_only(shared: &Shared) -> Result<(), AppError> {
                 .to_owned(),
         ))
     }
+}
+
+/// Whether the gateway is configured to listen on a loopback address.
+pub fn listens_on_loopback(settings: &corral_config::Settings) -> bool {
+    let host = settings.server.host.trim_matches(['[', ']']);
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The configuration in Open WebUI's shape, keys masked.

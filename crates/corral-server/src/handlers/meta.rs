@@ -71,3 +71,18 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     let message = format!("no route for {method} {path}");
     HttpResponse::NotFound().json(crate::error::AppError::NotFound(message).body())
 }
+
+/// `GET /metrics`: the gateway's metrics in Prometheus' text format (docs/metrics.md); 404
+/// when `metrics.enable` is false.
+pub async fn metrics(
+    shared: actix_web::web::Data<crate::state::Shared>,
+) -> Result<HttpResponse, crate::error::AppError> {
+    if !shared.metrics.enabled() {
+        return Err(crate::error::AppError::NotFound(
+            "metrics are disabled (metrics.enable)".to_owned(),
+        ));
+    }
+    Ok(HttpResponse::Ok()
+        .content_type(prometheus_client::encoding::prometheus_text::CONTENT_TYPE)
+        .body(shared.metrics.render(&shared)))
+}

@@ -50,12 +50,23 @@ pub async fn ready(shared: web::Data<Shared>) -> HttpResponse {
     } else {
         Vec::new()
     };
-    let in_rotation = enabled.iter().filter(|&&idx| !shared.is_ejected(idx)).count();
+    // Healthy: answered something (a health check, a listing, a request) and not ejected now.
+    // An instance never heard from is not counted: its health is only a default.
+    let in_rotation = enabled
+        .iter()
+        .filter(|&&idx| {
+            let url = settings.ollama.base_urls[idx].trim_end_matches('/');
+            shared.instances.get(url).seen() && !shared.is_ejected(idx)
+        })
+        .count();
     if in_rotation == 0 {
         problems.push(if enabled.is_empty() {
             "no Ollama instance is enabled".to_owned()
         } else {
-            format!("none of the {} enabled instances is healthy", enabled.len())
+            format!(
+                "none of the {} enabled instances is healthy (answered a health check or listing, and not ejected)",
+                enabled.len()
+            )
         });
     }
 

@@ -659,8 +659,16 @@ async fn admin_status(gw: &Gateway, admin: &str) -> Value {
     serde_json::from_slice(&body_of(&mut resp).await).unwrap()
 }
 
-#[actix_web::test]
-async fn one_users_twenty_waiting_requests_do_not_hold_back_another_users_one() {
+/// A simulator whose streams wait on its latch after one chunk, behind a gateway with one
+/// slot and accounts: Alice (the admin) and Bob (a user), as (token, id).
+async fn alice_and_bob_on_one_slot(
+    tune: impl FnOnce(&mut corral_config::Settings),
+) -> (
+    corral_store::test_support::TestDb,
+    SimHandle,
+    Gateway,
+    [(String, String); 2],
+) {
     let db = corral_store::test_support::TestDb::sqlite();
     let sim = SimHandle::start(SimConfig {
         models: vec![SimModel::chat("llama3.2")],
@@ -676,24 +684,31 @@ async fn one_users_twenty_waiting_requests_do_not_hold_back_another_users_one() 
     let mut settings = settings_for(&[&sim.url()]);
     settings.balance.slots = Slots::Fixed(1);
     settings.auth.bypass_model_access_control = true;
+    tune(&mut settings);
     let gw = Gateway::with_auth(settings, &db.url).await;
     // The first account is the admin; sign-up is opened again for the second.
-    let (alice, alice_id) = account(&gw, "alice@example.com").await;
+    let alice = account(&gw, "alice@example.com").await;
     admin_post(
         &gw,
-        &alice,
+        &alice.0,
         "/api/v1/auths/admin/config",
         serde_json::json!({"ENABLE_SIGNUP": true}),
     )
     .await;
-    let (bob, bob_id) = account(&gw, "bob@example.com").await;
+    let bob = account(&gw, "bob@example.com").await;
     admin_post(
         &gw,
-        &alice,
+        &alice.0,
         "/api/v1/users/update/role",
-        serde_json::json!({"id": bob_id, "role": "user"}),
+        serde_json::json!({"id": bob.1, "role": "user"}),
     )
     .await;
+    (db, sim, gw, [alice, bob])
+}
+
+#[actix_web::test]
+async fn one_users_twenty_waiting_requests_do_not_hold_back_another_users_one() {
+    let (_db, sim, gw, [(alice, alice_id), (bob, bob_id)]) = alice_and_bob_on_one_slot(|_| {}).await;
     let url = gw.at("/api/chat");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let _holder = queued_chat(url.clone(), Some(alice.clone()), "holder".to_owned(), tx.clone());
@@ -770,5 +785,53 @@ async fn openai_answers_that_waited_say_how_long_streamed_or_not() {
         assert_eq!(code, StatusCode::OK);
         assert!(waited.is_some_and(|ms| ms.parse::<u64>().is_ok()));
     }
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_groups_queue_weight_lets_its_members_in_that_many_per_turn() {
+    let (_db, sim, gw, [(alice, _), (bob, bob_id)]) = alice_and_bob_on_one_slot(|s| {
+        s.balance.queue_weights.insert("gold".to_owned(), 3);
+    })
+    .await;
+    admin_post(
+        &gw,
+        &alice,
+        "/api/v1/groups/create",
+        serde_json::json!({"name": "gold", "user_ids": [bob_id]}),
+    )
+    .await;
+    let url = gw.at("/api/chat");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _holder = queued_chat(url.clone(), Some(alice.clone()), "holder".to_owned(), tx.clone());
+    assert_eq!(rx.recv().await.unwrap().0, "holder");
+    let mut handles = Vec::new();
+    // Alice's requests wait first, then Bob's: Bob's group lets him in three per turn.
+    for (i, (who, token)) in std::iter::repeat_n(("alice", &alice), 4)
+        .chain(std::iter::repeat_n(("bob", &bob), 6))
+        .enumerate()
+    {
+        handles.push(queued_chat(
+            url.clone(),
+            Some(token.clone()),
+            who.to_owned(),
+            tx.clone(),
+        ));
+        let n = i as u64 + 1;
+        until("the request queued", async || {
+            admin_status(&gw, &alice).await["queues"]["llama3.2:latest"]["waiting"] == n
+        })
+        .await;
+    }
+    sim.release_latch();
+    let mut order = Vec::new();
+    for _ in 0..10 {
+        order.push(rx.recv().await.unwrap().0);
+    }
+    assert_eq!(
+        order,
+        ["alice", "bob", "bob", "bob", "alice", "bob", "bob", "bob", "alice", "alice"],
+        "one of Alice's per turn, three of Bob's"
+    );
     gw.stop().await;
 }

@@ -11,6 +11,7 @@ mod fleet;
 mod hardening;
 mod limits;
 mod models;
+mod observability;
 mod openai;
 mod passthrough;
 mod replicas;

@@ -129,11 +129,41 @@ async fn with_notifications_off_polling_still_carries_revocations() {
     report("polling", delays);
 }
 
+/// `/ready`'s answer once it is 200, or its last answer after two seconds.
+async fn ready_soon(gw: &Gateway) -> (StatusCode, Value) {
+    let mut last = call(Method::GET, &gw.at("/ready"), None, None).await;
+    for _ in 0..100 {
+        if last.0 == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        last = call(Method::GET, &gw.at("/ready"), None, None).await;
+    }
+    last
+}
+
+#[actix_web::test]
+async fn an_instance_never_heard_from_does_not_make_the_replica_ready() {
+    // Health checks off, and the instance never answers a listing: its health is only a default.
+    let mut settings = settings_for(&[&dead_url()]);
+    settings.balance.health_interval = 0.0;
+    let gw = Gateway::start(settings).await;
+    let (status, body) = call(Method::GET, &gw.at("/ready"), None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        body["checks"]["instances"],
+        json!({"enabled": 1, "healthy": 0}),
+        "{body}"
+    );
+    gw.stop().await;
+}
+
 #[actix_web::test]
 async fn ready_says_what_is_wrong() {
     let sim = sim().await;
     let gw = Gateway::start(settings_for(&[&sim.url()])).await;
-    let (status, body) = call(Method::GET, &gw.at("/ready"), None, None).await;
+    // Ready once the instance has answered (the first catalogue refresh, right after start).
+    let (status, body) = ready_soon(&gw).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["ready"], true);
     assert_eq!(body["checks"]["instances"], json!({"enabled": 1, "healthy": 1}));
@@ -167,7 +197,7 @@ async fn ready_with_a_database_reports_it_answering() {
     let db = TestDb::sqlite();
     let sim = sim().await;
     let gw = Gateway::with_store(settings_for(&[&sim.url()]), &db.url).await;
-    let (status, body) = call(Method::GET, &gw.at("/ready"), None, None).await;
+    let (status, body) = ready_soon(&gw).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["checks"]["database"], "answering", "{body}");
     gw.stop().await;

@@ -18,28 +18,25 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts a gateway with `settings` on a free loopback port.
-    pub async fn start(mut settings: Settings) -> Gateway {
-        settings.server.workers = 1;
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let corral = Corral::new(settings).open_access();
-        corral.start();
-        let server = corral.server(listener).unwrap();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        Gateway { url, handle }
+    pub async fn start(settings: Settings) -> Gateway {
+        Gateway::start_with(settings, |_| {})
     }
 
     /// Starts a gateway with `settings` whose finished requests `observer` watches.
     pub async fn watched(
-        mut settings: Settings,
+        settings: Settings,
         observer: std::sync::Arc<dyn corral_server::exchange::Observer>,
     ) -> Gateway {
+        Gateway::start_with(settings, |shared| shared.exchanges.observe(observer))
+    }
+
+    /// Starts a gateway with `settings` on a free loopback port, after `setup` saw its state.
+    fn start_with(mut settings: Settings, setup: impl FnOnce(&corral_server::Shared)) -> Gateway {
         settings.server.workers = 1;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let corral = Corral::new(settings).open_access();
-        corral.shared().exchanges.observe(observer);
+        setup(corral.shared());
         corral.start();
         let server = corral.server(listener).unwrap();
         let handle = server.handle();

@@ -1,3 +1,5 @@
+//! Limits: validation, periods, durations and the counters, on a fixed clock.
+
 use serde_json::json;
 
 use super::*;

@@ -123,7 +123,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
         eprintln!("bench limits smoke: both keys ran every scenario, nothing refused");
         return Ok(());
     }
-    let mut out = String::new();
+    let mut out = String::from("## What limits cost (`cargo xtask bench limits`)\n\n");
     writeln!(
         out,
         "Run: {}; {} round(s) of {} s per key per row, the two keys taking turns on one Corral (1 worker, release build, SQLite) in front of the simulator. \

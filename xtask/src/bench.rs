@@ -7,6 +7,7 @@
 
 mod balance;
 mod gateway;
+mod limits;
 mod metering;
 mod stream;
 mod streams;
@@ -15,7 +16,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-/// Runs the benchmark named by `args`: `[balance|streams|metering] [--quick] [--smoke]`.
+/// Runs the benchmark named by `args`: `[balance|streams|metering|limits] [--quick] [--smoke]`.
 ///
 /// `--smoke` runs every scenario with a few requests each on debug builds, checks that each
 /// request succeeded, and writes no figure: `cargo xtask test` runs it so that a benchmark
@@ -25,12 +26,16 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let smoke = args.iter().any(|a| a == "--smoke");
     if let Some(unknown) = args
         .iter()
-        .find(|a| !["balance", "streams", "metering", "--quick", "--smoke"].contains(&a.as_str()))
+        .find(|a| !["balance", "streams", "metering", "limits", "--quick", "--smoke"].contains(&a.as_str()))
     {
-        anyhow::bail!("unknown bench argument {unknown:?}; expected [balance|streams|metering] [--quick] [--smoke]");
+        anyhow::bail!(
+            "unknown bench argument {unknown:?}; expected [balance|streams|metering|limits] [--quick] [--smoke]"
+        );
     }
     if args.iter().any(|a| a == "balance") {
         balance::run(root, quick, smoke)
+    } else if args.iter().any(|a| a == "limits") {
+        limits::run(root, quick, smoke)
     } else if args.iter().any(|a| a == "streams") {
         streams::run(root, quick, smoke)
     } else if args.iter().any(|a| a == "metering") {

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         Some("rolling") => rolling::run(&tidy::workspace_root(), &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test [console]|bench [balance|streams] [--quick] [--smoke]|fuzz [--seconds N|--smoke] [target]|rolling [--quick]|tidy|deps>"
+                "usage: cargo xtask <test [console]|bench [balance|streams|metering|limits] [--quick] [--smoke]|fuzz [--seconds N|--smoke] [target]|rolling [--quick]|tidy|deps>"
             );
             return ExitCode::from(2);
         }

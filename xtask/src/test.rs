@@ -5,7 +5,7 @@
 //! 3. the web console in Debian's headless Chromium (`tests/console`, Playwright for Python),
 //!    against a gateway of its own in front of simulators;
 //! 4. every benchmark scenario in its smoke mode (`bench --smoke`, `bench balance --smoke`,
-//!    `bench streams --smoke`, `bench metering --smoke`):
+//!    `bench streams --smoke`, `bench metering --smoke`, `bench limits --smoke`):
 //!    a few requests each, no figure kept, so a benchmark that stops working fails here.
 //! 5. a short rolling restart under load (`cargo xtask rolling --quick`): three replicas on
 //!    PostgreSQL behind nginx, no failed request and no cut stream.
@@ -38,6 +38,7 @@ pub fn run(root: &Path) -> Result<()> {
         vec!["balance", "--smoke"],
         vec!["streams", "--smoke"],
         vec!["metering", "--smoke"],
+        vec!["limits", "--smoke"],
     ] {
         let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
         eprintln!("$ cargo xtask bench {}", args.join(" "));

@@ -48,6 +48,12 @@ pub enum Command {
     },
     /// Print usage (requests and tokens) from the database: the table `GET /api/v1/usage` gives.
     Usage(UsageArgs),
+    /// Limits per API key, user and group (requests and tokens per minute, concurrent
+    /// requests, token budgets). A running gateway picks changes up within half a second.
+    Limits {
+        #[command(subcommand)]
+        action: LimitsAction,
+    },
 }
 
 /// `corral usage`: the same parameters as `GET /api/v1/usage`.
@@ -80,6 +86,51 @@ pub struct UsageArgs {
     /// `table`, `csv` or `json`.
     #[arg(long, default_value = "table")]
     pub format: String,
+}
+
+/// Whose limits: `key` (by its id), `user` (by id or email) or `group` (by id or name).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitSubject {
+    /// key, user or group.
+    pub scope: String,
+    /// The key's id, the user's id or email, the group's id or name.
+    pub id: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LimitsAction {
+    /// Every limit set, one per line: scope, id, limits as JSON.
+    List,
+    /// The limits of one key, user or group, as JSON.
+    Show(LimitSubject),
+    /// Set (replace) the limits of one key, user or group; a limit left out is no limit.
+    Set {
+        #[command(flatten)]
+        subject: LimitSubject,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// Tokens (prompt plus completion) per minute.
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Requests running at once.
+        #[arg(long)]
+        concurrent: Option<u64>,
+        /// A token budget per period.
+        #[arg(long)]
+        budget: Option<u64>,
+        /// The budget's period: day, week or month.
+        #[arg(long, requires = "budget", default_value = "month")]
+        period: String,
+        /// The budget counts the last day, week or 30 days instead of the calendar's.
+        #[arg(long, requires = "budget")]
+        rolling: bool,
+        /// A model the budget counts (repeat for several; default: every model).
+        #[arg(long = "model", requires = "budget")]
+        models: Vec<String>,
+    },
+    /// Remove the limits of one key, user or group.
+    Remove(LimitSubject),
 }
 
 #[derive(Debug, Subcommand)]

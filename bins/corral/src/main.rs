@@ -4,6 +4,7 @@ mod accounts;
 mod cli;
 mod doctor;
 mod health;
+mod limits;
 mod serve;
 mod setup;
 mod usage;
@@ -48,6 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User { action } => accounts::user(&settings()?, action)?,
         Command::Key { action } => accounts::key(&settings()?, action)?,
         Command::Usage(args) => usage::run(&settings()?, args)?,
+        Command::Limits { action } => limits::run(&settings()?, action)?,
     }
     Ok(ExitCode::SUCCESS)
 }

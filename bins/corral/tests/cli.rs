@@ -157,3 +157,67 @@ fn user_create_checks_the_account_as_sign_up_does() {
     assert!(!ok);
     assert!(err.contains("already exists"), "{err}");
 }
+
+/// `corral` with `DATA_DIR=data`: success, standard output, standard error.
+fn corral_in(data: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(args)
+        .env_clear()
+        .env("DATA_DIR", data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn limits_are_set_shown_listed_and_removed_and_bad_ones_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    assert!(user_create(data, "ada@example.com", "correct horse").0);
+    let set = [
+        "limits",
+        "set",
+        "user",
+        "ada@example.com",
+        "--rpm",
+        "60",
+        "--budget",
+        "1000",
+    ];
+    let (ok, out, err) = corral_in(
+        data,
+        &[&set[..], &["--period", "week", "--rolling", "--model", "llama3.2"]].concat(),
+    );
+    assert!(ok, "{err}");
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(value["requests_per_minute"], 60);
+    assert_eq!(value["budget"]["reset"], "rolling");
+    let (ok, out, _) = corral_in(data, &["limits", "show", "user", "ada@example.com"]);
+    assert!(ok);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), value);
+    let (_, out, _) = corral_in(data, &["limits", "list"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("user\t"), "{out}");
+
+    let (ok, _, err) = corral_in(data, &[&set[..], &["--period", "fortnight"]].concat());
+    assert!(!ok);
+    assert!(err.contains("budget.period"), "{err}");
+    let (ok, _, err) = corral_in(data, &["limits", "set", "user", "ada@example.com", "--concurrent", "0"]);
+    assert!(!ok);
+    assert!(err.contains("concurrent_requests"), "{err}");
+    let (ok, _, err) = corral_in(data, &["limits", "set", "key", "no-such-key", "--rpm", "5"]);
+    assert!(!ok);
+    assert!(err.contains("no key"), "{err}");
+    let (ok, _, err) = corral_in(data, &["limits", "set", "team", "x", "--rpm", "5"]);
+    assert!(!ok);
+    assert!(err.contains("scope"), "{err}");
+
+    let (ok, _, err) = corral_in(data, &["limits", "remove", "user", "ada@example.com"]);
+    assert!(ok, "{err}");
+    let (_, out, _) = corral_in(data, &["limits", "list"]);
+    assert!(out.is_empty(), "{out}");
+}

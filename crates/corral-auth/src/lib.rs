@@ -5,6 +5,7 @@ mod access;
 mod api_key;
 mod credential;
 mod error;
+pub mod limits;
 pub mod messages;
 mod params;
 mod password;

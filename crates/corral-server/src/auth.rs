@@ -90,6 +90,8 @@ pub struct Directory {
     keys: HashMap<String, KeyEntry>,
     revoked: HashSet<String>,
     models: HashMap<String, Arc<ModelRule>>,
+    /// Limits per key, user and group (only of subjects that exist).
+    limits: HashMap<(corral_auth::limits::Scope, String), Arc<corral_auth::limits::Limits>>,
 }
 
 impl Directory {
@@ -161,11 +163,18 @@ impl Directory {
                 (m.id, Arc::new(rule))
             })
             .collect();
+        let limits = store
+            .list_limits()?
+            .into_iter()
+            .filter(|l| !l.limits.is_empty())
+            .map(|l| ((l.scope, l.subject_id), Arc::new(l.limits)))
+            .collect();
         Ok(Directory {
             users,
             keys,
             revoked,
             models,
+            limits,
         })
     }
 
@@ -191,6 +200,16 @@ impl Directory {
     /// Every preset (records with a base model).
     pub fn presets(&self) -> impl Iterator<Item = &Arc<ModelRule>> {
         self.models.values().filter(|r| r.base_model_id.is_some())
+    }
+
+    /// The limits set on a key, user or group.
+    pub fn limits(&self, scope: corral_auth::limits::Scope, id: &str) -> Option<&Arc<corral_auth::limits::Limits>> {
+        self.limits.get(&(scope, id.to_owned()))
+    }
+
+    /// Whether any limit is set at all (most gateways have none: nothing to count).
+    pub fn has_limits(&self) -> bool {
+        !self.limits.is_empty()
     }
 
     /// How many users there are.

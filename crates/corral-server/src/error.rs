@@ -28,6 +28,10 @@ pub enum AppError {
         /// What to tell the caller.
         message: String,
     },
+    /// A limit of the caller's key, user or group refuses the request (429 with `Retry-After`
+    /// and OpenAI's `x-ratelimit-*` headers).
+    #[error("{}", .0.message)]
+    LimitReached(Box<crate::limits::Refusal>),
     /// The request conflicts with what is stored.
     #[error("{0}")]
     Conflict(String),
@@ -115,6 +119,7 @@ impl AppError {
             AppError::Unauthorized(_) => "unauthorized",
             AppError::Forbidden(_) => "forbidden",
             AppError::RateLimited { .. } => "rate_limited",
+            AppError::LimitReached(_) => "limit_reached",
             AppError::Conflict(_) => "conflict",
             AppError::StoreUnavailable(_) => "store_unavailable",
             AppError::NotFound(_) => "not_found",
@@ -147,7 +152,7 @@ impl ResponseError for AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } | AppError::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -180,6 +185,12 @@ impl ResponseError for AppError {
         let mut resp = HttpResponse::build(self.status_code());
         if let AppError::Busy { retry_after, .. } | AppError::RateLimited { retry_after, .. } = self {
             resp.insert_header((actix_web::http::header::RETRY_AFTER, retry_after.to_string()));
+        }
+        if let AppError::LimitReached(refusal) = self {
+            resp.insert_header((actix_web::http::header::RETRY_AFTER, refusal.retry_after.to_string()));
+            for (name, value) in &refusal.headers {
+                resp.insert_header((name.clone(), value.clone()));
+            }
         }
         if let AppError::NoInstance { .. } = self {
             // About a health check's interval: when the instance is back, or known to be gone.

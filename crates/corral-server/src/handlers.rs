@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod balanced;
 pub mod config;
 pub mod fleet;
+pub mod limits;
 pub mod meta;
 mod model_ref;
 pub mod models;

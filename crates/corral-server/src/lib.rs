@@ -17,6 +17,7 @@ mod health_check;
 mod instances;
 mod json_refusals;
 mod lifecycle;
+pub mod limits;
 pub mod metrics;
 mod observe;
 mod password_pool;
@@ -116,6 +117,7 @@ impl Corral {
         config_watch::spawn(self.shared.clone());
         health_check::spawn(self.shared.clone());
         usage::spawn(self.shared.clone());
+        limits::spawn(self.shared.clone());
     }
 
     /// Serves the gateway on `listener` until SIGTERM or SIGINT, then drains (see [`Corral::drain`])

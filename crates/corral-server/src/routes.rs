@@ -20,7 +20,7 @@ pub use table::{openapi, table, RouteInfo};
 
 use crate::auth::Level;
 use crate::handlers::native::{self, Quirk, Routing, Spec};
-use crate::handlers::{accounts, config, fleet, meta, models, openai, ready, usage};
+use crate::handlers::{accounts, config, fleet, limits, meta, models, openai, ready, usage};
 use crate::state::Shared;
 
 /// One method's route on a path, with the callers it admits.
@@ -200,6 +200,7 @@ pub fn register_with(r: &mut Routes, console: Option<&str>) {
     owui_routes(r);
     accounts::register(r);
     usage::register(r);
+    limits::register(r);
     r.add(
         Method::POST,
         "/v1/chat/completions",
@@ -526,7 +527,17 @@ fn native_routes(r: &mut Routes, path: &str, methods: &[Method], spec: Spec, sum
             move |req: HttpRequest,
                   payload: web::Payload,
                   shared: web::Data<Shared>,
-                  client: web::Data<awc::Client>| { native::forward(req, payload, shared, client, spec) },
+                  client: web::Data<awc::Client>| async move {
+                let answer = native::forward(req, payload, shared, client, spec).await;
+                // The instance's own OpenAI layer (`/ollama/v1/*`): a limit's refusal comes in
+                // OpenAI's shape, as the client expects on that route.
+                answer.map_err(|err| match err {
+                    err @ crate::error::AppError::LimitReached(_) if spec.path.starts_with("/v1/") => {
+                        actix_web::Error::from(openai::OpenAiError::from(err))
+                    }
+                    other => actix_web::Error::from(other),
+                })
+            },
         );
     }
 }

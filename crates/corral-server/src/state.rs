@@ -37,6 +37,8 @@ pub struct Shared {
     pub lifecycle: crate::lifecycle::Lifecycle,
     /// Usage records waiting to be written.
     pub usage: Arc<crate::usage::UsageBuffer>,
+    /// Counts against the limits per key, user and group.
+    pub limiter: crate::limits::Limiter,
     /// What Prometheus scrapes (`GET /metrics`).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// OpenTelemetry spans, exported over OTLP when configured.
@@ -70,6 +72,7 @@ impl Shared {
             guard,
             lifecycle: crate::lifecycle::Lifecycle::default(),
             usage: Arc::default(),
+            limiter: crate::limits::Limiter::default(),
             metrics,
             telemetry: crate::telemetry::Telemetry::default(),
             exchanges,
@@ -183,6 +186,9 @@ impl Shared {
                     "usage records could not be written before exiting; they are lost"
                 ),
             }
+        }
+        if let Err(err) = self.limiter.sync(store) {
+            tracing::warn!(error = %err, "could not write the last limit counts");
         }
     }
 

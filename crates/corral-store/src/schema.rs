@@ -44,6 +44,27 @@ diesel::table! {
 }
 
 diesel::table! {
+    limit_counters (scope, subject_id, metric, bucket, replica) {
+        scope -> Text,
+        subject_id -> Text,
+        metric -> Text,
+        bucket -> BigInt,
+        replica -> Text,
+        value -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    limits (scope, subject_id) {
+        scope -> Text,
+        subject_id -> Text,
+        spec -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
     models (id) {
         id -> Text,
         base_model_id -> Nullable<Text>,
@@ -141,6 +162,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     auths,
     group_members,
     groups,
+    limit_counters,
+    limits,
     models,
     ollama_connections,
     revoked_tokens,

@@ -14,13 +14,13 @@ use serde_json::Value;
 
 use super::stream::{self, percentile, Framing, StreamStats};
 
-const CHAT: &str = r#"{"model":"llama3.2","messages":[{"role":"user","content":"Why is the sky blue?"}],"stream":false,"options":{"num_predict":5}}"#;
-const OPENAI: &str =
+pub(super) const CHAT: &str = r#"{"model":"llama3.2","messages":[{"role":"user","content":"Why is the sky blue?"}],"stream":false,"options":{"num_predict":5}}"#;
+pub(super) const OPENAI: &str =
     r#"{"model":"llama3.2","messages":[{"role":"user","content":"Why is the sky blue?"}],"max_tokens":5}"#;
 const STREAM: &str = r#"{"model":"llama3.2","messages":[{"role":"user","content":"Why is the sky blue?"}],"stream":true,"options":{"num_predict":100}}"#;
 const OPENAI_STREAM: &str = r#"{"model":"llama3.2","messages":[{"role":"user","content":"Why is the sky blue?"}],"stream":true,"max_tokens":100}"#;
 /// Requests the simulator runs at once per model, and the slots Corral is told it has.
-const PARALLEL: &str = "64";
+pub(super) const PARALLEL: &str = "64";
 
 /// A child process killed when dropped.
 pub struct Proc(pub Child);
@@ -497,7 +497,7 @@ pub fn loadavg() -> String {
 }
 
 /// Empties and creates `dir`.
-fn data_dir(dir: &Path) -> Result<PathBuf> {
+pub(super) fn data_dir(dir: &Path) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     Ok(dir.to_owned())
@@ -743,15 +743,15 @@ pub fn oha(root: &Path) -> Result<PathBuf> {
 }
 
 /// One oha run's figures.
-pub struct Load {
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub secs: f64,
-    pub ok: u64,
-    pub total: u64,
+pub(super) struct Load {
+    pub(super) p50_ms: f64,
+    pub(super) p99_ms: f64,
+    pub(super) secs: f64,
+    pub(super) ok: u64,
+    pub(super) total: u64,
 }
 
-pub fn oha_run(
+pub(super) fn oha_run(
     oha: &Path,
     url: &str,
     body: &str,

@@ -149,6 +149,19 @@ async fn attempt(
     // A streamed answer's headers come with its first token: its time says whether it
     // queued at the instance. A whole answer's says how long it was.
     let samples = fields.stream != Some(false);
+    // The caller's limits, after authentication and model resolution and before the queue: a
+    // refused request never waits for a slot.
+    let permit = if light {
+        None
+    } else {
+        match (
+            crate::limits::caller_of(req),
+            req.app_data::<actix_web::web::Data<Shared>>(),
+        ) {
+            (Some(caller), Some(data)) => shared.limiter.admit(&data.clone().into_inner(), &caller, model, &id)?,
+            _ => None,
+        }
+    };
     let mut admitted = if light {
         None
     } else {
@@ -275,7 +288,17 @@ async fn attempt(
                     None => resp,
                 };
                 exchange.status(resp.status().as_u16());
-                let on_end: Box<dyn FnOnce()> = Box::new(move || drop(in_flight));
+                let (resp, permit) = match permit {
+                    Some(mut permit) => (
+                        crate::limits::with_headers(resp, std::mem::take(&mut permit.headers)),
+                        Some(permit),
+                    ),
+                    None => (resp, None),
+                };
+                let on_end: Box<dyn FnOnce()> = Box::new(move || {
+                    drop(in_flight);
+                    drop(permit);
+                });
                 return Ok(Answer {
                     resp,
                     target,
@@ -314,11 +337,14 @@ fn upstream_failed(shared: &Shared, idx: usize, kind: &'static str, ejected: boo
 /// milliseconds; sent only on answers that waited.
 pub const QUEUE_WAIT_HEADER: &str = "x-corral-queue-wait-ms";
 
-/// The queue-wait header of an instance's answer, for a handler that builds its own response
-/// (the OpenAI routes) to pass on.
-pub fn queue_wait(resp: &awc::ClientResponse) -> Option<(HeaderName, HeaderValue)> {
-    let name = HeaderName::from_static(QUEUE_WAIT_HEADER);
-    resp.headers().get(&name).map(|v| (name, v.clone()))
+/// The headers the gateway added to an instance's answer (the queue wait, the caller's
+/// `x-ratelimit-*`), for a handler that builds its own response (the OpenAI routes) to pass on.
+pub fn gateway_headers(resp: &awc::ClientResponse) -> Vec<(HeaderName, HeaderValue)> {
+    resp.headers()
+        .iter()
+        .filter(|(name, _)| name.as_str() == QUEUE_WAIT_HEADER || name.as_str().starts_with("x-ratelimit-"))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
 }
 
 /// The candidates among `remaining` holders: healthy ones, ones due for their half-open

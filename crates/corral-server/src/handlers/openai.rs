@@ -35,7 +35,8 @@ const ANSWER_LIMIT: usize = 256 * 1024 * 1024;
 pub struct OpenAiError {
     status: StatusCode,
     body: ErrorResponse,
-    retry_after: Option<u64>,
+    /// `Retry-After` and a limit's `x-ratelimit-*`, if any.
+    headers: Option<Box<[(HeaderName, HeaderValue)]>>,
 }
 
 impl std::fmt::Display for OpenAiError {
@@ -51,8 +52,8 @@ impl ResponseError for OpenAiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut resp = HttpResponse::build(self.status);
-        if let Some(secs) = self.retry_after {
-            resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+        for (name, value) in self.headers.iter().flat_map(|h| h.iter()) {
+            resp.insert_header((name.clone(), value.clone()));
         }
         resp.json(&self.body)
     }
@@ -65,9 +66,23 @@ impl From<AppError> for OpenAiError {
         drop(err.error_response());
         let retry_after = match &err {
             AppError::Busy { retry_after, .. } | AppError::RateLimited { retry_after, .. } => Some(*retry_after),
+            AppError::LimitReached(refusal) => Some(refusal.retry_after),
             AppError::NoInstance { .. } => Some(5),
             _ => None,
         };
+        if let AppError::LimitReached(refusal) = &err {
+            // OpenAI's own 429s: `rate_limit_exceeded` (type `requests` or `tokens`) is worth a
+            // retry, `insufficient_quota` is not.
+            let mut body = ErrorResponse::new(status.as_u16(), err.to_string());
+            let (kind, code) = refusal.openai_kind();
+            body.error.kind = kind.to_owned();
+            body.error.code = Some(code.to_owned());
+            return OpenAiError {
+                status,
+                body,
+                headers: retry_headers(retry_after, &refusal.headers),
+            };
+        }
         let mut body = ErrorResponse::new(status.as_u16(), err.to_string());
         // A refused request's form has no code, as OpenAI's own 400s; the rest name their kind.
         if !matches!(err, AppError::BadRequest(_) | AppError::PayloadTooLarge { .. }) {
@@ -80,7 +95,7 @@ impl From<AppError> for OpenAiError {
         OpenAiError {
             status,
             body,
-            retry_after,
+            headers: retry_headers(retry_after, &[]),
         }
     }
 }
@@ -90,9 +105,22 @@ impl From<ConvertError> for OpenAiError {
         OpenAiError {
             status: StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST),
             body: err.to_openai(),
-            retry_after: None,
+            headers: None,
         }
     }
+}
+
+/// `Retry-After` (if any) and `more`.
+fn retry_headers(
+    retry_after: Option<u64>,
+    more: &[(HeaderName, HeaderValue)],
+) -> Option<Box<[(HeaderName, HeaderValue)]>> {
+    let mut out: Vec<(HeaderName, HeaderValue)> = retry_after
+        .map(|secs| (header::RETRY_AFTER, HeaderValue::from(secs)))
+        .into_iter()
+        .collect();
+    out.extend_from_slice(more);
+    (!out.is_empty()).then(|| out.into_boxed_slice())
 }
 
 type Result<T> = std::result::Result<T, OpenAiError>;
@@ -148,7 +176,7 @@ pub async fn chat(
     if stream {
         return Ok(sse(answer, corral_convert::ChatStream::new(meta, usage)));
     }
-    let waited = balanced::queue_wait(&answer.resp);
+    let waited = balanced::gateway_headers(&answer.resp);
     let resp: ollama::ChatResponse = read_answer(answer).await?;
     Ok(answered(waited).json(corral_convert::chat_completion(resp, &meta)))
 }
@@ -188,7 +216,7 @@ pub async fn completions(
     if stream {
         return Ok(sse(answer, corral_convert::CompletionStream::new(meta, usage)));
     }
-    let waited = balanced::queue_wait(&answer.resp);
+    let waited = balanced::gateway_headers(&answer.resp);
     let resp: ollama::GenerateResponse = read_answer(answer).await?;
     Ok(answered(waited).json(corral_convert::completion(resp, &meta)))
 }
@@ -221,7 +249,7 @@ pub async fn embeddings(
     if !answer.resp.status().is_success() {
         return upstream_error(answer).await;
     }
-    let waited = balanced::queue_wait(&answer.resp);
+    let waited = balanced::gateway_headers(&answer.resp);
     let resp: ollama::EmbedResponse = read_answer(answer).await?;
     Ok(answered(waited).json(corral_convert::embedding_response(resp, &model, format)))
 }
@@ -248,7 +276,7 @@ pub async fn model(
     let not_found = || OpenAiError {
         status: StatusCode::NOT_FOUND,
         body: corral_convert::model_not_found(&requested),
-        retry_after: None,
+        headers: None,
     };
     let bypass = shared.settings().auth.bypass_model_access_control;
     if let Some(preset) = caller.preset(&requested) {
@@ -366,7 +394,7 @@ async fn upstream_error(answer: Answer) -> Result<HttpResponse> {
     Err(OpenAiError {
         status,
         body: corral_convert::error_from_native(status.as_u16(), &body),
-        retry_after: None,
+        headers: None,
     })
 }
 
@@ -437,10 +465,11 @@ impl Converter for corral_convert::CompletionStream {
     }
 }
 
-/// A 200 answer, carrying how long the request waited in the queue if it did.
-fn answered(waited: Option<(HeaderName, HeaderValue)>) -> actix_web::HttpResponseBuilder {
+/// A 200 answer, carrying how long the request waited in the queue if it did, and the
+/// caller's limits.
+fn answered(waited: Vec<(HeaderName, HeaderValue)>) -> actix_web::HttpResponseBuilder {
     let mut builder = HttpResponse::Ok();
-    if let Some(header) = waited {
+    for header in waited {
         builder.insert_header(header);
     }
     builder
@@ -455,7 +484,7 @@ fn sse<C: Converter>(answer: Answer, converter: C) -> HttpResponse {
         on_end,
         exchange,
     } = answer;
-    let waited = balanced::queue_wait(&resp);
+    let waited = balanced::gateway_headers(&resp);
     let body = proxy::ndjson_body(resp, &settings.upstream, &target, on_end, exchange);
     answered(waited)
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))

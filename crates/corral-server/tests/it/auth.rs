@@ -163,6 +163,7 @@ fn concrete(pattern: &str) -> String {
         .replace("{url_idx}", "0")
         .replace("{model:.+}", "llama3.2:latest")
         .replace("{digest}", "sha256:00")
+        .replace("{scope}", "key")
         .replace("{id}", "no-such-id")
         .replace("{idx}", "0");
     if path.is_empty() {

@@ -10,6 +10,7 @@ mod console;
 mod exchange;
 mod fleet;
 mod hardening;
+mod limits;
 mod models;
 mod observability;
 mod openai;

@@ -154,6 +154,22 @@ impl Gateway {
         Gateway::store_backed(settings, db_url, true).await
     }
 
+    /// Like [`Gateway::with_auth`], also returning the gateway's state (its limit clock).
+    pub async fn with_auth_state(settings: Settings, db_url: &str) -> (Gateway, std::sync::Arc<corral_server::Shared>) {
+        let mut settings = settings;
+        settings.server.workers = 1;
+        let store = corral_store::Store::open(db_url, 2).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let corral = Corral::with_store(settings, store).unwrap();
+        let shared = corral.shared().clone();
+        corral.start();
+        let server = corral.server(listener).unwrap();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        (Gateway { url, handle }, shared)
+    }
+
     async fn store_backed(mut settings: Settings, db_url: &str, auth: bool) -> Gateway {
         settings.server.workers = 1;
         let store = corral_store::Store::open(db_url, 2).unwrap();

@@ -29,6 +29,7 @@ macro_rules! on_both {
 
 mod api_keys;
 mod groups;
+mod limits;
 mod migrations;
 mod models;
 mod notify;

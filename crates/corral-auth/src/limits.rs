@@ -1,0 +1,793 @@
+//! Request limits and token budgets per API key, user and group: what an admin may set, the
+//! windows and periods they count over, the in-memory counters, and the admission decision.
+//!
+//! Pure: time comes in as Unix milliseconds. The server keeps one [`Counters`] per replica
+//! behind a lock and shares it with the other replicas through the database: each replica's
+//! own counts are its `local` part (written in batches), the sum of everybody else's is its
+//! `others` part (read back in the same batch).
+//!
+//! Windows:
+//! - requests and tokens per minute count in fixed windows of one UTC minute
+//!   ([`minute_bucket`]); a window is full again when the next minute starts;
+//! - concurrent requests count the requests admitted and not yet finished;
+//! - a token budget counts in hour buckets ([`hour_bucket`]) summed over its period: a
+//!   calendar period starts at UTC midnight, on Monday or on the 1st of the month; a rolling
+//!   one covers the last 24 hours, 7 days or 30 days, to the hour (the oldest, partly elapsed
+//!   hour drops out whole).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, Utc};
+use serde_json::{json, Map, Value};
+
+/// Milliseconds in a minute: the length of a requests or tokens window.
+pub const MINUTE_MS: i64 = 60_000;
+/// Milliseconds in an hour: the length of a budget bucket.
+pub const HOUR_MS: i64 = 3_600_000;
+/// The largest requests-per-minute or concurrency limit accepted (anything above is surely a typo).
+pub const MAX_REQUESTS: u64 = 1_000_000_000;
+/// The largest tokens-per-minute or budget accepted.
+pub const MAX_TOKENS: u64 = 1_000_000_000_000_000;
+/// The most models a budget may name.
+pub const MAX_BUDGET_MODELS: usize = 1000;
+
+/// Who a limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// One API key (by its id).
+    Key,
+    /// One user: every credential of the user.
+    User,
+    /// One group: its members together.
+    Group,
+}
+
+impl Scope {
+    /// Every scope.
+    pub const ALL: [Scope; 3] = [Scope::Key, Scope::User, Scope::Group];
+
+    /// `key`, `user` or `group`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Key => "key",
+            Scope::User => "user",
+            Scope::Group => "group",
+        }
+    }
+
+    /// Parses `key`, `user` or `group` (also their plurals, as the paths read).
+    pub fn parse(text: &str) -> Option<Scope> {
+        match text {
+            "key" | "keys" => Some(Scope::Key),
+            "user" | "users" => Some(Scope::User),
+            "group" | "groups" => Some(Scope::Group),
+            _ => None,
+        }
+    }
+}
+
+/// How long a budget lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// A day.
+    Day,
+    /// A week.
+    Week,
+    /// A month (30 days when rolling).
+    Month,
+}
+
+impl Period {
+    fn as_str(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Week => "week",
+            Period::Month => "month",
+        }
+    }
+
+    fn rolling_ms(self) -> i64 {
+        match self {
+            Period::Day => 24 * HOUR_MS,
+            Period::Week => 7 * 24 * HOUR_MS,
+            Period::Month => 30 * 24 * HOUR_MS,
+        }
+    }
+}
+
+/// Whether a budget's period follows the calendar or slides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    /// Full again at UTC midnight, on Monday, on the 1st.
+    Calendar,
+    /// Counts the last 24 hours, 7 days or 30 days.
+    Rolling,
+}
+
+/// A token budget: prompt plus completion tokens over a period, optionally of some models only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    /// Tokens allowed per period.
+    pub tokens: u64,
+    /// The period.
+    pub period: Period,
+    /// Calendar or rolling.
+    pub reset: Reset,
+    /// The models it counts (as asked for or as run, `:latest` implied); empty: every model.
+    pub models: Vec<String>,
+}
+
+impl Budget {
+    /// Whether a request for `asked` (run as `run`) counts against this budget.
+    pub fn applies_to(&self, asked: &str, run: &str) -> bool {
+        self.models.is_empty()
+            || self.models.iter().any(|m| {
+                let m = with_latest(m);
+                m == with_latest(asked) || m == with_latest(run)
+            })
+    }
+
+    /// When the current period began, in Unix ms (for a rolling budget, one period ago).
+    pub fn start_ms(&self, now_ms: i64) -> i64 {
+        match self.reset {
+            Reset::Rolling => now_ms - self.period.rolling_ms(),
+            Reset::Calendar => calendar_start(self.period, now_ms),
+        }
+    }
+
+    /// The first hour bucket the current period counts.
+    pub fn first_bucket(&self, now_ms: i64) -> i64 {
+        match self.reset {
+            // The hour that is only partly inside the period drops out whole.
+            Reset::Rolling => hour_bucket(self.start_ms(now_ms)) + 1,
+            Reset::Calendar => hour_bucket(self.start_ms(now_ms)),
+        }
+    }
+
+    /// Milliseconds until the budget can grow again: the next period for a calendar budget,
+    /// the next hour (when the oldest hour drops out) for a rolling one.
+    pub fn reset_in_ms(&self, now_ms: i64) -> i64 {
+        match self.reset {
+            Reset::Rolling => HOUR_MS - now_ms.rem_euclid(HOUR_MS),
+            Reset::Calendar => calendar_end(self.period, now_ms) - now_ms,
+        }
+    }
+}
+
+fn with_latest(model: &str) -> String {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    if name.contains(':') {
+        model.to_owned()
+    } else {
+        format!("{model}:latest")
+    }
+}
+
+fn date_of(now_ms: i64) -> NaiveDate {
+    DateTime::<Utc>::from_timestamp_millis(now_ms)
+        .unwrap_or_default()
+        .date_naive()
+}
+
+fn midnight_ms(date: NaiveDate) -> i64 {
+    date.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis())
+}
+
+fn calendar_start(period: Period, now_ms: i64) -> i64 {
+    let today = date_of(now_ms);
+    let start = match period {
+        Period::Day => today,
+        Period::Week => today - ChronoDuration::days(i64::from(today.weekday().num_days_from_monday())),
+        Period::Month => today.with_day(1).unwrap_or(today),
+    };
+    midnight_ms(start)
+}
+
+fn calendar_end(period: Period, now_ms: i64) -> i64 {
+    let start = date_of(calendar_start(period, now_ms));
+    let end = match period {
+        Period::Day => start + ChronoDuration::days(1),
+        Period::Week => start + ChronoDuration::days(7),
+        Period::Month => {
+            let (y, m) = if start.month() == 12 {
+                (start.year() + 1, 1)
+            } else {
+                (start.year(), start.month() + 1)
+            };
+            NaiveDate::from_ymd_opt(y, m, 1).unwrap_or(start)
+        }
+    };
+    midnight_ms(end)
+}
+
+/// The minute window `now_ms` falls in.
+pub fn minute_bucket(now_ms: i64) -> i64 {
+    now_ms.div_euclid(MINUTE_MS)
+}
+
+/// The hour bucket `now_ms` falls in.
+pub fn hour_bucket(now_ms: i64) -> i64 {
+    now_ms.div_euclid(HOUR_MS)
+}
+
+/// Milliseconds until the next minute window.
+pub fn minute_reset_ms(now_ms: i64) -> i64 {
+    MINUTE_MS - now_ms.rem_euclid(MINUTE_MS)
+}
+
+/// A duration as Go prints one, which OpenAI's `x-ratelimit-reset-*` headers use: `12ms`,
+/// `1.5s`, `6m0s`, `1h2m3s`.
+pub fn go_duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, rest) = (ms / HOUR_MS, ms % HOUR_MS);
+    let (m, rest) = (rest / MINUTE_MS, rest % MINUTE_MS);
+    let (s, frac) = (rest / 1000, rest % 1000);
+    let secs = if frac == 0 {
+        format!("{s}s")
+    } else {
+        let digits = format!("{frac:03}");
+        format!("{s}.{}s", digits.trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
+/// What may be set on a key, a user or a group; `None` is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests admitted per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Prompt plus completion tokens per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Requests running at once.
+    pub concurrent_requests: Option<u64>,
+    /// A token budget per period.
+    pub budget: Option<Budget>,
+}
+
+/// A limit that cannot be saved: the field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct LimitError {
+    /// The offending field, as a dotted path (`budget.period`).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn bad(field: &str, message: impl Into<String>) -> LimitError {
+    LimitError {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn count(obj: &Map<String, Value>, field: &str, path: &str, max: u64) -> Result<Option<u64>, LimitError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if v <= max => Ok(Some(v)),
+            Some(v) => Err(bad(path, format!("{v} is more than the largest accepted, {max}"))),
+            None if n.as_i64().is_some_and(|v| v < 0) || n.as_f64().is_some_and(|v| v < 0.0) => {
+                Err(bad(path, format!("must not be negative, got {n}")))
+            }
+            None => Err(bad(path, format!("must be a whole number, got {n}"))),
+        },
+        Some(other) => Err(bad(path, format!("must be a whole number or null, got {other}"))),
+    }
+}
+
+fn no_unknown(obj: &Map<String, Value>, known: &[&str], prefix: &str) -> Result<(), LimitError> {
+    match obj.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(bad(
+            &format!("{prefix}{k}"),
+            format!("unknown field; expected one of {}", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+impl Limits {
+    /// Reads limits as an admin sends them, refusing anything doubtful with the field named:
+    /// `{"requests_per_minute", "tokens_per_minute", "concurrent_requests", "budget":
+    /// {"tokens", "period": "day"|"week"|"month", "reset": "calendar"|"rolling", "models": [..]}}`,
+    /// each optional or `null`.
+    pub fn from_json(value: &Value) -> Result<Limits, LimitError> {
+        let Value::Object(obj) = value else {
+            return Err(bad("body", "must be a JSON object"));
+        };
+        no_unknown(
+            obj,
+            &[
+                "requests_per_minute",
+                "tokens_per_minute",
+                "concurrent_requests",
+                "budget",
+            ],
+            "",
+        )?;
+        let budget = match obj.get("budget") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(b)) => Some(Budget::from_json(b)?),
+            Some(other) => return Err(bad("budget", format!("must be an object or null, got {other}"))),
+        };
+        let limits = Limits {
+            requests_per_minute: count(obj, "requests_per_minute", "requests_per_minute", MAX_REQUESTS)?,
+            tokens_per_minute: count(obj, "tokens_per_minute", "tokens_per_minute", MAX_TOKENS)?,
+            concurrent_requests: count(obj, "concurrent_requests", "concurrent_requests", MAX_REQUESTS)?,
+            budget,
+        };
+        if limits.concurrent_requests == Some(0) {
+            return Err(bad(
+                "concurrent_requests",
+                "must be at least 1 (0 would refuse everything; delete the key instead)",
+            ));
+        }
+        Ok(limits)
+    }
+
+    /// The limits in the shape [`Limits::from_json`] reads.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "requests_per_minute": self.requests_per_minute,
+            "tokens_per_minute": self.tokens_per_minute,
+            "concurrent_requests": self.concurrent_requests,
+            "budget": self.budget.as_ref().map(|b| json!({
+                "tokens": b.tokens,
+                "period": b.period.as_str(),
+                "reset": match b.reset { Reset::Calendar => "calendar", Reset::Rolling => "rolling" },
+                "models": b.models,
+            })),
+        })
+    }
+
+    /// Whether nothing is limited.
+    pub fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+impl Budget {
+    fn from_json(obj: &Map<String, Value>) -> Result<Budget, LimitError> {
+        no_unknown(obj, &["tokens", "period", "reset", "models"], "budget.")?;
+        let tokens =
+            count(obj, "tokens", "budget.tokens", MAX_TOKENS)?.ok_or_else(|| bad("budget.tokens", "is required"))?;
+        let period = match obj.get("period") {
+            None | Some(Value::Null) => return Err(bad("budget.period", "is required (day, week or month)")),
+            Some(Value::String(p)) => match p.as_str() {
+                "day" | "daily" => Period::Day,
+                "week" | "weekly" => Period::Week,
+                "month" | "monthly" => Period::Month,
+                _ => {
+                    return Err(bad(
+                        "budget.period",
+                        format!("unknown period {p:?}; expected day, week or month"),
+                    ))
+                }
+            },
+            Some(other) => return Err(bad("budget.period", format!("must be a string, got {other}"))),
+        };
+        let reset = match obj.get("reset") {
+            None | Some(Value::Null) => Reset::Calendar,
+            Some(Value::String(r)) if r == "calendar" => Reset::Calendar,
+            Some(Value::String(r)) if r == "rolling" => Reset::Rolling,
+            Some(other) => {
+                return Err(bad(
+                    "budget.reset",
+                    format!("unknown reset {other}; expected calendar or rolling"),
+                ))
+            }
+        };
+        let models = match obj.get("models") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => {
+                if items.len() > MAX_BUDGET_MODELS {
+                    return Err(bad("budget.models", format!("at most {MAX_BUDGET_MODELS} models")));
+                }
+                let mut models = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_str().map(str::trim) {
+                        Some(m) if !m.is_empty() && m.len() <= 256 => models.push(m.to_owned()),
+                        _ => return Err(bad(&format!("budget.models[{i}]"), "must be a model name")),
+                    }
+                }
+                models
+            }
+            Some(other) => {
+                return Err(bad(
+                    "budget.models",
+                    format!("must be a list of model names, got {other}"),
+                ))
+            }
+        };
+        Ok(Budget {
+            tokens,
+            period,
+            reset,
+            models,
+        })
+    }
+}
+
+/// What a counter counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    /// Requests admitted, per minute bucket.
+    Requests,
+    /// Tokens used, per minute bucket.
+    Tokens,
+    /// Requests running now (bucket 0).
+    InFlight,
+    /// Tokens counting against the budget, per hour bucket.
+    Budget,
+}
+
+impl Metric {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Requests => "requests",
+            Metric::Tokens => "tokens",
+            Metric::InFlight => "in_flight",
+            Metric::Budget => "budget",
+        }
+    }
+
+    /// Reads a stored name.
+    pub fn parse(text: &str) -> Option<Metric> {
+        match text {
+            "requests" => Some(Metric::Requests),
+            "tokens" => Some(Metric::Tokens),
+            "in_flight" => Some(Metric::InFlight),
+            "budget" => Some(Metric::Budget),
+            _ => None,
+        }
+    }
+}
+
+/// Whose counter: a scope and the id of the key, user or group.
+pub type Subject = (Scope, String);
+
+/// One counter of one subject.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CounterKey {
+    /// Whose.
+    pub subject: Subject,
+    /// What it counts.
+    pub metric: Metric,
+    /// Its window: the minute or hour number, 0 for requests in flight.
+    pub bucket: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cell {
+    local: u64,
+    others: u64,
+    dirty: bool,
+}
+
+impl Cell {
+    fn total(self) -> u64 {
+        self.local.saturating_add(self.others)
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Requests per minute.
+    Requests,
+    /// Tokens per minute.
+    Tokens,
+    /// Requests at once.
+    Concurrency,
+    /// The token budget of the period is spent.
+    Budget,
+}
+
+/// One limit's state for the caller: its ceiling, what is left, and when it is full again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// The ceiling.
+    pub limit: u64,
+    /// What is left (0 when spent or over).
+    pub remaining: u64,
+    /// Milliseconds until it is full again.
+    pub reset_ms: i64,
+}
+
+impl Allowance {
+    fn tighter(a: Option<Allowance>, b: Allowance) -> Option<Allowance> {
+        match a {
+            Some(a) if (a.remaining, a.reset_ms) <= (b.remaining, b.reset_ms) => Some(a),
+            _ => Some(b),
+        }
+    }
+}
+
+/// What the OpenAI-style headers report: the tightest requests and tokens allowances of the
+/// subjects that apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Headroom {
+    /// Requests per minute.
+    pub requests: Option<Allowance>,
+    /// Tokens per minute, or the budget when it is tighter.
+    pub tokens: Option<Allowance>,
+}
+
+/// A refusal: why, whose limit, and how long until it may pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// Which limit.
+    pub reason: Refused,
+    /// Whose limit.
+    pub subject: Subject,
+    /// The limit's value.
+    pub limit: u64,
+    /// What is used of it.
+    pub used: u64,
+    /// Milliseconds until the request could pass (at least 1 s for a concurrency refusal,
+    /// whose end nobody knows).
+    pub retry_in_ms: i64,
+    /// The headers' figures, as of the refusal.
+    pub headroom: Headroom,
+}
+
+/// The subjects a request counts against, with their limits.
+pub type Applicable<'a> = [(Subject, &'a Limits)];
+
+/// One replica's counters of every limited subject.
+#[derive(Debug, Default)]
+pub struct Counters {
+    subjects: HashMap<Subject, BTreeMap<(Metric, i64), Cell>>,
+}
+
+impl Counters {
+    fn cell(&self, subject: &Subject, metric: Metric, bucket: i64) -> u64 {
+        self.subjects
+            .get(subject)
+            .and_then(|cells| cells.get(&(metric, bucket)))
+            .map_or(0, |c| c.total())
+    }
+
+    fn bump(&mut self, subject: &Subject, metric: Metric, bucket: i64, by: i64) {
+        let cells = self.subjects.entry(subject.clone()).or_default();
+        let cell = cells.entry((metric, bucket)).or_default();
+        cell.local = if by >= 0 {
+            cell.local.saturating_add(by.unsigned_abs())
+        } else {
+            cell.local.saturating_sub(by.unsigned_abs())
+        };
+        cell.dirty = true;
+    }
+
+    /// The tokens counted against `budget` in its current period.
+    pub fn budget_used(&self, subject: &Subject, budget: &Budget, now_ms: i64) -> u64 {
+        let first = budget.first_bucket(now_ms);
+        self.subjects.get(subject).map_or(0, |cells| {
+            cells
+                .range((Metric::Budget, first)..=(Metric::Budget, i64::MAX))
+                .map(|(_, c)| c.total())
+                .fold(0u64, u64::saturating_add)
+        })
+    }
+
+    /// Requests in flight for `subject`, on every replica.
+    pub fn in_flight(&self, subject: &Subject) -> u64 {
+        self.cell(subject, Metric::InFlight, 0)
+    }
+
+    /// What is left of each limit of `applicable` at `now_ms`, for a request of `model`
+    /// (asked, run): the tightest over the subjects.
+    pub fn headroom(&self, applicable: &Applicable<'_>, model: (&str, &str), now_ms: i64) -> Headroom {
+        let minute = minute_bucket(now_ms);
+        let reset = minute_reset_ms(now_ms);
+        let mut out = Headroom::default();
+        for (subject, limits) in applicable {
+            if let Some(rpm) = limits.requests_per_minute {
+                let used = self.cell(subject, Metric::Requests, minute);
+                let a = Allowance {
+                    limit: rpm,
+                    remaining: rpm.saturating_sub(used),
+                    reset_ms: reset,
+                };
+                out.requests = Allowance::tighter(out.requests, a);
+            }
+            if let Some(tpm) = limits.tokens_per_minute {
+                let used = self.cell(subject, Metric::Tokens, minute);
+                let a = Allowance {
+                    limit: tpm,
+                    remaining: tpm.saturating_sub(used),
+                    reset_ms: reset,
+                };
+                out.tokens = Allowance::tighter(out.tokens, a);
+            }
+            if let Some(budget) = limits.budget.as_ref().filter(|b| b.applies_to(model.0, model.1)) {
+                let used = self.budget_used(subject, budget, now_ms);
+                let a = Allowance {
+                    limit: budget.tokens,
+                    remaining: budget.tokens.saturating_sub(used),
+                    reset_ms: budget.reset_in_ms(now_ms),
+                };
+                out.tokens = Allowance::tighter(out.tokens, a);
+            }
+        }
+        out
+    }
+
+    /// The first limit of `applicable` a request of `model` would break at `now_ms`, if any.
+    ///
+    /// A request passes a limit while what was counted is below it: requests count one each
+    /// at admission, tokens only when a request finishes, so a request admitted with tokens
+    /// left may end over the limit, and the next one waits for the window (or period) to turn.
+    pub fn check(&self, applicable: &Applicable<'_>, model: (&str, &str), now_ms: i64) -> Option<Denied> {
+        let minute = minute_bucket(now_ms);
+        let refusal = |reason, subject: &Subject, limit, used, retry_in_ms| Denied {
+            reason,
+            subject: subject.clone(),
+            limit,
+            used,
+            retry_in_ms,
+            headroom: self.headroom(applicable, model, now_ms),
+        };
+        // The budget first: waiting a minute does not help it.
+        for (subject, limits) in applicable {
+            if let Some(budget) = limits.budget.as_ref().filter(|b| b.applies_to(model.0, model.1)) {
+                let used = self.budget_used(subject, budget, now_ms);
+                if used >= budget.tokens {
+                    return Some(refusal(
+                        Refused::Budget,
+                        subject,
+                        budget.tokens,
+                        used,
+                        budget.reset_in_ms(now_ms),
+                    ));
+                }
+            }
+        }
+        for (subject, limits) in applicable {
+            if let Some(rpm) = limits.requests_per_minute {
+                let used = self.cell(subject, Metric::Requests, minute);
+                if used >= rpm {
+                    return Some(refusal(Refused::Requests, subject, rpm, used, minute_reset_ms(now_ms)));
+                }
+            }
+            if let Some(tpm) = limits.tokens_per_minute {
+                let used = self.cell(subject, Metric::Tokens, minute);
+                if used >= tpm {
+                    return Some(refusal(Refused::Tokens, subject, tpm, used, minute_reset_ms(now_ms)));
+                }
+            }
+            if let Some(max) = limits.concurrent_requests {
+                let used = self.in_flight(subject);
+                if used >= max {
+                    return Some(refusal(Refused::Concurrency, subject, max, used, 1000));
+                }
+            }
+        }
+        None
+    }
+
+    /// Checks a request and, if it passes, counts it: one request this minute and one in
+    /// flight for every subject in `applicable`. Release it with [`Counters::release`].
+    pub fn admit(
+        &mut self,
+        applicable: &Applicable<'_>,
+        model: (&str, &str),
+        now_ms: i64,
+    ) -> Result<Headroom, Box<Denied>> {
+        if let Some(denied) = self.check(applicable, model, now_ms) {
+            return Err(Box::new(denied));
+        }
+        let minute = minute_bucket(now_ms);
+        for (subject, _) in applicable {
+            self.bump(subject, Metric::Requests, minute, 1);
+            self.bump(subject, Metric::InFlight, 0, 1);
+        }
+        Ok(self.headroom(applicable, model, now_ms))
+    }
+
+    /// A request admitted for `subjects` has finished.
+    pub fn release(&mut self, subjects: &[Subject]) {
+        for subject in subjects {
+            self.bump(subject, Metric::InFlight, 0, -1);
+        }
+    }
+
+    /// Counts `tokens` a finished request of `model` (asked, run) used, against the tokens per
+    /// minute of every subject and the budgets it counts against.
+    pub fn charge(&mut self, applicable: &Applicable<'_>, model: (&str, &str), tokens: u64, now_ms: i64) {
+        if tokens == 0 {
+            return;
+        }
+        let by = i64::try_from(tokens).unwrap_or(i64::MAX);
+        for (subject, limits) in applicable {
+            self.bump(subject, Metric::Tokens, minute_bucket(now_ms), by);
+            if limits.budget.as_ref().is_some_and(|b| b.applies_to(model.0, model.1)) {
+                self.bump(subject, Metric::Budget, hour_bucket(now_ms), by);
+            }
+        }
+    }
+
+    /// This replica's counts changed since the last call (and every request in flight, so
+    /// that its row stays fresh), to write; marks them written.
+    pub fn pending(&mut self) -> Vec<(CounterKey, u64)> {
+        let mut out = Vec::new();
+        for (subject, cells) in &mut self.subjects {
+            for (&(metric, bucket), cell) in cells.iter_mut() {
+                if cell.dirty || (metric == Metric::InFlight && cell.local > 0) {
+                    cell.dirty = false;
+                    out.push((
+                        CounterKey {
+                            subject: subject.clone(),
+                            metric,
+                            bucket,
+                        },
+                        cell.local,
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Puts back counts [`Counters::pending`] took that could not be written.
+    pub fn unwritten(&mut self, rows: &[(CounterKey, u64)]) {
+        for (key, _) in rows {
+            if let Some(cell) = self
+                .subjects
+                .get_mut(&key.subject)
+                .and_then(|cells| cells.get_mut(&(key.metric, key.bucket)))
+            {
+                cell.dirty = true;
+            }
+        }
+    }
+
+    /// Replaces what the other replicas counted with `totals` (the sum of their rows per
+    /// counter); a counter not named has nothing from them.
+    pub fn set_others(&mut self, totals: impl IntoIterator<Item = (CounterKey, u64)>) {
+        for cells in self.subjects.values_mut() {
+            for cell in cells.values_mut() {
+                cell.others = 0;
+            }
+        }
+        for (key, total) in totals {
+            let cells = self.subjects.entry(key.subject).or_default();
+            cells.entry((key.metric, key.bucket)).or_default().others = total;
+        }
+    }
+
+    /// Forgets windows that no limit reads any more: minutes before the last, budget hours
+    /// older than 32 days, and subjects left with nothing.
+    pub fn prune(&mut self, now_ms: i64) {
+        let minute = minute_bucket(now_ms);
+        let hour = hour_bucket(now_ms);
+        self.subjects.retain(|_, cells| {
+            cells.retain(|&(metric, bucket), cell| match metric {
+                Metric::Requests | Metric::Tokens => bucket >= minute - 1,
+                Metric::Budget => bucket >= hour - 32 * 24,
+                Metric::InFlight => cell.total() > 0 || cell.dirty,
+            });
+            !cells.is_empty()
+        });
+    }
+
+    /// The oldest minute and hour buckets still read, for the database's query.
+    pub fn horizon(now_ms: i64) -> (i64, i64) {
+        (minute_bucket(now_ms) - 1, hour_bucket(now_ms) - 32 * 24)
+    }
+}
+
+#[cfg(test)]
+mod tests;

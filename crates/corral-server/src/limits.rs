@@ -1,0 +1,404 @@
+//! Limits per API key, user and group on the request path: admission before the queue, the
+//! OpenAI-style headers, tokens charged when a request finishes, and the counters shared with
+//! the other replicas through the database.
+//!
+//! The limits themselves live in the auth [`crate::auth::Directory`] (loaded, reloaded and
+//! pushed between replicas with the keys and users). The counts live in one
+//! [`corral_auth::limits::Counters`] behind a mutex held for a few map operations, never across
+//! an await or a query. Every [`SYNC`] the sync task writes this replica's changed counts (its
+//! own absolute figures, one row per counter) and reads back the sum of every other replica's,
+//! in one transaction off the executor. On SQLite (one process) that keeps the counts across
+//! restarts; on PostgreSQL it also shares them between replicas.
+//!
+//! Over-admission between replicas: a replica admits while the counts it knows are below the
+//! limit, and learns of another replica's admissions at its next sync after that replica's next
+//! sync, so within one window at most `limit + (N-1) x r x 2 x SYNC` requests pass (N replicas,
+//! `r` the rate each admits at), and never more than `N x limit`.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use corral_auth::limits::{go_duration, Counters, Denied, Headroom, Limits, Refused, Scope, Subject};
+
+use crate::auth::{Caller, Directory};
+use crate::error::AppError;
+use crate::state::Shared;
+
+/// How often counts are written to and read back from the database.
+pub const SYNC: Duration = Duration::from_millis(250);
+
+/// A replica stops counting another's requests in flight when that one has not written for
+/// this many seconds (it died).
+const IN_FLIGHT_FRESH_SECS: i64 = 10;
+
+/// The clock limits count by: the wall clock, or a fixed instant set by a test.
+#[derive(Debug, Default)]
+pub struct LimitClock {
+    fixed_ms: AtomicI64,
+}
+
+impl LimitClock {
+    /// Now, in Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        match self.fixed_ms.load(Ordering::Acquire) {
+            0 => chrono::Utc::now().timestamp_millis(),
+            fixed => fixed,
+        }
+    }
+
+    /// Stops the clock at `ms` (Unix milliseconds), for tests; 0 lets it run again.
+    pub fn set_ms(&self, ms: i64) {
+        self.fixed_ms.store(ms, Ordering::Release);
+    }
+}
+
+/// This replica's counters and the clock they count by.
+pub struct Limiter {
+    counters: Mutex<Counters>,
+    /// The clock windows and periods are read from.
+    pub clock: LimitClock,
+    replica: String,
+}
+
+impl Default for Limiter {
+    fn default() -> Self {
+        Limiter {
+            counters: Mutex::new(Counters::default()),
+            clock: LimitClock::default(),
+            replica: format!("{:016x}", rand::random::<u64>()),
+        }
+    }
+}
+
+/// The limited subjects a caller counts against: its key, its user, its groups.
+pub fn applicable(caller: &Caller) -> Vec<(Subject, Arc<Limits>)> {
+    let user = caller.user.as_ref();
+    subjects_of(
+        &caller.directory,
+        caller.key_id.as_deref(),
+        user.map(|u| u.id.as_str()),
+        user.map_or(&[][..], |u| &u.groups[..]),
+    )
+}
+
+/// The limited subjects among a key, a user and groups.
+fn subjects_of(
+    directory: &Directory,
+    key: Option<&str>,
+    user: Option<&str>,
+    groups: &[String],
+) -> Vec<(Subject, Arc<Limits>)> {
+    if !directory.has_limits() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut push = |scope: Scope, id: &str| {
+        if let Some(limits) = directory.limits(scope, id) {
+            out.push(((scope, id.to_owned()), limits.clone()));
+        }
+    };
+    if let Some(key) = key {
+        push(Scope::Key, key);
+    }
+    if let Some(user) = user {
+        push(Scope::User, user);
+    }
+    for group in groups {
+        push(Scope::Group, group);
+    }
+    out
+}
+
+/// Charges the tokens of every finished model-running request to the limits it counts
+/// against (registered at start-up when there is a store).
+pub struct Charger(pub std::sync::Weak<Shared>);
+
+impl crate::exchange::Observer for Charger {
+    fn finished(&self, record: &crate::exchange::Finished) {
+        let tokens = record.input_tokens.saturating_add(record.output_tokens);
+        if tokens == 0 {
+            return;
+        }
+        let Some(shared) = self.0.upgrade() else { return };
+        let directory = shared.auth.directory();
+        let subjects = subjects_of(
+            &directory,
+            record.key_id.as_deref(),
+            record.user_id.as_deref(),
+            &record.groups,
+        );
+        shared
+            .limiter
+            .charge(&subjects, &record.model_asked, &record.model_run, tokens);
+    }
+}
+
+fn borrowed(subjects: &[(Subject, Arc<Limits>)]) -> Vec<(Subject, &Limits)> {
+    subjects.iter().map(|(s, l)| (s.clone(), l.as_ref())).collect()
+}
+
+/// A request let in under its limits: counted in flight until dropped.
+pub struct Permit {
+    shared: Arc<Shared>,
+    subjects: Vec<Subject>,
+    /// The headers to send with the answer.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Ok(mut counters) = self.shared.limiter.counters.lock() {
+            counters.release(&self.subjects);
+        }
+    }
+}
+
+impl Limiter {
+    /// Admits a request of `caller` for model `asked` (run as `run`), or refuses it with a 429.
+    /// `None` when no limit applies.
+    pub fn admit(
+        &self,
+        shared: &Arc<Shared>,
+        caller: &Caller,
+        asked: &str,
+        run: &str,
+    ) -> Result<Option<Permit>, AppError> {
+        let subjects = applicable(caller);
+        if subjects.is_empty() {
+            return Ok(None);
+        }
+        let now = self.clock.now_ms();
+        let view = borrowed(&subjects);
+        let result = match self.counters.lock() {
+            Ok(mut counters) => counters.admit(&view, (asked, run), now),
+            Err(_) => return Err(AppError::Internal("the limit counters are poisoned".to_owned())),
+        };
+        match result {
+            Ok(headroom) => Ok(Some(Permit {
+                shared: shared.clone(),
+                subjects: subjects.into_iter().map(|(s, _)| s).collect(),
+                headers: headers(&headroom),
+            })),
+            Err(denied) => Err(AppError::LimitReached(Box::new(Refusal::new(&denied, asked)))),
+        }
+    }
+
+    /// What is left of each limit of `caller` for `model` (or any model), for `GET /api/v1/limits/me`.
+    pub fn remaining(&self, caller: &Caller, model: Option<&str>) -> serde_json::Value {
+        let subjects = applicable(caller);
+        let now = self.clock.now_ms();
+        let model = model.unwrap_or("");
+        let Ok(counters) = self.counters.lock() else {
+            return serde_json::Value::Null;
+        };
+        let limits: Vec<serde_json::Value> = subjects
+            .iter()
+            .map(|(subject, limits)| {
+                let one = [(subject.clone(), limits.as_ref())];
+                let head = counters.headroom(&one, (model, model), now);
+                let budget = limits.budget.as_ref().map(|b| {
+                    let used = counters.budget_used(subject, b, now);
+                    serde_json::json!({
+                        "tokens": b.tokens,
+                        "used": used,
+                        "remaining": b.tokens.saturating_sub(used),
+                        "resets_in_ms": b.reset_in_ms(now),
+                        "models": b.models,
+                    })
+                });
+                serde_json::json!({
+                    "scope": subject.0.as_str(),
+                    "id": subject.1,
+                    "limits": limits.to_json(),
+                    "requests": head.requests.map(allowance_json),
+                    "tokens": limits.tokens_per_minute.and(head.tokens).map(allowance_json),
+                    "concurrent_requests": limits.concurrent_requests.map(|max| serde_json::json!({
+                        "limit": max,
+                        "in_flight": counters.in_flight(subject),
+                    })),
+                    "budget": budget,
+                })
+            })
+            .collect();
+        serde_json::json!({ "limits": limits })
+    }
+
+    /// Charges the tokens of a finished request to the subjects it counted against.
+    pub fn charge(&self, caller_subjects: &[(Subject, Arc<Limits>)], asked: &str, run: &str, tokens: u64) {
+        if caller_subjects.is_empty() || tokens == 0 {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let view = borrowed(caller_subjects);
+        if let Ok(mut counters) = self.counters.lock() {
+            counters.charge(&view, (asked, run), tokens, now);
+        }
+    }
+
+    /// Writes this replica's changed counts and reads the others' back. Blocking.
+    pub fn sync(&self, store: &corral_store::Store) -> Result<(), corral_store::StoreError> {
+        let now = self.clock.now_ms();
+        let rows = match self.counters.lock() {
+            Ok(mut counters) => {
+                counters.prune(now);
+                counters.pending()
+            }
+            Err(_) => return Ok(()),
+        };
+        let secs = now.div_euclid(1000);
+        let horizon = Counters::horizon(now);
+        match store.sync_limit_counters(&self.replica, &rows, horizon, secs - IN_FLIGHT_FRESH_SECS, secs) {
+            Ok(others) => {
+                if let Ok(mut counters) = self.counters.lock() {
+                    counters.set_others(others);
+                }
+                Ok(())
+            }
+            Err(err) => {
+                if let Ok(mut counters) = self.counters.lock() {
+                    counters.unwritten(&rows);
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+fn allowance_json(a: corral_auth::limits::Allowance) -> serde_json::Value {
+    serde_json::json!({"limit": a.limit, "remaining": a.remaining, "resets_in_ms": a.reset_ms})
+}
+
+/// OpenAI's `x-ratelimit-*` headers for `headroom`.
+pub fn headers(headroom: &Headroom) -> Vec<(HeaderName, HeaderValue)> {
+    const NAMES: [[&str; 3]; 2] = [
+        [
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-reset-requests",
+        ],
+        [
+            "x-ratelimit-limit-tokens",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-reset-tokens",
+        ],
+    ];
+    let mut out = Vec::with_capacity(6);
+    for (names, allowance) in NAMES.iter().zip([headroom.requests, headroom.tokens]) {
+        let Some(a) = allowance else { continue };
+        let [limit, remaining, reset] = names.map(HeaderName::from_static);
+        out.push((limit, HeaderValue::from(a.limit)));
+        out.push((remaining, HeaderValue::from(a.remaining)));
+        if let Ok(value) = HeaderValue::from_str(&go_duration(a.reset_ms)) {
+            out.push((reset, value));
+        }
+    }
+    out
+}
+
+/// A request refused by a limit, ready to answer in either API's shape.
+#[derive(Debug)]
+pub struct Refusal {
+    /// Which limit.
+    pub reason: Refused,
+    /// What to tell the caller.
+    pub message: String,
+    /// Seconds until it may pass (at least 1).
+    pub retry_after: u64,
+    /// `x-ratelimit-*`.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Refusal {
+    fn new(denied: &Denied, model: &str) -> Refusal {
+        let whose = format!("{} {}", denied.subject.0.as_str(), denied.subject.1);
+        let wait = go_duration(denied.retry_in_ms);
+        let message = match denied.reason {
+            Refused::Requests => format!(
+                "Rate limit reached for {model} on requests per min (RPM) of {whose}: Limit {}, Used {}, Requested 1. Please try again in {wait}.",
+                denied.limit, denied.used
+            ),
+            Refused::Tokens => format!(
+                "Rate limit reached for {model} on tokens per min (TPM) of {whose}: Limit {}, Used {}. Please try again in {wait}.",
+                denied.limit, denied.used
+            ),
+            Refused::Concurrency => format!(
+                "Rate limit reached for {model} on concurrent requests of {whose}: Limit {}, Running {}. Please try again when one ends.",
+                denied.limit, denied.used
+            ),
+            Refused::Budget => format!(
+                "You exceeded your current quota: the token budget of {whose} is spent (Limit {}, Used {}); it resets in {wait}.",
+                denied.limit, denied.used
+            ),
+        };
+        let secs = u64::try_from(denied.retry_in_ms.max(1)).unwrap_or(1).div_ceil(1000);
+        Refusal {
+            reason: denied.reason,
+            message,
+            retry_after: secs.max(1),
+            headers: headers(&denied.headroom),
+        }
+    }
+
+    /// OpenAI's `type` and `code`.
+    pub fn openai_kind(&self) -> (&'static str, &'static str) {
+        match self.reason {
+            Refused::Requests | Refused::Concurrency => ("requests", "rate_limit_exceeded"),
+            Refused::Tokens => ("tokens", "rate_limit_exceeded"),
+            Refused::Budget => ("insufficient_quota", "insufficient_quota"),
+        }
+    }
+}
+
+/// Starts the counter sync on the current actix system, if there is a store.
+pub fn spawn(shared: Arc<Shared>) {
+    let Some(store) = shared.store() else { return };
+    shared.exchanges.observe(Arc::new(Charger(Arc::downgrade(&shared))));
+    actix_rt::spawn(async move {
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(SYNC).await;
+            let (shared2, store2) = (shared.clone(), store.clone());
+            let result = actix_rt::task::spawn_blocking(move || shared2.limiter.sync(&store2)).await;
+            match result {
+                Ok(Ok(())) if failing => {
+                    failing = false;
+                    tracing::info!("limit counters are shared again");
+                }
+                Ok(Err(err)) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %err, "cannot share the limit counters; counting locally until the database answers");
+                }
+                _ => {}
+            }
+            // Occasionally, forget rows nobody reads.
+            if rand::random::<u16>().is_multiple_of(240) {
+                let now = shared.limiter.clock.now_ms();
+                let store = store.clone();
+                let _ = actix_rt::task::spawn_blocking(move || {
+                    store.prune_limit_counters(Counters::horizon(now), now / 1000 - 3600)
+                })
+                .await;
+            }
+        }
+    });
+}
+
+/// The caller behind a request, if it was identified.
+pub fn caller_of(req: &actix_web::HttpRequest) -> Option<Caller> {
+    crate::auth::require(req, crate::auth::Level::Any).ok().flatten()
+}
+
+/// Adds `headers` to an answer.
+pub fn with_headers(resp: awc::ClientResponse, headers: Vec<(HeaderName, HeaderValue)>) -> awc::ClientResponse {
+    if headers.is_empty() {
+        return resp;
+    }
+    resp.map_body(|head, body| {
+        for (name, value) in headers {
+            head.headers_mut().insert(name, value);
+        }
+        body
+    })
+}

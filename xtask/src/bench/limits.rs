@@ -1,0 +1,157 @@
+//! `cargo xtask bench limits`: what limits cost per request. One Corral in front of the
+//! simulator, two API keys of one admin: one without limits, one with every kind (requests
+//! and tokens per minute, concurrency, a monthly token budget), all far above what the run
+//! reaches, so every request is checked, counted and charged and none is refused. The two
+//! keys take turns, round after round, on the same gateway.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::gateway::{
+    chrono_free_date, data_dir, oha, oha_run, start_corral, start_sim, wait_ready, CHAT, OPENAI, PARALLEL,
+};
+
+#[derive(Default)]
+struct Side {
+    ok: u64,
+    total: u64,
+    secs: f64,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+}
+
+impl Side {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.secs.max(1e-9)
+    }
+
+    fn mean(v: &[f64]) -> f64 {
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    }
+}
+
+/// A second key of the bench admin; its id (from `corral key create`'s message) and the key.
+fn second_key(bin: &Path, data: &Path) -> Result<(String, String)> {
+    let out = Command::new(bin.join("corral"))
+        .args(["key", "create", "--user", "bench@example.com", "--name", "limited"])
+        .env("DATA_DIR", data)
+        .stderr(Stdio::piped())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "corral key create failed");
+    let said = String::from_utf8(out.stderr)?;
+    let id = said
+        .split_whitespace()
+        .skip_while(|w| *w != "key")
+        .nth(1)
+        .context("corral key create named no key id")?
+        .to_owned();
+    Ok((id, String::from_utf8(out.stdout)?.trim().to_owned()))
+}
+
+pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
+    let bin = super::build_bins(root, smoke)?;
+    let oha = oha(root)?;
+    let (sim, direct) = start_sim(&bin, &["--num-parallel", PARALLEL, "--max-queue", "4096"])?;
+    let data = data_dir(&root.join("target/xtask-tmp/bench-limits"))?;
+    let free = super::provision_key(&bin, &data)?;
+    let (limited_id, limited) = second_key(&bin, &data)?;
+    let set = Command::new(bin.join("corral"))
+        .args(["limits", "set", "key", &limited_id])
+        .args([
+            "--rpm",
+            "1000000000",
+            "--tpm",
+            "1000000000000000",
+            "--concurrent",
+            "1000000",
+        ])
+        .args(["--budget", "1000000000000000", "--period", "month"])
+        .env("DATA_DIR", &data)
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(set.success(), "corral limits set failed");
+    let (corral, through) = start_corral(&bin, &data, &direct, &[("CORRAL_SERVER__WORKERS", "1")], None)?;
+    wait_ready(&oha, &format!("{through}/health"))?;
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (run, rounds) = if smoke {
+        (Duration::from_millis(300), 1)
+    } else if quick {
+        (Duration::from_secs(1), 1)
+    } else {
+        (Duration::from_secs(4), 3)
+    };
+    let keys = [("no limits", &free), ("every kind of limit", &limited)];
+    let mut rows = Vec::new();
+    for (label, path, body) in [
+        ("native `/api/chat`", "/api/chat", CHAT),
+        ("OpenAI `/v1/chat/completions`", "/v1/chat/completions", OPENAI),
+    ] {
+        for c in [1, 32] {
+            eprintln!("bench limits: {label}, c={c}");
+            let mut sides = [Side::default(), Side::default()];
+            for _ in 0..rounds {
+                for ((_, key), side) in keys.iter().zip(&mut sides) {
+                    let auth = format!("authorization: Bearer {key}");
+                    let load = oha_run(&oha, &format!("{through}{path}"), body, c, run, Some(&auth))?;
+                    side.ok += load.ok;
+                    side.total += load.total;
+                    side.secs += load.secs;
+                    side.p50.push(load.p50_ms);
+                    side.p99.push(load.p99_ms);
+                }
+            }
+            rows.push((label, c, sides));
+        }
+    }
+    drop((corral, sim));
+    let failed: Vec<String> = rows
+        .iter()
+        .flat_map(|(label, c, sides)| {
+            keys.iter()
+                .zip(sides)
+                .filter(|(_, s)| s.total == 0 || s.ok != s.total)
+                .map(move |((k, _), s)| format!("{label} c={c} with {k}: {} of {} ok", s.ok, s.total))
+        })
+        .collect();
+    anyhow::ensure!(failed.is_empty(), "bench limits: {}", failed.join("; "));
+    if smoke {
+        eprintln!("bench limits smoke: both keys ran every scenario, nothing refused");
+        return Ok(());
+    }
+    let mut out = String::from("## What limits cost (`cargo xtask bench limits`)\n\n");
+    writeln!(
+        out,
+        "Run: {}; {} round(s) of {} s per key per row, the two keys taking turns on one Corral (1 worker, release build, SQLite) in front of the simulator. \
+         The limited key has requests and tokens per minute, concurrency and a monthly budget, all far above what the run reaches: every request is checked before the queue, counted, and its tokens charged when it ends; the counts are written to the database every 250 ms.\n",
+        chrono_free_date(),
+        rounds,
+        run.as_secs_f64()
+    )?;
+    writeln!(
+        out,
+        "| Scenario | c | Key | req/s | p50 ms | p99 ms | req/s vs no limits |"
+    )?;
+    writeln!(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: |")?;
+    for (label, c, sides) in &rows {
+        let base = sides[0].rate();
+        for ((k, _), s) in keys.iter().zip(sides) {
+            writeln!(
+                out,
+                "| {label} | {c} | {k} | {:.0} | {:.2} | {:.2} | {:+.1}% |",
+                s.rate(),
+                Side::mean(&s.p50),
+                Side::mean(&s.p99),
+                (s.rate() / base - 1.0) * 100.0
+            )?;
+        }
+    }
+    std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes())?;
+    super::write_section(root, "limits", &out)?;
+    eprintln!("bench limits: wrote docs/benchmarks.md");
+    Ok(())
+}

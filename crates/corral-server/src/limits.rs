@@ -181,7 +181,15 @@ impl Limiter {
                 subjects: subjects.into_iter().map(|(s, _)| s).collect(),
                 headers: headers(&headroom),
             })),
-            Err(denied) => Err(AppError::LimitReached(Box::new(Refusal::new(&denied, asked)))),
+            Err(denied) => {
+                shared.metrics.rate_limited(match denied.reason {
+                    Refused::Requests => "requests",
+                    Refused::Tokens => "tokens",
+                    Refused::Concurrency => "concurrency",
+                    Refused::Budget => "budget",
+                });
+                Err(AppError::LimitReached(Box::new(Refusal::new(&denied, asked))))
+            }
         }
     }
 

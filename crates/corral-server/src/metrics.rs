@@ -443,6 +443,7 @@ impl Metrics {
     /// The text Prometheus scrapes: the event metrics, then the state read now.
     pub fn render(&self, shared: &Shared) -> String {
         self.scrapes.fetch_add(1, Ordering::Relaxed);
+        self.usage_buffer_depth(shared.usage.pending());
         let mut out = String::with_capacity(16 * 1024);
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         let state = state_registry(shared, self);

@@ -159,6 +159,9 @@ pub async fn forward(
         Method::from_bytes(spec.method.as_bytes()).map_err(|e| AppError::Internal(e.to_string()))?
     };
     let mut exchange = Exchange::unwatched();
+    // The caller's limits on a model run on an instance the client chose, as on a routed one.
+    let mut permit = None;
+    let mut granted: Option<String> = None;
     let (target, body, extra_headers, patient) = if spec.json_body {
         let bytes = read_body(payload).await?;
         let fields = check_json(&bytes)?;
@@ -210,6 +213,7 @@ pub async fn forward(
                             .map_err(|e| AppError::Internal(e.to_string()))?;
                     }
                 }
+                granted = Some(grant.id.clone());
                 base = grant.base;
             }
         } else if let Some(caller) = &caller {
@@ -257,6 +261,18 @@ pub async fn forward(
         if let (Some(route), Some(model)) = (Route::of(spec.path, false), model) {
             if !fields.only_unloads() {
                 exchange = shared.exchanges.start(&req, route, model, route.streams(fields.stream));
+                if let Some(caller) = &caller {
+                    let run = granted.as_deref().unwrap_or(model);
+                    exchange.routed(run);
+                    permit = match shared.limiter.admit(&shared.clone().into_inner(), caller, model, run) {
+                        Ok(permit) => permit,
+                        Err(err) => {
+                            exchange.status(actix_web::ResponseError::status_code(&err).as_u16());
+                            exchange.failed();
+                            return Err(err);
+                        }
+                    };
+                }
             }
         }
         (target, Body::Bytes(bytes), extra_headers, patient)
@@ -290,6 +306,9 @@ pub async fn forward(
         }
     };
     exchange.status(resp.status().as_u16());
+    if let Some(permit) = permit.as_mut() {
+        resp = crate::limits::with_headers(resp, std::mem::take(&mut permit.headers));
+    }
     // A user's view of one instance's listing holds only the models the user may read.
     if let Some(caller) = caller.as_ref().filter(|c| !c.is_admin()) {
         if let Some(key) = listing_key(spec.path) {
@@ -306,7 +325,8 @@ pub async fn forward(
         let shared = shared.clone();
         Some(Box::new(move || shared.fleet.invalidate()))
     } else {
-        None
+        // A limited request counts as running until its answer has been relayed.
+        permit.map(|permit| Box::new(move || drop(permit)) as Box<dyn FnOnce()>)
     };
     if spec.quirk == Quirk::OwuiTrue && resp.status().is_success() {
         return Ok(HttpResponse::Ok().json(true));

@@ -185,6 +185,24 @@ async fn requests_per_minute_refuse_the_one_over_on_both_apis_and_reset_with_the
     .await;
     assert_refused(&passed, true, "rate_limit_exceeded", "requests");
     assert_eq!(passed.header("x-ratelimit-remaining-requests"), Some("0"));
+    // An instance named in the path is no way around the limit.
+    for path in ["/ollama/api/chat/0", "/ollama/api/generate/0"] {
+        let body = json!({"model": "llama3.2", "prompt": "hi", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+        let pinned = call(Method::POST, &gw.at(path), Some(&key), Some(&body)).await;
+        assert_refused(&pinned, false, "", "");
+        assert_eq!(pinned.header("x-ratelimit-remaining-requests"), Some("0"), "{path}");
+    }
+    let mut resp = client()
+        .get(gw.at("/metrics"))
+        .insert_header(("Authorization", format!("Bearer {admin}")))
+        .send()
+        .await
+        .unwrap();
+    let metrics = String::from_utf8(resp.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        metrics.contains("corral_rate_limited_total{kind=\"requests\"} 5"),
+        "{metrics}"
+    );
     // The session of the same user is not the key: it has no limit.
     assert_eq!(native_chat(&gw, &token).await.status, StatusCode::OK);
 
@@ -198,6 +216,15 @@ async fn requests_per_minute_refuse_the_one_over_on_both_apis_and_reset_with_the
     let again = openai_chat(&gw, &key).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert_eq!(again.header("x-ratelimit-remaining-requests"), Some("2"));
+    let pinned = call(
+        Method::POST,
+        &gw.at("/ollama/api/chat/0"),
+        Some(&key),
+        Some(&chat_body("llama3.2", 2, false)),
+    )
+    .await;
+    assert_eq!(pinned.status, StatusCode::OK, "{}", pinned.body);
+    assert_eq!(pinned.header("x-ratelimit-remaining-requests"), Some("1"));
     gw.stop().await;
 }
 

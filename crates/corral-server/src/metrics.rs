@@ -5,7 +5,7 @@
 //! - **Events** (requests, tokens, latencies, failovers, ejections, refreshes) are counters and
 //!   histograms of [`prometheus_client`], bumped where they happen: a read-locked hash lookup
 //!   and an atomic add or a short mutex per figure. A model-running request's figures are
-//!   recorded once, from its finished exchange record (see [`Metrics::finished`]).
+//!   recorded once, from its finished exchange record (`Metrics` is an [`crate::exchange::Observer`]).
 //! - **State** (requests in flight, queue depths, slots, loaded models, health, the config
 //!   revision, the process's memory, files and CPU) is read when Prometheus scrapes, from what
 //!   the gateway keeps anyway; nothing on the request path maintains it for the metrics.

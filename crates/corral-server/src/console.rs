@@ -696,7 +696,10 @@ async fn instance_rows(shared: &Shared, client: &awc::Client) -> Vec<InstanceRow
             enabled: i["enabled"].as_bool().unwrap_or(false),
             health: if i["enabled"].as_bool() == Some(false) {
                 "disabled".to_owned()
-            } else if i["reachable"].as_bool() == Some(false) && i["health"] == "healthy" {
+            // Asked just now and silent: shown at once, before the health checks eject it.
+            } else if (i["reachable"].as_bool() == Some(false) || versions.get(idx).is_some_and(Option::is_none))
+                && i["health"] == "healthy"
+            {
                 "unreachable".to_owned()
             } else {
                 i["health"].as_str().unwrap_or("unknown").to_owned()

@@ -101,20 +101,30 @@ pub(crate) fn pending(ctx: &Ctx) -> Markup {
     )
 }
 
+/// How often the fleet table refreshes, in milliseconds: every two seconds, or every health
+/// interval when that is shorter (at least half a second), so a change shows within one.
+fn refresh_ms(health_interval: f64) -> u64 {
+    if health_interval > 0.0 && health_interval < 2.0 {
+        (health_interval * 1000.0).max(500.0) as u64
+    } else {
+        2000
+    }
+}
+
 pub(crate) fn fleet(ctx: &Ctx, rows: &[InstanceRow], health_interval: f64) -> Markup {
     layout(
         Some(ctx),
         "Fleet",
         &ctx.prefix,
         html! {
-            p.hint data-health-interval=(health_interval) { "Updated every two seconds; health is checked every " (health_interval) " s." }
+            p.hint data-health-interval=(health_interval) { "Updated every " (refresh_ms(health_interval) as f64 / 1000.0) " s, each instance asked at every update; health is checked every " (health_interval) " s." }
             div.scroll {
                 table #fleet {
                     thead { tr {
                         th { "Instance" } th { "Health" } th { "Version" } th { "Loaded models" }
                         th { "In flight" } th { "Queued" } th { "TTFT" }
                     } }
-                    tbody data-poll={ (ctx.prefix) "/fleet/rows" } data-interval="2000" { (fleet_rows(rows)) }
+                    tbody data-poll={ (ctx.prefix) "/fleet/rows" } data-interval=(refresh_ms(health_interval)) { (fleet_rows(rows)) }
                 }
             }
         },

@@ -238,6 +238,33 @@ def test_a_key_is_shown_once_works_with_the_ollama_client_and_stops_when_revoked
     shoot(page, shots, "keys-1280")
 
 
+def until_listed(page, address, locator, text):
+    """Reloads `address` until `locator` holds `text` (usage reaches the database within the
+    metering's flush interval)."""
+    for _ in range(40):
+        page.goto(address)
+        if text in page.locator(locator).inner_text():
+            return
+        time.sleep(0.25)
+    expect(page.locator(locator)).to_contain_text(text)
+
+
+def test_usage_pages_show_what_each_used(admin_page, url, shots):
+    # The user's chat through their key (the test above) is metered: the admin sees it by
+    # model, user and key; the user sees their own, and no other user's.
+    page = admin_page
+    until_listed(page, f"{url}/console/usage", "table[data-usage=model] tbody", "llama3.2:latest")
+    expect(page.locator("table[data-usage=user] tbody")).to_contain_text(USER_EMAIL)
+    expect(page.locator("table[data-usage=day] meter")).not_to_have_count(0)
+    shoot(page, shots, "usage-1280")
+    user = state["user_ctx"].new_page()
+    until_listed(user, f"{url}/console/my-usage", "table[data-usage=model] tbody", "llama3.2:latest")
+    expect(user.locator("table[data-usage=user]")).to_have_count(0)
+    expect(user.locator("#no-limits")).to_be_visible()
+    shoot(user, shots, "my-usage-1280")
+    assert user.goto(f"{url}/console/usage").status == 403
+
+
 def test_a_killed_instance_shows_on_the_fleet_page(admin_page, url, sim_b, shots):
     page = admin_page
     proc, _ = sim_b
@@ -258,7 +285,7 @@ def test_a_killed_instance_shows_on_the_fleet_page(admin_page, url, sim_b, shots
     shoot(page, shots, "fleet-down-1280")
 
 
-PAGES = ["fleet", "connections", "models", "people", "keys", "my-models"]
+PAGES = ["fleet", "connections", "models", "people", "keys", "my-models", "usage", "my-usage"]
 
 
 @pytest.mark.parametrize("viewport,suffix", [(WIDE, "1280"), (NARROW, "390")])

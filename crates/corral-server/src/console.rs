@@ -105,8 +105,20 @@ pub fn register(r: &mut Routes, p: &str) {
         "Console: the models the caller may use",
         my_models,
     )
-    // USAGE (issue 14): the usage pages and limits go here, with their nav entry in
-    // `views::nav`, once the metering API exists.
+    .add(
+        get.clone(),
+        &at("/my-usage"),
+        Verified,
+        "Console: the caller's usage and what is left of their limits",
+        my_usage,
+    )
+    .add(
+        get.clone(),
+        &at("/usage"),
+        Admin,
+        "Console: usage by day, model, user and key",
+        usage_page,
+    )
     .add(get.clone(), &at("/fleet"), Admin, "Console: fleet", fleet_page)
     .add(
         get.clone(),
@@ -618,6 +630,116 @@ async fn catalogue_rows(shared: &Shared, client: &awc::Client) -> Vec<ModelRow> 
                 .collect(),
         })
         .collect()
+}
+
+/// The usage tables of the console: one report per dimension.
+pub(crate) struct UsageTables {
+    /// Days the tables cover, up to now.
+    pub days: i64,
+    /// Per dimension (its name and its rows), in the order shown.
+    pub tables: Vec<(&'static str, Vec<UsageLine>)>,
+}
+
+/// One row of a usage table.
+pub(crate) struct UsageLine {
+    /// What the row is: a day, a model, a user's email, a key's id.
+    pub label: String,
+    pub requests: i64,
+    pub prompt: i64,
+    pub completion: i64,
+}
+
+/// `GET /console/usage?days=N` (admin): the last N days (30; 1 to 366) by day, model, user and key.
+async fn usage_page(req: HttpRequest, shared: web::Data<Shared>, admin: Admin) -> Result<HttpResponse, AppError> {
+    let ctx = ctx(&shared, &admin.0);
+    let days = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get("days").and_then(|d| d.parse::<i64>().ok()))
+        .unwrap_or(30)
+        .clamp(1, 366);
+    let tables = usage_tables(&shared, &admin.0, None, days).await?;
+    Ok(ok(views::usage(&ctx, &tables)))
+}
+
+/// `GET /console/my-usage`: the caller's usage in the last 30 days by day and model, and
+/// what is left of each limit that applies to them.
+async fn my_usage(shared: web::Data<Shared>, caller: Caller) -> Result<HttpResponse, AppError> {
+    let ctx = ctx(&shared, &caller);
+    let user = caller.user.as_ref().map(|u| u.id.clone());
+    let tables = usage_tables(&shared, &caller, Some(user), 30).await?;
+    let remaining = shared.limiter.remaining(&caller, None);
+    Ok(ok(views::my_usage(&ctx, &tables, &remaining)))
+}
+
+/// The usage of the last `days` days, by day and model (and by user and key when `only` is
+/// `None`, an admin's view of everyone; else only that user's).
+async fn usage_tables(
+    shared: &web::Data<Shared>,
+    caller: &Caller,
+    only: Option<Option<String>>,
+    days: i64,
+) -> Result<UsageTables, AppError> {
+    use corral_store::{UsageDimension as D, UsageQuery};
+    let from_ms = chrono::Utc::now().timestamp_millis() - days * 86_400_000;
+    let mut dims = vec![("day", D::Day), ("model", D::Model)];
+    if only.is_none() {
+        dims.extend([("user", D::User), ("key", D::Key)]);
+    }
+    let user = only.flatten();
+    let reports = crate::handlers::usage::read(shared, move |store| {
+        dims.into_iter()
+            .map(|(name, dim)| {
+                let query = UsageQuery {
+                    from_ms,
+                    to_ms: i64::MAX,
+                    group_by: vec![dim],
+                    user: user.clone(),
+                    ..UsageQuery::default()
+                };
+                Ok((name, store.usage_report(&query)?))
+            })
+            .collect::<Result<Vec<_>, AppError>>()
+    })
+    .await?;
+    let label = |name: &str, r: &corral_store::UsageRow| -> String {
+        match name {
+            "day" => r
+                .day
+                .and_then(|d| chrono::DateTime::from_timestamp(d * 86_400, 0))
+                .map(|t| t.format("%Y-%m-%d").to_string())
+                .unwrap_or_default(),
+            "model" => r.model.clone().unwrap_or_default(),
+            "user" => match &r.user_id {
+                Some(id) => caller
+                    .directory
+                    .user(id)
+                    .map_or_else(|| id.clone(), |u| u.email.clone()),
+                None => "(no account)".to_owned(),
+            },
+            _ => r.key_id.clone().unwrap_or_else(|| "(session)".to_owned()),
+        }
+    };
+    Ok(UsageTables {
+        days,
+        tables: reports
+            .into_iter()
+            .map(|(name, rows)| {
+                let mut lines: Vec<UsageLine> = rows
+                    .iter()
+                    .map(|r| UsageLine {
+                        label: label(name, r),
+                        requests: r.requests,
+                        prompt: r.input_tokens,
+                        completion: r.output_tokens,
+                    })
+                    .collect();
+                if name != "day" {
+                    lines.sort_by_key(|l| std::cmp::Reverse(l.prompt + l.completion));
+                }
+                (name, lines)
+            })
+            .collect(),
+    })
 }
 
 async fn my_models(

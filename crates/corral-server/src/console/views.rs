@@ -2,7 +2,9 @@
 
 use maud::{html, Markup, DOCTYPE};
 
-use super::{human_size, Choices, ConnForm, Ctx, FieldErrors, Flash, InstanceRow, ModelRow, People, RecordForm};
+use super::{
+    human_size, Choices, ConnForm, Ctx, FieldErrors, Flash, InstanceRow, ModelRow, People, RecordForm, UsageTables,
+};
 
 fn layout(ctx: Option<&Ctx>, title: &str, prefix: &str, body: Markup) -> Markup {
     html! {
@@ -41,7 +43,8 @@ fn nav(ctx: &Ctx) -> Markup {
             }
             a href={ (p) "/keys" } { "Keys" }
             a href={ (p) "/my-models" } { "My models" }
-            // USAGE (issue 14): a "Usage" entry goes here once the metering API exists.
+            @if ctx.admin { a href={ (p) "/usage" } { "Usage" } }
+            a href={ (p) "/my-usage" } { "My usage" }
             form.inline method="post" action={ (p) "/signout" } {
                 (csrf(ctx))
                 span.who { (ctx.email) }
@@ -585,6 +588,112 @@ pub(crate) fn my_models(ctx: &Ctx, rows: &[ModelRow], presets: &[(String, String
                     }
                 }
             }
+        },
+    )
+}
+
+/// The usage tables: per day with a bar (a `meter`, no inline style), then per model, user
+/// and key, most tokens first.
+fn usage_tables(t: &UsageTables) -> Markup {
+    html! {
+        @for (name, lines) in &t.tables {
+            @let most = lines.iter().map(|l| l.prompt + l.completion).max().unwrap_or(0).max(1);
+            h2 { "By " (name) }
+            div.scroll {
+                table.usage data-usage=(name) {
+                    thead { tr {
+                        th { (name[..1].to_uppercase()) (name[1..]) }
+                        th.num { "Requests" }
+                        th.num { "Prompt tokens" }
+                        th.num { "Completion tokens" }
+                        th.num { "Total" }
+                        @if *name == "day" { th { "" } }
+                    } }
+                    tbody {
+                        @for l in lines {
+                            tr {
+                                td { (l.label) }
+                                td.num { (l.requests) }
+                                td.num { (l.prompt) }
+                                td.num { (l.completion) }
+                                td.num { (l.prompt + l.completion) }
+                                @if *name == "day" {
+                                    td { meter min="0" max=(most) value=(l.prompt + l.completion) title={ (l.prompt + l.completion) " tokens" } {} }
+                                }
+                            }
+                        }
+                        @if lines.is_empty() { tr { td colspan="5" { "No usage in these " (t.days) " days." } } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn usage(ctx: &Ctx, t: &UsageTables) -> Markup {
+    let p = &ctx.prefix;
+    layout(
+        Some(ctx),
+        "Usage",
+        &ctx.prefix,
+        html! {
+            p.hint {
+                "Requests and tokens of the last " (t.days) " days, as the instances counted them. "
+                "Records reach the database within the metering's flush interval. "
+                a href={ (p) "/usage?days=7" } { "7 days" } " · "
+                a href={ (p) "/usage?days=30" } { "30 days" } " · "
+                a href={ (p) "/usage?days=365" } { "a year" }
+                ". The same figures as CSV: " code { "/api/v1/usage?group_by=day&format=csv" } "."
+            }
+            (usage_tables(t))
+        },
+    )
+}
+
+pub(crate) fn my_usage(ctx: &Ctx, t: &UsageTables, remaining: &serde_json::Value) -> Markup {
+    let limits = remaining
+        .get("limits")
+        .and_then(|l| l.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let figure = |v: &serde_json::Value, key: &str| -> String {
+        match v.get(key) {
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(x) => x.to_string(),
+        }
+    };
+    layout(
+        Some(ctx),
+        "My usage",
+        &ctx.prefix,
+        html! {
+            h2 { "What is left" }
+            @if limits.is_empty() {
+                p.hint #no-limits { "No limit applies to your account." }
+            } @else {
+                div.scroll {
+                    table #my-limits {
+                        thead { tr { th { "Set on" } th { "Limit" } th.num { "Of" } th.num { "Left" } } }
+                        tbody {
+                            @for l in &limits {
+                                @let whose = format!("{} {}", figure(l, "scope").trim_matches('"'), figure(l, "id").trim_matches('"'));
+                                @for (name, key) in [("requests a minute", "requests"), ("tokens a minute", "tokens")] {
+                                    @if let Some(a) = l.get(key).filter(|a| !a.is_null()) {
+                                        tr { td { (whose) } td { (name) } td.num { (figure(a, "limit")) } td.num { (figure(a, "remaining")) } }
+                                    }
+                                }
+                                @if let Some(c) = l.get("concurrent_requests").filter(|a| !a.is_null()) {
+                                    tr { td { (whose) } td { "requests at once" } td.num { (figure(c, "limit")) } td.num { (figure(c, "in_flight")) " running" } }
+                                }
+                                @if let Some(b) = l.get("budget").filter(|a| !a.is_null()) {
+                                    tr { td { (whose) } td { "token budget" } td.num { (figure(b, "tokens")) } td.num { (figure(b, "remaining")) } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (usage_tables(t))
         },
     )
 }

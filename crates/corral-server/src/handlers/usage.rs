@@ -150,7 +150,7 @@ fn time_json(ms: i64, open: i64) -> Value {
 }
 
 /// Runs a read on the store off the executor.
-async fn read<T: Send + 'static>(
+pub(crate) async fn read<T: Send + 'static>(
     shared: &web::Data<Shared>,
     f: impl FnOnce(&Store) -> Result<T, AppError> + Send + 'static,
 ) -> Result<T, AppError> {

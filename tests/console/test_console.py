@@ -265,6 +265,68 @@ def test_usage_pages_show_what_each_used(admin_page, url, shots):
     assert user.goto(f"{url}/console/usage").status == 403
 
 
+def test_limits_are_set_at_the_field_enforced_and_removed(browser, admin_page, url, shots):
+    page = admin_page
+    page.goto(f"{url}/console/limits")
+    expect(page.locator("#limits tbody")).to_contain_text("No limit is set.")
+    form = page.locator("#set-limits")
+    subject = form.locator("select[name=subject] option", has_text=f"user {USER_EMAIL}")
+    bob = subject.get_attribute("value")
+    # A bad figure is refused at its field, what was typed is kept, and nothing is saved.
+    form.locator("select[name=subject]").select_option(bob)
+    form.locator("input[name=requests_per_minute]").fill("-3")
+    form.locator("input[name=budget_tokens]").fill("1000")
+    form.locator("button[type=submit]").click()
+    error = page.locator("#set-limits label:has(input[name=requests_per_minute]) #error-requests_per_minute")
+    expect(error).to_contain_text("negative")
+    # Every wrong field at once: a budget needs its period.
+    expect(page.locator("#set-limits #error-budget_period")).to_contain_text("required")
+    expect(page.locator("#set-limits input[name=budget_tokens]")).to_have_value("1000")
+    shoot(page, shots, "limits-error-1280")
+    page.goto(f"{url}/console/limits")
+    expect(page.locator("#limits tbody")).to_contain_text("No limit is set.")
+
+    # Two requests a minute and a daily budget for the user.
+    form.locator("select[name=subject]").select_option(bob)
+    form.locator("input[name=requests_per_minute]").fill("2")
+    form.locator("input[name=budget_tokens]").fill("100000")
+    form.locator("select[name=budget_period]").select_option("day")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("p.note")).to_contain_text("saved")
+    row = page.locator(f"#limits tbody tr[data-subject='{bob}']")
+    expect(row).to_contain_text("100000 tokens a day")
+    shoot(page, shots, "limits-set-1280")
+
+    # The user's next requests run into it: refused with 429 within three, and their own
+    # page shows the limit.
+    user = state["user_ctx"].new_page()
+    user.goto(f"{url}/console/keys")
+    user.locator("#create-key input[name=name]").fill("script")
+    user.locator("#create-key button[type=submit]").click()
+    key = user.locator("#new-key").inner_text().strip()
+    client = ollama.Client(host=url, headers={"Authorization": f"Bearer {key}"})
+    statuses = []
+    for _ in range(3):
+        try:
+            client.chat(model="llama3.2", messages=[{"role": "user", "content": "Hi"}])
+            statuses.append(200)
+        except ollama.ResponseError as refused:
+            statuses.append(refused.status_code)
+            break
+    assert statuses[-1] == 429, statuses
+    user.goto(f"{url}/console/my-usage")
+    expect(user.locator("#my-limits")).to_contain_text("requests a minute")
+    expect(user.locator("#my-limits")).to_contain_text("token budget")
+    assert user.goto(f"{url}/console/limits").status == 403
+
+    # Removed: the user's requests go through again.
+    page.on("dialog", lambda d: d.accept())
+    row.locator("button", has_text="Remove").click()
+    expect(page.locator("p.note")).to_contain_text("removed")
+    expect(page.locator(f"#limits tbody tr[data-subject='{bob}']")).to_have_count(0)
+    assert client.chat(model="llama3.2", messages=[{"role": "user", "content": "Hi"}]).message.content
+
+
 def test_a_killed_instance_shows_on_the_fleet_page(admin_page, url, sim_b, shots):
     page = admin_page
     proc, _ = sim_b
@@ -285,7 +347,7 @@ def test_a_killed_instance_shows_on_the_fleet_page(admin_page, url, sim_b, shots
     shoot(page, shots, "fleet-down-1280")
 
 
-PAGES = ["fleet", "connections", "models", "people", "keys", "my-models", "usage", "my-usage"]
+PAGES = ["fleet", "connections", "models", "people", "keys", "my-models", "limits", "usage", "my-usage"]
 
 
 @pytest.mark.parametrize("viewport,suffix", [(WIDE, "1280"), (NARROW, "390")])

@@ -78,7 +78,8 @@ pub enum Period {
 }
 
 impl Period {
-    fn as_str(self) -> &'static str {
+    /// `day`, `week` or `month`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Period::Day => "day",
             Period::Week => "week",
@@ -102,6 +103,16 @@ pub enum Reset {
     Calendar,
     /// Counts the last 24 hours, 7 days or 30 days.
     Rolling,
+}
+
+impl Reset {
+    /// `calendar` or `rolling`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reset::Calendar => "calendar",
+            Reset::Rolling => "rolling",
+        }
+    }
 }
 
 /// A token budget: prompt plus completion tokens over a period, optionally of some models only.
@@ -344,7 +355,7 @@ impl Limits {
             "budget": self.budget.as_ref().map(|b| json!({
                 "tokens": b.tokens,
                 "period": b.period.as_str(),
-                "reset": match b.reset { Reset::Calendar => "calendar", Reset::Rolling => "rolling" },
+                "reset": b.reset.as_str(),
                 "models": b.models,
             })),
         })

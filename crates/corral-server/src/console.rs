@@ -15,6 +15,7 @@
 //! (the sign-in form, before any session, uses a double-submitted random cookie). Every page
 //! goes out with a strict Content-Security-Policy (no inline script or style) and `no-store`.
 
+mod limits;
 mod views;
 
 use actix_web::cookie::{Cookie, SameSite};
@@ -118,6 +119,27 @@ pub fn register(r: &mut Routes, p: &str) {
         Admin,
         "Console: usage by day, model, user and key",
         usage_page,
+    )
+    .add(
+        get.clone(),
+        &at("/limits"),
+        Admin,
+        "Console: limits and budgets per key, user and group",
+        limits::page,
+    )
+    .add(
+        post.clone(),
+        &at("/limits"),
+        Admin,
+        "Console: set the limits of a key, user or group",
+        limits::save,
+    )
+    .add(
+        post.clone(),
+        &at("/limits/{scope}/{id}/delete"),
+        Admin,
+        "Console: remove the limits of a key, user or group",
+        limits::remove,
     )
     .add(get.clone(), &at("/fleet"), Admin, "Console: fleet", fleet_page)
     .add(

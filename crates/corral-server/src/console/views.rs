@@ -2,6 +2,7 @@
 
 use maud::{html, Markup, DOCTYPE};
 
+use super::limits::{LimitForm, LimitsPage};
 use super::{
     human_size, Choices, ConnForm, Ctx, FieldErrors, Flash, InstanceRow, ModelRow, People, RecordForm, UsageTables,
 };
@@ -43,7 +44,10 @@ fn nav(ctx: &Ctx) -> Markup {
             }
             a href={ (p) "/keys" } { "Keys" }
             a href={ (p) "/my-models" } { "My models" }
-            @if ctx.admin { a href={ (p) "/usage" } { "Usage" } }
+            @if ctx.admin {
+                a href={ (p) "/limits" } { "Limits" }
+                a href={ (p) "/usage" } { "Usage" }
+            }
             a href={ (p) "/my-usage" } { "My usage" }
             form.inline method="post" action={ (p) "/signout" } {
                 (csrf(ctx))
@@ -694,6 +698,96 @@ pub(crate) fn my_usage(ctx: &Ctx, t: &UsageTables, remaining: &serde_json::Value
                 }
             }
             (usage_tables(t))
+        },
+    )
+}
+
+fn limit_cell(v: Option<u64>) -> String {
+    v.map_or_else(|| "—".to_owned(), |n| n.to_string())
+}
+
+pub(crate) fn limits(ctx: &Ctx, f: &Flash, page: &LimitsPage, form: &LimitForm, errors: &FieldErrors) -> Markup {
+    let p = &ctx.prefix;
+    layout(
+        Some(ctx),
+        "Limits",
+        p,
+        html! {
+            (flash(f))
+            p.hint { "A request is refused (429) when any limit of its key, its user or one of its groups is reached. Empty is no limit." }
+            div.scroll {
+                table #limits {
+                    thead { tr {
+                        th { "Whose" } th { "Requests/min" } th { "Tokens/min" } th { "At once" } th { "Budget" } th { "" }
+                    } }
+                    tbody {
+                        @for (value, label, l) in &page.rows {
+                            tr data-subject=(value) {
+                                td { (label) }
+                                td { (limit_cell(l.requests_per_minute)) }
+                                td { (limit_cell(l.tokens_per_minute)) }
+                                td { (limit_cell(l.concurrent_requests)) }
+                                td {
+                                    @if let Some(b) = &l.budget {
+                                        (b.tokens) " tokens a " (b.period.as_str()) " (" (b.reset.as_str()) ")"
+                                        @if !b.models.is_empty() { ", for " (b.models.join(", ")) }
+                                    } @else { "—" }
+                                }
+                                td.actions {
+                                    a href={ (p) "/limits?edit=" (value) } { "Edit" }
+                                    @if let Some((scope, id)) = value.split_once(':') {
+                                        form.inline method="post" action={ (p) "/limits/" (scope) "/" (id) "/delete" } {
+                                            (csrf(ctx)) button.danger type="submit" { "Remove" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        @if page.rows.is_empty() { tr { td colspan="6" { "No limit is set." } } }
+                    }
+                }
+            }
+            h2 { "Set limits" }
+            form.card #set-limits method="post" action={ (p) "/limits" } novalidate {
+                (csrf(ctx))
+                (field_error(errors, ""))
+                label { "Key, user or group"
+                    select name="subject" {
+                        option value="" { "Choose…" }
+                        @for (value, label) in &page.subjects {
+                            option value=(value) selected[*value == form.subject] { (label) }
+                        }
+                    }
+                    (field_error(errors, "subject"))
+                }
+                div.row {
+                    label { "Requests per minute" input type="text" inputmode="numeric" name="requests_per_minute" value=(form.requests_per_minute); (field_error(errors, "requests_per_minute")) }
+                    label { "Tokens per minute" input type="text" inputmode="numeric" name="tokens_per_minute" value=(form.tokens_per_minute); (field_error(errors, "tokens_per_minute")) }
+                    label { "Requests at once" input type="text" inputmode="numeric" name="concurrent_requests" value=(form.concurrent_requests); (field_error(errors, "concurrent_requests")) }
+                }
+                div.row {
+                    label { "Budget (tokens)" input type="text" inputmode="numeric" name="budget_tokens" value=(form.budget_tokens); (field_error(errors, "budget_tokens")) }
+                    label { "Per"
+                        select name="budget_period" {
+                            option value="" { "—" }
+                            @for period in ["day", "week", "month"] {
+                                option value=(period) selected[form.budget_period == period] { (period) }
+                            }
+                        }
+                        (field_error(errors, "budget_period"))
+                    }
+                    label { "Reset"
+                        select name="budget_reset" {
+                            @for reset in ["calendar", "rolling"] {
+                                option value=(reset) selected[form.budget_reset == reset] { (reset) }
+                            }
+                        }
+                        (field_error(errors, "budget_reset"))
+                    }
+                }
+                label { "Budget only for these models (comma-separated; empty: all)" input type="text" name="budget_models" value=(form.budget_models); (field_error(errors, "budget_models")) }
+                button type="submit" { "Save limits" }
+            }
         },
     )
 }

@@ -18,7 +18,9 @@
 //! [`Metrics::usage_buffer_depth`] (usage records waiting to be written) and
 //! [`Metrics::rate_limited`] (requests refused by a rate limit, by kind).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -175,7 +177,57 @@ pub struct Metrics {
     usage_buffer: AtomicI64,
     started: Instant,
     scrapes: AtomicU64,
+    /// Resolved handles, so the request path bumps figures without building label sets.
+    cache: Cache,
 }
+
+/// The figures a model-running request bumps, resolved for one route, model, instance and
+/// status class. prometheus-client's metrics are shared handles: a clone counts into the
+/// same series as its family's.
+struct RequestHandles {
+    /// The model label, for the figures made on first use.
+    model: ModelLabel,
+    /// The instance label; `None` when no instance answered (no token series then).
+    instance: Option<String>,
+    requests: Counter,
+    duration: Histogram,
+    // Made when first bumped, as the families would: a request without them adds no series.
+    ttft: OnceLock<Histogram>,
+    tpot: OnceLock<Histogram>,
+    retried: OnceLock<Counter>,
+    /// Input and output tokens.
+    tokens: [OnceLock<Counter>; 2],
+}
+
+/// What identifies a [`RequestHandles`] beside its model.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct RequestKey {
+    route: crate::exchange::Route,
+    instance: Option<usize>,
+    status: &'static str,
+}
+
+/// One model's request handles, by the rest of their labels.
+type ByKey = Vec<(RequestKey, Arc<RequestHandles>)>;
+
+/// Handles resolved on first use. The label sets they stand for are the families' own, so
+/// they are bounded as the series are (models the catalogue lists, instances, fixed words).
+#[derive(Default)]
+struct Cache {
+    /// By model name (looked up by `&str`, no allocation), then a short list by key.
+    requests: RwLock<HashMap<String, ByKey>>,
+    /// Queue waits by model name.
+    queue_wait: RwLock<HashMap<String, Histogram>>,
+    /// HTTP requests by route family and status class.
+    http: [[OnceLock<Counter>; 5]; FAMILIES.len()],
+    /// Outcomes: completed, cancelled, failed.
+    outcomes: [OnceLock<Counter>; 3],
+}
+
+/// Route families of [`family`], in a fixed order.
+const FAMILIES: [&str; 6] = ["openai", "accounts", "owui", "ollama", "meta", "other"];
+/// Status classes of [`status_class`], in a fixed order.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 impl Metrics {
     /// The metrics of a gateway; with `enabled` false every hook returns at once.
@@ -209,6 +261,7 @@ impl Metrics {
             started: Instant::now(),
             scrapes: AtomicU64::new(0),
             registry: Registry::default(),
+            cache: Cache::default(),
         };
         let r = &mut registry;
         r.register(
@@ -330,10 +383,21 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        self.http_requests
-            .get_or_create(&HttpLabels {
-                family,
-                status: status_class(status),
+        let class = status_class(status);
+        let (Some(f), Some(c)) = (
+            FAMILIES.iter().position(|x| *x == family),
+            CLASSES.iter().position(|x| *x == class),
+        ) else {
+            self.http_requests
+                .get_or_create(&HttpLabels { family, status: class })
+                .inc();
+            return;
+        };
+        self.cache.http[f][c]
+            .get_or_init(|| {
+                self.http_requests
+                    .get_or_create(&HttpLabels { family, status: class })
+                    .clone()
             })
             .inc();
     }
@@ -387,13 +451,22 @@ impl Metrics {
     /// A request for `model` was let in after waiting `waited` in its admission queue (zero:
     /// it started at once).
     pub fn queue_waited(&self, model: &str, waited: Duration) {
-        if self.enabled {
-            self.queue_wait
-                .get_or_create(&ModelLabel {
-                    model: model.to_owned(),
-                })
-                .observe(waited.as_secs_f64());
+        if !self.enabled {
+            return;
         }
+        let seconds = waited.as_secs_f64();
+        if let Some(h) = read(&self.cache.queue_wait).get(model) {
+            h.observe(seconds);
+            return;
+        }
+        let h = self
+            .queue_wait
+            .get_or_create(&ModelLabel {
+                model: model.to_owned(),
+            })
+            .clone();
+        h.observe(seconds);
+        write(&self.cache.queue_wait).insert(model.to_owned(), h);
     }
 
     /// A request for `model` was refused by its admission queue (`full`, `timeout`, `shutdown`).
@@ -458,7 +531,6 @@ impl crate::exchange::Observer for Metrics {
         if !self.enabled {
             return;
         }
-        let instance = f.instance.map(|i| i.to_string()).unwrap_or_default();
         // A model no instance lists is the client's own text: one label for all of them, so
         // requests for made-up names cannot grow the series without bound.
         let model_name: &str = if f.model_run.is_empty() {
@@ -466,30 +538,27 @@ impl crate::exchange::Observer for Metrics {
         } else {
             &f.model_run
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: f.route.as_str().to_owned(),
-                model: model_name.to_owned(),
-                instance: instance.clone(),
-                status: status_class(f.status),
-            })
-            .inc();
-        let model = ModelLabel {
-            model: model_name.to_owned(),
-        };
-        self.duration.get_or_create(&model).observe(f.duration.as_secs_f64());
+        let h = self.request_handles(f, model_name);
+        h.requests.inc();
+        h.duration.observe(f.duration.as_secs_f64());
         if let Some(ttft) = f.ttft {
-            self.ttft.get_or_create(&model).observe(ttft.as_secs_f64());
+            h.ttft
+                .get_or_init(|| self.ttft.get_or_create(&h.model).clone())
+                .observe(ttft.as_secs_f64());
             if f.output_tokens > 1 {
                 let per = f.duration.saturating_sub(ttft).as_secs_f64() / (f.output_tokens - 1) as f64;
-                self.tpot.get_or_create(&model).observe(per);
+                h.tpot
+                    .get_or_init(|| self.tpot.get_or_create(&h.model).clone())
+                    .observe(per);
             }
         }
         if let Some(overhead) = f.overhead {
             self.overhead.observe(overhead.as_secs_f64());
         }
         if f.attempts > 1 {
-            self.retried.get_or_create(&model).inc();
+            h.retried
+                .get_or_init(|| self.retried.get_or_create(&h.model).clone())
+                .inc();
         }
         if f.outcome == crate::exchange::Outcome::Failed && f.status < 400 && f.status != 0 {
             // The instance answered, then broke off or went silent.
@@ -497,23 +566,42 @@ impl crate::exchange::Observer for Metrics {
                 self.upstream_error(idx, "stream");
             }
         }
-        self.outcomes
-            .get_or_create(&KindLabel {
-                kind: f.outcome.as_str().to_owned(),
+        let outcome = f.outcome as usize;
+        self.cache.outcomes[outcome]
+            .get_or_init(|| {
+                self.outcomes
+                    .get_or_create(&KindLabel {
+                        kind: f.outcome.as_str().to_owned(),
+                    })
+                    .clone()
             })
             .inc();
+        if let Some(instance) = &h.instance {
+            for (i, (kind, n)) in [("input", f.input_tokens), ("output", f.output_tokens)]
+                .into_iter()
+                .enumerate()
+            {
+                if n > 0 {
+                    h.tokens[i]
+                        .get_or_init(|| {
+                            self.tokens
+                                .get_or_create(&TokenLabels {
+                                    model: h.model.model.clone(),
+                                    instance: instance.clone(),
+                                    r#type: kind,
+                                })
+                                .clone()
+                        })
+                        .inc_by(n);
+                }
+            }
+        }
+        if f.groups.is_empty() && (f.key_id.is_none() || !self.per_key) {
+            return;
+        }
         for (kind, n) in [("input", f.input_tokens), ("output", f.output_tokens)] {
             if n == 0 {
                 continue;
-            }
-            if f.instance.is_some() {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        model: model_name.to_owned(),
-                        instance: instance.clone(),
-                        r#type: kind,
-                    })
-                    .inc_by(n);
             }
             for group in &f.groups {
                 self.group_tokens
@@ -535,6 +623,58 @@ impl crate::exchange::Observer for Metrics {
             }
         }
     }
+}
+
+impl Metrics {
+    /// The handles of a finished request's series: looked up by the model's name under a read
+    /// lock; resolved through the families (and kept) the first time.
+    fn request_handles(&self, f: &crate::exchange::Finished, model: &str) -> Arc<RequestHandles> {
+        let key = RequestKey {
+            route: f.route,
+            instance: f.instance,
+            status: status_class(f.status),
+        };
+        if let Some(list) = read(&self.cache.requests).get(model) {
+            if let Some((_, h)) = list.iter().find(|(k, _)| *k == key) {
+                return h.clone();
+            }
+        }
+        let instance = f.instance.map(|i| i.to_string()).unwrap_or_default();
+        let by_model = ModelLabel {
+            model: model.to_owned(),
+        };
+        let h = Arc::new(RequestHandles {
+            requests: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    route: f.route.as_str().to_owned(),
+                    model: model.to_owned(),
+                    instance: instance.clone(),
+                    status: key.status,
+                })
+                .clone(),
+            duration: self.duration.get_or_create(&by_model).clone(),
+            ttft: OnceLock::new(),
+            tpot: OnceLock::new(),
+            retried: OnceLock::new(),
+            tokens: [OnceLock::new(), OnceLock::new()],
+            model: by_model,
+            instance: f.instance.map(|_| instance),
+        });
+        write(&self.cache.requests)
+            .entry(model.to_owned())
+            .or_default()
+            .push((key, h.clone()));
+        h
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `2xx` and friends.

@@ -126,6 +126,26 @@ fn chat(c: &mut Criterion) {
     }
 }
 
+/// The token meter over a 100-chunk chat stream, one line per push (as every relayed stream
+/// is metered when usage or metrics are on).
+fn meter(c: &mut Criterion) {
+    let mut group = c.benchmark_group("meter");
+    let input = chat_stream(100);
+    group.throughput(Throughput::Elements(100));
+    let pieces = lines(&input);
+    group.bench_with_input(BenchmarkId::new("line_per_push", 100), &pieces, |b, pieces| {
+        b.iter(|| {
+            let mut meter = corral_convert::meter::Meter::new();
+            for piece in black_box(pieces) {
+                meter.push(piece);
+            }
+            meter.finish();
+            meter.counts()
+        });
+    });
+    group.finish();
+}
+
 fn generate(c: &mut Criterion) {
     let mut group = c.benchmark_group("generate_stream_bytes");
     let input = generate_stream(1000);
@@ -140,6 +160,6 @@ fn generate(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = chat, generate
+    targets = chat, generate, meter
 }
 criterion_main!(benches);

@@ -12,6 +12,8 @@
 //! nested object (tool-call arguments are objects whose keys are model output) comes before
 //! the counts, which Ollama writes last, so the last occurrence on the line is the answer's.
 
+use memchr::memmem::Finder;
+
 /// How many bytes of a long line are kept: the counts sit in its last few hundred.
 pub const TAIL: usize = 4096;
 
@@ -105,26 +107,49 @@ impl Meter {
         self.lines += 1;
         // Only the tail of a long line can hold the counts.
         let line = &line[line.len().saturating_sub(TAIL)..];
-        if let Some(n) = last_number(line, b"\"eval_count\":") {
+        let keys = keys();
+        if let Some(n) = last_number(line, &keys.eval_count) {
             self.counts.output = Some(n);
-            self.counts.input = last_number(line, b"\"prompt_eval_count\":").or(self.counts.input);
-        } else if let Some(n) = last_number(line, b"\"prompt_eval_count\":") {
+            self.counts.input = last_number(line, &keys.prompt_eval_count).or(self.counts.input);
+        } else if let Some(n) = last_number(line, &keys.prompt_eval_count) {
             // `/api/embed` reads and generates nothing.
             self.counts.input = Some(n);
-        } else if memchr::memmem::rfind(line, b"\"usage\":").is_some() {
-            if let Some(n) = last_number(line, b"\"prompt_tokens\":") {
+        } else if keys.usage.find(line).is_some() {
+            if let Some(n) = last_number(line, &keys.prompt_tokens) {
                 self.counts.input = Some(n);
             }
-            if let Some(n) = last_number(line, b"\"completion_tokens\":") {
+            if let Some(n) = last_number(line, &keys.completion_tokens) {
                 self.counts.output = Some(n);
             }
         }
     }
 }
 
+/// The keys searched for, each with its searcher built once (building one costs more than
+/// running it over a line of an answer). Forward searchers: they skip a line without the key
+/// with vector instructions, which memchr's reverse searchers do not use.
+struct Keys {
+    eval_count: Finder<'static>,
+    prompt_eval_count: Finder<'static>,
+    usage: Finder<'static>,
+    prompt_tokens: Finder<'static>,
+    completion_tokens: Finder<'static>,
+}
+
+fn keys() -> &'static Keys {
+    static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        eval_count: Finder::new(b"\"eval_count\":"),
+        prompt_eval_count: Finder::new(b"\"prompt_eval_count\":"),
+        usage: Finder::new(b"\"usage\":"),
+        prompt_tokens: Finder::new(b"\"prompt_tokens\":"),
+        completion_tokens: Finder::new(b"\"completion_tokens\":"),
+    })
+}
+
 /// The unsigned number after the last occurrence of `key` on `line`.
-fn last_number(line: &[u8], key: &[u8]) -> Option<u64> {
-    let at = memchr::memmem::rfind(line, key)? + key.len();
+fn last_number(line: &[u8], key: &Finder<'_>) -> Option<u64> {
+    let at = key.find_iter(line).last()? + key.needle().len();
     let rest = &line[at..];
     let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
     let digits = &rest[start..];

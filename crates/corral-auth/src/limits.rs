@@ -15,6 +15,7 @@
 //!   one covers the last 24 hours, 7 days or 30 days, to the hour (the oldest, partly elapsed
 //!   hour drops out whole).
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, Utc};
@@ -553,8 +554,8 @@ pub struct Denied {
     pub headroom: Headroom,
 }
 
-/// The subjects a request counts against, with their limits.
-pub type Applicable<'a> = [(Subject, &'a Limits)];
+/// The subjects a request counts against, with their limits (`&Limits`, `Arc<Limits>`, …).
+pub type Applicable<L> = [(Subject, L)];
 
 /// One replica's counters of every limited subject.
 #[derive(Debug, Default)]
@@ -571,7 +572,13 @@ impl Counters {
     }
 
     fn bump(&mut self, subject: &Subject, metric: Metric, bucket: i64, by: i64) {
-        let cells = self.subjects.entry(subject.clone()).or_default();
+        // The subject's id is copied only the first time it is counted.
+        if !self.subjects.contains_key(subject) {
+            self.subjects.insert(subject.clone(), BTreeMap::new());
+        }
+        let Some(cells) = self.subjects.get_mut(subject) else {
+            return;
+        };
         let cell = cells.entry((metric, bucket)).or_default();
         cell.local = if by >= 0 {
             cell.local.saturating_add(by.unsigned_abs())
@@ -599,11 +606,17 @@ impl Counters {
 
     /// What is left of each limit of `applicable` at `now_ms`, for a request of `model`
     /// (asked, run): the tightest over the subjects.
-    pub fn headroom(&self, applicable: &Applicable<'_>, model: (&str, &str), now_ms: i64) -> Headroom {
+    pub fn headroom<L: Borrow<Limits>>(
+        &self,
+        applicable: &Applicable<L>,
+        model: (&str, &str),
+        now_ms: i64,
+    ) -> Headroom {
         let minute = minute_bucket(now_ms);
         let reset = minute_reset_ms(now_ms);
         let mut out = Headroom::default();
         for (subject, limits) in applicable {
+            let limits: &Limits = limits.borrow();
             if let Some(rpm) = limits.requests_per_minute {
                 let used = self.cell(subject, Metric::Requests, minute);
                 let a = Allowance {
@@ -640,7 +653,12 @@ impl Counters {
     /// A request passes a limit while what was counted is below it: requests count one each
     /// at admission, tokens only when a request finishes, so a request admitted with tokens
     /// left may end over the limit, and the next one waits for the window (or period) to turn.
-    pub fn check(&self, applicable: &Applicable<'_>, model: (&str, &str), now_ms: i64) -> Option<Denied> {
+    pub fn check<L: Borrow<Limits>>(
+        &self,
+        applicable: &Applicable<L>,
+        model: (&str, &str),
+        now_ms: i64,
+    ) -> Option<Denied> {
         let minute = minute_bucket(now_ms);
         let refusal = |reason, subject: &Subject, limit, used, retry_in_ms| Denied {
             reason,
@@ -652,6 +670,7 @@ impl Counters {
         };
         // The budget first: waiting a minute does not help it.
         for (subject, limits) in applicable {
+            let limits: &Limits = limits.borrow();
             if let Some(budget) = limits.budget.as_ref().filter(|b| b.applies_to(model.0, model.1)) {
                 let used = self.budget_used(subject, budget, now_ms);
                 if used >= budget.tokens {
@@ -666,6 +685,7 @@ impl Counters {
             }
         }
         for (subject, limits) in applicable {
+            let limits: &Limits = limits.borrow();
             if let Some(rpm) = limits.requests_per_minute {
                 let used = self.cell(subject, Metric::Requests, minute);
                 if used >= rpm {
@@ -690,9 +710,9 @@ impl Counters {
 
     /// Checks a request and, if it passes, counts it: one request this minute and one in
     /// flight for every subject in `applicable`. Release it with [`Counters::release`].
-    pub fn admit(
+    pub fn admit<L: Borrow<Limits>>(
         &mut self,
-        applicable: &Applicable<'_>,
+        applicable: &Applicable<L>,
         model: (&str, &str),
         now_ms: i64,
     ) -> Result<Headroom, Box<Denied>> {
@@ -716,12 +736,19 @@ impl Counters {
 
     /// Counts `tokens` a finished request of `model` (asked, run) used, against the tokens per
     /// minute of every subject and the budgets it counts against.
-    pub fn charge(&mut self, applicable: &Applicable<'_>, model: (&str, &str), tokens: u64, now_ms: i64) {
+    pub fn charge<L: Borrow<Limits>>(
+        &mut self,
+        applicable: &Applicable<L>,
+        model: (&str, &str),
+        tokens: u64,
+        now_ms: i64,
+    ) {
         if tokens == 0 {
             return;
         }
         let by = i64::try_from(tokens).unwrap_or(i64::MAX);
         for (subject, limits) in applicable {
+            let limits: &Limits = limits.borrow();
             self.bump(subject, Metric::Tokens, minute_bucket(now_ms), by);
             if limits.budget.as_ref().is_some_and(|b| b.applies_to(model.0, model.1)) {
                 self.bump(subject, Metric::Budget, hour_bucket(now_ms), by);

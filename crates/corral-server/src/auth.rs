@@ -91,7 +91,18 @@ pub struct Directory {
     revoked: HashSet<String>,
     models: HashMap<String, Arc<ModelRule>>,
     /// Limits per key, user and group (only of subjects that exist).
-    limits: HashMap<(corral_auth::limits::Scope, String), Arc<corral_auth::limits::Limits>>,
+    /// Limits by scope (key, user, group: [`scope_slot`]), then id.
+    limits: [HashMap<String, Arc<corral_auth::limits::Limits>>; 3],
+}
+
+/// Where a scope's limits sit in [`Directory`]'s table.
+fn scope_slot(scope: corral_auth::limits::Scope) -> usize {
+    use corral_auth::limits::Scope;
+    match scope {
+        Scope::Key => 0,
+        Scope::User => 1,
+        Scope::Group => 2,
+    }
 }
 
 impl Directory {
@@ -163,12 +174,10 @@ impl Directory {
                 (m.id, Arc::new(rule))
             })
             .collect();
-        let limits = store
-            .list_limits()?
-            .into_iter()
-            .filter(|l| !l.limits.is_empty())
-            .map(|l| ((l.scope, l.subject_id), Arc::new(l.limits)))
-            .collect();
+        let mut limits: [HashMap<String, Arc<corral_auth::limits::Limits>>; 3] = Default::default();
+        for l in store.list_limits()?.into_iter().filter(|l| !l.limits.is_empty()) {
+            limits[scope_slot(l.scope)].insert(l.subject_id, Arc::new(l.limits));
+        }
         Ok(Directory {
             users,
             keys,
@@ -204,12 +213,12 @@ impl Directory {
 
     /// The limits set on a key, user or group.
     pub fn limits(&self, scope: corral_auth::limits::Scope, id: &str) -> Option<&Arc<corral_auth::limits::Limits>> {
-        self.limits.get(&(scope, id.to_owned()))
+        self.limits[scope_slot(scope)].get(id)
     }
 
     /// Whether any limit is set at all (most gateways have none: nothing to count).
     pub fn has_limits(&self) -> bool {
-        !self.limits.is_empty()
+        self.limits.iter().any(|m| !m.is_empty())
     }
 
     /// How many users there are.

@@ -135,10 +135,6 @@ impl crate::exchange::Observer for Charger {
     }
 }
 
-fn borrowed(subjects: &[(Subject, Arc<Limits>)]) -> Vec<(Subject, &Limits)> {
-    subjects.iter().map(|(s, l)| (s.clone(), l.as_ref())).collect()
-}
-
 /// A request let in under its limits: counted in flight until dropped.
 pub struct Permit {
     shared: Arc<Shared>,
@@ -170,9 +166,8 @@ impl Limiter {
             return Ok(None);
         }
         let now = self.clock.now_ms();
-        let view = borrowed(&subjects);
         let result = match self.counters.lock() {
-            Ok(mut counters) => counters.admit(&view, (asked, run), now),
+            Ok(mut counters) => counters.admit(&subjects, (asked, run), now),
             Err(_) => return Err(AppError::Internal("the limit counters are poisoned".to_owned())),
         };
         match result {
@@ -239,9 +234,8 @@ impl Limiter {
             return;
         }
         let now = self.clock.now_ms();
-        let view = borrowed(caller_subjects);
         if let Ok(mut counters) = self.counters.lock() {
-            counters.charge(&view, (asked, run), tokens, now);
+            counters.charge(caller_subjects, (asked, run), tokens, now);
         }
     }
 

@@ -230,27 +230,37 @@ pub fn minute_reset_ms(now_ms: i64) -> i64 {
 /// A duration as Go prints one, which OpenAI's `x-ratelimit-reset-*` headers use: `12ms`,
 /// `1.5s`, `6m0s`, `1h2m3s`.
 pub fn go_duration(ms: i64) -> String {
+    use std::fmt::Write as _;
     let ms = ms.max(0);
     if ms == 0 {
         return "0s".to_owned();
     }
+    // One buffer for the whole text: this runs for every limited answer's headers.
+    let mut out = String::with_capacity(16);
     if ms < 1000 {
-        return format!("{ms}ms");
+        let _ = write!(out, "{ms}ms");
+        return out;
     }
     let (h, rest) = (ms / HOUR_MS, ms % HOUR_MS);
     let (m, rest) = (rest / MINUTE_MS, rest % MINUTE_MS);
     let (s, frac) = (rest / 1000, rest % 1000);
-    let secs = if frac == 0 {
-        format!("{s}s")
-    } else {
-        let digits = format!("{frac:03}");
-        format!("{s}.{}s", digits.trim_end_matches('0'))
-    };
-    match (h, m) {
-        (0, 0) => secs,
-        (0, m) => format!("{m}m{secs}"),
-        (h, m) => format!("{h}h{m}m{secs}"),
+    if h > 0 {
+        let _ = write!(out, "{h}h{m}m");
+    } else if m > 0 {
+        let _ = write!(out, "{m}m");
     }
+    let _ = write!(out, "{s}");
+    if frac != 0 {
+        // Milliseconds as a decimal fraction without trailing zeros: 500 is `.5`, 50 `.05`.
+        let (mut digits, mut frac) = (3, frac);
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        let _ = write!(out, ".{frac:0digits$}");
+    }
+    out.push('s');
+    out
 }
 
 /// What may be set on a key, a user or a group; `None` is no limit.

@@ -12,7 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::gateway::{
-    chrono_free_date, data_dir, oha, oha_run, start_corral, start_sim, wait_ready, CHAT, OPENAI, PARALLEL,
+    chrono_free_date, clock_ticks, cpu_ticks, data_dir, loadavg, oha, oha_run, start_corral, start_sim, wait_ready,
+    CHAT, OPENAI, PARALLEL,
 };
 
 #[derive(Default)]
@@ -22,6 +23,8 @@ struct Side {
     secs: f64,
     p50: Vec<f64>,
     p99: Vec<f64>,
+    /// The gateway's CPU clock ticks over this side's runs.
+    cpu_ticks: u64,
 }
 
 impl Side {
@@ -74,6 +77,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
         .stdout(Stdio::null())
         .status()?;
     anyhow::ensure!(set.success(), "corral limits set failed");
+    let load_before = loadavg();
     let (corral, through) = start_corral(&bin, &data, &direct, &[("CORRAL_SERVER__WORKERS", "1")], None)?;
     wait_ready(&oha, &format!("{through}/health"))?;
     std::thread::sleep(Duration::from_millis(500));
@@ -97,7 +101,9 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
             for _ in 0..rounds {
                 for ((_, key), side) in keys.iter().zip(&mut sides) {
                     let auth = format!("authorization: Bearer {key}");
+                    let cpu_before = cpu_ticks(&[corral.0.id()]);
                     let load = oha_run(&oha, &format!("{through}{path}"), body, c, run, Some(&auth))?;
+                    side.cpu_ticks += cpu_ticks(&[corral.0.id()]).saturating_sub(cpu_before);
                     side.ok += load.ok;
                     side.total += load.total;
                     side.secs += load.secs;
@@ -123,30 +129,39 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
         eprintln!("bench limits smoke: both keys ran every scenario, nothing refused");
         return Ok(());
     }
+    let tick_ms = 1000.0 / clock_ticks() as f64;
     let mut out = String::from("## What limits cost (`cargo xtask bench limits`)\n\n");
+    writeln!(out, "Machine: {}.  ", super::machine())?;
     writeln!(
         out,
-        "Run: {}; {} round(s) of {} s per key per row, the two keys taking turns on one Corral (1 worker, release build, SQLite) in front of the simulator. \
-         The limited key has requests and tokens per minute, concurrency and a monthly budget, all far above what the run reaches: every request is checked before the queue, counted, and its tokens charged when it ends; the counts are written to the database every 250 ms.\n",
+        "Run: {}; load average {} before, {} after; {} round(s) of {} s per key per row, the two keys taking turns on one Corral (1 worker, release build, SQLite) in front of the simulator. \
+         The limited key has requests and tokens per minute, concurrency and a monthly budget, all far above what the run reaches: every request is checked before the queue, counted, and its tokens charged when it ends; the counts are written to the database every 250 ms. \
+         CPU per request is the gateway process's user plus system time over requests answered (clock {tick_ms:.0} ms).\n",
         chrono_free_date(),
+        load_before,
+        loadavg(),
         rounds,
         run.as_secs_f64()
     )?;
     writeln!(
         out,
-        "| Scenario | c | Key | req/s | p50 ms | p99 ms | req/s vs no limits |"
+        "| Scenario | c | Key | req/s | p50 ms | p99 ms | req/s vs no limits | CPU per request | CPU vs no limits |"
     )?;
-    writeln!(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: |")?;
+    writeln!(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")?;
     for (label, c, sides) in &rows {
         let base = sides[0].rate();
+        let cpu = |s: &Side| s.cpu_ticks as f64 * tick_ms / s.ok.max(1) as f64;
+        let base_cpu = cpu(&sides[0]);
         for ((k, _), s) in keys.iter().zip(sides) {
             writeln!(
                 out,
-                "| {label} | {c} | {k} | {:.0} | {:.2} | {:.2} | {:+.1}% |",
+                "| {label} | {c} | {k} | {:.0} | {:.2} | {:.2} | {:+.1}% | {:.4} ms | {:+.1}% |",
                 s.rate(),
                 Side::mean(&s.p50),
                 Side::mean(&s.p99),
-                (s.rate() / base - 1.0) * 100.0
+                (s.rate() / base - 1.0) * 100.0,
+                cpu(s),
+                (cpu(s) / base_cpu.max(1e-12) - 1.0) * 100.0
             )?;
         }
     }

@@ -131,6 +131,9 @@ fn durations_read_as_go_prints_them() {
     assert_eq!(go_duration(6 * MINUTE_MS), "6m0s");
     assert_eq!(go_duration(7 * MINUTE_MS + 12_000), "7m12s");
     assert_eq!(go_duration(HOUR_MS + 61_250), "1h1m1.25s");
+    assert_eq!(go_duration(1050), "1.05s");
+    assert_eq!(go_duration(2001), "2.001s");
+    assert_eq!(go_duration(HOUR_MS), "1h0m0s");
     assert_eq!(go_duration(-5), "0s");
 }
 

@@ -215,17 +215,9 @@ pub(crate) async fn save(
             ));
         }
     };
-    let outcome = accounts::write(&shared, move |store| {
-        store.put_limits(scope, &id, &limits, unix_now()).map_err(|e| match e {
-            corral_store::StoreError::NotFound => AppError::NotFound(format!(
-                "no {} {id}: it may have been deleted or revoked",
-                scope.as_str()
-            )),
-            other => other.into(),
-        })
-    })
-    .await
-    .map(|_| "Limits saved.".to_owned());
+    let outcome = crate::handlers::limits::set(&shared, scope, id, limits)
+        .await
+        .map(|_| "Limits saved.".to_owned());
     Ok(back(&ctx, "/limits", outcome))
 }
 
@@ -241,7 +233,7 @@ pub(crate) async fn remove(
     let (scope, id) = path.into_inner();
     let outcome = match Scope::parse(&scope) {
         None => Err(AppError::BadRequest(format!("unknown scope {scope:?}"))),
-        Some(scope) => accounts::write(&shared, move |store| Ok(store.delete_limits(scope, &id)?))
+        Some(scope) => crate::handlers::limits::remove(&shared, scope, id)
             .await
             .map(|()| "Limits removed.".to_owned()),
     };

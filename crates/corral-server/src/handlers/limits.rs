@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{unix_now, Admin, Anyone, Level};
 use crate::error::AppError;
+use crate::handlers::accounts;
 use crate::state::Shared;
 
 /// Registers the routes.
@@ -74,30 +75,6 @@ fn stored_json(stored: &corral_store::StoredLimits) -> Value {
     value
 }
 
-fn store_of(shared: &Shared) -> Result<corral_store::Store, AppError> {
-    shared
-        .store()
-        .ok_or_else(|| AppError::StoreUnavailable("no database is configured".to_owned()))
-}
-
-async fn blocking<T: Send + 'static>(
-    shared: &web::Data<Shared>,
-    reload: bool,
-    f: impl FnOnce(&corral_store::Store) -> Result<T, AppError> + Send + 'static,
-) -> Result<T, AppError> {
-    let shared = shared.clone().into_inner();
-    web::block(move || {
-        let store = store_of(&shared)?;
-        let out = f(&store)?;
-        if reload {
-            shared.auth.reload(&store)?;
-        }
-        Ok(out)
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))?
-}
-
 fn not_found(scope: Scope, id: &str) -> impl Fn(corral_store::StoreError) -> AppError + '_ {
     move |err| match err {
         corral_store::StoreError::NotFound => AppError::NotFound(format!("id: no {} {id}", scope.as_str())),
@@ -105,9 +82,40 @@ fn not_found(scope: Scope, id: &str) -> impl Fn(corral_store::StoreError) -> App
     }
 }
 
+/// Replaces the limits of one key, user or group (an unknown or revoked key, an unknown user
+/// or group is a 404, nothing saved), and reloads this replica's directory. The API and the
+/// console both save through here.
+pub(crate) async fn set(
+    shared: &web::Data<Shared>,
+    scope: Scope,
+    id: String,
+    limits: Limits,
+) -> Result<corral_store::StoredLimits, AppError> {
+    accounts::write(shared, move |store| {
+        store
+            .put_limits(scope, &id, &limits, unix_now())
+            .map_err(not_found(scope, &id))
+    })
+    .await
+}
+
+/// Removes the limits of one key, user or group (a 404 when none are set), and reloads this
+/// replica's directory.
+pub(crate) async fn remove(shared: &web::Data<Shared>, scope: Scope, id: String) -> Result<(), AppError> {
+    accounts::write(shared, move |store| {
+        store.delete_limits(scope, &id).map_err(|e| match e {
+            corral_store::StoreError::NotFound => {
+                AppError::NotFound(format!("id: no limits are set for {} {id}", scope.as_str()))
+            }
+            other => other.into(),
+        })
+    })
+    .await
+}
+
 /// `GET /api/v1/limits`.
 async fn list(shared: web::Data<Shared>, _admin: Admin) -> Result<HttpResponse, AppError> {
-    let all = blocking(&shared, false, |store| Ok(store.list_limits()?)).await?;
+    let all = accounts::read(&shared, |store| Ok(store.list_limits()?)).await?;
     Ok(HttpResponse::Ok().json(all.iter().map(stored_json).collect::<Vec<_>>()))
 }
 
@@ -119,7 +127,7 @@ async fn get(
 ) -> Result<HttpResponse, AppError> {
     let (scope, id) = path.into_inner();
     let scope = scope_of(&scope)?;
-    let found = blocking(&shared, false, move |store| {
+    let found = accounts::read(&shared, move |store| {
         Ok(store.get_limits(scope, &id)?.ok_or((scope, id)))
     })
     .await?;
@@ -148,12 +156,7 @@ async fn put(
     let value: Value =
         serde_json::from_slice(&bytes).map_err(|e| AppError::BadRequest(format!("body: invalid JSON: {e}")))?;
     let limits = Limits::from_json(&value).map_err(|e| AppError::BadRequest(e.to_string()))?;
-    let stored = blocking(&shared, true, move |store| {
-        store
-            .put_limits(scope, &id, &limits, unix_now())
-            .map_err(not_found(scope, &id))
-    })
-    .await?;
+    let stored = set(&shared, scope, id, limits).await?;
     Ok(HttpResponse::Ok().json(stored_json(&stored)))
 }
 
@@ -165,15 +168,7 @@ async fn delete(
 ) -> Result<HttpResponse, AppError> {
     let (scope, id) = path.into_inner();
     let scope = scope_of(&scope)?;
-    blocking(&shared, true, move |store| {
-        store.delete_limits(scope, &id).map_err(|e| match e {
-            corral_store::StoreError::NotFound => {
-                AppError::NotFound(format!("id: no limits are set for {} {id}", scope.as_str()))
-            }
-            other => other.into(),
-        })
-    })
-    .await?;
+    remove(&shared, scope, id).await?;
     Ok(HttpResponse::Ok().json(true))
 }
 

@@ -199,8 +199,8 @@ impl crate::exchange::Observer for UsageBuffer {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.push(UsageRecord {
-            // Time-ordered (version 7): each batch appends to the primary key's index instead
-            // of landing at random places in it.
+            // Time-ordered (version 7): records of one millisecond append to the table's
+            // (at_ms, id) order instead of landing at random places in it.
             id: uuid::Uuid::now_v7().to_string(),
             at_ms: f.at_ms,
             user_id: f.user_id.clone(),

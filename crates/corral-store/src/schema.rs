@@ -118,7 +118,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    usage_records (id) {
+    usage_records (at_ms, id) {
         id -> Text,
         at_ms -> BigInt,
         user_id -> Nullable<Text>,

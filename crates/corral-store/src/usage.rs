@@ -249,8 +249,11 @@ pub struct UsageRow {
 
 impl Store {
     /// Writes `records` in one transaction; returns how many were new. A record already stored
-    /// (same id: a batch retried after its acknowledgement was lost) is skipped, so retrying a
-    /// batch never counts a request twice.
+    /// (same id and time: a batch retried after its acknowledgement was lost) is skipped, so
+    /// retrying a batch never counts a request twice.
+    ///
+    /// Records are keyed by `(at_ms, id)`, with no other index (in SQLite a table without rowid,
+    /// kept in time order): one B-tree insert per record. Every report reads a time range.
     ///
     /// Each chunk of records goes to the database as one JSON text bound to one statement that
     /// the database unpacks itself (`json_each`, each element read once as `jsonb`, in SQLite;

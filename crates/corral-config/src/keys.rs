@@ -42,7 +42,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc { key: "server.host", env: &["CORRAL_SERVER__HOST", "HOST"], kind: EnvKind::Text, default: "127.0.0.1", doc: "Address to listen on." },
     SettingDoc { key: "server.port", env: &["CORRAL_SERVER__PORT", "PORT"], kind: EnvKind::Int, default: "8080", doc: "Port to listen on." },
     SettingDoc { key: "server.data_dir", env: &["CORRAL_SERVER__DATA_DIR", "DATA_DIR"], kind: EnvKind::Text, default: "./data", doc: "Directory for Corral's own files, including the default SQLite database." },
-    SettingDoc { key: "server.cors_allow_origin", env: &["CORRAL_SERVER__CORS_ALLOW_ORIGIN", "CORS_ALLOW_ORIGIN"], kind: EnvKind::List, default: "*", doc: "Origins a browser may call Corral from, separated by `;`; `*` allows any." },
+    SettingDoc { key: "server.cors_allow_origin", env: &["CORRAL_SERVER__CORS_ALLOW_ORIGIN", "CORS_ALLOW_ORIGIN"], kind: EnvKind::List, default: "*", doc: "Origins a browser may call Corral from, separated by `;`; `*` allows any. Only requests that carry `Origin` (a browser's) get CORS headers; the rest get only `Vary: Origin, …`." },
     SettingDoc { key: "server.log", env: &["CORRAL_SERVER__LOG", "RUST_LOG"], kind: EnvKind::Text, default: "info", doc: "Log filter in `tracing` EnvFilter syntax." },
     SettingDoc { key: "server.log_format", env: &["CORRAL_SERVER__LOG_FORMAT", "CORRAL_LOG_FORMAT"], kind: EnvKind::Text, default: "text", doc: "Log lines as human-readable `text` or one JSON object per line (`json`), fields included, for log collectors." },
     SettingDoc { key: "server.workers", env: &["CORRAL_SERVER__WORKERS"], kind: EnvKind::Int, default: "0", doc: "Worker threads; 0 means one per core." },

@@ -315,6 +315,43 @@ async fn cors_preflight_is_answered() {
 }
 
 #[actix_web::test]
+async fn cors_headers_answer_browsers_and_only_vary_is_sent_to_the_rest() {
+    let gw = Gateway::in_front_of(&dead_url()).await;
+    let c = client();
+    // A browser's request: the origin reflected, credentials allowed, the answer's headers exposed.
+    let resp = c
+        .get(gw.at("/"))
+        .insert_header(("Origin", "https://app.example"))
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        header("access-control-allow-origin").as_deref(),
+        Some("https://app.example")
+    );
+    assert_eq!(header("access-control-allow-credentials").as_deref(), Some("true"));
+    let exposed = header("access-control-expose-headers").unwrap();
+    assert!(exposed.contains("content-type"), "{exposed}");
+    assert!(header("vary").unwrap().contains("Origin"));
+    // A script's request (no Origin): no CORS header, only the Vary a cache needs.
+    let resp = c.get(gw.at("/")).send().await.unwrap();
+    assert!(resp.status().is_success());
+    for name in [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+    ] {
+        assert!(resp.headers().get(name).is_none(), "{name} sent without an Origin");
+    }
+    assert_eq!(
+        resp.headers().get("vary").unwrap(),
+        "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
+    );
+    gw.stop().await;
+}
+
+#[actix_web::test]
 async fn url_idx_variants_pin_the_instance_and_refuse_bad_indices() {
     let a = sim().await;
     let b = sim().await;

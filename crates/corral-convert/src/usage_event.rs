@@ -42,6 +42,16 @@ impl UsageEventStrip {
         UsageEventStrip::default()
     }
 
+    /// Whether `chunk` passes on exactly as it is, so it need not be copied through
+    /// [`UsageEventStrip::push`]: no event is pending, the chunk ends its last event, and
+    /// nothing in it names `"usage"`. Nearly every chunk of a stream: only the last events need
+    /// a closer look.
+    pub fn passes_whole(&self, chunk: &[u8]) -> bool {
+        self.pending.is_empty()
+            && (chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n"))
+            && usage_finder().find(chunk).is_none()
+    }
+
     /// The bytes of `chunk` to pass on: the events it completes, but usage-only ones. An
     /// event's start waits for its end (usually in the same chunk).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
@@ -70,9 +80,15 @@ impl UsageEventStrip {
     }
 }
 
+/// The searcher for `"usage"`, built once.
+fn usage_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
+    FINDER.get_or_init(|| memchr::memmem::Finder::new(b"\"usage\""))
+}
+
 /// Whether an event's data is an object with empty `choices` and a `usage` object.
 fn is_usage_only(event: &[u8]) -> bool {
-    if memchr::memmem::find(event, b"\"usage\"").is_none() {
+    if usage_finder().find(event).is_none() {
         return false;
     }
     let mut data = Vec::new();
@@ -129,8 +145,32 @@ mod tests {
             out.extend(strip.finish());
             assert_eq!(String::from_utf8(out).unwrap(), want, "split every {step} bytes");
         }
+        // Whole events without "usage" pass as they are; the rest go through `push`, and
+        // the result is the same however the stream is cut.
+        for step in 1..body.len() {
+            let mut strip = UsageEventStrip::new();
+            let mut out = Vec::new();
+            let mut whole = 0;
+            for chunk in body.as_bytes().chunks(step) {
+                if strip.passes_whole(chunk) {
+                    whole += 1;
+                    out.extend_from_slice(chunk);
+                } else {
+                    out.extend(strip.push(chunk));
+                }
+            }
+            out.extend(strip.finish());
+            assert_eq!(String::from_utf8(out).unwrap(), want, "split every {step} bytes");
+            if step == events[0].len() {
+                assert!(whole >= 1, "the first event passed whole");
+            }
+        }
         let mut strip = UsageEventStrip::new();
+        assert!(strip.passes_whole(events[1].as_bytes()));
+        assert!(!strip.passes_whole(events[2].as_bytes()), "names usage");
+        assert!(!strip.passes_whole(b"data: {}\n"), "the event is not ended");
         assert_eq!(strip.push(b"{\"error\":\"no\"}"), b"");
+        assert!(!strip.passes_whole(events[1].as_bytes()), "an event is pending");
         assert_eq!(strip.finish(), b"{\"error\":\"no\"}");
     }
 }

@@ -173,7 +173,7 @@ where
                         end.push(&chunk);
                     }
                     this.exchange.chunk(&chunk);
-                    if let Some(strip) = this.usage_strip.as_mut() {
+                    if let Some(strip) = this.usage_strip.as_mut().filter(|s| !s.passes_whole(&chunk)) {
                         let out = strip.push(&chunk);
                         if out.is_empty() {
                             continue;

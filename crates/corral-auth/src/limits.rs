@@ -16,7 +16,7 @@
 //!   hour drops out whole).
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
@@ -143,7 +143,7 @@ impl Budget {
     pub fn start_ms(&self, now_ms: i64) -> i64 {
         match self.reset {
             Reset::Rolling => now_ms - self.period.rolling_ms(),
-            Reset::Calendar => calendar_start(self.period, now_ms),
+            Reset::Calendar => calendar_bounds(self.period, now_ms).0,
         }
     }
 
@@ -161,7 +161,7 @@ impl Budget {
     pub fn reset_in_ms(&self, now_ms: i64) -> i64 {
         match self.reset {
             Reset::Rolling => HOUR_MS - now_ms.rem_euclid(HOUR_MS),
-            Reset::Calendar => calendar_end(self.period, now_ms) - now_ms,
+            Reset::Calendar => calendar_bounds(self.period, now_ms).1 - now_ms,
         }
     }
 }
@@ -183,6 +183,28 @@ fn date_of(now_ms: i64) -> NaiveDate {
 
 fn midnight_ms(date: NaiveDate) -> i64 {
     date.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis())
+}
+
+/// The UTC calendar period (day, week from Monday, month) holding `now_ms`: its first and
+/// first-after milliseconds. Every limited request with a calendar budget asks twice, so each
+/// thread keeps the last answer per period until its UTC day ends.
+fn calendar_bounds(period: Period, now_ms: i64) -> (i64, i64) {
+    thread_local! {
+        static LAST: std::cell::Cell<[(i64, i64, i64); 3]> = const { std::cell::Cell::new([(i64::MIN, 0, 0); 3]) };
+    }
+    let day = now_ms.div_euclid(24 * HOUR_MS);
+    let slot = period as usize;
+    let last = LAST.with(std::cell::Cell::get);
+    if last[slot].0 == day {
+        return (last[slot].1, last[slot].2);
+    }
+    let bounds = (calendar_start(period, now_ms), calendar_end(period, now_ms));
+    LAST.with(|cell| {
+        let mut all = cell.get();
+        all[slot] = (day, bounds.0, bounds.1);
+        cell.set(all);
+    });
+    bounds
 }
 
 fn calendar_start(period: Period, now_ms: i64) -> i64 {
@@ -230,16 +252,22 @@ pub fn minute_reset_ms(now_ms: i64) -> i64 {
 /// A duration as Go prints one, which OpenAI's `x-ratelimit-reset-*` headers use: `12ms`,
 /// `1.5s`, `6m0s`, `1h2m3s`.
 pub fn go_duration(ms: i64) -> String {
+    let mut out = String::with_capacity(16);
+    write_go_duration(&mut out, ms);
+    out
+}
+
+/// [`go_duration`], written at the end of `out` (the headers of an answer share one buffer).
+pub fn write_go_duration(out: &mut String, ms: i64) {
     use std::fmt::Write as _;
     let ms = ms.max(0);
     if ms == 0 {
-        return "0s".to_owned();
+        out.push_str("0s");
+        return;
     }
-    // One buffer for the whole text: this runs for every limited answer's headers.
-    let mut out = String::with_capacity(16);
     if ms < 1000 {
         let _ = write!(out, "{ms}ms");
-        return out;
+        return;
     }
     let (h, rest) = (ms / HOUR_MS, ms % HOUR_MS);
     let (m, rest) = (rest / MINUTE_MS, rest % MINUTE_MS);
@@ -260,7 +288,6 @@ pub fn go_duration(ms: i64) -> String {
         let _ = write!(out, ".{frac:0digits$}");
     }
     out.push('s');
-    out
 }
 
 /// What may be set on a key, a user or a group; `None` is no limit.
@@ -570,7 +597,8 @@ pub type Applicable<L> = [(Subject, L)];
 /// One replica's counters of every limited subject.
 #[derive(Debug, Default)]
 pub struct Counters {
-    subjects: HashMap<Subject, BTreeMap<(Metric, i64), Cell>>,
+    /// Hashed with `foldhash`: looked up several times per request; ids from the database.
+    subjects: foldhash::HashMap<Subject, BTreeMap<(Metric, i64), Cell>>,
 }
 
 impl Counters {
@@ -669,72 +697,105 @@ impl Counters {
         model: (&str, &str),
         now_ms: i64,
     ) -> Option<Denied> {
+        self.evaluate(applicable, model, now_ms).err().map(|d| *d)
+    }
+
+    /// [`Counters::check`] and [`Counters::headroom`] in one pass over the counters: the
+    /// headroom, or the refusal (a budget first, since waiting a minute does not help it; then
+    /// each subject's requests, tokens and concurrency in turn).
+    fn evaluate<L: Borrow<Limits>>(
+        &self,
+        applicable: &Applicable<L>,
+        model: (&str, &str),
+        now_ms: i64,
+    ) -> Result<Headroom, Box<Denied>> {
         let minute = minute_bucket(now_ms);
-        let refusal = |reason, subject: &Subject, limit, used, retry_in_ms| Denied {
-            reason,
-            subject: subject.clone(),
-            limit,
-            used,
-            retry_in_ms,
-            headroom: self.headroom(applicable, model, now_ms),
-        };
-        // The budget first: waiting a minute does not help it.
-        for (subject, limits) in applicable {
-            let limits: &Limits = limits.borrow();
-            if let Some(budget) = limits.budget.as_ref().filter(|b| b.applies_to(model.0, model.1)) {
-                let used = self.budget_used(subject, budget, now_ms);
-                if used >= budget.tokens {
-                    return Some(refusal(
-                        Refused::Budget,
-                        subject,
-                        budget.tokens,
-                        used,
-                        budget.reset_in_ms(now_ms),
-                    ));
-                }
-            }
-        }
-        for (subject, limits) in applicable {
+        let reset = minute_reset_ms(now_ms);
+        let mut head = Headroom::default();
+        // (reason, index of the subject, limit, used, retry in ms)
+        let mut budget_refusal = None;
+        let mut other_refusal = None;
+        for (i, (subject, limits)) in applicable.iter().enumerate() {
             let limits: &Limits = limits.borrow();
             if let Some(rpm) = limits.requests_per_minute {
                 let used = self.cell(subject, Metric::Requests, minute);
-                if used >= rpm {
-                    return Some(refusal(Refused::Requests, subject, rpm, used, minute_reset_ms(now_ms)));
+                if used >= rpm && other_refusal.is_none() {
+                    other_refusal = Some((Refused::Requests, i, rpm, used, reset));
                 }
+                let a = Allowance {
+                    limit: rpm,
+                    remaining: rpm.saturating_sub(used),
+                    reset_ms: reset,
+                };
+                head.requests = Allowance::tighter(head.requests, a);
             }
             if let Some(tpm) = limits.tokens_per_minute {
                 let used = self.cell(subject, Metric::Tokens, minute);
-                if used >= tpm {
-                    return Some(refusal(Refused::Tokens, subject, tpm, used, minute_reset_ms(now_ms)));
+                if used >= tpm && other_refusal.is_none() {
+                    other_refusal = Some((Refused::Tokens, i, tpm, used, reset));
                 }
+                let a = Allowance {
+                    limit: tpm,
+                    remaining: tpm.saturating_sub(used),
+                    reset_ms: reset,
+                };
+                head.tokens = Allowance::tighter(head.tokens, a);
+            }
+            if let Some(budget) = limits.budget.as_ref().filter(|b| b.applies_to(model.0, model.1)) {
+                let used = self.budget_used(subject, budget, now_ms);
+                let reset_in = budget.reset_in_ms(now_ms);
+                if used >= budget.tokens && budget_refusal.is_none() {
+                    budget_refusal = Some((Refused::Budget, i, budget.tokens, used, reset_in));
+                }
+                let a = Allowance {
+                    limit: budget.tokens,
+                    remaining: budget.tokens.saturating_sub(used),
+                    reset_ms: reset_in,
+                };
+                head.tokens = Allowance::tighter(head.tokens, a);
             }
             if let Some(max) = limits.concurrent_requests {
-                let used = self.in_flight(subject);
-                if used >= max {
-                    return Some(refusal(Refused::Concurrency, subject, max, used, 1000));
+                if other_refusal.is_none() {
+                    let used = self.in_flight(subject);
+                    if used >= max {
+                        other_refusal = Some((Refused::Concurrency, i, max, used, 1000));
+                    }
                 }
             }
         }
-        None
+        match budget_refusal.or(other_refusal) {
+            None => Ok(head),
+            Some((reason, i, limit, used, retry_in_ms)) => Err(Box::new(Denied {
+                reason,
+                subject: applicable[i].0.clone(),
+                limit,
+                used,
+                retry_in_ms,
+                headroom: head,
+            })),
+        }
     }
 
     /// Checks a request and, if it passes, counts it: one request this minute and one in
     /// flight for every subject in `applicable`. Release it with [`Counters::release`].
+    /// Returns the headroom left after it.
     pub fn admit<L: Borrow<Limits>>(
         &mut self,
         applicable: &Applicable<L>,
         model: (&str, &str),
         now_ms: i64,
     ) -> Result<Headroom, Box<Denied>> {
-        if let Some(denied) = self.check(applicable, model, now_ms) {
-            return Err(Box::new(denied));
-        }
+        let mut head = self.evaluate(applicable, model, now_ms)?;
         let minute = minute_bucket(now_ms);
         for (subject, _) in applicable {
             self.bump(subject, Metric::Requests, minute, 1);
             self.bump(subject, Metric::InFlight, 0, 1);
         }
-        Ok(self.headroom(applicable, model, now_ms))
+        // Each subject counted one more request: the tightest allowance has one less left.
+        if let Some(a) = head.requests.as_mut() {
+            a.remaining = a.remaining.saturating_sub(1);
+        }
+        Ok(head)
     }
 
     /// A request admitted for `subjects` has finished.

@@ -13,13 +13,34 @@ pub struct Catalogue {
     entries: Vec<Entry>,
     ps: Vec<Entry>,
     prefixes: HashMap<usize, String>,
-    exact: HashMap<String, usize>,
-    normalised: HashMap<String, usize>,
+    /// Hashed with `foldhash`: every model-running request looks a name up here, several times.
+    exact: foldhash::HashMap<String, usize>,
+    normalised: foldhash::HashMap<String, usize>,
 }
 
 /// The lookup key of a model name: `:latest` implied, case folded.
 fn normalise(name: &str) -> String {
     with_latest(name).to_lowercase()
+}
+
+/// The longest name [`normalise_ascii`] folds without allocating.
+const NAME_BUF: usize = 256;
+
+/// [`normalise`] of an ASCII name, written into `buf` (a lookup on every request, without an
+/// allocation); `None` for a longer or non-ASCII name, which [`normalise`] folds instead.
+fn normalise_ascii<'b>(name: &str, buf: &'b mut [u8; NAME_BUF]) -> Option<&'b str> {
+    const LATEST: &[u8] = b":latest";
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let tail: &[u8] = if last.contains(':') { b"" } else { LATEST };
+    let len = name.len() + tail.len();
+    if !name.is_ascii() || len > NAME_BUF {
+        return None;
+    }
+    let out = &mut buf[..len];
+    out[..name.len()].copy_from_slice(name.as_bytes());
+    out[name.len()..].copy_from_slice(tail);
+    out.make_ascii_lowercase();
+    std::str::from_utf8(out).ok()
 }
 
 impl Catalogue {
@@ -40,7 +61,7 @@ impl Catalogue {
 
     fn build(entries: Vec<Entry>, ps: Vec<Entry>, prefixes: HashMap<usize, String>) -> Catalogue {
         let exact = entries.iter().enumerate().map(|(i, e)| (e.id.clone(), i)).collect();
-        let mut normalised = HashMap::new();
+        let mut normalised = foldhash::HashMap::default();
         for (i, e) in entries.iter().enumerate() {
             normalised.entry(normalise(&e.id)).or_insert(i);
         }
@@ -92,7 +113,10 @@ impl Catalogue {
     pub fn resolve(&self, requested: &str) -> Option<&Entry> {
         self.exact
             .get(requested)
-            .or_else(|| self.normalised.get(&normalise(requested)))
+            .or_else(|| match normalise_ascii(requested, &mut [0; NAME_BUF]) {
+                Some(key) => self.normalised.get(key),
+                None => self.normalised.get(&normalise(requested)),
+            })
             .and_then(|&i| self.entries.get(i))
     }
 
@@ -143,5 +167,42 @@ impl Catalogue {
         let entries = self.entries.iter().filter(|e| keep(e)).cloned().collect();
         let ps = self.ps.iter().filter(|e| keep(e)).cloned().collect();
         Catalogue::build(entries, ps, self.prefixes.clone())
+    }
+}
+
+#[cfg(test)]
+mod normalise_tests {
+    use super::{normalise, normalise_ascii, NAME_BUF};
+
+    #[test]
+    fn the_ascii_fold_without_allocation_is_the_same_fold() {
+        let long = "m".repeat(NAME_BUF);
+        for name in [
+            "llama3.2",
+            "Llama3.2",
+            "LLAMA3.2:8B",
+            "gpu.llama3",
+            "registry.example:5000/ns/Model",
+            "registry.example:5000/ns/model:q4",
+            "",
+            ":",
+            "a/b/",
+        ] {
+            assert_eq!(
+                normalise_ascii(name, &mut [0; NAME_BUF]),
+                Some(normalise(name).as_str()),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            normalise_ascii("modèle", &mut [0; NAME_BUF]),
+            None,
+            "non-ASCII folds through normalise"
+        );
+        assert_eq!(
+            normalise_ascii(&long, &mut [0; NAME_BUF]),
+            None,
+            "too long for the buffer"
+        );
     }
 }

@@ -9,7 +9,7 @@
 //! nobody: every caller acts as an admin. That is for hosts that put their own authentication
 //! in front of a mounted gateway, and for tests.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,15 +85,20 @@ struct KeyEntry {
 
 /// Everything authentication and access control read, as one immutable snapshot.
 #[derive(Debug, Default)]
+///
+/// Its maps hash with `foldhash`: each request looks several of them up, and their keys are ids
+/// and key digests from the database, not text a client chooses.
 pub struct Directory {
-    users: HashMap<String, Arc<Member>>,
-    keys: HashMap<String, KeyEntry>,
-    revoked: HashSet<String>,
-    models: HashMap<String, Arc<ModelRule>>,
+    users: FastMap<String, Arc<Member>>,
+    keys: FastMap<String, KeyEntry>,
+    revoked: foldhash::HashSet<String>,
+    models: FastMap<String, Arc<ModelRule>>,
     /// Limits per key, user and group (only of subjects that exist).
     /// Limits by scope (key, user, group: [`scope_slot`]), then id.
-    limits: [HashMap<String, Arc<corral_auth::limits::Limits>>; 3],
+    limits: [FastMap<String, Arc<corral_auth::limits::Limits>>; 3],
 }
+
+type FastMap<K, V> = foldhash::HashMap<K, V>;
 
 /// Where a scope's limits sit in [`Directory`]'s table.
 fn scope_slot(scope: corral_auth::limits::Scope) -> usize {
@@ -174,7 +179,7 @@ impl Directory {
                 (m.id, Arc::new(rule))
             })
             .collect();
-        let mut limits: [HashMap<String, Arc<corral_auth::limits::Limits>>; 3] = Default::default();
+        let mut limits: [FastMap<String, Arc<corral_auth::limits::Limits>>; 3] = Default::default();
         for l in store.list_limits()?.into_iter().filter(|l| !l.limits.is_empty()) {
             limits[scope_slot(l.scope)].insert(l.subject_id, Arc::new(l.limits));
         }

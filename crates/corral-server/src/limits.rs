@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use corral_auth::limits::{go_duration, Counters, Denied, Headroom, Limits, Refused, Scope, Subject};
+use corral_auth::limits::{
+    go_duration, write_go_duration, Counters, Denied, Headroom, Limits, Refused, Scope, Subject,
+};
 
 use crate::auth::{Caller, Directory};
 use crate::error::AppError;
@@ -272,28 +274,47 @@ fn allowance_json(a: corral_auth::limits::Allowance) -> serde_json::Value {
     serde_json::json!({"limit": a.limit, "remaining": a.remaining, "resets_in_ms": a.reset_ms})
 }
 
-/// OpenAI's `x-ratelimit-*` headers for `headroom`.
+/// OpenAI's `x-ratelimit-*` header names: limit, remaining and reset, of requests then tokens
+/// (made once, at compile time).
+const NAMES: [[HeaderName; 3]; 2] = [
+    [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ],
+];
+
+/// OpenAI's `x-ratelimit-*` headers for `headroom`. Every limited answer carries them, so their
+/// values are written into one buffer and each is a slice of it (two allocations, not nine).
 pub fn headers(headroom: &Headroom) -> Vec<(HeaderName, HeaderValue)> {
-    const NAMES: [[&str; 3]; 2] = [
-        [
-            "x-ratelimit-limit-requests",
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
-        ],
-        [
-            "x-ratelimit-limit-tokens",
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
-        ],
-    ];
-    let mut out = Vec::with_capacity(6);
-    for (names, allowance) in NAMES.iter().zip([headroom.requests, headroom.tokens]) {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(96);
+    // Where each value ends in `text`: limit, remaining, reset; of requests, then tokens.
+    let mut ends: [Option<[usize; 3]>; 2] = [None; 2];
+    for (slot, allowance) in ends.iter_mut().zip([headroom.requests, headroom.tokens]) {
         let Some(a) = allowance else { continue };
-        let [limit, remaining, reset] = names.map(HeaderName::from_static);
-        out.push((limit, HeaderValue::from(a.limit)));
-        out.push((remaining, HeaderValue::from(a.remaining)));
-        if let Ok(value) = HeaderValue::from_str(&go_duration(a.reset_ms)) {
-            out.push((reset, value));
+        let _ = write!(text, "{}", a.limit);
+        let limit = text.len();
+        let _ = write!(text, "{}", a.remaining);
+        let remaining = text.len();
+        write_go_duration(&mut text, a.reset_ms);
+        *slot = Some([limit, remaining, text.len()]);
+    }
+    let text = bytes::Bytes::from(text);
+    let mut out = Vec::with_capacity(6);
+    let mut start = 0;
+    for (names, ends) in NAMES.into_iter().zip(ends) {
+        let Some(ends) = ends else { continue };
+        for (name, end) in names.into_iter().zip(ends) {
+            if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(start..end)) {
+                out.push((name, value));
+            }
+            start = end;
         }
     }
     out

@@ -241,3 +241,45 @@ fn systemd_itself_accepts_the_unit_where_it_is_installed() {
         "systemd-analyze verify: {said}"
     );
 }
+
+#[test]
+fn the_binary_loads_only_glibc_and_openssl_which_the_image_installs() {
+    // libpq is built in (pq-sys `bundled`): Debian's would load fifteen more libraries
+    // (Kerberos, LDAP, GnuTLS, ...), about 3 MB of an idle gateway's memory.
+    let out = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_corral"))
+        .output()
+        .expect("ldd runs");
+    assert!(out.status.success(), "ldd: {}", String::from_utf8_lossy(&out.stderr));
+    let glibc = [
+        "linux-vdso.so",
+        "libc.so",
+        "libm.so",
+        "libgcc_s.so",
+        "ld-linux",
+        "libpthread.so",
+        "libdl.so",
+        "librt.so",
+    ];
+    let openssl = ["libssl.so", "libcrypto.so"];
+    let loaded: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|name| name.rsplit('/').next().unwrap_or(name).to_owned())
+        .collect();
+    let others: Vec<&String> = loaded
+        .iter()
+        .filter(|name| !glibc.iter().chain(&openssl).any(|p| name.starts_with(p)))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "the binary loads {others:?} beyond glibc and OpenSSL"
+    );
+    let all = instructions(&repo("Containerfile"));
+    let runtime = &all[all.iter().rposition(|(op, _)| op == "FROM").unwrap()..];
+    assert!(
+        runtime.iter().any(|(op, args)| op == "RUN" && args.contains("libssl3")),
+        "the runtime image installs OpenSSL"
+    );
+}

@@ -5,7 +5,8 @@
 //! preflight) go through the CORS middleware: `actix-cors` otherwise augments every answer,
 //! listing each of its header names in `Access-Control-Expose-Headers` through a hash set and a
 //! new string, for clients (scripts, SDKs, servers) that never read it. Those answers carry only
-//! the `Vary` header a cache needs to keep them apart from a browser's.
+//! the `Vary` header a cache needs to keep them apart from a browser's. Browsers may read every
+//! header of an answer, the request id included.
 
 use std::rc::Rc;
 
@@ -89,9 +90,32 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         if req.headers().contains_key(header::ORIGIN) {
-            return Either::Left(self.cors.call(req));
+            let call = self.cors.call(req);
+            return Either::Left(Box::pin(async move {
+                let mut res = call.await?;
+                expose_request_id(res.headers_mut());
+                Ok(res)
+            }));
         }
         Either::Right(self.service.call(req).map(plain as fn(_) -> _))
+    }
+}
+
+/// Adds the request id to the headers a browser may read: `actix-cors` lists the answer's
+/// headers as it sees them, and the id is set further out (`observe`), on every answer.
+fn expose_request_id(headers: &mut header::HeaderMap) {
+    let Some(exposed) = headers.get(header::ACCESS_CONTROL_EXPOSE_HEADERS) else {
+        return;
+    };
+    let Ok(text) = exposed.to_str() else { return };
+    if text
+        .split(',')
+        .any(|h| h.trim().eq_ignore_ascii_case(crate::observe::REQUEST_ID))
+    {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("{text}, {}", crate::observe::REQUEST_ID)) {
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, value);
     }
 }
 

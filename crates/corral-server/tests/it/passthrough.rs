@@ -333,6 +333,9 @@ async fn cors_headers_answer_browsers_and_only_vary_is_sent_to_the_rest() {
     assert_eq!(header("access-control-allow-credentials").as_deref(), Some("true"));
     let exposed = header("access-control-expose-headers").unwrap();
     assert!(exposed.contains("content-type"), "{exposed}");
+    // The request id is set outside the CORS layer, and a browser may read it too.
+    assert!(header("x-request-id").is_some());
+    assert!(exposed.ends_with(", x-request-id"), "{exposed}");
     assert!(header("vary").unwrap().contains("Origin"));
     // A script's request (no Origin): no CORS header, only the Vary a cache needs.
     let resp = c.get(gw.at("/")).send().await.unwrap();

@@ -555,6 +555,15 @@ pub struct Allowance {
 }
 
 impl Allowance {
+    /// A limit of `limit` of which `used` is counted, full again in `reset_ms`.
+    fn new(limit: u64, used: u64, reset_ms: i64) -> Allowance {
+        Allowance {
+            limit,
+            remaining: limit.saturating_sub(used),
+            reset_ms,
+        }
+    }
+
     fn tighter(a: Option<Allowance>, b: Allowance) -> Option<Allowance> {
         match a {
             Some(a) if (a.remaining, a.reset_ms) <= (b.remaining, b.reset_ms) => Some(a),
@@ -650,40 +659,10 @@ impl Counters {
         model: (&str, &str),
         now_ms: i64,
     ) -> Headroom {
-        let minute = minute_bucket(now_ms);
-        let reset = minute_reset_ms(now_ms);
-        let mut out = Headroom::default();
-        for (subject, limits) in applicable {
-            let limits: &Limits = limits.borrow();
-            if let Some(rpm) = limits.requests_per_minute {
-                let used = self.cell(subject, Metric::Requests, minute);
-                let a = Allowance {
-                    limit: rpm,
-                    remaining: rpm.saturating_sub(used),
-                    reset_ms: reset,
-                };
-                out.requests = Allowance::tighter(out.requests, a);
-            }
-            if let Some(tpm) = limits.tokens_per_minute {
-                let used = self.cell(subject, Metric::Tokens, minute);
-                let a = Allowance {
-                    limit: tpm,
-                    remaining: tpm.saturating_sub(used),
-                    reset_ms: reset,
-                };
-                out.tokens = Allowance::tighter(out.tokens, a);
-            }
-            if let Some(budget) = limits.budget.as_ref().filter(|b| b.applies_to(model.0, model.1)) {
-                let used = self.budget_used(subject, budget, now_ms);
-                let a = Allowance {
-                    limit: budget.tokens,
-                    remaining: budget.tokens.saturating_sub(used),
-                    reset_ms: budget.reset_in_ms(now_ms),
-                };
-                out.tokens = Allowance::tighter(out.tokens, a);
-            }
+        match self.evaluate(applicable, model, now_ms) {
+            Ok(head) => head,
+            Err(denied) => denied.headroom,
         }
-        out
     }
 
     /// The first limit of `applicable` a request of `model` would break at `now_ms`, if any.
@@ -722,24 +701,14 @@ impl Counters {
                 if used >= rpm && other_refusal.is_none() {
                     other_refusal = Some((Refused::Requests, i, rpm, used, reset));
                 }
-                let a = Allowance {
-                    limit: rpm,
-                    remaining: rpm.saturating_sub(used),
-                    reset_ms: reset,
-                };
-                head.requests = Allowance::tighter(head.requests, a);
+                head.requests = Allowance::tighter(head.requests, Allowance::new(rpm, used, reset));
             }
             if let Some(tpm) = limits.tokens_per_minute {
                 let used = self.cell(subject, Metric::Tokens, minute);
                 if used >= tpm && other_refusal.is_none() {
                     other_refusal = Some((Refused::Tokens, i, tpm, used, reset));
                 }
-                let a = Allowance {
-                    limit: tpm,
-                    remaining: tpm.saturating_sub(used),
-                    reset_ms: reset,
-                };
-                head.tokens = Allowance::tighter(head.tokens, a);
+                head.tokens = Allowance::tighter(head.tokens, Allowance::new(tpm, used, reset));
             }
             if let Some(budget) = limits.budget.as_ref().filter(|b| b.applies_to(model.0, model.1)) {
                 let used = self.budget_used(subject, budget, now_ms);
@@ -747,12 +716,7 @@ impl Counters {
                 if used >= budget.tokens && budget_refusal.is_none() {
                     budget_refusal = Some((Refused::Budget, i, budget.tokens, used, reset_in));
                 }
-                let a = Allowance {
-                    limit: budget.tokens,
-                    remaining: budget.tokens.saturating_sub(used),
-                    reset_ms: reset_in,
-                };
-                head.tokens = Allowance::tighter(head.tokens, a);
+                head.tokens = Allowance::tighter(head.tokens, Allowance::new(budget.tokens, used, reset_in));
             }
             if let Some(max) = limits.concurrent_requests {
                 if other_refusal.is_none() {

@@ -49,7 +49,7 @@ impl UsageEventStrip {
     pub fn passes_whole(&self, chunk: &[u8]) -> bool {
         self.pending.is_empty()
             && (chunk.ends_with(b"\n\n") || chunk.ends_with(b"\r\n\r\n"))
-            && usage_finder().find(chunk).is_none()
+            && USAGE_KEY.find(chunk).is_none()
     }
 
     /// The bytes of `chunk` to pass on: the events it completes, but usage-only ones. An
@@ -81,14 +81,12 @@ impl UsageEventStrip {
 }
 
 /// The searcher for `"usage"`, built once.
-fn usage_finder() -> &'static memchr::memmem::Finder<'static> {
-    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> = std::sync::OnceLock::new();
-    FINDER.get_or_init(|| memchr::memmem::Finder::new(b"\"usage\""))
-}
+static USAGE_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
 
 /// Whether an event's data is an object with empty `choices` and a `usage` object.
 fn is_usage_only(event: &[u8]) -> bool {
-    if usage_finder().find(event).is_none() {
+    if USAGE_KEY.find(event).is_none() {
         return false;
     }
     let mut data = Vec::new();

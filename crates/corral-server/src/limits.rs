@@ -141,8 +141,34 @@ impl crate::exchange::Observer for Charger {
 pub struct Permit {
     shared: Arc<Shared>,
     subjects: Vec<Subject>,
-    /// The headers to send with the answer.
+    /// The headers to send with the answer (none when it is not in OpenAI's shape).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Whether an admitted request's answer carries the `x-ratelimit-*` headers.
+///
+/// OpenAI's API sends them with every answer and its clients read them, so every answer in
+/// OpenAI's shape carries them (the converted routes, `/ollama/v1/*`). Ollama's API has none
+/// and no Ollama client reads them: native answers carry them only with a refusal, and
+/// the allowance left is in `GET /api/v1/limits/me`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// Send them with the answer (an OpenAI-shaped route).
+    Always,
+    /// Only with a refusal (a native route).
+    OnRefusal,
+}
+
+impl Announce {
+    /// For a request to upstream `path` (`/api/chat`, `/v1/chat/completions`, …), converted
+    /// from OpenAI's shape by the gateway or not.
+    pub fn for_route(path: &str, converted: bool) -> Announce {
+        if converted || path.starts_with("/v1/") {
+            Announce::Always
+        } else {
+            Announce::OnRefusal
+        }
+    }
 }
 
 impl Drop for Permit {
@@ -160,8 +186,8 @@ impl Limiter {
         &self,
         shared: &Arc<Shared>,
         caller: &Caller,
-        asked: &str,
-        run: &str,
+        (asked, run): (&str, &str),
+        announce: Announce,
     ) -> Result<Option<Permit>, AppError> {
         let subjects = applicable(caller);
         if subjects.is_empty() {
@@ -176,7 +202,10 @@ impl Limiter {
             Ok(headroom) => Ok(Some(Permit {
                 shared: shared.clone(),
                 subjects: subjects.into_iter().map(|(s, _)| s).collect(),
-                headers: headers(&headroom),
+                headers: match announce {
+                    Announce::Always => headers(&headroom),
+                    Announce::OnRefusal => Vec::new(),
+                },
             })),
             Err(denied) => {
                 shared.metrics.rate_limited(match denied.reason {

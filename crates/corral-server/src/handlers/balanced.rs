@@ -131,7 +131,7 @@ async fn attempt(
         fields,
         body,
         extra_headers,
-        converted: _,
+        converted,
     } = call;
     let (snap, id, holders) = holders(shared, client, model)
         .await?
@@ -158,7 +158,12 @@ async fn attempt(
             crate::limits::caller_of(req),
             req.app_data::<actix_web::web::Data<Shared>>(),
         ) {
-            (Some(caller), Some(data)) => shared.limiter.admit(&data.clone().into_inner(), &caller, model, &id)?,
+            (Some(caller), Some(data)) => shared.limiter.admit(
+                &data.clone().into_inner(),
+                &caller,
+                (model, &id),
+                crate::limits::Announce::for_route(spec.path, converted),
+            )?,
             _ => None,
         }
     };

@@ -264,7 +264,11 @@ pub async fn forward(
                 if let Some(caller) = &caller {
                     let run = granted.as_deref().unwrap_or(model);
                     exchange.routed(run);
-                    permit = match shared.limiter.admit(&shared.clone().into_inner(), caller, model, run) {
+                    let announce = crate::limits::Announce::for_route(spec.path, false);
+                    permit = match shared
+                        .limiter
+                        .admit(&shared.clone().into_inner(), caller, (model, run), announce)
+                    {
                         Ok(permit) => permit,
                         Err(err) => {
                             exchange.status(actix_web::ResponseError::status_code(&err).as_u16());

@@ -217,12 +217,13 @@ impl Store {
         })
     }
 
-    /// Deletes a key and bumps the `auth` revision; a missing key gives [`StoreError::NotFound`].
+    /// Deletes a key with its limits and bumps the `auth` revision; a missing key gives
+    /// [`StoreError::NotFound`].
     pub fn delete_api_key(&self, id: &str) -> Result<(), StoreError> {
         self.write(Area::Auth, |c| {
             match diesel::delete(api_keys::table.find(id)).execute(c)? {
                 0 => Err(StoreError::NotFound),
-                _ => Ok(()),
+                _ => crate::limits::forget_subjects(c, corral_auth::limits::Scope::Key, &[id.to_owned()]),
             }
         })
     }

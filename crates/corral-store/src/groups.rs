@@ -96,14 +96,14 @@ impl Store {
         })
     }
 
-    /// Deletes a group and its memberships and bumps the `auth` revision.
+    /// Deletes a group with its memberships and limits and bumps the `auth` revision.
     ///
     /// A missing group gives [`StoreError::NotFound`].
     pub fn delete_group(&self, id: &str) -> Result<(), StoreError> {
         self.write(Area::Auth, |c| {
             match diesel::delete(groups::table.find(id)).execute(c)? {
                 0 => Err(StoreError::NotFound),
-                _ => Ok(()),
+                _ => crate::limits::forget_subjects(c, corral_auth::limits::Scope::Group, &[id.to_owned()]),
             }
         })
     }

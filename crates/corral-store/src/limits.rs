@@ -49,6 +49,31 @@ fn subject_exists(c: &mut crate::conn::AnyConnection, scope: Scope, id: &str) ->
     Ok(n > 0)
 }
 
+/// Deletes the limits and counters of subjects that are being deleted, inside the caller's
+/// transaction: `ids` of one scope.
+pub(crate) fn forget_subjects(
+    c: &mut crate::conn::AnyConnection,
+    scope: Scope,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    diesel::delete(
+        limits::table
+            .filter(limits::scope.eq(scope.as_str()))
+            .filter(limits::subject_id.eq_any(ids)),
+    )
+    .execute(c)?;
+    diesel::delete(
+        limit_counters::table
+            .filter(limit_counters::scope.eq(scope.as_str()))
+            .filter(limit_counters::subject_id.eq_any(ids)),
+    )
+    .execute(c)?;
+    Ok(())
+}
+
 impl Store {
     /// Sets the limits of a key, user or group (replacing any), and bumps the `auth` revision.
     ///

@@ -10,7 +10,7 @@ use diesel::prelude::*;
 
 use crate::conn::{on_backend, AnyConnection};
 use crate::revisions::Area;
-use crate::schema::{auths, users};
+use crate::schema::{api_keys, auths, users};
 use crate::{Store, StoreError};
 
 /// A user as stored.
@@ -309,15 +309,22 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes the user with its password hash, API keys and group memberships; models it owned become
-    /// ownerless. Bumps the `auth` revision; a missing user gives [`StoreError::NotFound`].
+    /// Deletes the user with its password hash, API keys, group memberships and the limits of
+    /// the user and its keys; models it owned become ownerless. Bumps the `auth` revision; a
+    /// missing user gives [`StoreError::NotFound`].
     pub fn delete_user(&self, id: &str) -> Result<(), StoreError> {
+        use corral_auth::limits::Scope;
         self.write(Area::Auth, |c| {
+            let keys: Vec<String> = api_keys::table
+                .filter(api_keys::user_id.eq(id))
+                .select(api_keys::id)
+                .load(c)?;
             let n = diesel::delete(users::table.find(id)).execute(c)?;
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(())
+            crate::limits::forget_subjects(c, Scope::Key, &keys)?;
+            crate::limits::forget_subjects(c, Scope::User, &[id.to_owned()])
         })
     }
 

@@ -79,4 +79,75 @@ fn replicas_read_each_others_counts(store: &Store) {
     assert_eq!(store.prune_limit_counters((101, 10), NOW + 1).unwrap(), 4);
 }
 
-on_both!(put_get_delete_and_unknown_subjects, replicas_read_each_others_counts);
+fn limits_go_with_their_key_user_or_group(store: &Store) {
+    let key_of = |user_id: &str, name: &str| {
+        let (_, hash, prefix) = corral_auth::generate_api_key();
+        let new = corral_store::NewApiKey {
+            user_id: user_id.to_owned(),
+            name: name.to_owned(),
+            prefix,
+            hash,
+            expires_at: None,
+        };
+        store.create_api_key(&new, NOW).unwrap().id
+    };
+    let ada = user(store, "ada@example.com");
+    let bob = user(store, "bob@example.com");
+    let (ada_key, bob_key) = (key_of(&ada.id, "laptop"), key_of(&bob.id, "ci"));
+    let group = store.create_group("gpu", "", NOW).unwrap();
+    let spec = limits(json!({"requests_per_minute": 60}));
+    let counter = |scope, id: &str| {
+        (
+            CounterKey {
+                subject: (scope, id.to_owned()),
+                metric: Metric::Requests,
+                bucket: 100,
+            },
+            1,
+        )
+    };
+    let mut counts = Vec::new();
+    for (scope, id) in [
+        (Scope::Key, &ada_key),
+        (Scope::Key, &bob_key),
+        (Scope::User, &ada.id),
+        (Scope::User, &bob.id),
+        (Scope::Group, &group.id),
+    ] {
+        store.put_limits(scope, id, &spec, NOW).unwrap();
+        counts.push(counter(scope, id));
+    }
+    store
+        .sync_limit_counters("a", &counts, (100, 10), NOW - 10, NOW)
+        .unwrap();
+    let left = || -> Vec<(Scope, String)> {
+        store
+            .list_limits()
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.scope, l.subject_id))
+            .collect()
+    };
+    let counted = || {
+        store
+            .sync_limit_counters("b", &[], (100, 10), NOW - 10, NOW)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(counted(), 5);
+
+    store.delete_api_key(&bob_key).unwrap();
+    assert!(!left().contains(&(Scope::Key, bob_key.clone())));
+    store.delete_group(&group.id).unwrap();
+    assert!(!left().contains(&(Scope::Group, group.id.clone())));
+    // A user takes its keys' limits along.
+    store.delete_user(&ada.id).unwrap();
+    assert_eq!(left(), vec![(Scope::User, bob.id.clone())]);
+    assert_eq!(counted(), 1, "the deleted subjects' counters went too");
+}
+
+on_both!(
+    put_get_delete_and_unknown_subjects,
+    replicas_read_each_others_counts,
+    limits_go_with_their_key_user_or_group
+);

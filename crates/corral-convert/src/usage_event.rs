@@ -12,6 +12,35 @@ use serde_json::Value;
 /// usage itself; `None` when it should be sent as it is (not a streamed object, or usage
 /// already asked for or explicitly refused).
 pub fn ask_for_usage(body: &[u8]) -> Option<Vec<u8>> {
+    // Nearly every streamed request says nothing of `stream_options`: the option is put in
+    // front of the client's own fields, which pass as they came. The probe reads the body once
+    // without building it (keys are compared decoded, so an escaped `stream_options` is seen).
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        stream: Option<bool>,
+        stream_options: Option<serde::de::IgnoredAny>,
+    }
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[start] != b'{' {
+        return None;
+    }
+    match serde_json::from_slice::<Probe>(body) {
+        Ok(Probe {
+            stream: Some(true),
+            stream_options: None,
+        }) => {
+            const OPTION: &[u8] = br#""stream_options":{"include_usage":true},"#;
+            let mut out = Vec::with_capacity(body.len() + OPTION.len());
+            out.extend_from_slice(&body[..=start]);
+            out.extend_from_slice(OPTION);
+            out.extend_from_slice(&body[start + 1..]);
+            return Some(out);
+        }
+        Ok(Probe { stream: Some(true), .. }) => {}
+        // Not a stream, or not JSON; a duplicate field is left to the whole reading below.
+        Ok(_) => return None,
+        Err(_) => {}
+    }
     let mut value: Value = serde_json::from_slice(body).ok()?;
     let map = value.as_object_mut()?;
     if map.get("stream").and_then(Value::as_bool) != Some(true) {
@@ -117,7 +146,17 @@ mod tests {
             String::from_utf8(asked).unwrap(),
             r#"{"model":"m","stream":true,"stream_options":{"x":1,"include_usage":true}}"#
         );
-        assert!(ask_for_usage(br#"{"model":"m","stream":true}"#).is_some());
+        let asked = ask_for_usage(br#" {"model":"m","stream":true}"#).unwrap();
+        assert_eq!(
+            String::from_utf8(asked).unwrap(),
+            r#" {"stream_options":{"include_usage":true},"model":"m","stream":true}"#
+        );
+        // An escaped name is the same field.
+        assert!(ask_for_usage(br#"{"stream":true,"stream\u005foptions":{"include_usage":false}}"#).is_none());
+        // A duplicate field goes the long way, as serde_json reads it (the last one counts).
+        assert!(ask_for_usage(br#"{"stream":false,"stream":true}"#).is_some());
+        assert!(ask_for_usage(br#"[true]"#).is_none());
+        assert!(ask_for_usage(br#"{"model":"m","stream":false}"#).is_none());
         assert!(ask_for_usage(br#"{"model":"m"}"#).is_none());
         assert!(ask_for_usage(br#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#).is_none());
         assert!(ask_for_usage(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#).is_none());

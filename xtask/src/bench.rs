@@ -133,3 +133,25 @@ pub fn provision_key(bin: &std::path::Path, data: &std::path::Path) -> Result<St
     anyhow::ensure!(out.status.success(), "corral key create failed");
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
+
+/// The ratio of each round's two rates (`side` over `base`, round by round), as percentages
+/// off 100: the median, the lowest and the highest. Each pair ran back to back, so a drift of
+/// the machine's speed between rounds cancels out of it.
+pub fn paired_ratios(side: &[f64], base: &[f64]) -> (f64, f64, f64) {
+    let mut ratios: Vec<f64> = side
+        .iter()
+        .zip(base)
+        .map(|(s, b)| (s / b.max(1e-9) - 1.0) * 100.0)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let median = if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+    };
+    (median, ratios[0], ratios[n - 1])
+}

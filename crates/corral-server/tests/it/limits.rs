@@ -146,6 +146,18 @@ async fn gateway(db: &TestDb, sim: &SimHandle) -> (Gateway, Arc<Shared>) {
     (gw, shared)
 }
 
+/// A chat through the instance's own OpenAI layer (`/ollama/v1`), passed through.
+async fn ollama_v1_chat(gw: &Gateway, key: &str) -> Reply {
+    let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5});
+    call(
+        Method::POST,
+        &gw.at("/ollama/v1/chat/completions"),
+        Some(key),
+        Some(&body),
+    )
+    .await
+}
+
 #[actix_web::test]
 async fn requests_per_minute_refuse_the_one_over_on_both_apis_and_reset_with_the_minute() {
     let db = TestDb::sqlite();
@@ -167,14 +179,7 @@ async fn requests_per_minute_refuse_the_one_over_on_both_apis_and_reset_with_the
     assert_eq!(second.status, StatusCode::OK, "{}", second.body);
     assert_eq!(second.header("x-ratelimit-remaining-requests"), None);
     assert_eq!(second.header("x-ratelimit-limit-requests"), None);
-    let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5});
-    let passed = call(
-        Method::POST,
-        &gw.at("/ollama/v1/chat/completions"),
-        Some(&key),
-        Some(&body),
-    )
-    .await;
+    let passed = ollama_v1_chat(&gw, &key).await;
     assert_eq!(passed.status, StatusCode::OK, "{}", passed.body);
     assert_eq!(passed.header("x-ratelimit-remaining-requests"), Some("0"));
 
@@ -187,14 +192,7 @@ async fn requests_per_minute_refuse_the_one_over_on_both_apis_and_reset_with_the
     let openai = openai_chat(&gw, &key).await;
     assert_refused(&openai, true, "rate_limit_exceeded", "requests");
     // The instance's own OpenAI layer, passed through: OpenAI's shape too.
-    let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5});
-    let passed = call(
-        Method::POST,
-        &gw.at("/ollama/v1/chat/completions"),
-        Some(&key),
-        Some(&body),
-    )
-    .await;
+    let passed = ollama_v1_chat(&gw, &key).await;
     assert_refused(&passed, true, "rate_limit_exceeded", "requests");
     assert_eq!(passed.header("x-ratelimit-remaining-requests"), Some("0"));
     // An instance named in the path is no way around the limit.

@@ -12,28 +12,38 @@ use serde_json::Value;
 /// usage itself; `None` when it should be sent as it is (not a streamed object, or usage
 /// already asked for or explicitly refused).
 pub fn ask_for_usage(body: &[u8]) -> Option<Vec<u8>> {
-    // Nearly every streamed request says nothing of `stream_options`: the option is put in
-    // front of the client's own fields, which pass as they came. The probe reads the body once
-    // without building it (keys are compared decoded, so an escaped `stream_options` is seen).
+    // Nearly every streamed request says nothing of `stream_options`: the option is added after
+    // the client's own fields, which pass as they came. The probe reads the body once without
+    // building it (keys are compared decoded, so an escaped `stream_options` is seen). Last, as
+    // the whole reading below puts it: a reader that takes the last of two keys (Go's, which
+    // also matches names regardless of case) sees the gateway's.
     #[derive(serde::Deserialize)]
     struct Probe {
         stream: Option<bool>,
-        stream_options: Option<serde::de::IgnoredAny>,
+        /// Whether the field is there at all (`null` included).
+        #[serde(default, deserialize_with = "present")]
+        stream_options: bool,
     }
-    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
-    if body[start] != b'{' {
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| true)
+    }
+    use serde::Deserialize as _;
+    let first = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    let last = body.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if body[first] != b'{' || body[last] != b'}' {
         return None;
     }
     match serde_json::from_slice::<Probe>(body) {
+        // `stream` is a field, so the object is not empty: the option follows a comma.
         Ok(Probe {
             stream: Some(true),
-            stream_options: None,
+            stream_options: false,
         }) => {
-            const OPTION: &[u8] = br#""stream_options":{"include_usage":true},"#;
+            const OPTION: &[u8] = br#","stream_options":{"include_usage":true}"#;
             let mut out = Vec::with_capacity(body.len() + OPTION.len());
-            out.extend_from_slice(&body[..=start]);
+            out.extend_from_slice(&body[..last]);
             out.extend_from_slice(OPTION);
-            out.extend_from_slice(&body[start + 1..]);
+            out.extend_from_slice(&body[last..]);
             return Some(out);
         }
         Ok(Probe { stream: Some(true), .. }) => {}
@@ -146,11 +156,18 @@ mod tests {
             String::from_utf8(asked).unwrap(),
             r#"{"model":"m","stream":true,"stream_options":{"x":1,"include_usage":true}}"#
         );
-        let asked = ask_for_usage(br#" {"model":"m","stream":true}"#).unwrap();
+        let asked = ask_for_usage(b" {\"model\":\"m\",\"stream\":true}\n").unwrap();
         assert_eq!(
             String::from_utf8(asked).unwrap(),
-            r#" {"stream_options":{"include_usage":true},"model":"m","stream":true}"#
+            " {\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":true}}\n"
         );
+        // The same as the whole reading gives, key order included.
+        let body = br#"{"model":"m","Stream_Options":{"include_usage":false},"stream":true}"#;
+        let mut value: serde_json::Value = serde_json::from_slice(body).unwrap();
+        value["stream_options"] = serde_json::json!({"include_usage": true});
+        assert_eq!(ask_for_usage(body).unwrap(), serde_json::to_vec(&value).unwrap());
+        // `null` is an answer: the body goes as it is.
+        assert!(ask_for_usage(br#"{"stream":true,"stream_options":null}"#).is_none());
         // An escaped name is the same field.
         assert!(ask_for_usage(br#"{"stream":true,"stream\u005foptions":{"include_usage":false}}"#).is_none());
         // A duplicate field goes the long way, as serde_json reads it (the last one counts).

@@ -134,6 +134,16 @@ pub fn provision_key(bin: &std::path::Path, data: &std::path::Path) -> Result<St
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
+/// The two sides of a comparison in the order they run in round `round`: A-B, then B-A, so a
+/// drift of the machine's speed over a pair of rounds weighs on both alike.
+pub fn in_turn<T>(round: usize, sides: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut turns: Vec<T> = sides.into_iter().collect();
+    if round % 2 == 1 {
+        turns.reverse();
+    }
+    turns
+}
+
 /// The ratio of each round's two rates (`side` over `base`, round by round), as percentages
 /// off 100: the median, the lowest and the highest. Each pair ran back to back, so a drift of
 /// the machine's speed between rounds cancels out of it.

@@ -104,11 +104,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
             eprintln!("bench limits: {label}, c={c}");
             let mut sides = [Side::default(), Side::default()];
             for round in 0..rounds {
-                let mut turns: Vec<_> = keys.iter().zip(&mut sides).collect();
-                if round % 2 == 1 {
-                    turns.reverse();
-                }
-                for ((_, key), side) in turns {
+                for ((_, key), side) in super::in_turn(round, keys.iter().zip(&mut sides)) {
                     let auth = format!("authorization: Bearer {key}");
                     let cpu_before = cpu_ticks(&[corral.0.id()]);
                     let load = oha_run(&oha, &format!("{through}{path}"), body, c, run, Some(&auth))?;

@@ -106,11 +106,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
         eprintln!("bench metering: {label}, c={c}");
         let mut ms: [Measure; 2] = Default::default();
         for round in 0..rounds {
-            let mut turns: Vec<_> = sides.iter().zip(&mut ms).collect();
-            if round % 2 == 1 {
-                turns.reverse();
-            }
-            for ((_, base, pid), m) in turns {
+            for ((_, base, pid), m) in super::in_turn(round, sides.iter().zip(&mut ms)) {
                 let before = cpu_ticks(&[*pid]);
                 let load = gateway::oha_run(&oha, &format!("{base}{path}"), body, c, run, Some(&auth))?;
                 m.cpu_ticks += cpu_ticks(&[*pid]) - before;
@@ -143,11 +139,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
         eprintln!("bench metering: {label}, c={c}");
         let mut ms: [Measure; 2] = Default::default();
         for round in 0..rounds {
-            let mut turns: Vec<_> = sides.iter().zip(&mut ms).collect();
-            if round % 2 == 1 {
-                turns.reverse();
-            }
-            for ((_, base, pid), m) in turns {
+            for ((_, base, pid), m) in super::in_turn(round, sides.iter().zip(&mut ms)) {
                 let req = stream::Request {
                     addr: base.trim_start_matches("http://").to_owned(),
                     path: path.to_owned(),

@@ -76,6 +76,8 @@ pub struct Store {
     /// What the driver is given (may hold a password: never shown); the change listener opens its own
     /// connection with it.
     target: String,
+    /// SQLite: the usage writer's own connection, opened at its first batch (`usage.rs`).
+    usage_writer: std::sync::Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -140,6 +142,7 @@ impl Store {
             backend,
             name,
             target: target.target,
+            usage_writer: std::sync::Arc::default(),
         })
     }
 

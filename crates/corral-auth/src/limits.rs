@@ -259,25 +259,29 @@ pub fn go_duration(ms: i64) -> String {
 
 /// [`go_duration`], written at the end of `out` (the headers of an answer share one buffer).
 pub fn write_go_duration(out: &mut String, ms: i64) {
-    use std::fmt::Write as _;
     let ms = ms.max(0);
+    let mut int = itoa::Buffer::new();
     if ms == 0 {
         out.push_str("0s");
         return;
     }
     if ms < 1000 {
-        let _ = write!(out, "{ms}ms");
+        out.push_str(int.format(ms));
+        out.push_str("ms");
         return;
     }
     let (h, rest) = (ms / HOUR_MS, ms % HOUR_MS);
     let (m, rest) = (rest / MINUTE_MS, rest % MINUTE_MS);
     let (s, frac) = (rest / 1000, rest % 1000);
     if h > 0 {
-        let _ = write!(out, "{h}h{m}m");
-    } else if m > 0 {
-        let _ = write!(out, "{m}m");
+        out.push_str(int.format(h));
+        out.push('h');
     }
-    let _ = write!(out, "{s}");
+    if h > 0 || m > 0 {
+        out.push_str(int.format(m));
+        out.push('m');
+    }
+    out.push_str(int.format(s));
     if frac != 0 {
         // Milliseconds as a decimal fraction without trailing zeros: 500 is `.5`, 50 `.05`.
         let (mut digits, mut frac) = (3, frac);
@@ -285,7 +289,12 @@ pub fn write_go_duration(out: &mut String, ms: i64) {
             frac /= 10;
             digits -= 1;
         }
-        let _ = write!(out, ".{frac:0digits$}");
+        let text = int.format(frac);
+        out.push('.');
+        for _ in text.len()..digits {
+            out.push('0');
+        }
+        out.push_str(text);
     }
     out.push('s');
 }

@@ -321,15 +321,15 @@ const NAMES: [[HeaderName; 3]; 2] = [
 /// OpenAI's `x-ratelimit-*` headers for `headroom`. Every limited answer carries them, so their
 /// values are written into one buffer and each is a slice of it (two allocations, not nine).
 pub fn headers(headroom: &Headroom) -> Vec<(HeaderName, HeaderValue)> {
-    use std::fmt::Write as _;
     let mut text = String::with_capacity(96);
+    let mut int = itoa::Buffer::new();
     // Where each value ends in `text`: limit, remaining, reset; of requests, then tokens.
     let mut ends: [Option<[usize; 3]>; 2] = [None; 2];
     for (slot, allowance) in ends.iter_mut().zip([headroom.requests, headroom.tokens]) {
         let Some(a) = allowance else { continue };
-        let _ = write!(text, "{}", a.limit);
+        text.push_str(int.format(a.limit));
         let limit = text.len();
-        let _ = write!(text, "{}", a.remaining);
+        text.push_str(int.format(a.remaining));
         let remaining = text.len();
         write_go_duration(&mut text, a.reset_ms);
         *slot = Some([limit, remaining, text.len()]);

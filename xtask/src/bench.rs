@@ -7,6 +7,7 @@
 
 mod balance;
 mod gateway;
+mod instructions;
 mod limits;
 mod metering;
 mod stream;

@@ -54,7 +54,8 @@ pub struct UsageRecord {
     pub duration_ms: i64,
 }
 
-/// A record as the JSON array the insert statements unpack, in the columns' order.
+/// A record's columns in order: SQLite's statement binds them, PostgreSQL's unpacks them as a
+/// JSON array.
 type RecordTuple<'a> = (
     &'a str,
     i64,
@@ -484,24 +485,7 @@ fn write_records_sqlite(conn: &mut rusqlite::Connection, records: &[UsageRecord]
         let mut insert = tx.prepare_cached(INSERT_RECORD_SQLITE)?;
         let mut group = tx.prepare_cached(INSERT_GROUP_SQLITE)?;
         for r in records {
-            inserted += insert.execute(rusqlite::params![
-                r.id,
-                r.at_ms,
-                r.user_id,
-                r.key_id,
-                r.model_asked,
-                r.model_run,
-                r.instance,
-                r.route,
-                r.status,
-                r.streamed,
-                r.cancelled,
-                r.estimated,
-                r.input_tokens,
-                r.output_tokens,
-                r.ttft_ms,
-                r.duration_ms,
-            ])?;
+            inserted += insert.execute(record_tuple(r))?;
             for g in &r.groups {
                 group.execute(rusqlite::params![r.id, g, r.at_ms])?;
             }

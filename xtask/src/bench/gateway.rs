@@ -527,15 +527,33 @@ pub fn start_corral(
     env: &[(&str, &str)],
     nofile: Option<u64>,
 ) -> Result<(Proc, String)> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let corral = bin.join("corral");
-    let mut cmd = match nofile {
+    let prefix: Vec<String> = match nofile {
         Some(soft) => {
             let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
                 .maximum
                 .map_or_else(|| "unlimited".to_owned(), |h| h.to_string());
-            let mut c = Command::new("prlimit");
-            c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(&corral);
+            vec!["prlimit".to_owned(), format!("--nofile={soft}:{hard}"), "--".to_owned()]
+        }
+        None => Vec::new(),
+    };
+    start_corral_under(bin, data, upstream, env, &prefix)
+}
+
+/// [`start_corral`] with the command run under `prefix` (a tool and its arguments, such as
+/// valgrind), which must exec Corral in its own process.
+pub fn start_corral_under(
+    bin: &Path,
+    data: &Path,
+    upstream: &str,
+    env: &[(&str, &str)],
+    prefix: &[String],
+) -> Result<(Proc, String)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let corral = bin.join("corral");
+    let mut cmd = match prefix.split_first() {
+        Some((tool, args)) => {
+            let mut c = Command::new(tool);
+            c.args(args).arg(&corral);
             c
         }
         None => Command::new(&corral),
@@ -673,19 +691,19 @@ impl Drop for Nginx {
 
 /// nginx's path, installing the Debian package when it is missing.
 fn ensure_nginx() -> Result<PathBuf> {
-    let found = || {
-        ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-    };
+    ensure_debian("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"])
+}
+
+/// The first of `paths` that exists, installing Debian's `package` when none does.
+pub(super) fn ensure_debian(package: &str, paths: &[&str]) -> Result<PathBuf> {
+    let found = || paths.iter().map(PathBuf::from).find(|p| p.exists());
     if let Some(p) = found() {
         return Ok(p);
     }
-    eprintln!("bench: installing nginx (Debian package)");
+    eprintln!("bench: installing {package} (Debian package)");
     let install = || {
         Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends", "nginx"])
+            .args(["install", "-y", "--no-install-recommends", package])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .is_ok_and(|s| s.success())
@@ -693,10 +711,10 @@ fn ensure_nginx() -> Result<PathBuf> {
     if !install() {
         run_cmd(Command::new("apt-get").arg("update"))?;
         if !install() {
-            bail!("could not install nginx with apt-get (is this Debian, run as root?)");
+            bail!("could not install {package} with apt-get (is this Debian, run as root?)");
         }
     }
-    found().context("nginx installed but not found in /usr/sbin")
+    found().with_context(|| format!("{package} installed but not found at {}", paths.join(" or ")))
 }
 
 /// Raises this process's open-file limit (soft and, as root, hard) to at least `want`, so the

@@ -19,6 +19,9 @@ use anyhow::{bail, ensure, Context, Result};
 
 /// Replicas behind nginx.
 const REPLICAS: usize = 3;
+/// How long nginx sets a replica aside after a failed connection (`fail_timeout`).
+const FAIL_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The PostgreSQL server the replicas share (`TEST_DATABASE_URL` overrides it).
 const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -116,7 +119,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             std::thread::spawn(move || client(front, &key, w % 2 == 0, &tally, &stop))
         })
         .collect();
-    let pace = Duration::from_secs(if quick { 1 } else { 4 });
+    // Between two restarts, at least nginx's `fail_timeout`: nginx sets a restarted replica
+    // aside for that long after the connection its restart refused, and taking the next one
+    // down sooner leaves the load on one replica, which a single error then sets aside too
+    // (every request a 502 "no live upstreams" until the timeout ends). docs/deploy.md says so.
+    let pace = Duration::from_secs(if quick { 1 } else { 4 }).max(FAIL_TIMEOUT + Duration::from_millis(500));
     let started = Instant::now();
     std::thread::sleep(pace);
     let mut drains = Vec::new();
@@ -315,7 +322,12 @@ fn is_root() -> bool {
 fn start_nginx(nginx: &Path, dir: &Path, port: u16, replicas: &[u16]) -> Result<Nginx> {
     let servers: String = replicas
         .iter()
-        .map(|p| format!("        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n"))
+        .map(|p| {
+            format!(
+                "        server 127.0.0.1:{p} max_fails=1 fail_timeout={}s;\n",
+                FAIL_TIMEOUT.as_secs()
+            )
+        })
         .collect();
     let d = dir.display();
     let user = if is_root() { "user root root;\n" } else { "" };

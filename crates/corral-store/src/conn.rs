@@ -63,6 +63,10 @@ impl ManageConnection for Manager {
     }
 }
 
+/// What every SQLite connection sets first (the pool's, and the usage writer's own).
+pub(crate) const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+
 /// SQLite's per-connection settings: wait for locks rather than fail, write-ahead logging so readers never
 /// block the writer, and foreign keys enforced (SQLite leaves them off by default).
 ///
@@ -74,11 +78,8 @@ pub(crate) struct SqlitePragmas;
 impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
         if let AnyConnection::Sqlite(c) = conn {
-            c.batch_execute(
-                "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
-                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-            )
-            .map_err(diesel::r2d2::Error::QueryError)?;
+            c.batch_execute(SQLITE_PRAGMAS)
+                .map_err(diesel::r2d2::Error::QueryError)?;
         }
         Ok(())
     }

@@ -103,10 +103,6 @@ ttft_ms, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
 
 const INSERT_GROUP_SQLITE: &str = "INSERT OR IGNORE INTO usage_groups (record_id, group_id, at_ms) VALUES (?1, ?2, ?3)";
 
-/// The usage writer's SQLite connection: what the pool's connections set, but foreign keys
-/// (usage rows have none to check).
-const WRITER_PRAGMAS_SQLITE: &str = "PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;";
-
 const INSERT_RECORDS_PG: &str = "INSERT INTO usage_records (id, at_ms, user_id, key_id, model_asked, \
 model_run, instance, route, status, streamed, cancelled, estimated, input_tokens, output_tokens, ttft_ms, \
 duration_ms) SELECT v->>0, (v->>1)::bigint, v->>2, v->>3, v->>4, v->>5, (v->>6)::integer, v->>7, \
@@ -312,7 +308,7 @@ impl Store {
 
     fn open_usage_writer(&self) -> Result<rusqlite::Connection, StoreError> {
         let conn = rusqlite::Connection::open(&self.target).map_err(|e| sqlite_error(&self.name, e))?;
-        conn.execute_batch(WRITER_PRAGMAS_SQLITE)
+        conn.execute_batch(crate::conn::SQLITE_PRAGMAS)
             .map_err(|e| sqlite_error(&self.name, e))?;
         Ok(conn)
     }

@@ -32,6 +32,21 @@ impl Drop for Proc {
     }
 }
 
+/// Stops `gw` with SIGTERM (its drain writes what it buffered) and waits up to `within` for it
+/// to exit.
+pub fn stop_gracefully(gw: &mut Proc, within: Duration) -> Result<()> {
+    let pid = gw.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status()?;
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if gw.0.try_wait()?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the gateway did not stop within {within:?} of SIGTERM")
+}
+
 /// Who answers: the simulator itself or a proxy in front of it.
 struct Side {
     name: &'static str,

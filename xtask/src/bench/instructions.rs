@@ -33,16 +33,17 @@ pub struct Load<'a> {
     pub auth: &'a str,
 }
 
-/// How many requests each measurement sends, over how many seconds: a few in smoke mode (it
-/// only has to work), fewer with `--quick`.
-pub fn sizes(smoke: bool, quick: bool) -> (u64, u64) {
+/// How many requests each measurement sends, over how many seconds, how many at a time: a few
+/// in smoke mode (it only has to work), fewer with `--quick`. Smoke runs send one at a time, so
+/// no connection idles past the simulator's keep-alive between paced requests.
+pub fn sizes(smoke: bool, quick: bool) -> (u64, u64, usize) {
     if smoke {
         // Smoke runs use a debug build, tens of times slower again under callgrind.
-        (6, 4)
+        (6, 4, 1)
     } else if quick {
-        (400, 5)
+        (400, 5, 4)
     } else {
-        (800, 10)
+        (800, 10, 4)
     }
 }
 
@@ -128,19 +129,7 @@ fn counted_run(gw: &Gateway<'_>, load: &Load<'_>, n: u64) -> Result<u64> {
         "{n} requests took {took:?} under callgrind, past the {window:?} both runs must share: fewer requests or a longer time"
     );
     std::thread::sleep(window.saturating_sub(took));
-    Command::new("kill").args(["-TERM", &pid]).status()?;
-    let mut stopped = false;
-    for _ in 0..1200 {
-        if proc.0.try_wait()?.is_some() {
-            stopped = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    anyhow::ensure!(
-        stopped,
-        "the gateway under callgrind did not stop within 60 s of SIGTERM"
-    );
+    gateway::stop_gracefully(&mut proc, Duration::from_secs(60))?;
     let file = out_dir.join(format!("callgrind.{pid}"));
     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     total_instructions(&text).with_context(|| format!("no totals in {}", file.display()))

@@ -123,7 +123,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
     drop(corral);
     // Instructions per request (`bench/instructions.rs`): the gateway under callgrind, once
     // per key and scenario.
-    let (n, secs) = super::instructions::sizes(smoke, quick);
+    let (n, secs, concurrency) = super::instructions::sizes(smoke, quick);
     let mut counted = Vec::new();
     for (label, path, body) in [
         ("native `/api/chat`", "/api/chat", CHAT),
@@ -138,7 +138,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
                 body,
                 requests: n,
                 secs,
-                concurrency: 4,
+                concurrency,
                 auth: &auth,
             };
             let gw = super::instructions::Gateway {

@@ -80,7 +80,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
     let auth = format!("authorization: Bearer {key}");
     let one = [("CORRAL_SERVER__WORKERS", "1")];
     let (off, off_url) = start_corral(&bin, &data, &direct, &[one[0], ("CORRAL_USAGE__ENABLE", "false")], None)?;
-    let (on, on_url) = start_corral(&bin, &data, &direct, &[one[0], ("CORRAL_USAGE__ENABLE", "true")], None)?;
+    let (mut on, on_url) = start_corral(&bin, &data, &direct, &[one[0], ("CORRAL_USAGE__ENABLE", "true")], None)?;
     wait_ready(&oha, &format!("{off_url}/health"))?;
     wait_ready(&oha, &format!("{on_url}/health"))?;
     std::thread::sleep(Duration::from_millis(300));
@@ -162,7 +162,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
     // writes the last batch).
     let answered: u64 = rows.iter().map(|(_, _, ms)| ms[1].requests()).sum();
     let failed: u64 = rows.iter().flat_map(|(_, _, ms)| ms.iter().map(Measure::failed)).sum();
-    stop(on)?;
+    gateway::stop_gracefully(&mut on, Duration::from_secs(30))?;
     drop(off);
     let out = std::process::Command::new(bin.join("corral"))
         .args(["usage", "--format", "json"])
@@ -217,7 +217,7 @@ fn count_instructions(
     smoke: bool,
     quick: bool,
 ) -> Result<Vec<Counted>> {
-    let (n, secs) = instructions::sizes(smoke, quick);
+    let (n, secs, concurrency) = instructions::sizes(smoke, quick);
     let mut out = Vec::new();
     for (label, path, body, requests) in [
         ("native `/api/chat`", "/api/chat", CHAT, n),
@@ -230,7 +230,7 @@ fn count_instructions(
             body,
             requests,
             secs,
-            concurrency: 4,
+            concurrency,
             auth,
         };
         let mut sides = [0.0; 2];
@@ -253,19 +253,6 @@ fn count_instructions(
         });
     }
     Ok(out)
-}
-
-/// Stops a gateway with SIGTERM (its drain writes the buffered records) and waits for it.
-fn stop(mut gw: gateway::Proc) -> Result<()> {
-    let pid = gw.0.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
-    for _ in 0..600 {
-        if gw.0.try_wait()?.is_some() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    anyhow::bail!("the metered gateway did not stop within 30 s of SIGTERM")
 }
 
 fn report_text(

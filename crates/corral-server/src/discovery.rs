@@ -59,12 +59,18 @@ pub async fn fetch_json(client: &awc::Client, settings: &Settings, idx: usize, p
         return None;
     }
     let timeout = secs(settings.upstream.discovery_timeout).unwrap_or(Duration::from_secs(3));
-    let mut req = client.get(format!("{base}{path}")).timeout(timeout);
-    if let Some(key) = conn.bearer() {
-        req = req.insert_header(("Authorization", format!("Bearer {key}")));
-    }
+    let url = format!("{base}{path}");
+    let request = |client: &awc::Client| {
+        let mut req = client.get(url.as_str()).timeout(timeout);
+        if let Some(key) = conn.bearer() {
+            req = req.insert_header(("Authorization", format!("Bearer {key}")));
+        }
+        req.send()
+    };
     let work = async {
-        let mut resp = req.send().await.map_err(|e| e.to_string())?;
+        let mut resp = proxy::send_again_if_closed(client, &settings.upstream, request)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = resp.status();
         let body = proxy::read_all(&mut resp, LISTING_LIMIT).await?;
         if !status.is_success() {

@@ -112,6 +112,10 @@ const FORWARDED_HEADERS: [HeaderName; 6] = [
 ];
 
 /// Sends `out` to `target` and waits for the response headers.
+///
+/// A request whose connection broke before any answer came (the instance closed a kept-alive
+/// connection just as it was reused) is sent once more on a new connection; a body streamed
+/// through cannot be sent again.
 pub async fn send(
     client: &awc::Client,
     settings: &UpstreamSettings,
@@ -119,33 +123,82 @@ pub async fn send(
     out: Outgoing<'_>,
 ) -> Result<awc::ClientResponse, AppError> {
     let url = format!("{}{}", target.base_url, out.path_and_query);
-    let mut req = client.request(out.method, url.as_str());
-    for name in &FORWARDED_HEADERS {
-        if let Some(value) = out.client_headers.get(name) {
-            req = req.insert_header((name.clone(), value.clone()));
-        }
-    }
-    if matches!(out.body, Body::Bytes(_)) && !out.client_headers.contains_key(header::CONTENT_TYPE) {
-        req = req.insert_header((header::CONTENT_TYPE, "application/json"));
-    }
-    if let Some(key) = target.key.as_deref().filter(|k| !k.is_empty()) {
-        req = req.insert_header((header::AUTHORIZATION, format!("Bearer {key}")));
-    }
-    for (name, value) in out.extra_headers {
-        req = req.insert_header((name, value));
-    }
     // A streamed upload of many GB is still being sent when the deadline would fall.
     let patient = out.patient || matches!(out.body, Body::Stream(_));
     let first_byte = secs(settings.first_byte_timeout).filter(|_| !patient);
-    if let Some(limit) = first_byte {
-        req = req.timeout(limit);
-    }
+    let json_body = matches!(out.body, Body::Bytes(_)) && !out.client_headers.contains_key(header::CONTENT_TYPE);
+    let request = |client: &awc::Client| {
+        let mut req = client.request(out.method.clone(), url.as_str());
+        for name in &FORWARDED_HEADERS {
+            if let Some(value) = out.client_headers.get(name) {
+                req = req.insert_header((name.clone(), value.clone()));
+            }
+        }
+        if json_body {
+            req = req.insert_header((header::CONTENT_TYPE, "application/json"));
+        }
+        if let Some(key) = target.key.as_deref().filter(|k| !k.is_empty()) {
+            req = req.insert_header((header::AUTHORIZATION, format!("Bearer {key}")));
+        }
+        for (name, value) in &out.extra_headers {
+            req = req.insert_header((name.clone(), value.clone()));
+        }
+        if let Some(limit) = first_byte {
+            req = req.timeout(limit);
+        }
+        req
+    };
     let sent = match out.body {
-        Body::Empty => req.send().await,
-        Body::Bytes(bytes) => req.send_body(bytes).await,
-        Body::Stream(payload) => req.send_stream(payload).await,
+        Body::Empty => send_again_if_closed(client, settings, |c| request(c).send()).await,
+        Body::Bytes(bytes) => send_again_if_closed(client, settings, |c| request(c).send_body(bytes.clone())).await,
+        Body::Stream(payload) => request(client).send_stream(payload).await,
     };
     sent.map_err(|err| send_error(target, err, settings.first_byte_timeout))
+}
+
+/// Sends the request `send` makes on `client`, and once more on a new connection when the
+/// connection broke before any answer.
+///
+/// An instance (or a proxy in front of it) closes a kept-alive connection after its idle
+/// timeout (5 s for the simulator, Node and uvicorn); when that happens just as the gateway
+/// reuses the connection, the request meets a closed socket. The pool checks a connection
+/// before reusing it, but not after: such a request fails although the instance is fine.
+/// Like Go's HTTP client, the gateway sends it again on a connection of its own. Nothing was
+/// answered, and an instance that closes a connection cancels what ran on it, so the request
+/// does not run twice at once.
+pub(crate) async fn send_again_if_closed<F, Fut>(
+    client: &awc::Client,
+    settings: &UpstreamSettings,
+    send: F,
+) -> Result<awc::ClientResponse, SendRequestError>
+where
+    F: Fn(&awc::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<awc::ClientResponse, SendRequestError>>,
+{
+    match send(client).await {
+        Err(err) if connection_broke(&err) => {
+            tracing::debug!(%err, "the connection to the instance broke before an answer; sending again on a new one");
+            // A client of its own has no idle connection to hand out.
+            send(&self::client(settings)).await
+        }
+        other => other,
+    }
+}
+
+/// Whether `err` says the connection closed or broke after it was made and before the
+/// response head: nothing came back. A connection that could not be made, a timeout or a
+/// malformed answer is not such a failure.
+fn connection_broke(err: &SendRequestError) -> bool {
+    use actix_web::error::ParseError;
+    use awc::error::ConnectError;
+    match err {
+        // awc's word for a connection that ended before the response head.
+        SendRequestError::Connect(ConnectError::Disconnected) => true,
+        // Writing the request failed (the instance had closed or reset the connection).
+        SendRequestError::Send(_) => true,
+        SendRequestError::Response(ParseError::Incomplete | ParseError::Io(_)) => true,
+        _ => false,
+    }
 }
 
 /// Whether the instance holds the blob at `path` (`/api/blobs/sha256:…`), by a `HEAD`; an

@@ -105,3 +105,122 @@ async fn the_gateway_switches_off_nagle_on_client_and_upstream_sockets() {
     }
     gw.stop().await;
 }
+
+/// An Ollama-shaped instance holding `m:latest` that answers one request per connection, though
+/// it says keep-alive: it reads the connection's next request and closes the connection without
+/// answering, as a server closes an idle connection at the moment a client reuses it (the
+/// simulator's, Node's and uvicorn's idle timeout is 5 s). Returns its URL and how many requests
+/// it dropped that way.
+fn one_request_per_connection() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Reads one request (head and a `Content-Length` body); its path, or none at the end.
+    fn read_request(reader: &mut BufReader<std::net::TcpStream>) -> Option<String> {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let path = line.split_whitespace().nth(1)?.to_owned();
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).ok()?;
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().ok()?;
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        Some(path)
+    }
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let dropped = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = dropped.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut writer = conn.try_clone().unwrap();
+                let mut reader = BufReader::new(conn);
+                let Some(path) = read_request(&mut reader) else { return };
+                let body = match path.as_str() {
+                    "/api/tags" => r#"{"models":[{"name":"m:latest","model":"m:latest","modified_at":"2026-01-01T00:00:00Z","size":1,"digest":"d","details":{"format":"gguf","family":"llama"}}]}"#.to_owned(),
+                    "/api/ps" => r#"{"models":[]}"#.to_owned(),
+                    "/api/version" => r#"{"version":"0.12.0"}"#.to_owned(),
+                    _ => r#"{"model":"m:latest","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":"hi"},"done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":1}"#.to_owned(),
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                if writer
+                    .write_all(head.as_bytes())
+                    .and_then(|()| writer.write_all(body.as_bytes()))
+                    .is_err()
+                {
+                    return;
+                }
+                if read_request(&mut reader).is_some() {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                // Dropping both halves closes the connection, the request unanswered.
+            });
+        }
+    });
+    (url, dropped)
+}
+
+#[actix_web::test]
+async fn a_request_on_a_connection_the_instance_closed_is_sent_again_on_a_new_one() {
+    use std::sync::atomic::Ordering;
+
+    let (url, dropped) = one_request_per_connection();
+    let mut settings = crate::support::settings_for(&[&url]);
+    // Only the requests below reach the instance, one at a time.
+    settings.balance.health_interval = 0.0;
+    let gw = Gateway::start(settings).await;
+    let client = client();
+    for i in 0..5 {
+        let mut resp = client
+            .post(gw.at("/api/chat"))
+            .send_json(
+                &serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false}),
+            )
+            .await
+            .unwrap();
+        let body = crate::support::body_of(&mut resp).await;
+        assert_eq!(
+            resp.status(),
+            actix_web::http::StatusCode::OK,
+            "request {i}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // The gateway did reuse connections (so the case was met: every other request here, since a
+    // request sent again leaves the pool empty), and never failed a request for it.
+    assert!(
+        dropped.load(Ordering::SeqCst) >= 2,
+        "the instance dropped {} requests on reused connections",
+        dropped.load(Ordering::SeqCst)
+    );
+    let status: serde_json::Value = client
+        .get(gw.at("/ollama/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["instances"][0]["health"], "healthy", "{status}");
+    gw.stop().await;
+}

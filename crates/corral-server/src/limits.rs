@@ -441,16 +441,3 @@ pub fn spawn(shared: Arc<Shared>) {
 pub fn caller_of(req: &actix_web::HttpRequest) -> Option<Caller> {
     crate::auth::require(req, crate::auth::Level::Any).ok().flatten()
 }
-
-/// Adds `headers` to an answer.
-pub fn with_headers(resp: awc::ClientResponse, headers: Vec<(HeaderName, HeaderValue)>) -> awc::ClientResponse {
-    if headers.is_empty() {
-        return resp;
-    }
-    resp.map_body(|head, body| {
-        for (name, value) in headers {
-            head.headers_mut().insert(name, value);
-        }
-        body
-    })
-}

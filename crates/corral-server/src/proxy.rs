@@ -221,11 +221,20 @@ pub fn relay(
     upstream: &Target,
     method: &Method,
 ) -> HttpResponse {
-    relay_with(resp, settings, upstream, method, None, Exchange::unwatched())
+    relay_with(
+        resp,
+        settings,
+        upstream,
+        method,
+        None,
+        Exchange::unwatched(),
+        Vec::new(),
+    )
 }
 
-/// [`relay`], running `on_end` once the body has been relayed or abandoned, and feeding the
-/// body and how it ended to `exchange`.
+/// [`relay`], running `on_end` once the body has been relayed or abandoned, feeding the
+/// body and how it ended to `exchange`, with the gateway's own `added` headers (in place of
+/// any the instance sent by those names).
 pub fn relay_with(
     resp: awc::ClientResponse,
     settings: &UpstreamSettings,
@@ -233,6 +242,7 @@ pub fn relay_with(
     method: &Method,
     on_end: Option<Box<dyn FnOnce()>>,
     exchange: Exchange,
+    added: Vec<(HeaderName, HeaderValue)>,
 ) -> HttpResponse {
     let status = resp.status();
     let mut builder = HttpResponse::build(resp.status());
@@ -246,6 +256,9 @@ pub fn relay_with(
             continue;
         }
         builder.append_header((name.clone(), value.clone()));
+    }
+    for header in added {
+        builder.insert_header(header);
     }
     let framing = Framing::of(resp.headers().get(header::CONTENT_TYPE));
     // A HEAD answer, a 204 or a 304 declares a length it does not send.

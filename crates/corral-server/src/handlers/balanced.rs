@@ -51,6 +51,9 @@ pub struct Answer {
     pub on_end: Box<dyn FnOnce()>,
     /// The request's record, to feed the body to and drop when it is done.
     pub exchange: Exchange,
+    /// Headers the gateway adds to the answer: how long it waited in the queue, the caller's
+    /// `x-ratelimit-*` (kept beside the instance's response, not written into its head).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Forwards a model-bearing request with balancing and failover, and relays the answer.
@@ -83,6 +86,7 @@ pub async fn forward(
         method,
         Some(answer.on_end),
         answer.exchange,
+        answer.headers,
     ))
 }
 
@@ -283,23 +287,16 @@ async fn attempt(
                 } else {
                     instance.succeeded(&id, now - started, fields.unloads(), now);
                 }
-                let resp = match waited {
-                    Some(waited) => resp.map_body(|head, body| {
-                        let ms = HeaderValue::from(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
-                        head.headers_mut()
-                            .insert(HeaderName::from_static(QUEUE_WAIT_HEADER), ms);
-                        body
-                    }),
-                    None => resp,
-                };
+                let mut headers = Vec::new();
+                if let Some(waited) = waited {
+                    let ms = HeaderValue::from(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
+                    headers.push((HeaderName::from_static(QUEUE_WAIT_HEADER), ms));
+                }
                 exchange.status(resp.status().as_u16());
-                let (resp, permit) = match permit {
-                    Some(mut permit) => (
-                        crate::limits::with_headers(resp, std::mem::take(&mut permit.headers)),
-                        Some(permit),
-                    ),
-                    None => (resp, None),
-                };
+                let permit = permit.map(|mut permit| {
+                    headers.append(&mut permit.headers);
+                    permit
+                });
                 let on_end: Box<dyn FnOnce()> = Box::new(move || {
                     drop(in_flight);
                     drop(permit);
@@ -310,6 +307,7 @@ async fn attempt(
                     settings,
                     on_end,
                     exchange: Exchange::unwatched(),
+                    headers,
                 });
             }
             Err(err @ (AppError::UpstreamUnreachable { .. } | AppError::UpstreamTimeout { .. })) => {
@@ -341,16 +339,6 @@ fn upstream_failed(shared: &Shared, idx: usize, kind: &'static str, ejected: boo
 /// The response header that says how long a request waited in its model's queue, in
 /// milliseconds; sent only on answers that waited.
 pub const QUEUE_WAIT_HEADER: &str = "x-corral-queue-wait-ms";
-
-/// The headers the gateway added to an instance's answer (the queue wait, the caller's
-/// `x-ratelimit-*`), for a handler that builds its own response (the OpenAI routes) to pass on.
-pub fn gateway_headers(resp: &awc::ClientResponse) -> Vec<(HeaderName, HeaderValue)> {
-    resp.headers()
-        .iter()
-        .filter(|(name, _)| name.as_str() == QUEUE_WAIT_HEADER || name.as_str().starts_with("x-ratelimit-"))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect()
-}
 
 /// The candidates among `remaining` holders: healthy ones, ones due for their half-open
 /// probe, and all of them.

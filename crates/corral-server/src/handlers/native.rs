@@ -310,9 +310,10 @@ pub async fn forward(
         }
     };
     exchange.status(resp.status().as_u16());
-    if let Some(permit) = permit.as_mut() {
-        resp = crate::limits::with_headers(resp, std::mem::take(&mut permit.headers));
-    }
+    let added = permit
+        .as_mut()
+        .map(|permit| std::mem::take(&mut permit.headers))
+        .unwrap_or_default();
     // A user's view of one instance's listing holds only the models the user may read.
     if let Some(caller) = caller.as_ref().filter(|c| !c.is_admin()) {
         if let Some(key) = listing_key(spec.path) {
@@ -342,6 +343,7 @@ pub async fn forward(
         &method,
         on_end,
         exchange,
+        added,
     ))
 }
 

@@ -160,7 +160,7 @@ pub async fn chat(
     let mut native = to_value(corral_convert::chat_request(request)?)?;
     caller.apply_native_params(&grant, &mut native);
     let meta = meta("chatcmpl", &model);
-    let answer = send(
+    let mut answer = send(
         &req,
         &shared,
         &client,
@@ -176,7 +176,7 @@ pub async fn chat(
     if stream {
         return Ok(sse(answer, corral_convert::ChatStream::new(meta, usage)));
     }
-    let waited = balanced::gateway_headers(&answer.resp);
+    let waited = std::mem::take(&mut answer.headers);
     let resp: ollama::ChatResponse = read_answer(answer).await?;
     Ok(answered(waited).json(corral_convert::chat_completion(resp, &meta)))
 }
@@ -200,7 +200,7 @@ pub async fn completions(
     let mut native = to_value(corral_convert::completion_request(request)?)?;
     caller.apply_native_params(&grant, &mut native);
     let meta = meta("cmpl", &model);
-    let answer = send(
+    let mut answer = send(
         &req,
         &shared,
         &client,
@@ -216,7 +216,7 @@ pub async fn completions(
     if stream {
         return Ok(sse(answer, corral_convert::CompletionStream::new(meta, usage)));
     }
-    let waited = balanced::gateway_headers(&answer.resp);
+    let waited = std::mem::take(&mut answer.headers);
     let resp: ollama::GenerateResponse = read_answer(answer).await?;
     Ok(answered(waited).json(corral_convert::completion(resp, &meta)))
 }
@@ -236,7 +236,7 @@ pub async fn embeddings(
     let headers = caller.forwarded_headers(&shared.settings(), None);
     let request: openai::EmbeddingRequest = from_value(value)?;
     let (native, format) = corral_convert::embedding_request(request)?;
-    let answer = send(
+    let mut answer = send(
         &req,
         &shared,
         &client,
@@ -249,7 +249,7 @@ pub async fn embeddings(
     if !answer.resp.status().is_success() {
         return upstream_error(answer).await;
     }
-    let waited = balanced::gateway_headers(&answer.resp);
+    let waited = std::mem::take(&mut answer.headers);
     let resp: ollama::EmbedResponse = read_answer(answer).await?;
     Ok(answered(waited).json(corral_convert::embedding_response(resp, &model, format)))
 }
@@ -483,8 +483,8 @@ fn sse<C: Converter>(answer: Answer, converter: C) -> HttpResponse {
         settings,
         on_end,
         exchange,
+        headers: waited,
     } = answer;
-    let waited = balanced::gateway_headers(&resp);
     let body = proxy::ndjson_body(resp, &settings.upstream, &target, on_end, exchange);
     answered(waited)
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))

@@ -2,64 +2,82 @@
 //!
 //! actix-web drops a request's handler when a response body cannot be written, so a stream
 //! stops as soon as its client leaves. Before the response starts (a request waiting for a
-//! slot, a non-streamed generation) actix does not look at the connection, and the handler
-//! would run on, its upstream generation too, for nobody. So each plain-TCP connection keeps
-//! a second handle on its socket, and a request in progress watches it: when the client has
-//! closed the connection, the request is dropped, which gives back its place in the queue,
-//! its slot, and (by closing the upstream connection) the instance's generation.
+//! slot, a non-streamed generation) actix does not act on the connection's end, and the handler
+//! would run on, its upstream generation too, for nobody. actix-http does go on reading the
+//! connection while a request runs, so the end of the client's side shows up there, as a read
+//! of nothing or an error. The connection wrapper (`json_refusals::JsonRefusals`) notes it in a
+//! [`Hangup`] shared with the connection's requests, and wakes the request watching it, which
+//! is then dropped: that gives back its place in the queue, its slot, and (by closing the
+//! upstream connection) the instance's generation.
+//!
+//! No system call, descriptor or timer per request or connection: the watch is a flag and a
+//! waker, set by reads actix makes anyway.
 
-use std::any::Any;
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Duration;
+use std::task::{Context, Poll, Waker};
 
 use actix_web::dev::Extensions;
 
-/// A second handle on a client's socket, kept with the connection. It is not registered with
-/// the event loop: it is only looked at, now and then, by a request that is taking a while.
-#[derive(Clone)]
-pub struct ClientSocket(Rc<std::net::TcpStream>);
+/// Whether a client connection's peer has closed its side (or the connection broke), shared
+/// between the connection and the request it is serving.
+#[derive(Default)]
+pub struct Hangup {
+    /// Set once the client's side has ended.
+    left: Cell<bool>,
+    /// The request waiting to hear it (one at a time on an HTTP/1 connection).
+    watcher: Cell<Option<Waker>>,
+}
 
-/// How often a request in progress looks whether its client is still there. A request
-/// answered sooner never looks: most requests cost nothing here (no system call, no event
-/// registration), and a client that leaves is noticed within this time.
-const RECHECK: Duration = Duration::from_millis(100);
-
-/// `HttpServer::on_connect` hook: keeps a duplicate of a plain TCP connection's socket.
-/// Nothing is kept for other connection types, and nothing is watched then.
-pub fn on_connect(conn: &dyn Any, ext: &mut Extensions) {
-    let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
-        return;
-    };
-    let Ok(socket) = socket2::SockRef::from(tcp).try_clone() else {
-        return;
-    };
-    // The duplicate shares the original's file status flags, so it is already non-blocking;
-    // set it anyway, as a peek must never block the worker.
-    if socket.set_nonblocking(true).is_err() {
-        return;
+impl std::fmt::Debug for Hangup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hangup")
+            .field("left", &self.left.get())
+            .finish_non_exhaustive()
     }
-    ext.insert(ClientSocket(Rc::new(socket.into())));
+}
+
+impl Hangup {
+    /// Notes that the client's side has ended and wakes the request watching.
+    pub fn left(&self) {
+        self.left.set(true);
+        if let Some(waker) = self.watcher.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A request's view of its connection's [`Hangup`], kept in the connection's data.
+#[derive(Clone)]
+pub struct ClientSocket(Rc<Hangup>);
+
+/// `on_connect` hook: hands the connection's [`Hangup`] to its requests.
+pub fn on_connect(hangup: &Rc<Hangup>, ext: &mut Extensions) {
+    ext.insert(ClientSocket(hangup.clone()));
 }
 
 impl ClientSocket {
-    /// Resolves once the client has closed the connection (or it broke), looking every
-    /// [`RECHECK`]. Bytes waiting to be read say nothing about that, so they are left for
-    /// actix and looked past.
-    pub async fn gone(&self) {
-        let mut byte = [0u8; 1];
-        loop {
-            tokio::time::sleep(RECHECK).await;
-            match self.0.peek(&mut byte) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                    ) => {}
-                Err(_) => return,
-            }
+    /// Resolves once the client has closed its side of the connection (or it broke). Bytes
+    /// the client sent say nothing about that, and are left to actix.
+    pub fn gone(&self) -> Gone<'_> {
+        Gone(&self.0)
+    }
+}
+
+/// The future of [`ClientSocket::gone`].
+pub struct Gone<'a>(&'a Hangup);
+
+impl Future for Gone<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.left.get() {
+            return Poll::Ready(());
         }
+        self.0.watcher.set(Some(cx.waker().clone()));
+        Poll::Pending
     }
 }
 

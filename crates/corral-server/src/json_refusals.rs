@@ -12,15 +12,21 @@
 
 use std::io;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use actix_web::rt::net::TcpStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A client connection whose empty protocol-level refusals are rewritten as JSON.
+use crate::client_gone::Hangup;
+
+/// A client connection whose empty protocol-level refusals are rewritten as JSON, and whose
+/// end is told to the request it serves ([`crate::client_gone`]).
 #[derive(Debug)]
 pub struct JsonRefusals {
     io: TcpStream,
+    /// Set when a read finds the client's side ended.
+    hangup: Rc<Hangup>,
     /// A rewritten answer still being written, and how much of it went out.
     pending: Vec<u8>,
     sent: usize,
@@ -31,14 +37,15 @@ impl JsonRefusals {
     pub fn new(io: TcpStream) -> JsonRefusals {
         JsonRefusals {
             io,
+            hangup: Rc::default(),
             pending: Vec::new(),
             sent: 0,
         }
     }
 
-    /// The connection itself.
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.io
+    /// The connection's hang-up flag, for its requests.
+    pub fn hangup(&self) -> &Rc<Hangup> {
+        &self.hangup
     }
 
     /// Writes what is pending; ready once nothing is.
@@ -90,7 +97,15 @@ pub fn rewrite(buf: &[u8]) -> Option<Vec<u8>> {
 
 impl AsyncRead for JsonRefusals {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let (room, before) = (buf.remaining(), buf.filled().len());
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        match &read {
+            // A read with room that gets nothing is the end of the client's side.
+            Poll::Ready(Ok(())) if room > 0 && buf.filled().len() == before => self.hangup.left(),
+            Poll::Ready(Err(_)) => self.hangup.left(),
+            _ => {}
+        }
+        read
     }
 }
 

@@ -265,7 +265,7 @@ impl Corral {
                 .local_addr(local)
                 .on_connect_ext(
                     |io: &json_refusals::JsonRefusals, ext: &mut actix_web::dev::Extensions| {
-                        client_gone::on_connect(io.get_ref(), ext)
+                        client_gone::on_connect(io.hangup(), ext)
                     },
                 )
                 .h1(app);

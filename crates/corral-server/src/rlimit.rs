@@ -1,16 +1,15 @@
 //! Raising the process's open-file limit at start-up, so a gateway holding many streams does
 //! not run out of file descriptors.
 //!
-//! Each stream costs the gateway three descriptors: the client's socket, its duplicate watched
-//! for the client leaving (`client_gone`), and the upstream connection. Most systems start a
+//! Each stream costs the gateway two descriptors: the client's socket and the upstream
+//! connection. Most systems start a
 //! service with a soft limit of 1,024 and a much higher hard limit; an unprivileged process may
 //! raise its soft limit up to the hard one, and that is all this does.
 
 use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
 
-/// Open connections one stream holds in the gateway (client socket, its watched duplicate,
-/// upstream connection).
-const FDS_PER_STREAM: u64 = 3;
+/// Open connections one stream holds in the gateway (client socket, upstream connection).
+const FDS_PER_STREAM: u64 = 2;
 
 /// Raises the soft limit on open files to the hard limit, and logs the outcome: the limit now
 /// in force and about how many concurrent streams it allows, or a warning naming the limit

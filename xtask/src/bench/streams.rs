@@ -98,12 +98,12 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
     std::thread::sleep(Duration::from_secs(1));
     let idle = gateway::rss_mib(pid);
 
-    // Corral holds three descriptors per stream (the client's socket, its watched duplicate,
-    // the upstream connection): below 10,000 streams' worth, the most the limit allows runs
-    // too, before 10,000 shows what happens past it.
+    // Corral holds two descriptors per stream (the client's socket, the upstream connection):
+    // below 10,000 streams' worth, the most the limit allows runs too, before 10,000 shows
+    // what happens past it.
     let fits = corral_limit
         .parse::<usize>()
-        .map_or(usize::MAX, |l| l.saturating_sub(100) / 3 / 500 * 500);
+        .map_or(usize::MAX, |l| l.saturating_sub(100) / 2 / 500 * 500);
     let sizes: Vec<usize> = if smoke {
         vec![20]
     } else if quick {

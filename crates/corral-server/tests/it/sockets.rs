@@ -224,3 +224,35 @@ async fn a_request_on_a_connection_the_instance_closed_is_sent_again_on_a_new_on
     assert_eq!(status["instances"][0]["health"], "healthy", "{status}");
     gw.stop().await;
 }
+
+#[actix_web::test]
+async fn each_client_connection_costs_the_gateway_one_descriptor() {
+    let upstream = sim().await;
+    let gw = Gateway::in_front_of(&upstream.url()).await;
+    let gw_addr: SocketAddr = gw.url.trim_start_matches("http://").parse().unwrap();
+    // Five clients, each with a kept-alive connection that has served a request.
+    let clients: Vec<_> = (0..5).map(|_| client()).collect();
+    for client in &clients {
+        let mut resp = client
+            .post(gw.at("/api/chat"))
+            .send_json(&chat_body("llama3.2", 2, false))
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+        crate::support::body_of(&mut resp).await;
+    }
+    let mut per_connection: std::collections::HashMap<SocketAddr, usize> = std::collections::HashMap::new();
+    for (local, remote, _) in own_tcp_sockets() {
+        if local == gw_addr && remote.port() != 0 {
+            *per_connection.entry(remote).or_default() += 1;
+        }
+    }
+    assert!(per_connection.len() >= 5, "{per_connection:?}");
+    // Noticing a client that leaves needs no second handle on its socket.
+    assert!(
+        per_connection.values().all(|&n| n == 1),
+        "client connections held by more than one descriptor: {per_connection:?}"
+    );
+    drop(clients);
+    gw.stop().await;
+}

@@ -61,17 +61,45 @@ pub struct Outgoing<'a> {
 /// Builds this worker's upstream client: connect timeout from the settings, no overall
 /// timeout (each request sets its own), no redirects, no decompression.
 pub fn client(settings: &UpstreamSettings) -> awc::Client {
+    build_client(settings, true)
+}
+
+/// [`client`], or without `reuse` a client whose every connection serves one request: it is
+/// closed after its answer and never handed out again.
+fn build_client(settings: &UpstreamSettings, reuse: bool) -> awc::Client {
     install_crypto();
-    let connector = awc::Connector::new()
+    let mut connector = awc::Connector::new()
         .connector(tcp_connector())
         .timeout(secs(settings.connect_timeout).unwrap_or(Duration::from_secs(5)))
         .limit(0);
+    if !reuse {
+        connector = connector.conn_lifetime(Duration::ZERO).conn_keep_alive(Duration::ZERO);
+    }
     awc::Client::builder()
         .connector(connector)
         .disable_timeout()
         .disable_redirects()
         .max_http_version(awc::http::Version::HTTP_11)
         .finish()
+}
+
+/// This worker's client for requests sent again after a connection broke ([`send_again_if_closed`]):
+/// its connections are never reused, so the request goes out on a new one. Made at the first
+/// such request (building a client builds its TLS settings), and again when the connect
+/// timeout changes.
+fn fresh_client(settings: &UpstreamSettings) -> awc::Client {
+    thread_local! {
+        static FRESH: std::cell::RefCell<Option<(u64, awc::Client)>> = const { std::cell::RefCell::new(None) };
+    }
+    let timeout = settings.connect_timeout.to_bits();
+    FRESH.with_borrow_mut(|fresh| match fresh {
+        Some((made_for, client)) if *made_for == timeout => client.clone(),
+        _ => {
+            let client = build_client(settings, false);
+            *fresh = Some((timeout, client.clone()));
+            client
+        }
+    })
 }
 
 /// The upstream TCP connector: awc's own, with Nagle's algorithm switched off on every
@@ -165,7 +193,8 @@ pub async fn send(
 /// before reusing it, but not after: such a request fails although the instance is fine.
 /// Like Go's HTTP client, the gateway sends it again on a connection of its own. Nothing was
 /// answered, and an instance that closes a connection cancels what ran on it, so the request
-/// does not run twice at once.
+/// does not run twice at once. An instance that closes every connection at once (a container's
+/// published port with nothing behind it) fails both tries, as before, with one more connect.
 pub(crate) async fn send_again_if_closed<F, Fut>(
     client: &awc::Client,
     settings: &UpstreamSettings,
@@ -178,8 +207,7 @@ where
     match send(client).await {
         Err(err) if connection_broke(&err) => {
             tracing::debug!(%err, "the connection to the instance broke before an answer; sending again on a new one");
-            // A client of its own has no idle connection to hand out.
-            send(&self::client(settings)).await
+            send(&fresh_client(settings)).await
         }
         other => other,
     }

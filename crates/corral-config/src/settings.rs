@@ -701,7 +701,10 @@ impl OllamaSettings {
             max_loaded: None,
             extra: BTreeMap::new(),
         };
-        self.api_configs.get(idx.to_string().as_str()).unwrap_or(&DEFAULT)
+        // The key is the index in decimal, written on the stack: a request asks several times.
+        self.api_configs
+            .get(itoa::Buffer::new().format(idx))
+            .unwrap_or(&DEFAULT)
     }
 }
 

@@ -78,7 +78,8 @@ pub struct ModelRule {
 
 #[derive(Debug, Clone)]
 struct KeyEntry {
-    id: String,
+    /// Shared with every caller that presents the key (a request copies it several times).
+    id: Arc<str>,
     user_id: String,
     expires_at: Option<i64>,
 }
@@ -140,7 +141,7 @@ impl Directory {
             .into_iter()
             .map(|k| {
                 let entry = KeyEntry {
-                    id: k.key.id,
+                    id: Arc::from(k.key.id),
                     user_id: k.key.user_id,
                     expires_at: k.key.expires_at,
                 };
@@ -401,7 +402,7 @@ pub struct Caller {
     /// The directory the caller was checked against.
     pub directory: Arc<Directory>,
     /// The API key's id, when the credential was an API key.
-    pub key_id: Option<String>,
+    pub key_id: Option<Arc<str>>,
 }
 
 /// The caller of an admin route.
@@ -580,7 +581,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
     }
     let settings = shared.settings();
     let now = unix_now();
-    let (user_id, session, key_id) = match presented(req)? {
+    let (user, session, key_id) = match presented(req)? {
         Presented::Missing | Presented::Malformed => return Err(unauthorized(messages::NOT_AUTHENTICATED)),
         Presented::ApiKey { key, .. } => {
             if !settings.auth.enable_api_keys {
@@ -593,7 +594,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
                 .filter(|k| k.expires_at.is_none_or(|at| at > now))
                 .ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
             auth.note_key_use(&entry.id, now);
-            (entry.user_id.clone(), None, Some(entry.id.clone()))
+            (directory.user(&entry.user_id), None, Some(entry.id.clone()))
         }
         Presented::Jwt { token, .. } => {
             let claims = corral_auth::verify_token(&auth.secret(), &token, chrono::Utc::now())
@@ -601,13 +602,10 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
             if directory.revoked.contains(&claims.jti) {
                 return Err(unauthorized(messages::TOKEN_REVOKED));
             }
-            (claims.id, Some((claims.jti, claims.exp)), None)
+            (directory.user(&claims.id), Some((claims.jti, claims.exp)), None)
         }
     };
-    let user = directory
-        .user(&user_id)
-        .cloned()
-        .ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
+    let user = user.cloned().ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
     Ok(Caller {
         user: Some(user),
         session,

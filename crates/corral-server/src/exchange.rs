@@ -132,7 +132,7 @@ pub struct Finished {
     /// The user, when authentication is on.
     pub user_id: Option<String>,
     /// The API key's id, when the credential was an API key (never the key).
-    pub key_id: Option<String>,
+    pub key_id: Option<Arc<str>>,
     /// The user's groups.
     pub groups: Vec<String>,
     /// The model as the client named it.
@@ -202,9 +202,8 @@ impl Exchanges {
             return Exchange { record: None };
         }
         let arrived = req.extensions().get::<Arrived>().map_or_else(Instant::now, |a| a.0);
-        let caller = req.extensions().get::<crate::auth::Identified>().map(|i| i.0.clone());
-        let (user_id, key_id, groups) = match caller {
-            Some(caller) => (
+        let (user_id, key_id, groups) = match req.extensions().get::<crate::auth::Identified>() {
+            Some(crate::auth::Identified(caller)) => (
                 caller.user.as_ref().map(|u| u.id.clone()),
                 caller.key_id.clone(),
                 caller.user.as_ref().map(|u| u.groups.clone()).unwrap_or_default(),

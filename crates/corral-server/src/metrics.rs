@@ -615,7 +615,7 @@ impl crate::exchange::Observer for Metrics {
             if let Some(key) = f.key_id.as_ref().filter(|_| self.per_key) {
                 self.key_tokens
                     .get_or_create(&OwnerTokenLabels {
-                        owner: key.clone(),
+                        owner: key.to_string(),
                         model: model_name.to_owned(),
                         r#type: kind,
                     })

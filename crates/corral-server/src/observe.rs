@@ -38,7 +38,7 @@ pub struct Note {
     /// The user's id.
     pub user_id: Option<String>,
     /// The API key's id.
-    pub key_id: Option<String>,
+    pub key_id: Option<std::sync::Arc<str>>,
     /// The model the client asked for.
     pub model: Option<String>,
     /// The model the instance ran.

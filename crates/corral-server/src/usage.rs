@@ -204,7 +204,7 @@ impl crate::exchange::Observer for UsageBuffer {
             id: uuid::Uuid::now_v7().to_string(),
             at_ms: f.at_ms,
             user_id: f.user_id.clone(),
-            key_id: f.key_id.clone(),
+            key_id: f.key_id.as_deref().map(str::to_owned),
             groups: f.groups.clone(),
             model_asked: f.model_asked.clone(),
             model_run: f.model_run.clone(),

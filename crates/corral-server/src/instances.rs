@@ -269,13 +269,20 @@ impl Instance {
             .answered
             .retain(|_, t| now.saturating_duration_since(*t) < LOADED_FOR);
         let warm = inner.answered.contains_key(model) || (listed_loaded && !inner.served.contains_key(model));
-        let count = inner.per_model.entry(model.to_owned()).or_default();
-        *count += 1;
-        let concurrency = *count;
+        let concurrency = match inner.per_model.get_mut(model) {
+            Some(count) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                inner.per_model.insert(model.to_owned(), 1);
+                1
+            }
+        };
         inner
             .served
             .retain(|_, t| now.saturating_duration_since(*t) < LOADED_FOR);
-        inner.served.insert(model.to_owned(), now);
+        set(&mut inner.served, model, now);
         if let Some(max) = max_loaded.filter(|m| *m > 0) {
             while inner.served.len() > max {
                 let busy: Vec<String> = inner
@@ -379,8 +386,8 @@ impl Instance {
             inner.served.remove(model);
             inner.answered.remove(model);
         } else {
-            inner.served.insert(model.to_owned(), now);
-            inner.answered.insert(model.to_owned(), now);
+            set(&mut inner.served, model, now);
+            set(&mut inner.answered, model, now);
         }
     }
 
@@ -405,6 +412,17 @@ impl Instance {
             HealthState::Healthy => "healthy",
             HealthState::Ejected { .. } => "ejected",
             HealthState::HalfOpen { .. } => "half_open",
+        }
+    }
+}
+
+/// `map[model] = value`, copying the name only for a model not there yet (a request nearly
+/// always finds its model there).
+fn set<V>(map: &mut HashMap<String, V>, model: &str, value: V) {
+    match map.get_mut(model) {
+        Some(slot) => *slot = value,
+        None => {
+            map.insert(model.to_owned(), value);
         }
     }
 }

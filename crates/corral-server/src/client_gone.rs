@@ -11,13 +11,14 @@
 //! upstream connection) the instance's generation.
 //!
 //! No system call, descriptor or timer per request or connection: the watch is a flag and a
-//! waker, set by reads actix makes anyway.
+//! waker, set by reads actix makes anyway (a timer starts only once a client has left).
 
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use actix_web::dev::Extensions;
 
@@ -58,26 +59,45 @@ pub fn on_connect(hangup: &Rc<Hangup>, ext: &mut Extensions) {
     ext.insert(ClientSocket(hangup.clone()));
 }
 
+/// How long a request runs on after its client's side of the connection ended: a client that
+/// closed only its sending side (some scripts and probes do) still gets an answer ready by
+/// then, as it did when the socket was looked at every 100 ms.
+const GRACE: Duration = Duration::from_millis(100);
+
 impl ClientSocket {
-    /// Resolves once the client has closed its side of the connection (or it broke). Bytes
-    /// the client sent say nothing about that, and are left to actix.
+    /// Resolves [`GRACE`] after the client has closed its side of the connection (or it broke).
+    /// Bytes the client sent say nothing about that, and are left to actix.
     pub fn gone(&self) -> Gone<'_> {
-        Gone(&self.0)
+        Gone {
+            hangup: &self.0,
+            grace: None,
+        }
     }
 }
 
 /// The future of [`ClientSocket::gone`].
-pub struct Gone<'a>(&'a Hangup);
+pub struct Gone<'a> {
+    hangup: &'a Hangup,
+    /// Started when the hang-up is seen.
+    grace: Option<Pin<Box<tokio::time::Sleep>>>,
+}
 
 impl Future for Gone<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0.left.get() {
-            return Poll::Ready(());
+        let this = self.get_mut();
+        if this.grace.is_none() {
+            if !this.hangup.left.get() {
+                this.hangup.watcher.set(Some(cx.waker().clone()));
+                return Poll::Pending;
+            }
+            this.grace = Some(Box::pin(tokio::time::sleep(GRACE)));
         }
-        self.0.watcher.set(Some(cx.waker().clone()));
-        Poll::Pending
+        match &mut this.grace {
+            Some(grace) => grace.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
     }
 }
 

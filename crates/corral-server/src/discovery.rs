@@ -60,8 +60,11 @@ pub async fn fetch_json(client: &awc::Client, settings: &Settings, idx: usize, p
     }
     let timeout = secs(settings.upstream.discovery_timeout).unwrap_or(Duration::from_secs(3));
     let url = format!("{base}{path}");
-    let request = |client: &awc::Client| {
+    let request = |client: &awc::Client, fresh: bool| {
         let mut req = client.get(url.as_str()).timeout(timeout);
+        if fresh {
+            req = req.force_close();
+        }
         if let Some(key) = conn.bearer() {
             req = req.insert_header(("Authorization", format!("Bearer {key}")));
         }

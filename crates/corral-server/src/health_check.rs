@@ -74,8 +74,11 @@ async fn answers(client: &awc::Client, settings: &Settings, idx: usize) -> bool 
     let timeout = secs(settings.upstream.discovery_timeout).unwrap_or(Duration::from_secs(3));
     let url = format!("{}/api/version", base.trim_end_matches('/'));
     let key = settings.ollama.connection(idx).bearer();
-    let request = |client: &awc::Client| {
+    let request = |client: &awc::Client, fresh: bool| {
         let mut req = client.get(url.as_str()).timeout(timeout);
+        if fresh {
+            req = req.force_close();
+        }
         if let Some(key) = &key {
             req = req.insert_header(("Authorization", format!("Bearer {key}")));
         }

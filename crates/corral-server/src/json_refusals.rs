@@ -102,7 +102,7 @@ impl AsyncRead for JsonRefusals {
         match &read {
             // A read with room that gets nothing is the end of the client's side.
             Poll::Ready(Ok(())) if room > 0 && buf.filled().len() == before => self.hangup.left(),
-            Poll::Ready(Err(_)) => self.hangup.left(),
+            Poll::Ready(Err(e)) if e.kind() != io::ErrorKind::Interrupted => self.hangup.left(),
             _ => {}
         }
         read

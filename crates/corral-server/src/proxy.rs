@@ -64,8 +64,7 @@ pub fn client(settings: &UpstreamSettings) -> awc::Client {
     build_client(settings, true)
 }
 
-/// [`client`], or without `reuse` a client whose every connection serves one request: it is
-/// closed after its answer and never handed out again.
+/// [`client`], or without `reuse` a client that never hands out a connection it has used.
 fn build_client(settings: &UpstreamSettings, reuse: bool) -> awc::Client {
     install_crypto();
     let mut connector = awc::Connector::new()
@@ -84,7 +83,8 @@ fn build_client(settings: &UpstreamSettings, reuse: bool) -> awc::Client {
 }
 
 /// This worker's client for requests sent again after a connection broke ([`send_again_if_closed`]):
-/// its connections are never reused, so the request goes out on a new one. Made at the first
+/// its connections are never handed out twice, so the request goes out on a new one (and the
+/// request closes it after its answer: `force_close`). Made at the first
 /// such request (building a client builds its TLS settings), and again when the connect
 /// timeout changes.
 fn fresh_client(settings: &UpstreamSettings) -> awc::Client {
@@ -155,8 +155,11 @@ pub async fn send(
     let patient = out.patient || matches!(out.body, Body::Stream(_));
     let first_byte = secs(settings.first_byte_timeout).filter(|_| !patient);
     let json_body = matches!(out.body, Body::Bytes(_)) && !out.client_headers.contains_key(header::CONTENT_TYPE);
-    let request = |client: &awc::Client| {
+    let request = |client: &awc::Client, fresh: bool| {
         let mut req = client.request(out.method.clone(), url.as_str());
+        if fresh {
+            req = req.force_close();
+        }
         for name in &FORWARDED_HEADERS {
             if let Some(value) = out.client_headers.get(name) {
                 req = req.insert_header((name.clone(), value.clone()));
@@ -177,41 +180,56 @@ pub async fn send(
         req
     };
     let sent = match out.body {
-        Body::Empty => send_again_if_closed(client, settings, |c| request(c).send()).await,
-        Body::Bytes(bytes) => send_again_if_closed(client, settings, |c| request(c).send_body(bytes.clone())).await,
-        Body::Stream(payload) => request(client).send_stream(payload).await,
+        Body::Stream(payload) => request(client, false).send_stream(payload).await,
+        // A long job (a pull, push or create that does not stream) is never sent twice.
+        Body::Empty if patient => request(client, false).send().await,
+        Body::Bytes(bytes) if patient => request(client, false).send_body(bytes).await,
+        Body::Empty => send_again_if_closed(client, settings, |c, fresh| request(c, fresh).send()).await,
+        Body::Bytes(bytes) => {
+            send_again_if_closed(client, settings, |c, fresh| request(c, fresh).send_body(bytes.clone())).await
+        }
     };
     sent.map_err(|err| send_error(target, err, settings.first_byte_timeout))
 }
 
-/// Sends the request `send` makes on `client`, and once more on a new connection when the
-/// connection broke before any answer.
+/// Sends the request `send` makes on `client` (`send(client, false)`), and once more on a new
+/// connection (`send(fresh, true)`: the request should be made to close its connection after
+/// the answer) when the connection broke at once, before any answer.
 ///
 /// An instance (or a proxy in front of it) closes a kept-alive connection after its idle
 /// timeout (5 s for the simulator, Node and uvicorn); when that happens just as the gateway
 /// reuses the connection, the request meets a closed socket. The pool checks a connection
 /// before reusing it, but not after: such a request fails although the instance is fine.
-/// Like Go's HTTP client, the gateway sends it again on a connection of its own. Nothing was
-/// answered, and an instance that closes a connection cancels what ran on it, so the request
-/// does not run twice at once. An instance that closes every connection at once (a container's
-/// published port with nothing behind it) fails both tries, as before, with one more connect.
+/// The gateway sends it again on a connection of its own, as Go's client does for a request
+/// that met a connection the server had closed: only when the break came within
+/// [`RESEND_WITHIN`] of sending, so a request the instance had been working on (then lost its
+/// connection, crashed or restarted) is not run again; that one fails over as before. An
+/// instance that closes every connection at once (a container's published port with nothing
+/// behind it) fails both tries, with one more connect. The second try has the same deadline
+/// as the first, so an answer may take up to [`RESEND_WITHIN`] more.
 pub(crate) async fn send_again_if_closed<F, Fut>(
     client: &awc::Client,
     settings: &UpstreamSettings,
     send: F,
 ) -> Result<awc::ClientResponse, SendRequestError>
 where
-    F: Fn(&awc::Client) -> Fut,
+    F: Fn(&awc::Client, bool) -> Fut,
     Fut: std::future::Future<Output = Result<awc::ClientResponse, SendRequestError>>,
 {
-    match send(client).await {
-        Err(err) if connection_broke(&err) => {
+    let sent = std::time::Instant::now();
+    match send(client, false).await {
+        Err(err) if connection_broke(&err) && sent.elapsed() < RESEND_WITHIN => {
             tracing::debug!(%err, "the connection to the instance broke before an answer; sending again on a new one");
-            send(&fresh_client(settings)).await
+            send(&fresh_client(settings), true).await
         }
         other => other,
     }
 }
+
+/// How soon after sending a broken connection counts as one the instance had already closed
+/// (a write into it fails, or the close arrives, within a round trip), rather than a request it
+/// had taken up.
+pub(crate) const RESEND_WITHIN: Duration = Duration::from_secs(1);
 
 /// Whether `err` says the connection closed or broke after it was made and before the
 /// response head: nothing came back. A connection that could not be made, a timeout or a

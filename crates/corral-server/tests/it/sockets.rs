@@ -106,14 +106,32 @@ async fn the_gateway_switches_off_nagle_on_client_and_upstream_sockets() {
     gw.stop().await;
 }
 
-/// An Ollama-shaped instance holding `m:latest` that answers one request per connection, though
-/// it says keep-alive: it reads the connection's next request and closes the connection without
-/// answering, as a server closes an idle connection at the moment a client reuses it (the
-/// simulator's, Node's and uvicorn's idle timeout is 5 s). Returns its URL and how many requests
-/// it dropped that way.
-fn one_request_per_connection() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+/// The paths of the requests a [`flaky_instance`] dropped.
+#[derive(Clone, Default)]
+struct Dropped(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Dropped {
+    fn count(&self, path: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|p| *p == path).count()
+    }
+}
+
+/// Which requests a [`flaky_instance`] reads and then drops, closing the connection unanswered.
+#[derive(Clone, Copy)]
+enum Drops {
+    /// Every request but the first on a connection, at once: one request per connection,
+    /// though the instance says keep-alive, as a server closes an idle connection at the
+    /// moment a client reuses it (the simulator's, Node's and uvicorn's idle timeout is 5 s).
+    Reused,
+    /// The `n`th request (from 1) to `path`, after `hold`: an instance that took the request
+    /// up and then lost the connection.
+    Nth(&'static str, usize, std::time::Duration),
+}
+
+/// An Ollama-shaped instance holding `m:latest` that answers every request at once, but those
+/// `drops` names. Returns its URL and the paths of the requests it dropped.
+fn flaky_instance(drops: Drops) -> (String, Dropped) {
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Reads one request (head and a `Content-Length` body); its path, or none at the end.
     fn read_request(reader: &mut BufReader<std::net::TcpStream>) -> Option<String> {
@@ -143,37 +161,59 @@ fn one_request_per_connection() -> (String, std::sync::Arc<std::sync::atomic::At
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let dropped = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = dropped.clone();
+    let dropped = Dropped::default();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, usize>::new()));
+    let record = dropped.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            let counter = counter.clone();
+            let (record, seen) = (record.clone(), seen.clone());
             std::thread::spawn(move || {
                 let mut writer = conn.try_clone().unwrap();
                 let mut reader = BufReader::new(conn);
-                let Some(path) = read_request(&mut reader) else { return };
-                let body = match path.as_str() {
-                    "/api/tags" => r#"{"models":[{"name":"m:latest","model":"m:latest","modified_at":"2026-01-01T00:00:00Z","size":1,"digest":"d","details":{"format":"gguf","family":"llama"}}]}"#.to_owned(),
-                    "/api/ps" => r#"{"models":[]}"#.to_owned(),
-                    "/api/version" => r#"{"version":"0.12.0"}"#.to_owned(),
-                    _ => r#"{"model":"m:latest","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":"hi"},"done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":1}"#.to_owned(),
-                };
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                );
-                if writer
-                    .write_all(head.as_bytes())
-                    .and_then(|()| writer.write_all(body.as_bytes()))
-                    .is_err()
-                {
-                    return;
+                let mut on_this_connection = 0;
+                while let Some(path) = read_request(&mut reader) {
+                    on_this_connection += 1;
+                    let nth = {
+                        let mut seen = seen.lock().unwrap();
+                        let n = seen.entry(path.clone()).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    let hold = match drops {
+                        Drops::Reused if on_this_connection > 1 => Some(std::time::Duration::ZERO),
+                        Drops::Nth(p, n, hold) if p == path && n == nth => Some(hold),
+                        _ => None,
+                    };
+                    if let Some(hold) = hold {
+                        record.0.lock().unwrap().push(path);
+                        std::thread::sleep(hold);
+                        // Dropping both halves closes the connection, the request unanswered.
+                        return;
+                    }
+                    let body = match path.as_str() {
+                        "/api/tags" => {
+                            r#"{"models":[{"name":"m:latest","model":"m:latest","modified_at":"2026-01-01T00:00:00Z","size":1,"digest":"d","details":{"format":"gguf","family":"llama"}}]}"#
+                        }
+                        "/api/ps" => r#"{"models":[]}"#,
+                        "/api/version" => r#"{"version":"0.12.0"}"#,
+                        "/api/pull" => r#"{"status":"success"}"#,
+                        _ => {
+                            r#"{"model":"m:latest","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":"hi"},"done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":1}"#
+                        }
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if writer
+                        .write_all(head.as_bytes())
+                        .and_then(|()| writer.write_all(body.as_bytes()))
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
-                if read_request(&mut reader).is_some() {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                }
-                // Dropping both halves closes the connection, the request unanswered.
             });
         }
     });
@@ -182,9 +222,7 @@ fn one_request_per_connection() -> (String, std::sync::Arc<std::sync::atomic::At
 
 #[actix_web::test]
 async fn a_request_on_a_connection_the_instance_closed_is_sent_again_on_a_new_one() {
-    use std::sync::atomic::Ordering;
-
-    let (url, dropped) = one_request_per_connection();
+    let (url, dropped) = flaky_instance(Drops::Reused);
     let mut settings = crate::support::settings_for(&[&url]);
     // Only the requests below reach the instance, one at a time.
     settings.balance.health_interval = 0.0;
@@ -209,9 +247,9 @@ async fn a_request_on_a_connection_the_instance_closed_is_sent_again_on_a_new_on
     // The gateway did reuse connections (so the case was met: every other request here, since a
     // request sent again leaves the pool empty), and never failed a request for it.
     assert!(
-        dropped.load(Ordering::SeqCst) >= 2,
-        "the instance dropped {} requests on reused connections",
-        dropped.load(Ordering::SeqCst)
+        dropped.count("/api/chat") >= 2,
+        "the instance dropped {} chats on reused connections",
+        dropped.count("/api/chat")
     );
     let status: serde_json::Value = client
         .get(gw.at("/ollama/status"))
@@ -254,5 +292,75 @@ async fn each_client_connection_costs_the_gateway_one_descriptor() {
         "client connections held by more than one descriptor: {per_connection:?}"
     );
     drop(clients);
+    gw.stop().await;
+}
+
+/// A request to `path` through `gw`: its status and body.
+async fn chat_through(gw: &Gateway, path: &str, body: serde_json::Value) -> (actix_web::http::StatusCode, String) {
+    let mut resp = client().post(gw.at(path)).send_json(&body).await.unwrap();
+    let text = crate::support::body_of(&mut resp).await;
+    (resp.status(), String::from_utf8_lossy(&text).into_owned())
+}
+
+#[actix_web::test]
+async fn a_request_the_instance_took_up_before_its_connection_broke_is_not_sent_again() {
+    // The instance holds the second chat for longer than a closed connection takes to show,
+    // then drops it: that request may have run, so it fails (and
+    // fails over where there is another holder) instead of running again here.
+    let (url, dropped) = flaky_instance(Drops::Nth("/api/chat", 2, std::time::Duration::from_millis(1500)));
+    let mut settings = crate::support::settings_for(&[&url]);
+    settings.balance.health_interval = 0.0;
+    let gw = Gateway::start(settings).await;
+    let chat = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    let (first, body) = chat_through(&gw, "/api/chat", chat.clone()).await;
+    assert_eq!(first, actix_web::http::StatusCode::OK, "{body}");
+    let (second, body) = chat_through(&gw, "/api/chat", chat).await;
+    assert_eq!(second, actix_web::http::StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(dropped.count("/api/chat"), 1, "the chat was sent again");
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_long_job_is_never_sent_twice() {
+    // A pull that does not stream answers only when it is done; one that met a closed
+    // connection is not sent again, even at once.
+    let (url, dropped) = flaky_instance(Drops::Nth("/api/pull", 2, std::time::Duration::ZERO));
+    let mut settings = crate::support::settings_for(&[&url]);
+    settings.balance.health_interval = 0.0;
+    let gw = Gateway::start(settings).await;
+    let pull = serde_json::json!({"model": "m", "stream": false});
+    let (first, body) = chat_through(&gw, "/api/pull", pull.clone()).await;
+    assert_eq!(first, actix_web::http::StatusCode::OK, "{body}");
+    let (second, body) = chat_through(&gw, "/api/pull", pull).await;
+    assert_eq!(second, actix_web::http::StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(dropped.count("/api/pull"), 1, "the pull was sent again");
+    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_client_that_closes_only_its_sending_side_still_gets_a_quick_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let upstream = sim().await;
+    let gw = Gateway::in_front_of(&upstream.url()).await;
+    let body = chat_body("llama3.2", 2, false).to_string();
+    let mut conn = tokio::net::TcpStream::connect(gw.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request = format!(
+        "POST /api/chat HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    // As `nc -N` and some probes do: the request is sent, and the sending side shut.
+    conn.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), conn.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"done\":true"), "{answer}");
     gw.stop().await;
 }

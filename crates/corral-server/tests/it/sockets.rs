@@ -302,39 +302,37 @@ async fn chat_through(gw: &Gateway, path: &str, body: serde_json::Value) -> (act
     (resp.status(), String::from_utf8_lossy(&text).into_owned())
 }
 
-#[actix_web::test]
-async fn a_request_the_instance_took_up_before_its_connection_broke_is_not_sent_again() {
-    // The instance holds the second chat for longer than a closed connection takes to show,
-    // then drops it: that request may have run, so it fails (and
-    // fails over where there is another holder) instead of running again here.
-    let (url, dropped) = flaky_instance(Drops::Nth("/api/chat", 2, std::time::Duration::from_millis(1500)));
+/// Sends `body` to `path` twice through a gateway in front of a [`flaky_instance`] that drops
+/// the second after `hold`: the first is answered, the second fails with 502 and reached the
+/// instance once (it was not sent again).
+async fn second_fails_without_a_resend(path: &'static str, body: serde_json::Value, hold: std::time::Duration) {
+    let (url, dropped) = flaky_instance(Drops::Nth(path, 2, hold));
     let mut settings = crate::support::settings_for(&[&url]);
     settings.balance.health_interval = 0.0;
     let gw = Gateway::start(settings).await;
-    let chat = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false});
-    let (first, body) = chat_through(&gw, "/api/chat", chat.clone()).await;
-    assert_eq!(first, actix_web::http::StatusCode::OK, "{body}");
-    let (second, body) = chat_through(&gw, "/api/chat", chat).await;
-    assert_eq!(second, actix_web::http::StatusCode::BAD_GATEWAY, "{body}");
-    assert_eq!(dropped.count("/api/chat"), 1, "the chat was sent again");
+    let (first, text) = chat_through(&gw, path, body.clone()).await;
+    assert_eq!(first, actix_web::http::StatusCode::OK, "{text}");
+    let (second, text) = chat_through(&gw, path, body).await;
+    assert_eq!(second, actix_web::http::StatusCode::BAD_GATEWAY, "{text}");
+    assert_eq!(dropped.count(path), 1, "{path} was sent again");
     gw.stop().await;
+}
+
+#[actix_web::test]
+async fn a_request_the_instance_took_up_before_its_connection_broke_is_not_sent_again() {
+    // The instance holds the second chat for longer than a closed connection takes to show,
+    // then drops it: that request may have run, so it fails (and fails over where there is
+    // another holder) instead of running again here.
+    let chat = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    second_fails_without_a_resend("/api/chat", chat, std::time::Duration::from_millis(1500)).await;
 }
 
 #[actix_web::test]
 async fn a_long_job_is_never_sent_twice() {
     // A pull that does not stream answers only when it is done; one that met a closed
     // connection is not sent again, even at once.
-    let (url, dropped) = flaky_instance(Drops::Nth("/api/pull", 2, std::time::Duration::ZERO));
-    let mut settings = crate::support::settings_for(&[&url]);
-    settings.balance.health_interval = 0.0;
-    let gw = Gateway::start(settings).await;
     let pull = serde_json::json!({"model": "m", "stream": false});
-    let (first, body) = chat_through(&gw, "/api/pull", pull.clone()).await;
-    assert_eq!(first, actix_web::http::StatusCode::OK, "{body}");
-    let (second, body) = chat_through(&gw, "/api/pull", pull).await;
-    assert_eq!(second, actix_web::http::StatusCode::BAD_GATEWAY, "{body}");
-    assert_eq!(dropped.count("/api/pull"), 1, "the pull was sent again");
-    gw.stop().await;
+    second_fails_without_a_resend("/api/pull", pull, std::time::Duration::ZERO).await;
 }
 
 #[actix_web::test]

@@ -14,10 +14,8 @@
 //! waker, set by reads actix makes anyway (a timer starts only once a client has left).
 
 use std::cell::Cell;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use actix_web::dev::Extensions;
@@ -67,37 +65,16 @@ const GRACE: Duration = Duration::from_millis(100);
 impl ClientSocket {
     /// Resolves [`GRACE`] after the client has closed its side of the connection (or it broke).
     /// Bytes the client sent say nothing about that, and are left to actix.
-    pub fn gone(&self) -> Gone<'_> {
-        Gone {
-            hangup: &self.0,
-            grace: None,
-        }
-    }
-}
-
-/// The future of [`ClientSocket::gone`].
-pub struct Gone<'a> {
-    hangup: &'a Hangup,
-    /// Started when the hang-up is seen.
-    grace: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Future for Gone<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        if this.grace.is_none() {
-            if !this.hangup.left.get() {
-                this.hangup.watcher.set(Some(cx.waker().clone()));
-                return Poll::Pending;
+    pub async fn gone(&self) {
+        std::future::poll_fn(|cx| {
+            if self.0.left.get() {
+                return Poll::Ready(());
             }
-            this.grace = Some(Box::pin(tokio::time::sleep(GRACE)));
-        }
-        match &mut this.grace {
-            Some(grace) => grace.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
+            self.0.watcher.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await;
+        tokio::time::sleep(GRACE).await;
     }
 }
 

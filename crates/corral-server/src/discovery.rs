@@ -60,18 +60,15 @@ pub async fn fetch_json(client: &awc::Client, settings: &Settings, idx: usize, p
     }
     let timeout = secs(settings.upstream.discovery_timeout).unwrap_or(Duration::from_secs(3));
     let url = format!("{base}{path}");
-    let request = |client: &awc::Client, fresh: bool| {
+    let request = |client: &awc::Client| {
         let mut req = client.get(url.as_str()).timeout(timeout);
-        if fresh {
-            req = req.force_close();
-        }
         if let Some(key) = conn.bearer() {
             req = req.insert_header(("Authorization", format!("Bearer {key}")));
         }
-        req.send()
+        req
     };
     let work = async {
-        let mut resp = proxy::send_again_if_closed(client, &settings.upstream, request)
+        let mut resp = proxy::send_again_if_closed(client, &settings.upstream, request, None)
             .await
             .map_err(|e| e.to_string())?;
         let status = resp.status();

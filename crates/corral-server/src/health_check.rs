@@ -74,17 +74,14 @@ async fn answers(client: &awc::Client, settings: &Settings, idx: usize) -> bool 
     let timeout = secs(settings.upstream.discovery_timeout).unwrap_or(Duration::from_secs(3));
     let url = format!("{}/api/version", base.trim_end_matches('/'));
     let key = settings.ollama.connection(idx).bearer();
-    let request = |client: &awc::Client, fresh: bool| {
+    let request = |client: &awc::Client| {
         let mut req = client.get(url.as_str()).timeout(timeout);
-        if fresh {
-            req = req.force_close();
-        }
         if let Some(key) = &key {
             req = req.insert_header(("Authorization", format!("Bearer {key}")));
         }
-        req.send()
+        req
     };
-    let sent = proxy::send_again_if_closed(client, &settings.upstream, request);
+    let sent = proxy::send_again_if_closed(client, &settings.upstream, request, None);
     match tokio::time::timeout(timeout, sent).await {
         Ok(Ok(mut resp)) => resp.status().is_success() && proxy::read_all(&mut resp, 64 * 1024).await.is_ok(),
         _ => false,

@@ -61,19 +61,11 @@ pub struct Outgoing<'a> {
 /// Builds this worker's upstream client: connect timeout from the settings, no overall
 /// timeout (each request sets its own), no redirects, no decompression.
 pub fn client(settings: &UpstreamSettings) -> awc::Client {
-    build_client(settings, true)
-}
-
-/// [`client`], or without `reuse` a client that never hands out a connection it has used.
-fn build_client(settings: &UpstreamSettings, reuse: bool) -> awc::Client {
     install_crypto();
-    let mut connector = awc::Connector::new()
+    let connector = awc::Connector::new()
         .connector(tcp_connector())
         .timeout(secs(settings.connect_timeout).unwrap_or(Duration::from_secs(5)))
         .limit(0);
-    if !reuse {
-        connector = connector.conn_lifetime(Duration::ZERO).conn_keep_alive(Duration::ZERO);
-    }
     awc::Client::builder()
         .connector(connector)
         .disable_timeout()
@@ -83,10 +75,9 @@ fn build_client(settings: &UpstreamSettings, reuse: bool) -> awc::Client {
 }
 
 /// This worker's client for requests sent again after a connection broke ([`send_again_if_closed`]):
-/// its connections are never handed out twice, so the request goes out on a new one (and the
-/// request closes it after its answer: `force_close`). Made at the first
-/// such request (building a client builds its TLS settings), and again when the connect
-/// timeout changes.
+/// every request it sends closes its connection after the answer (`force_close`), so its pool
+/// holds none and each goes out on a new one. Made at the first such request (building a
+/// client builds its TLS settings), and again when the connect timeout changes.
 fn fresh_client(settings: &UpstreamSettings) -> awc::Client {
     thread_local! {
         static FRESH: std::cell::RefCell<Option<(u64, awc::Client)>> = const { std::cell::RefCell::new(None) };
@@ -95,7 +86,7 @@ fn fresh_client(settings: &UpstreamSettings) -> awc::Client {
     FRESH.with_borrow_mut(|fresh| match fresh {
         Some((made_for, client)) if *made_for == timeout => client.clone(),
         _ => {
-            let client = build_client(settings, false);
+            let client = client(settings);
             *fresh = Some((timeout, client.clone()));
             client
         }
@@ -155,11 +146,8 @@ pub async fn send(
     let patient = out.patient || matches!(out.body, Body::Stream(_));
     let first_byte = secs(settings.first_byte_timeout).filter(|_| !patient);
     let json_body = matches!(out.body, Body::Bytes(_)) && !out.client_headers.contains_key(header::CONTENT_TYPE);
-    let request = |client: &awc::Client, fresh: bool| {
+    let request = |client: &awc::Client| {
         let mut req = client.request(out.method.clone(), url.as_str());
-        if fresh {
-            req = req.force_close();
-        }
         for name in &FORWARDED_HEADERS {
             if let Some(value) = out.client_headers.get(name) {
                 req = req.insert_header((name.clone(), value.clone()));
@@ -180,21 +168,18 @@ pub async fn send(
         req
     };
     let sent = match out.body {
-        Body::Stream(payload) => request(client, false).send_stream(payload).await,
+        Body::Stream(payload) => request(client).send_stream(payload).await,
         // A long job (a pull, push or create that does not stream) is never sent twice.
-        Body::Empty if patient => request(client, false).send().await,
-        Body::Bytes(bytes) if patient => request(client, false).send_body(bytes).await,
-        Body::Empty => send_again_if_closed(client, settings, |c, fresh| request(c, fresh).send()).await,
-        Body::Bytes(bytes) => {
-            send_again_if_closed(client, settings, |c, fresh| request(c, fresh).send_body(bytes.clone())).await
-        }
+        Body::Empty if patient => request(client).send().await,
+        Body::Bytes(bytes) if patient => request(client).send_body(bytes).await,
+        Body::Empty => send_again_if_closed(client, settings, request, None).await,
+        Body::Bytes(bytes) => send_again_if_closed(client, settings, request, Some(&bytes)).await,
     };
     sent.map_err(|err| send_error(target, err, settings.first_byte_timeout))
 }
 
-/// Sends the request `send` makes on `client` (`send(client, false)`), and once more on a new
-/// connection (`send(fresh, true)`: the request should be made to close its connection after
-/// the answer) when the connection broke at once, before any answer.
+/// Sends the request `request` makes on `client`, with `body` if any, and once more on a new
+/// connection when the connection broke at once, before any answer.
 ///
 /// An instance (or a proxy in front of it) closes a kept-alive connection after its idle
 /// timeout (5 s for the simulator, Node and uvicorn); when that happens just as the gateway
@@ -207,20 +192,21 @@ pub async fn send(
 /// instance that closes every connection at once (a container's published port with nothing
 /// behind it) fails both tries, with one more connect. The second try has the same deadline
 /// as the first, so an answer may take up to [`RESEND_WITHIN`] more.
-pub(crate) async fn send_again_if_closed<F, Fut>(
+pub(crate) async fn send_again_if_closed(
     client: &awc::Client,
     settings: &UpstreamSettings,
-    send: F,
-) -> Result<awc::ClientResponse, SendRequestError>
-where
-    F: Fn(&awc::Client, bool) -> Fut,
-    Fut: std::future::Future<Output = Result<awc::ClientResponse, SendRequestError>>,
-{
+    request: impl Fn(&awc::Client) -> awc::ClientRequest,
+    body: Option<&Bytes>,
+) -> Result<awc::ClientResponse, SendRequestError> {
+    let send = |req: awc::ClientRequest| match body {
+        Some(bytes) => req.send_body(bytes.clone()),
+        None => req.send(),
+    };
     let sent = std::time::Instant::now();
-    match send(client, false).await {
+    match send(request(client)).await {
         Err(err) if connection_broke(&err) && sent.elapsed() < RESEND_WITHIN => {
             tracing::debug!(%err, "the connection to the instance broke before an answer; sending again on a new one");
-            send(&fresh_client(settings), true).await
+            send(request(&fresh_client(settings)).force_close()).await
         }
         other => other,
     }

@@ -772,7 +772,7 @@ impl Counters {
     }
 
     /// A request admitted for `subjects` has finished.
-    pub fn release(&mut self, subjects: &[Subject]) {
+    pub fn release<'a>(&mut self, subjects: impl IntoIterator<Item = &'a Subject>) {
         for subject in subjects {
             self.bump(subject, Metric::InFlight, 0, -1);
         }

@@ -172,6 +172,8 @@ pub struct Finished {
     pub attempts: u32,
     /// How it ended.
     pub outcome: Outcome,
+    /// The limited subjects that admitted it, charged its tokens (none: no limit applied).
+    pub limited: Option<crate::limits::Limited>,
 }
 
 /// The observers of finished requests; read lock-free on every request.
@@ -253,6 +255,7 @@ impl Exchanges {
                     overhead: None,
                     attempts: 0,
                     outcome: Outcome::Failed,
+                    limited: None,
                 },
             })),
         }
@@ -309,6 +312,13 @@ impl Exchange {
             if r.finished.model_run != model {
                 model.clone_into(&mut r.finished.model_run);
             }
+        }
+    }
+
+    /// The request was admitted under these limits: its tokens are charged to them.
+    pub fn limited(&mut self, subjects: crate::limits::Limited) {
+        if let Some(r) = self.record.as_mut() {
+            r.finished.limited = Some(subjects);
         }
     }
 

@@ -120,27 +120,28 @@ pub struct Charger(pub std::sync::Weak<Shared>);
 impl crate::exchange::Observer for Charger {
     fn finished(&self, record: &crate::exchange::Finished) {
         let tokens = record.input_tokens.saturating_add(record.output_tokens);
+        // The subjects that admitted the request (none: it ran under no limit).
+        let Some(subjects) = record.limited.as_deref() else {
+            return;
+        };
         if tokens == 0 {
             return;
         }
         let Some(shared) = self.0.upgrade() else { return };
-        let directory = shared.auth.directory();
-        let subjects = subjects_of(
-            &directory,
-            record.key_id.as_deref(),
-            record.user_id.as_deref(),
-            &record.groups,
-        );
         shared
             .limiter
-            .charge(&subjects, &record.model_asked, &record.model_run, tokens);
+            .charge(subjects, &record.model_asked, &record.model_run, tokens);
     }
 }
+
+/// The limited subjects a request was admitted under, with their limits: shared by its permit
+/// and its exchange record, which charges them its tokens when it ends.
+pub type Limited = Arc<[(Subject, Arc<Limits>)]>;
 
 /// A request let in under its limits: counted in flight until dropped.
 pub struct Permit {
     shared: Arc<Shared>,
-    subjects: Vec<Subject>,
+    subjects: Limited,
     /// The headers to send with the answer (none when it is not in OpenAI's shape).
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -171,10 +172,17 @@ impl Announce {
     }
 }
 
+impl Permit {
+    /// The subjects it admitted the request under, for the exchange record to charge.
+    pub fn subjects(&self) -> Limited {
+        self.subjects.clone()
+    }
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Ok(mut counters) = self.shared.limiter.counters.lock() {
-            counters.release(&self.subjects);
+            counters.release(self.subjects.iter().map(|(subject, _)| subject));
         }
     }
 }
@@ -201,7 +209,7 @@ impl Limiter {
         match result {
             Ok(headroom) => Ok(Some(Permit {
                 shared: shared.clone(),
-                subjects: subjects.into_iter().map(|(s, _)| s).collect(),
+                subjects: subjects.into(),
                 headers: match announce {
                     Announce::Always => headers(&headroom),
                     Announce::OnRefusal => Vec::new(),

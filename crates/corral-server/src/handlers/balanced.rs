@@ -171,6 +171,9 @@ async fn attempt(
             _ => None,
         }
     };
+    if let Some(permit) = &permit {
+        exchange.limited(permit.subjects());
+    }
     let mut admitted = if light {
         None
     } else {

@@ -269,7 +269,11 @@ pub async fn forward(
                         .limiter
                         .admit(&shared.clone().into_inner(), caller, (model, run), announce)
                     {
-                        Ok(permit) => permit,
+                        Ok(Some(permit)) => {
+                            exchange.limited(permit.subjects());
+                            Some(permit)
+                        }
+                        Ok(None) => None,
                         Err(err) => {
                             exchange.status(actix_web::ResponseError::status_code(&err).as_u16());
                             exchange.failed();

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use corral_store::{Store, StoreError, UsageRecord};
+use corral_store::{Store, StoreError, UsageContext, UsageRecord};
 use serde::Serialize;
 
 use crate::state::Shared;
@@ -28,6 +28,10 @@ const BATCH: usize = 2000;
 
 /// How often records past the retention period are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Contexts kept for reuse (a context is who asked for what, where; see [`UsageContext`]); past
+/// this many the cache starts over, so clients naming ever new models cannot grow it.
+const CONTEXTS_CACHED: usize = 4096;
 
 /// Seconds between two log lines about dropped records.
 const DROP_LOG_EVERY_MS: i64 = 10_000;
@@ -46,6 +50,12 @@ pub struct UsageBuffer {
     /// Whether the last write failed (so the outage and the recovery are logged once each).
     failing: AtomicBool,
     last_drop_log_ms: AtomicI64,
+    /// The next record's `seq`: a random high half for this process (replicas sharing a
+    /// database draw different ones), a count in the low half.
+    next_seq: AtomicI64,
+    /// The contexts of recent records by a hash of their fields, so a request's record shares
+    /// its context with the others of the same caller, model and route instead of copying it.
+    contexts: Mutex<foldhash::HashMap<u64, Arc<UsageContext>>>,
 }
 
 /// The buffer's counters, for `GET /api/v1/usage/status`.
@@ -77,6 +87,8 @@ impl Default for UsageBuffer {
             dropped: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             last_drop_log_ms: AtomicI64::new(i64::MIN / 2),
+            next_seq: AtomicI64::new(seq_base()),
+            contexts: Mutex::default(),
         }
     }
 }
@@ -194,24 +206,67 @@ impl UsageBuffer {
     }
 }
 
+impl UsageBuffer {
+    /// The context of `f`: the cached one when a recent record had the same, else a new one
+    /// (made outside the lock), cached.
+    fn context_of(&self, f: &crate::exchange::Finished) -> Arc<UsageContext> {
+        use std::hash::{BuildHasher as _, Hash as _, Hasher as _};
+        let instance = f.instance.and_then(|i| i32::try_from(i).ok());
+        let route = f.route.as_str();
+        let mut h = foldhash::fast::FixedState::with_seed(0).build_hasher();
+        (&f.user_id, f.key_id.as_deref(), &f.groups, &f.model_asked, &f.model_run).hash(&mut h);
+        (instance, route, f.streamed).hash(&mut h);
+        let key = h.finish();
+        let same = |c: &UsageContext| {
+            c.user_id == f.user_id
+                && c.key_id.as_deref() == f.key_id.as_deref()
+                && c.model_asked == f.model_asked
+                && c.model_run == f.model_run
+                && c.instance == instance
+                && c.route == route
+                && c.streamed == f.streamed
+                && c.groups.len() == f.groups.len()
+                && f.groups.iter().all(|g| c.groups.contains(g))
+        };
+        let lock = || self.contexts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(context) = lock().get(&key).filter(|c| same(c)) {
+            return context.clone();
+        }
+        let context = Arc::new(
+            UsageContext {
+                id: 0,
+                user_id: f.user_id.clone(),
+                key_id: f.key_id.as_deref().map(str::to_owned),
+                groups: f.groups.clone(),
+                model_asked: f.model_asked.clone(),
+                model_run: f.model_run.clone(),
+                instance,
+                route: route.to_owned(),
+                streamed: f.streamed,
+            }
+            .identified(),
+        );
+        let mut cached = lock();
+        if cached.len() >= CONTEXTS_CACHED {
+            cached.clear();
+        }
+        cached.insert(key, context.clone());
+        context
+    }
+}
+
 impl crate::exchange::Observer for UsageBuffer {
     fn finished(&self, f: &crate::exchange::Finished) {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        if !self.enabled() {
+            return;
+        }
         self.push(UsageRecord {
-            // Time-ordered (version 7): records of one millisecond append to the table's
-            // (at_ms, id) order instead of landing at random places in it.
-            id: uuid::Uuid::now_v7().to_string(),
             at_ms: f.at_ms,
-            user_id: f.user_id.clone(),
-            key_id: f.key_id.as_deref().map(str::to_owned),
-            groups: f.groups.clone(),
-            model_asked: f.model_asked.clone(),
-            model_run: f.model_run.clone(),
-            instance: f.instance.and_then(|i| i32::try_from(i).ok()),
-            route: f.route.as_str().to_owned(),
+            seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+            context: self.context_of(f),
             status: i32::from(f.status),
-            streamed: f.streamed,
             cancelled: f.outcome == crate::exchange::Outcome::Cancelled,
             estimated: f.estimated,
             input_tokens: count(f.input_tokens),
@@ -266,6 +321,97 @@ pub fn spawn(shared: Arc<Shared>) {
     });
 }
 
+/// The first `seq` of this process: 31 random bits above a 32-bit count. A process never repeats
+/// a `seq`; two processes writing to one database (replicas, or one restarted) give a record the
+/// `(at_ms, seq)` of another only when they drew the same 31 bits (one chance in two billion per
+/// pair) and counted to the same number in the same millisecond.
+fn seq_base() -> i64 {
+    let random = uuid::Uuid::new_v4().as_u128() as u64;
+    ((random >> 33) as i64) << 32
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::UsageBuffer;
+    use crate::exchange::{Finished, Observer as _, Outcome, Route};
+
+    fn finished(user: &str, groups: &[&str], model: &str) -> Finished {
+        Finished {
+            at_ms: 1_764_900_000_000,
+            route: Route::Chat,
+            user_id: Some(user.to_owned()),
+            key_id: Some(Arc::from("key-1")),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            model_asked: model.to_owned(),
+            model_run: format!("{model}:latest"),
+            instance: Some(0),
+            instance_url: None,
+            status: 200,
+            streamed: false,
+            input_tokens: 3,
+            output_tokens: 4,
+            estimated: false,
+            chunks: 1,
+            bytes: 10,
+            queue_wait: None,
+            ttft: Some(Duration::from_millis(2)),
+            duration: Duration::from_millis(5),
+            overhead: None,
+            attempts: 1,
+            outcome: Outcome::Completed,
+            limited: None,
+        }
+    }
+
+    #[test]
+    fn records_of_one_caller_model_and_route_share_one_context() {
+        let buffer = UsageBuffer::default();
+        buffer.enable(100);
+        for f in [
+            finished("alice", &["b", "a"], "llama3.2"),
+            finished("alice", &["b", "a"], "llama3.2"),
+            finished("alice", &["a", "b"], "llama3.2"),
+            finished("alice", &["a", "b"], "qwen3"),
+            finished("bob", &[], "llama3.2"),
+        ] {
+            buffer.finished(&f);
+        }
+        let queue = buffer.queue.lock().unwrap();
+        let r: Vec<_> = queue.iter().collect();
+        assert_eq!(r.len(), 5);
+        // The same caller, groups, model and route: one context, not a copy per record.
+        assert!(Arc::ptr_eq(&r[0].context, &r[1].context));
+        // Groups in another order are the same context, stored with its groups sorted.
+        assert_eq!(r[2].context, r[0].context);
+        assert_eq!(r[0].context.groups, ["a", "b"]);
+        assert_eq!(r[0].context.key_id.as_deref(), Some("key-1"));
+        // Another model or caller is another context.
+        assert_ne!(r[3].context.id, r[0].context.id);
+        assert_ne!(r[4].context.id, r[0].context.id);
+        assert!(r.iter().all(|r| r.context.id >= 0));
+        // Every record has a seq of its own.
+        let mut seqs: Vec<_> = r.iter().map(|r| r.seq).collect();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 5);
+        assert_eq!((r[0].input_tokens, r[0].output_tokens, r[0].ttft_ms), (3, 4, Some(2)));
+    }
+
+    #[test]
+    fn the_context_cache_starts_over_when_full() {
+        let buffer = UsageBuffer::default();
+        buffer.enable(super::CONTEXTS_CACHED + 10);
+        for i in 0..super::CONTEXTS_CACHED + 5 {
+            buffer.finished(&finished("alice", &[], &format!("model-{i}")));
+        }
+        let cached = buffer.contexts.lock().unwrap().len();
+        assert!(cached <= super::CONTEXTS_CACHED, "{cached} contexts cached");
+        assert_eq!(buffer.pending(), super::CONTEXTS_CACHED + 5, "every record kept");
+    }
 }

@@ -13,13 +13,12 @@
 
 use std::time::Duration;
 
-use corral_store::{Store, UsageRecord};
+use corral_store::{Store, UsageContext, UsageRecord};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn record(i: u64) -> UsageRecord {
-    UsageRecord {
-        id: uuid::Uuid::now_v7().to_string(),
-        at_ms: 1_764_900_000_000 + i64::try_from(i).unwrap_or(0),
+    let context = UsageContext {
+        id: 0,
         user_id: Some(format!("0193a6f0-0000-7000-8000-00000000000{}", i % 5)),
         key_id: Some(format!("0193a6f0-0000-7000-8000-0000000000a{}", i % 7)),
         groups: Vec::new(),
@@ -27,8 +26,13 @@ fn record(i: u64) -> UsageRecord {
         model_run: "llama3.2:latest".to_owned(),
         instance: Some(0),
         route: "chat".to_owned(),
-        status: 200,
         streamed: false,
+    };
+    UsageRecord {
+        at_ms: 1_764_900_000_000 + i64::try_from(i).unwrap_or(0),
+        seq: i64::try_from(i).unwrap_or(0),
+        context: std::sync::Arc::new(context.identified()),
+        status: 200,
         cancelled: false,
         estimated: false,
         input_tokens: 26,

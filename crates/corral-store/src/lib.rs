@@ -42,7 +42,8 @@ pub use crate::sealing::{is_sealed, OpenError, Sealer, SEALED_PREFIX};
 pub use crate::tokens::RevokedToken;
 pub use crate::url::redact;
 pub use crate::usage::{
-    usage_columns, usage_csv, usage_table, UsageDimension, UsageParamError, UsageQuery, UsageRecord, UsageRow,
+    usage_columns, usage_csv, usage_table, UsageContext, UsageDimension, UsageParamError, UsageQuery, UsageRecord,
+    UsageRow,
 };
 pub use crate::users::{NewUser, User, UserChanges, ROLE_SETTING, SIGNUP_CLOSED, SIGNUP_SETTING};
 

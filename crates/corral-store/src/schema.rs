@@ -110,25 +110,31 @@ diesel::table! {
 }
 
 diesel::table! {
-    usage_groups (record_id, group_id) {
-        record_id -> Text,
+    usage_context_groups (context_id, group_id) {
+        context_id -> BigInt,
         group_id -> Text,
-        at_ms -> BigInt,
     }
 }
 
 diesel::table! {
-    usage_records (at_ms, id) {
-        id -> Text,
-        at_ms -> BigInt,
+    usage_contexts (id) {
+        id -> BigInt,
         user_id -> Nullable<Text>,
         key_id -> Nullable<Text>,
         model_asked -> Text,
         model_run -> Text,
         instance -> Nullable<Integer>,
         route -> Text,
-        status -> Integer,
         streamed -> Bool,
+    }
+}
+
+diesel::table! {
+    usage_records (at_ms, seq) {
+        at_ms -> BigInt,
+        seq -> BigInt,
+        context_id -> BigInt,
+        status -> Integer,
         cancelled -> Bool,
         estimated -> Bool,
         input_tokens -> BigInt,
@@ -169,7 +175,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     revoked_tokens,
     settings,
     state_revisions,
-    usage_groups,
+    usage_context_groups,
+    usage_contexts,
     usage_records,
     users,
 );

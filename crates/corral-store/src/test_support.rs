@@ -175,6 +175,34 @@ impl Drop for TestDb {
     }
 }
 
+impl Store {
+    /// Reverts the newest applied migration, for tests that put rows in an older shape.
+    pub fn revert_last_migration(&self) {
+        use diesel_migrations::MigrationHarness;
+        let mut conn = self.conn().unwrap_or_else(|e| panic!("{e}"));
+        let reverted = match &mut *conn {
+            crate::conn::AnyConnection::Postgresql(c) => c
+                .revert_last_migration(crate::POSTGRES_MIGRATIONS)
+                .map(|v| v.to_string()),
+            crate::conn::AnyConnection::Sqlite(c) => {
+                c.revert_last_migration(crate::SQLITE_MIGRATIONS).map(|v| v.to_string())
+            }
+        };
+        reverted.unwrap_or_else(|e| panic!("cannot revert the last migration: {e}"));
+    }
+
+    /// Runs `sql` (statements separated by semicolons) as it is, for tests.
+    pub fn execute_sql(&self, sql: &str) {
+        use diesel::connection::SimpleConnection;
+        let mut conn = self.conn().unwrap_or_else(|e| panic!("{e}"));
+        let done = match &mut *conn {
+            crate::conn::AnyConnection::Postgresql(c) => c.batch_execute(sql),
+            crate::conn::AnyConnection::Sqlite(c) => c.batch_execute(sql),
+        };
+        done.unwrap_or_else(|e| panic!("cannot run {sql}: {e}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

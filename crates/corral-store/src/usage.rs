@@ -3,11 +3,13 @@
 
 mod report;
 
+use std::sync::Arc;
+
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
 use crate::conn::{on_backend, write_tx};
-use crate::schema::{usage_groups, usage_records};
+use crate::schema::{usage_context_groups, usage_contexts, usage_records};
 use crate::{Backend, Store, StoreError};
 
 pub use report::{usage_columns, usage_csv, usage_table, UsageParamError};
@@ -15,31 +17,23 @@ pub use report::{usage_columns, usage_csv, usage_table, UsageParamError};
 /// Records per PostgreSQL insert statement (one JSON text each).
 const BATCH: usize = 1000;
 
-/// One model-running request, as metered.
+/// Records per SQLite insert statement: one execution of a prepared statement takes this many
+/// rows (SQLite's per-statement work, paid once for all of them); the rest of a batch goes one
+/// by one.
+const ROWS_PER_INSERT: usize = 32;
+
+/// One model-running request, as metered: when, what it cost, and its context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
-    /// A uuid made when the request finished: writing a record twice keeps one row.
-    pub id: String,
     /// Unix milliseconds when the request arrived.
     pub at_ms: i64,
-    /// The caller's user id (none in open access).
-    pub user_id: Option<String>,
-    /// The API key's id, when the credential was an API key (never the key).
-    pub key_id: Option<String>,
-    /// The ids of the groups the caller belonged to (read back sorted).
-    pub groups: Vec<String>,
-    /// The model as the client named it.
-    pub model_asked: String,
-    /// The catalogue id the request ran on.
-    pub model_run: String,
-    /// The index of the instance that answered, if one did.
-    pub instance: Option<i32>,
-    /// The route (`chat`, `generate`, `openai_chat`, …).
-    pub route: String,
+    /// Tells apart the records of one millisecond (made by the gateway, unique to the process
+    /// that made it): writing a record twice keeps one row.
+    pub seq: i64,
+    /// Who asked for what, where: shared by every record of the same combination.
+    pub context: Arc<UsageContext>,
     /// The status the client got.
     pub status: i32,
-    /// Whether the answer was streamed.
-    pub streamed: bool,
     /// Whether the client went away before the answer ended.
     pub cancelled: bool,
     /// Whether the token counts are estimated (chunks relayed) rather than the instance's own.
@@ -54,64 +48,132 @@ pub struct UsageRecord {
     pub duration_ms: i64,
 }
 
-/// A record's columns in order: SQLite's statement binds them, PostgreSQL's unpacks them as a
-/// JSON array.
-type RecordTuple<'a> = (
-    &'a str,
-    i64,
-    Option<&'a str>,
-    Option<&'a str>,
-    &'a str,
-    &'a str,
-    Option<i32>,
-    &'a str,
-    i32,
-    bool,
-    bool,
-    bool,
-    i64,
-    i64,
-    Option<i64>,
-    i64,
-);
+/// What a record shares with every other request of the same caller, key, groups, model asked
+/// and run, instance, route and streaming: stored once (`usage_contexts`), each record pointing
+/// at it by id. Make one with [`UsageContext::identified`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageContext {
+    /// Made from the other fields ([`UsageContext::identified`]); negative for the contexts
+    /// carried over from the storage shape before contexts, one per record.
+    pub id: i64,
+    /// The caller's user id (none in open access).
+    pub user_id: Option<String>,
+    /// The API key's id, when the credential was an API key (never the key).
+    pub key_id: Option<String>,
+    /// The ids of the groups the caller belonged to, sorted.
+    pub groups: Vec<String>,
+    /// The model as the client named it.
+    pub model_asked: String,
+    /// The catalogue id the request ran on.
+    pub model_run: String,
+    /// The index of the instance that answered, if one did.
+    pub instance: Option<i32>,
+    /// The route (`chat`, `generate`, `openai_chat`, …).
+    pub route: String,
+    /// Whether the answer was streamed.
+    pub streamed: bool,
+}
 
-fn record_tuple(r: &UsageRecord) -> RecordTuple<'_> {
-    (
-        &r.id,
-        r.at_ms,
-        r.user_id.as_deref(),
-        r.key_id.as_deref(),
-        &r.model_asked,
-        &r.model_run,
-        r.instance,
-        &r.route,
-        r.status,
-        r.streamed,
-        r.cancelled,
-        r.estimated,
-        r.input_tokens,
-        r.output_tokens,
-        r.ttft_ms,
-        r.duration_ms,
+impl UsageContext {
+    /// The context with its groups sorted (once each) and its id made from its fields: the
+    /// first eight bytes of the SHA-256 of them (each with its length), the sign bit cleared.
+    /// The same on every replica and every version, so replicas sharing PostgreSQL store a
+    /// combination once; two combinations share an id with a chance of about n²/2⁶⁴ for n
+    /// combinations ever stored.
+    #[must_use]
+    pub fn identified(mut self) -> Self {
+        use sha2::Digest as _;
+        self.groups.sort_unstable();
+        self.groups.dedup();
+        let mut h = sha2::Sha256::new();
+        let mut text = |t: Option<&str>| match t {
+            None => h.update([0u8]),
+            Some(t) => {
+                h.update([1u8]);
+                h.update((t.len() as u64).to_le_bytes());
+                h.update(t.as_bytes());
+            }
+        };
+        text(self.user_id.as_deref());
+        text(self.key_id.as_deref());
+        text(Some(&self.model_asked));
+        text(Some(&self.model_run));
+        text(Some(&self.route));
+        for g in &self.groups {
+            text(Some(g));
+        }
+        h.update((self.groups.len() as u64).to_le_bytes());
+        h.update(self.instance.map_or([0u8; 5], |i| {
+            let [a, b, c, d] = i.to_le_bytes();
+            [1, a, b, c, d]
+        }));
+        h.update([u8::from(self.streamed)]);
+        let digest = h.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        self.id = (u64::from_le_bytes(first) >> 1) as i64;
+        self
+    }
+}
+
+/// The distinct contexts of `records`, each once.
+fn distinct_contexts(records: &[UsageRecord]) -> Vec<&UsageContext> {
+    let mut seen = foldhash::HashSet::default();
+    records
+        .iter()
+        .filter(|r| seen.insert(r.context.id))
+        .map(|r| &*r.context)
+        .collect()
+}
+
+/// SQLite: a context, written unless stored already; its groups, written when it was new.
+const INSERT_CONTEXT_SQLITE: &str = "INSERT OR IGNORE INTO usage_contexts (id, user_id, key_id, model_asked, \
+model_run, instance, route, streamed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const INSERT_CONTEXT_GROUP_SQLITE: &str =
+    "INSERT OR IGNORE INTO usage_context_groups (context_id, group_id) VALUES (?1, ?2)";
+
+/// SQLite: the columns of one record, `?`-numbered from 1 per statement.
+const RECORD_COLUMNS: &str =
+    "at_ms, seq, context_id, status, cancelled, estimated, input_tokens, output_tokens, ttft_ms, duration_ms";
+
+/// How many values a record binds.
+const RECORD_VALUES: usize = 10;
+
+/// SQLite: `rows` records in one statement.
+fn insert_records_sqlite(rows: usize) -> String {
+    let one = format!("({})", ["?"; RECORD_VALUES].join(", "));
+    format!(
+        "INSERT OR IGNORE INTO usage_records ({RECORD_COLUMNS}) VALUES {}",
+        vec![one; rows].join(", ")
     )
 }
 
-/// SQLite: one record, through a statement prepared once per writer connection.
-const INSERT_RECORD_SQLITE: &str = "INSERT OR IGNORE INTO usage_records (id, at_ms, user_id, key_id, \
-model_asked, model_run, instance, route, status, streamed, cancelled, estimated, input_tokens, output_tokens, \
-ttft_ms, duration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+/// Binds record `r` to `stmt` from parameter `first` on.
+fn bind_record(stmt: &mut rusqlite::Statement<'_>, first: usize, r: &UsageRecord) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(first, r.at_ms)?;
+    stmt.raw_bind_parameter(first + 1, r.seq)?;
+    stmt.raw_bind_parameter(first + 2, r.context.id)?;
+    stmt.raw_bind_parameter(first + 3, r.status)?;
+    stmt.raw_bind_parameter(first + 4, r.cancelled)?;
+    stmt.raw_bind_parameter(first + 5, r.estimated)?;
+    stmt.raw_bind_parameter(first + 6, r.input_tokens)?;
+    stmt.raw_bind_parameter(first + 7, r.output_tokens)?;
+    stmt.raw_bind_parameter(first + 8, r.ttft_ms)?;
+    stmt.raw_bind_parameter(first + 9, r.duration_ms)
+}
 
-const INSERT_GROUP_SQLITE: &str = "INSERT OR IGNORE INTO usage_groups (record_id, group_id, at_ms) VALUES (?1, ?2, ?3)";
+const INSERT_CONTEXTS_PG: &str = "INSERT INTO usage_contexts (id, user_id, key_id, model_asked, model_run, \
+instance, route, streamed) SELECT (v->>0)::bigint, v->>1, v->>2, v->>3, v->>4, (v->>5)::integer, v->>6, \
+(v->>7)::boolean FROM json_array_elements($1::json) AS v ON CONFLICT DO NOTHING";
 
-const INSERT_RECORDS_PG: &str = "INSERT INTO usage_records (id, at_ms, user_id, key_id, model_asked, \
-model_run, instance, route, status, streamed, cancelled, estimated, input_tokens, output_tokens, ttft_ms, \
-duration_ms) SELECT v->>0, (v->>1)::bigint, v->>2, v->>3, v->>4, v->>5, (v->>6)::integer, v->>7, \
-(v->>8)::integer, (v->>9)::boolean, (v->>10)::boolean, (v->>11)::boolean, (v->>12)::bigint, \
-(v->>13)::bigint, (v->>14)::bigint, (v->>15)::bigint FROM json_array_elements($1::json) AS v \
-ON CONFLICT DO NOTHING";
+const INSERT_CONTEXT_GROUPS_PG: &str = "INSERT INTO usage_context_groups (context_id, group_id) \
+SELECT (v->>0)::bigint, v->>1 FROM json_array_elements($1::json) AS v ON CONFLICT DO NOTHING";
 
-const INSERT_GROUPS_PG: &str = "INSERT INTO usage_groups (record_id, group_id, at_ms) \
-SELECT v->>0, v->>1, (v->>2)::bigint FROM json_array_elements($1::json) AS v ON CONFLICT DO NOTHING";
+const INSERT_RECORDS_PG: &str = "INSERT INTO usage_records (at_ms, seq, context_id, status, cancelled, \
+estimated, input_tokens, output_tokens, ttft_ms, duration_ms) SELECT (v->>0)::bigint, (v->>1)::bigint, \
+(v->>2)::bigint, (v->>3)::integer, (v->>4)::boolean, (v->>5)::boolean, (v->>6)::bigint, (v->>7)::bigint, \
+(v->>8)::bigint, (v->>9)::bigint FROM json_array_elements($1::json) AS v ON CONFLICT DO NOTHING";
 
 /// What a usage report may be grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -161,11 +223,11 @@ impl UsageDimension {
     /// The SQL expressions selected (and grouped by) for this dimension.
     fn columns(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            UsageDimension::User => &[("u.user_id", "user_id")],
-            UsageDimension::Key => &[("u.key_id", "key_id")],
+            UsageDimension::User => &[("c.user_id", "user_id")],
+            UsageDimension::Key => &[("c.key_id", "key_id")],
             UsageDimension::Group => &[("g.group_id", "group_id")],
-            UsageDimension::Model => &[("u.model_run", "model")],
-            UsageDimension::Instance => &[("u.instance", "instance")],
+            UsageDimension::Model => &[("c.model_run", "model")],
+            UsageDimension::Instance => &[("c.instance", "instance")],
             UsageDimension::Day => &[("(u.at_ms / 86400000)", "day")],
         }
     }
@@ -247,17 +309,19 @@ pub struct UsageRow {
 
 impl Store {
     /// Writes `records` in one transaction; returns how many were new. A record already stored
-    /// (same id and time: a batch retried after its acknowledgement was lost) is skipped, so
+    /// (same time and seq: a batch retried after its acknowledgement was lost) is skipped, so
     /// retrying a batch never counts a request twice.
     ///
-    /// Records are keyed by `(at_ms, id)`, with no other index (in SQLite a table without rowid,
-    /// kept in time order): one B-tree insert per record. Every report reads a time range.
+    /// A record is one narrow row of numbers keyed by `(at_ms, seq)`, with no other index (in
+    /// SQLite a table without rowid, kept in time order; every report reads a time range), and
+    /// points at its context (caller, key, groups, models, instance, route, streaming), written
+    /// once per batch that has it and stored once (`usage_contexts`, `usage_context_groups`).
     ///
     /// SQLite does the work on the gateway's own cores, so its writer takes the cheapest way in:
-    /// a connection of its own (`rusqlite`) with one prepared statement, its sixteen values bound
-    /// per record. Through diesel each execution cost about five times SQLite's insert (the
+    /// a connection of its own (`rusqlite`) with prepared statements, thirty-two records per
+    /// execution. Through diesel each execution cost about five times SQLite's insert (the
     /// statement and its binds built anew), and a batch bound as one JSON text that SQLite
-    /// unpacks itself (`json_each`, the previous way) twice what this costs
+    /// unpacks itself (`json_each`) twice a prepared statement's cost
     /// (`cargo bench -p corral-store --bench usage`). PostgreSQL does the work in its own
     /// process: each chunk goes as one JSON text bound to one statement it unpacks itself
     /// (`json_array_elements`), one round trip per thousand records.
@@ -268,21 +332,58 @@ impl Store {
         if self.backend == Backend::Sqlite {
             return self.insert_usage_sqlite(records);
         }
+        let distinct = distinct_contexts(records);
         let mut conn = self.conn()?;
         write_tx(&mut conn, |c| {
+            let contexts: Vec<_> = distinct
+                .iter()
+                .map(|x| {
+                    (
+                        x.id,
+                        &x.user_id,
+                        &x.key_id,
+                        &x.model_asked,
+                        &x.model_run,
+                        x.instance,
+                        &x.route,
+                        x.streamed,
+                    )
+                })
+                .collect();
+            diesel::sql_query(INSERT_CONTEXTS_PG)
+                .bind::<Text, _>(to_json(&contexts)?)
+                .execute(c)?;
+            let groups: Vec<(i64, &str)> = distinct
+                .iter()
+                .flat_map(|x| x.groups.iter().map(move |g| (x.id, g.as_str())))
+                .collect();
+            if !groups.is_empty() {
+                diesel::sql_query(INSERT_CONTEXT_GROUPS_PG)
+                    .bind::<Text, _>(to_json(&groups)?)
+                    .execute(c)?;
+            }
             let mut inserted = 0;
             for chunk in records.chunks(BATCH) {
-                let rows: Vec<_> = chunk.iter().map(record_tuple).collect();
-                let json = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                inserted += diesel::sql_query(INSERT_RECORDS_PG).bind::<Text, _>(json).execute(c)?;
-                let groups: Vec<(&str, &str, i64)> = chunk
+                let rows: Vec<_> = chunk
                     .iter()
-                    .flat_map(|r| r.groups.iter().map(|g| (r.id.as_str(), g.as_str(), r.at_ms)))
+                    .map(|r| {
+                        (
+                            r.at_ms,
+                            r.seq,
+                            r.context.id,
+                            r.status,
+                            r.cancelled,
+                            r.estimated,
+                            r.input_tokens,
+                            r.output_tokens,
+                            r.ttft_ms,
+                            r.duration_ms,
+                        )
+                    })
                     .collect();
-                if !groups.is_empty() {
-                    let json = serde_json::to_string(&groups).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    diesel::sql_query(INSERT_GROUPS_PG).bind::<Text, _>(json).execute(c)?;
-                }
+                inserted += diesel::sql_query(INSERT_RECORDS_PG)
+                    .bind::<Text, _>(to_json(&rows)?)
+                    .execute(c)?;
             }
             Ok(inserted)
         })
@@ -331,68 +432,115 @@ impl Store {
 
     /// Every record stored (oldest first), for tests and exports.
     pub fn usage_records(&self) -> Result<Vec<UsageRecord>, StoreError> {
-        #[derive(Queryable)]
-        struct Row {
-            id: String,
-            at_ms: i64,
-            user_id: Option<String>,
-            key_id: Option<String>,
-            model_asked: String,
-            model_run: String,
-            instance: Option<i32>,
-            route: String,
-            status: i32,
-            streamed: bool,
-            cancelled: bool,
-            estimated: bool,
-            input_tokens: i64,
-            output_tokens: i64,
-            ttft_ms: Option<i64>,
-            duration_ms: i64,
-        }
+        type Context = (
+            i64,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            Option<i32>,
+            String,
+            bool,
+        );
         let mut conn = self.conn()?;
+        type Row = (i64, i64, i64, i32, bool, bool, i64, i64, Option<i64>, i64);
         let rows: Vec<Row> = usage_records::table
-            .order((usage_records::at_ms.asc(), usage_records::id.asc()))
+            .order((usage_records::at_ms.asc(), usage_records::seq.asc()))
             .load(&mut *conn)?;
-        let groups: Vec<(String, String)> = usage_groups::table
-            .order((usage_groups::record_id, usage_groups::group_id))
-            .select((usage_groups::record_id, usage_groups::group_id))
+        let contexts: Vec<Context> = usage_contexts::table.load(&mut *conn)?;
+        let groups: Vec<(i64, String)> = usage_context_groups::table
+            .order((usage_context_groups::context_id, usage_context_groups::group_id))
             .load(&mut *conn)?;
-        let mut by_record: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
-        for (record, group) in groups {
-            by_record.entry(record).or_default().push(group);
+        let mut groups_of: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
+        for (context, group) in groups {
+            groups_of.entry(context).or_default().push(group);
         }
-        Ok(rows
+        let contexts: std::collections::HashMap<i64, Arc<UsageContext>> = contexts
             .into_iter()
-            .map(|r| UsageRecord {
-                groups: by_record.remove(&r.id).unwrap_or_default(),
-                id: r.id,
-                at_ms: r.at_ms,
-                user_id: r.user_id,
-                key_id: r.key_id,
-                model_asked: r.model_asked,
-                model_run: r.model_run,
-                instance: r.instance,
-                route: r.route,
-                status: r.status,
-                streamed: r.streamed,
-                cancelled: r.cancelled,
-                estimated: r.estimated,
-                input_tokens: r.input_tokens,
-                output_tokens: r.output_tokens,
-                ttft_ms: r.ttft_ms,
-                duration_ms: r.duration_ms,
+            .map(
+                |(id, user_id, key_id, model_asked, model_run, instance, route, streamed)| {
+                    let context = UsageContext {
+                        id,
+                        user_id,
+                        key_id,
+                        groups: groups_of.remove(&id).unwrap_or_default(),
+                        model_asked,
+                        model_run,
+                        instance,
+                        route,
+                        streamed,
+                    };
+                    (id, Arc::new(context))
+                },
+            )
+            .collect();
+        rows.into_iter()
+            .map(|r| {
+                let (
+                    at_ms,
+                    seq,
+                    context_id,
+                    status,
+                    cancelled,
+                    estimated,
+                    input_tokens,
+                    output_tokens,
+                    ttft_ms,
+                    duration_ms,
+                ) = r;
+                let context = contexts.get(&context_id).cloned().ok_or_else(|| {
+                    StoreError::Corrupt(format!("usage record ({at_ms}, {seq}) has no context {context_id}"))
+                })?;
+                Ok(UsageRecord {
+                    at_ms,
+                    seq,
+                    context,
+                    status,
+                    cancelled,
+                    estimated,
+                    input_tokens,
+                    output_tokens,
+                    ttft_ms,
+                    duration_ms,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Deletes the records of requests that arrived before `before_ms` (Unix milliseconds); returns
-    /// how many went.
+    /// how many went. Contexts stay (one row per combination of caller, key, model, instance and
+    /// route ever seen), except those carried over from the previous storage shape, one per old
+    /// record (negative ids), which go with their record.
     pub fn prune_usage(&self, before_ms: i64) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |c| {
-            diesel::delete(usage_groups::table.filter(usage_groups::at_ms.lt(before_ms))).execute(c)?;
-            Ok(diesel::delete(usage_records::table.filter(usage_records::at_ms.lt(before_ms))).execute(c)?)
+            let n = diesel::delete(usage_records::table.filter(usage_records::at_ms.lt(before_ms))).execute(c)?;
+            let carried: Option<i64> = usage_contexts::table
+                .filter(usage_contexts::id.lt(0))
+                .select(usage_contexts::id)
+                .first(c)
+                .optional()?;
+            if carried.is_some() {
+                let referenced = usage_records::table
+                    .filter(usage_records::context_id.lt(0))
+                    .select(usage_records::context_id);
+                diesel::delete(
+                    usage_contexts::table
+                        .filter(usage_contexts::id.lt(0))
+                        .filter(usage_contexts::id.ne_all(referenced)),
+                )
+                .execute(c)?;
+                let kept = usage_contexts::table
+                    .filter(usage_contexts::id.lt(0))
+                    .select(usage_contexts::id);
+                diesel::delete(
+                    usage_context_groups::table
+                        .filter(usage_context_groups::context_id.lt(0))
+                        .filter(usage_context_groups::context_id.ne_all(kept)),
+                )
+                .execute(c)?;
+            }
+            Ok(n)
         })
     }
 }
@@ -441,22 +589,24 @@ fn report_sql(query: &UsageQuery, backend: Backend) -> String {
             "failed",
         ),
         sum("CASE WHEN u.estimated THEN 1 ELSE 0 END", "estimated"),
-        sum("CASE WHEN u.streamed THEN 1 ELSE 0 END", "streamed"),
+        sum("CASE WHEN c.streamed THEN 1 ELSE 0 END", "streamed"),
         sum("u.ttft_ms", "ttft_ms_sum"),
         "COUNT(u.ttft_ms) AS ttft_count".to_owned(),
         sum("u.duration_ms", "duration_ms_sum"),
     ]);
     let join = if dims.contains(&UsageDimension::Group) {
-        " LEFT JOIN usage_groups g ON g.record_id = u.id"
+        " LEFT JOIN usage_context_groups g ON g.context_id = u.context_id"
     } else {
         ""
     };
     let mut sql = format!(
-        "SELECT {} FROM usage_records u{join} WHERE u.at_ms >= {} AND u.at_ms < {} \
-         AND ({u} IS NULL OR u.user_id = {u}) AND ({k} IS NULL OR u.key_id = {k}) \
-         AND ({m} IS NULL OR u.model_run = {m} OR u.model_asked = {m}) \
-         AND ({i} IS NULL OR u.instance = {i}) \
-         AND ({g} IS NULL OR EXISTS (SELECT 1 FROM usage_groups g2 WHERE g2.record_id = u.id AND g2.group_id = {g}))",
+        "SELECT {} FROM usage_records u LEFT JOIN usage_contexts c ON c.id = u.context_id{join} \
+         WHERE u.at_ms >= {} AND u.at_ms < {} \
+         AND ({u} IS NULL OR c.user_id = {u}) AND ({k} IS NULL OR c.key_id = {k}) \
+         AND ({m} IS NULL OR c.model_run = {m} OR c.model_asked = {m}) \
+         AND ({i} IS NULL OR c.instance = {i}) \
+         AND ({g} IS NULL OR EXISTS (SELECT 1 FROM usage_context_groups g2 \
+         WHERE g2.context_id = u.context_id AND g2.group_id = {g}))",
         select.join(", "),
         p(1),
         p(2),
@@ -473,18 +623,51 @@ fn report_sql(query: &UsageQuery, backend: Backend) -> String {
     sql
 }
 
-/// Writes `records` in one `BEGIN IMMEDIATE` transaction (rolled back when dropped unfinished).
+/// Rows as one JSON text, for PostgreSQL to unpack.
+fn to_json(rows: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Writes `records` in one `BEGIN IMMEDIATE` transaction (rolled back when dropped unfinished):
+/// their contexts first (each once), then the records, thirty-two per statement.
 fn write_records_sqlite(conn: &mut rusqlite::Connection, records: &[UsageRecord]) -> rusqlite::Result<usize> {
+    static MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_records_sqlite(ROWS_PER_INSERT));
+    static ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_records_sqlite(1));
+    let distinct = distinct_contexts(records);
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut inserted = 0;
     {
-        let mut insert = tx.prepare_cached(INSERT_RECORD_SQLITE)?;
-        let mut group = tx.prepare_cached(INSERT_GROUP_SQLITE)?;
-        for r in records {
-            inserted += insert.execute(record_tuple(r))?;
-            for g in &r.groups {
-                group.execute(rusqlite::params![r.id, g, r.at_ms])?;
+        let mut context = tx.prepare_cached(INSERT_CONTEXT_SQLITE)?;
+        let mut group = tx.prepare_cached(INSERT_CONTEXT_GROUP_SQLITE)?;
+        for x in distinct {
+            let new = context.execute(rusqlite::params![
+                x.id,
+                x.user_id,
+                x.key_id,
+                x.model_asked,
+                x.model_run,
+                x.instance,
+                x.route,
+                x.streamed
+            ])?;
+            if new > 0 {
+                for g in &x.groups {
+                    group.execute(rusqlite::params![x.id, g])?;
+                }
             }
+        }
+        let mut many = tx.prepare_cached(&MANY)?;
+        let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
+        for chunk in chunks.by_ref() {
+            for (i, r) in chunk.iter().enumerate() {
+                bind_record(&mut many, 1 + i * RECORD_VALUES, r)?;
+            }
+            inserted += many.raw_execute()?;
+        }
+        let mut one = tx.prepare_cached(&ONE)?;
+        for r in chunks.remainder() {
+            bind_record(&mut one, 1, r)?;
+            inserted += one.raw_execute()?;
         }
     }
     tx.commit()?;

@@ -394,9 +394,9 @@ async fn a_cut_stream_is_recorded_as_cancelled_with_what_was_relayed() {
     let records = store.usage_records().unwrap();
     assert!(records
         .iter()
-        .all(|r| r.cancelled && r.estimated && r.status == 200 && r.streamed));
+        .all(|r| r.cancelled && r.estimated && r.status == 200 && r.context.streamed));
     assert_eq!(
-        records.iter().map(|r| r.route.as_str()).collect::<Vec<_>>(),
+        records.iter().map(|r| r.context.route.as_str()).collect::<Vec<_>>(),
         ["chat", "ollama_v1"]
     );
 }
@@ -490,18 +490,25 @@ async fn records_past_the_retention_period_are_pruned() {
     let db = TestDb::sqlite();
     let store = corral_store::Store::open(&db.url, 1).unwrap();
     let now = chrono::Utc::now().timestamp_millis();
-    let record = |id: &str, days_ago: i64| corral_store::UsageRecord {
-        id: id.to_owned(),
+    let context = std::sync::Arc::new(
+        corral_store::UsageContext {
+            id: 0,
+            user_id: None,
+            key_id: None,
+            groups: vec!["g".to_owned()],
+            model_asked: "llama3.2".to_owned(),
+            model_run: "llama3.2:latest".to_owned(),
+            instance: Some(0),
+            route: "chat".to_owned(),
+            streamed: false,
+        }
+        .identified(),
+    );
+    let record = |seq: i64, days_ago: i64| corral_store::UsageRecord {
         at_ms: now - days_ago * 86_400_000,
-        user_id: None,
-        key_id: None,
-        groups: vec!["g".to_owned()],
-        model_asked: "llama3.2".to_owned(),
-        model_run: "llama3.2:latest".to_owned(),
-        instance: Some(0),
-        route: "chat".to_owned(),
+        seq,
+        context: context.clone(),
         status: 200,
-        streamed: false,
         cancelled: false,
         estimated: false,
         input_tokens: 1,
@@ -509,7 +516,7 @@ async fn records_past_the_retention_period_are_pruned() {
         ttft_ms: None,
         duration_ms: 1,
     };
-    store.insert_usage(&[record("old", 40), record("recent", 5)]).unwrap();
+    store.insert_usage(&[record(1, 40), record(2, 5)]).unwrap();
     let mut settings = metered(&sim.url());
     settings.usage.retention_days = 30;
     let _gw = Gateway::with_store(settings, &db.url).await;
@@ -519,12 +526,12 @@ async fn records_past_the_retention_period_are_pruned() {
             .usage_records()
             .unwrap()
             .into_iter()
-            .map(|r| r.id)
+            .map(|r| r.seq)
             .collect::<Vec<_>>();
         if ids.len() == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(ids, ["recent"]);
+    assert_eq!(ids, [2], "the recent record stays, the old one is pruned");
 }

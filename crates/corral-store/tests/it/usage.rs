@@ -1,14 +1,15 @@
 //! Usage records: batches written once even when retried, reports grouped and filtered, pruning.
 
-use corral_store::{Store, UsageDimension, UsageQuery, UsageRecord};
+use std::sync::Arc;
+
+use corral_store::{Store, UsageContext, UsageDimension, UsageQuery, UsageRecord};
 
 const DAY: i64 = 86_400_000;
 const T0: i64 = 1_700_000_000_000;
 
 fn record(n: usize, user: &str, key: Option<&str>, groups: &[&str], model: &str, at_ms: i64) -> UsageRecord {
-    UsageRecord {
-        id: format!("00000000-0000-0000-0000-{n:012}"),
-        at_ms,
+    let context = UsageContext {
+        id: 0,
         user_id: Some(user.to_owned()),
         key_id: key.map(str::to_owned),
         groups: groups.iter().map(|g| (*g).to_owned()).collect(),
@@ -16,8 +17,13 @@ fn record(n: usize, user: &str, key: Option<&str>, groups: &[&str], model: &str,
         model_run: format!("{model}:latest"),
         instance: Some((n % 2) as i32),
         route: "chat".to_owned(),
-        status: if n == 3 { 500 } else { 200 },
         streamed: n.is_multiple_of(2),
+    };
+    UsageRecord {
+        at_ms,
+        seq: n as i64,
+        context: Arc::new(context.identified()),
+        status: if n == 3 { 500 } else { 200 },
         cancelled: n == 4,
         estimated: n == 4,
         input_tokens: 10 * n as i64,
@@ -179,9 +185,96 @@ fn a_large_batch_is_written(store: &Store) {
     let t = &store.usage_report(&all()).unwrap()[0];
     assert_eq!(t.requests, 2000);
     assert_eq!(t.input_tokens, records.iter().map(|r| r.input_tokens).sum::<i64>());
+    // Two contexts (even and odd instances, streamed or not), each with its three groups: every
+    // record counts once under each group.
+    let by_group = store
+        .usage_report(&UsageQuery {
+            group_by: vec![UsageDimension::Group],
+            ..all()
+        })
+        .unwrap();
+    let counts: Vec<_> = by_group
+        .iter()
+        .map(|r| (r.group_id.as_deref().unwrap_or(""), r.requests))
+        .collect();
+    assert_eq!(counts, [("g1", 2000), ("g2", 2000), ("g3", 2000)]);
+    assert_eq!(store.usage_records().unwrap(), records);
+}
+
+/// Records written before usage was split into records and contexts are carried over whole:
+/// read back as they were, counted with new records of the same caller, and pruned.
+fn records_of_the_previous_shape_are_carried_over(store: &Store) {
+    store.revert_last_migration();
+    store.execute_sql(
+        "INSERT INTO usage_records (id, at_ms, user_id, key_id, model_asked, model_run, instance, route, \
+         status, streamed, cancelled, estimated, input_tokens, output_tokens, ttft_ms, duration_ms) VALUES \
+         ('0193-b', 2000, 'bob', NULL, 'm', 'm:latest', NULL, 'generate', 500, FALSE, TRUE, TRUE, 1, 2, NULL, 7), \
+         ('0193-a', 1000, 'alice', 'k1', 'llama3.2', 'llama3.2:latest', 1, 'chat', 200, FALSE, FALSE, FALSE, \
+         10, 1, 5, 20); \
+         INSERT INTO usage_groups (record_id, group_id, at_ms) VALUES ('0193-a', 'red', 1000), \
+         ('0193-a', 'blue', 1000), ('gone', 'blue', 1500);",
+    );
+    assert_eq!(store.migrate().unwrap(), 1);
+    // The carried contexts have ids of their own, one per old record.
+    let mut alice = record(1, "alice", Some("k1"), &["red", "blue"], "llama3.2", 1000);
+    alice.context = Arc::new(UsageContext {
+        id: -1,
+        ..UsageContext::clone(&alice.context)
+    });
+    let bob = UsageRecord {
+        at_ms: 2000,
+        seq: 2,
+        context: Arc::new(UsageContext {
+            id: -2,
+            user_id: Some("bob".to_owned()),
+            key_id: None,
+            groups: Vec::new(),
+            model_asked: "m".to_owned(),
+            model_run: "m:latest".to_owned(),
+            instance: None,
+            route: "generate".to_owned(),
+            streamed: false,
+        }),
+        status: 500,
+        cancelled: true,
+        estimated: true,
+        input_tokens: 1,
+        output_tokens: 2,
+        ttft_ms: None,
+        duration_ms: 7,
+    };
+    assert_eq!(store.usage_records().unwrap(), [alice.clone(), bob.clone()]);
+
+    // A new record of alice's (with the context's own id) is summed with the old one.
+    let again = record(1, "alice", Some("k1"), &["blue", "red"], "llama3.2", 3000);
+    assert_eq!(store.insert_usage(std::slice::from_ref(&again)).unwrap(), 1);
+    let by_user = store
+        .usage_report(&UsageQuery {
+            group_by: vec![UsageDimension::User, UsageDimension::Group],
+            ..all()
+        })
+        .unwrap();
+    let rows: Vec<_> = by_user
+        .iter()
+        .map(|r| (r.user_id.as_deref(), r.group_id.as_deref(), r.requests, r.input_tokens))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Some("alice"), Some("blue"), 2, 20),
+            (Some("alice"), Some("red"), 2, 20),
+            (Some("bob"), None, 1, 1)
+        ]
+    );
+
+    // Pruned, the old records take their carried contexts with them.
+    assert_eq!(store.prune_usage(2500).unwrap(), 2);
+    assert_eq!(store.usage_records().unwrap(), [again]);
+    assert_eq!(store.usage_report(&all()).unwrap()[0].requests, 1);
 }
 
 on_both!(
     usage_is_written_once_grouped_filtered_and_pruned,
-    a_large_batch_is_written
+    a_large_batch_is_written,
+    records_of_the_previous_shape_are_carried_over
 );

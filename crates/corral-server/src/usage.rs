@@ -225,8 +225,8 @@ impl UsageBuffer {
                 && c.instance == instance
                 && c.route == route
                 && c.streamed == f.streamed
-                && c.groups.len() == f.groups.len()
                 && f.groups.iter().all(|g| c.groups.contains(g))
+                && c.groups.iter().all(|g| f.groups.contains(g))
         };
         let lock = || self.contexts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(context) = lock().get(&key).filter(|c| same(c)) {

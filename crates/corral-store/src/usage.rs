@@ -8,7 +8,7 @@ use std::sync::Arc;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 
-use crate::conn::{on_backend, write_tx};
+use crate::conn::{on_backend, snapshot_tx, write_tx};
 use crate::schema::{usage_context_groups, usage_contexts, usage_records};
 use crate::{Backend, Store, StoreError};
 
@@ -116,14 +116,18 @@ impl UsageContext {
     }
 }
 
-/// The distinct contexts of `records`, each once.
+/// The distinct contexts of `records`, each once, in the order of their ids: replicas adding
+/// the same new contexts at once take their keys in one order, so neither waits on the other
+/// in a cycle (PostgreSQL would abort one of them as deadlocked).
 fn distinct_contexts(records: &[UsageRecord]) -> Vec<&UsageContext> {
     let mut seen = foldhash::HashSet::default();
-    records
+    let mut distinct: Vec<&UsageContext> = records
         .iter()
         .filter(|r| seen.insert(r.context.id))
         .map(|r| &*r.context)
-        .collect()
+        .collect();
+    distinct.sort_unstable_by_key(|c| c.id);
+    distinct
 }
 
 /// SQLite: a context, written unless stored already; its groups, written when it was new.
@@ -165,10 +169,10 @@ fn bind_record(stmt: &mut rusqlite::Statement<'_>, first: usize, r: &UsageRecord
 
 const INSERT_CONTEXTS_PG: &str = "INSERT INTO usage_contexts (id, user_id, key_id, model_asked, model_run, \
 instance, route, streamed) SELECT (v->>0)::bigint, v->>1, v->>2, v->>3, v->>4, (v->>5)::integer, v->>6, \
-(v->>7)::boolean FROM json_array_elements($1::json) AS v ON CONFLICT DO NOTHING";
+(v->>7)::boolean FROM json_array_elements($1::json) AS v ORDER BY 1 ON CONFLICT DO NOTHING";
 
 const INSERT_CONTEXT_GROUPS_PG: &str = "INSERT INTO usage_context_groups (context_id, group_id) \
-SELECT (v->>0)::bigint, v->>1 FROM json_array_elements($1::json) AS v ON CONFLICT DO NOTHING";
+SELECT (v->>0)::bigint, v->>1 FROM json_array_elements($1::json) AS v ORDER BY 1, 2 ON CONFLICT DO NOTHING";
 
 const INSERT_RECORDS_PG: &str = "INSERT INTO usage_records (at_ms, seq, context_id, status, cancelled, \
 estimated, input_tokens, output_tokens, ttft_ms, duration_ms) SELECT (v->>0)::bigint, (v->>1)::bigint, \
@@ -442,15 +446,19 @@ impl Store {
             String,
             bool,
         );
-        let mut conn = self.conn()?;
         type Row = (i64, i64, i64, i32, bool, bool, i64, i64, Option<i64>, i64);
-        let rows: Vec<Row> = usage_records::table
-            .order((usage_records::at_ms.asc(), usage_records::seq.asc()))
-            .load(&mut *conn)?;
-        let contexts: Vec<Context> = usage_contexts::table.load(&mut *conn)?;
-        let groups: Vec<(i64, String)> = usage_context_groups::table
-            .order((usage_context_groups::context_id, usage_context_groups::group_id))
-            .load(&mut *conn)?;
+        let mut conn = self.conn()?;
+        // One snapshot: a prune between the reads would leave records without their context.
+        let (rows, contexts, groups) = snapshot_tx(&mut conn, |c| {
+            let rows: Vec<Row> = usage_records::table
+                .order((usage_records::at_ms.asc(), usage_records::seq.asc()))
+                .load(c)?;
+            let contexts: Vec<Context> = usage_contexts::table.load(c)?;
+            let groups: Vec<(i64, String)> = usage_context_groups::table
+                .order((usage_context_groups::context_id, usage_context_groups::group_id))
+                .load(c)?;
+            Ok::<_, StoreError>((rows, contexts, groups))
+        })?;
         let mut groups_of: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
         for (context, group) in groups {
             groups_of.entry(context).or_default().push(group);
@@ -514,31 +522,18 @@ impl Store {
     pub fn prune_usage(&self, before_ms: i64) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |c| {
+            // Each carried context belongs to one record: found by the records' time range
+            // (the primary key's prefix), not by scanning every record for each context.
+            let carried: Vec<i64> = usage_records::table
+                .filter(usage_records::at_ms.lt(before_ms))
+                .filter(usage_records::context_id.lt(0))
+                .select(usage_records::context_id)
+                .load(c)?;
             let n = diesel::delete(usage_records::table.filter(usage_records::at_ms.lt(before_ms))).execute(c)?;
-            let carried: Option<i64> = usage_contexts::table
-                .filter(usage_contexts::id.lt(0))
-                .select(usage_contexts::id)
-                .first(c)
-                .optional()?;
-            if carried.is_some() {
-                let referenced = usage_records::table
-                    .filter(usage_records::context_id.lt(0))
-                    .select(usage_records::context_id);
-                diesel::delete(
-                    usage_contexts::table
-                        .filter(usage_contexts::id.lt(0))
-                        .filter(usage_contexts::id.ne_all(referenced)),
-                )
-                .execute(c)?;
-                let kept = usage_contexts::table
-                    .filter(usage_contexts::id.lt(0))
-                    .select(usage_contexts::id);
-                diesel::delete(
-                    usage_context_groups::table
-                        .filter(usage_context_groups::context_id.lt(0))
-                        .filter(usage_context_groups::context_id.ne_all(kept)),
-                )
-                .execute(c)?;
+            for ids in carried.chunks(1000) {
+                diesel::delete(usage_context_groups::table.filter(usage_context_groups::context_id.eq_any(ids)))
+                    .execute(c)?;
+                diesel::delete(usage_contexts::table.filter(usage_contexts::id.eq_any(ids))).execute(c)?;
             }
             Ok(n)
         })

@@ -17,7 +17,7 @@ CREATE TABLE usage_contexts (
     instance INTEGER,
     route TEXT NOT NULL,
     streamed BOOLEAN NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE usage_context_groups (
     context_id BIGINT NOT NULL,
     group_id TEXT NOT NULL,

@@ -539,6 +539,34 @@ impl Cell {
     }
 }
 
+/// One subject's counts, by metric and bucket.
+type Cells = BTreeMap<(Metric, i64), Cell>;
+
+/// What every replica counted in one cell.
+fn total(cells: &Cells, metric: Metric, bucket: i64) -> u64 {
+    cells.get(&(metric, bucket)).map_or(0, |c| c.total())
+}
+
+/// The tokens counted against `budget` in its current period.
+fn budget_used(cells: &Cells, budget: &Budget, now_ms: i64) -> u64 {
+    let first = budget.first_bucket(now_ms);
+    cells
+        .range((Metric::Budget, first)..=(Metric::Budget, i64::MAX))
+        .map(|(_, c)| c.total())
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Adds `by` (or takes it away) from this replica's count in a cell, marked to be written.
+fn bump(cells: &mut Cells, metric: Metric, bucket: i64, by: i64) {
+    let cell = cells.entry((metric, bucket)).or_default();
+    cell.local = if by >= 0 {
+        cell.local.saturating_add(by.unsigned_abs())
+    } else {
+        cell.local.saturating_sub(by.unsigned_abs())
+    };
+    cell.dirty = true;
+}
+
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -616,43 +644,36 @@ pub type Applicable<L> = [(Subject, L)];
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Hashed with `foldhash`: looked up several times per request; ids from the database.
-    subjects: foldhash::HashMap<Subject, BTreeMap<(Metric, i64), Cell>>,
+    subjects: foldhash::HashMap<Subject, Cells>,
 }
 
 impl Counters {
     fn cell(&self, subject: &Subject, metric: Metric, bucket: i64) -> u64 {
         self.subjects
             .get(subject)
-            .and_then(|cells| cells.get(&(metric, bucket)))
-            .map_or(0, |c| c.total())
+            .map_or(0, |cells| total(cells, metric, bucket))
     }
 
-    fn bump(&mut self, subject: &Subject, metric: Metric, bucket: i64, by: i64) {
-        // The subject's id is copied only the first time it is counted.
+    /// The cells of `subject`, made empty the first time it is counted (its id copied then
+    /// only): one lookup for every count a request changes.
+    fn cells_mut(&mut self, subject: &Subject) -> Option<&mut Cells> {
         if !self.subjects.contains_key(subject) {
             self.subjects.insert(subject.clone(), BTreeMap::new());
         }
-        let Some(cells) = self.subjects.get_mut(subject) else {
-            return;
-        };
-        let cell = cells.entry((metric, bucket)).or_default();
-        cell.local = if by >= 0 {
-            cell.local.saturating_add(by.unsigned_abs())
-        } else {
-            cell.local.saturating_sub(by.unsigned_abs())
-        };
-        cell.dirty = true;
+        self.subjects.get_mut(subject)
+    }
+
+    fn bump(&mut self, subject: &Subject, metric: Metric, bucket: i64, by: i64) {
+        if let Some(cells) = self.cells_mut(subject) {
+            bump(cells, metric, bucket, by);
+        }
     }
 
     /// The tokens counted against `budget` in its current period.
     pub fn budget_used(&self, subject: &Subject, budget: &Budget, now_ms: i64) -> u64 {
-        let first = budget.first_bucket(now_ms);
-        self.subjects.get(subject).map_or(0, |cells| {
-            cells
-                .range((Metric::Budget, first)..=(Metric::Budget, i64::MAX))
-                .map(|(_, c)| c.total())
-                .fold(0u64, u64::saturating_add)
-        })
+        self.subjects
+            .get(subject)
+            .map_or(0, |cells| budget_used(cells, budget, now_ms))
     }
 
     /// Requests in flight for `subject`, on every replica.
@@ -703,24 +724,26 @@ impl Counters {
         // (reason, index of the subject, limit, used, retry in ms)
         let mut budget_refusal = None;
         let mut other_refusal = None;
+        let empty = Cells::new();
         for (i, (subject, limits)) in applicable.iter().enumerate() {
             let limits: &Limits = limits.borrow();
+            let cells = self.subjects.get(subject).unwrap_or(&empty);
             if let Some(rpm) = limits.requests_per_minute {
-                let used = self.cell(subject, Metric::Requests, minute);
+                let used = total(cells, Metric::Requests, minute);
                 if used >= rpm && other_refusal.is_none() {
                     other_refusal = Some((Refused::Requests, i, rpm, used, reset));
                 }
                 head.requests = Allowance::tighter(head.requests, Allowance::new(rpm, used, reset));
             }
             if let Some(tpm) = limits.tokens_per_minute {
-                let used = self.cell(subject, Metric::Tokens, minute);
+                let used = total(cells, Metric::Tokens, minute);
                 if used >= tpm && other_refusal.is_none() {
                     other_refusal = Some((Refused::Tokens, i, tpm, used, reset));
                 }
                 head.tokens = Allowance::tighter(head.tokens, Allowance::new(tpm, used, reset));
             }
             if let Some(budget) = limits.budget.as_ref().filter(|b| b.applies_to(model.0, model.1)) {
-                let used = self.budget_used(subject, budget, now_ms);
+                let used = budget_used(cells, budget, now_ms);
                 let reset_in = budget.reset_in_ms(now_ms);
                 if used >= budget.tokens && budget_refusal.is_none() {
                     budget_refusal = Some((Refused::Budget, i, budget.tokens, used, reset_in));
@@ -729,7 +752,7 @@ impl Counters {
             }
             if let Some(max) = limits.concurrent_requests {
                 if other_refusal.is_none() {
-                    let used = self.in_flight(subject);
+                    let used = total(cells, Metric::InFlight, 0);
                     if used >= max {
                         other_refusal = Some((Refused::Concurrency, i, max, used, 1000));
                     }
@@ -761,8 +784,10 @@ impl Counters {
         let mut head = self.evaluate(applicable, model, now_ms)?;
         let minute = minute_bucket(now_ms);
         for (subject, _) in applicable {
-            self.bump(subject, Metric::Requests, minute, 1);
-            self.bump(subject, Metric::InFlight, 0, 1);
+            if let Some(cells) = self.cells_mut(subject) {
+                bump(cells, Metric::Requests, minute, 1);
+                bump(cells, Metric::InFlight, 0, 1);
+            }
         }
         // Each subject counted one more request: the tightest allowance has one less left.
         if let Some(a) = head.requests.as_mut() {
@@ -791,11 +816,13 @@ impl Counters {
             return;
         }
         let by = i64::try_from(tokens).unwrap_or(i64::MAX);
+        let (minute, hour) = (minute_bucket(now_ms), hour_bucket(now_ms));
         for (subject, limits) in applicable {
             let limits: &Limits = limits.borrow();
-            self.bump(subject, Metric::Tokens, minute_bucket(now_ms), by);
+            let Some(cells) = self.cells_mut(subject) else { continue };
+            bump(cells, Metric::Tokens, minute, by);
             if limits.budget.as_ref().is_some_and(|b| b.applies_to(model.0, model.1)) {
-                self.bump(subject, Metric::Budget, hour_bucket(now_ms), by);
+                bump(cells, Metric::Budget, hour, by);
             }
         }
     }

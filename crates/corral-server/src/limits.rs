@@ -172,13 +172,6 @@ impl Announce {
     }
 }
 
-impl Permit {
-    /// The subjects it admitted the request under, for the exchange record to charge.
-    pub fn subjects(&self) -> Limited {
-        self.subjects.clone()
-    }
-}
-
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Ok(mut counters) = self.shared.limiter.counters.lock() {
@@ -196,6 +189,7 @@ impl Limiter {
         caller: &Caller,
         (asked, run): (&str, &str),
         announce: Announce,
+        exchange: &mut crate::exchange::Exchange,
     ) -> Result<Option<Permit>, AppError> {
         let subjects = applicable(caller);
         if subjects.is_empty() {
@@ -207,14 +201,19 @@ impl Limiter {
             Err(_) => return Err(AppError::Internal("the limit counters are poisoned".to_owned())),
         };
         match result {
-            Ok(headroom) => Ok(Some(Permit {
-                shared: shared.clone(),
-                subjects: subjects.into(),
-                headers: match announce {
-                    Announce::Always => headers(&headroom),
-                    Announce::OnRefusal => Vec::new(),
-                },
-            })),
+            Ok(headroom) => {
+                let subjects: Limited = subjects.into();
+                // The record charges the request's tokens to the subjects that admitted it.
+                exchange.limited(subjects.clone());
+                Ok(Some(Permit {
+                    shared: shared.clone(),
+                    subjects,
+                    headers: match announce {
+                        Announce::Always => headers(&headroom),
+                        Announce::OnRefusal => Vec::new(),
+                    },
+                }))
+            }
             Err(denied) => {
                 shared.metrics.rate_limited(match denied.reason {
                     Refused::Requests => "requests",

@@ -167,13 +167,11 @@ async fn attempt(
                 &caller,
                 (model, &id),
                 crate::limits::Announce::for_route(spec.path, converted),
+                exchange,
             )?,
             _ => None,
         }
     };
-    if let Some(permit) = &permit {
-        exchange.limited(permit.subjects());
-    }
     let mut admitted = if light {
         None
     } else {

@@ -265,15 +265,14 @@ pub async fn forward(
                     let run = granted.as_deref().unwrap_or(model);
                     exchange.routed(run);
                     let announce = crate::limits::Announce::for_route(spec.path, false);
-                    permit = match shared
-                        .limiter
-                        .admit(&shared.clone().into_inner(), caller, (model, run), announce)
-                    {
-                        Ok(Some(permit)) => {
-                            exchange.limited(permit.subjects());
-                            Some(permit)
-                        }
-                        Ok(None) => None,
+                    permit = match shared.limiter.admit(
+                        &shared.clone().into_inner(),
+                        caller,
+                        (model, run),
+                        announce,
+                        &mut exchange,
+                    ) {
+                        Ok(permit) => permit,
                         Err(err) => {
                             exchange.status(actix_web::ResponseError::status_code(&err).as_u16());
                             exchange.failed();

@@ -5,7 +5,6 @@
 //! Keyed by base URL, so the knowledge follows an instance when the list is reordered.
 //! Locks here are held for a few instructions and never across an await.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -17,11 +16,17 @@ use dashmap::DashMap;
 /// keep-alive).
 const LOADED_FOR: Duration = Duration::from_secs(300);
 
+/// Maps looked up on every request, by a model's name or an instance's URL: `foldhash`
+/// (seeded per process) rather than SipHash, which cost about 230 instructions a lookup here,
+/// a dozen lookups a request.
+type Map<V> = foldhash::HashMap<String, V>;
+type SharedMap<V> = DashMap<String, V, foldhash::fast::RandomState>;
+
 /// Knowledge about every instance, and the per-model admission queues.
 #[derive(Default)]
 pub struct Instances {
-    by_url: DashMap<String, Arc<Instance>>,
-    queues: DashMap<String, Arc<Queue>>,
+    by_url: SharedMap<Arc<Instance>>,
+    queues: SharedMap<Arc<Queue>>,
 }
 
 /// Requests waiting for a slot on any instance holding one model, in the order they will be
@@ -66,12 +71,12 @@ pub struct Instance {
 }
 
 struct Inner {
-    per_model: HashMap<String, usize>,
-    limits: HashMap<String, AdaptiveLimit>,
-    served: HashMap<String, Instant>,
+    per_model: Map<usize>,
+    limits: Map<AdaptiveLimit>,
+    served: Map<Instant>,
     /// Models that answered a request there since they were last loaded: requests for them
     /// do not wait for a load.
-    answered: HashMap<String, Instant>,
+    answered: Map<Instant>,
     health: Health,
     ttft: Ewma,
     duration: Ewma,
@@ -92,8 +97,9 @@ impl Inner {
         learned.unwrap_or_else(|| AdaptiveLimit::default().limit())
     }
 
-    /// The limiter of `model`, made on first use starting at [`Inner::limit_of`].
-    fn limiter(&mut self, model: &str) -> &mut AdaptiveLimit {
+    /// The limiter of `model`, made on first use starting at [`Inner::limit_of`]; the name is
+    /// copied only then.
+    fn limiter(&mut self, model: &str) -> Option<&mut AdaptiveLimit> {
         if !self.limits.contains_key(model) {
             let initial = self.inherited();
             let params = corral_balance::AdaptiveParams {
@@ -102,7 +108,7 @@ impl Inner {
             };
             self.limits.insert(model.to_owned(), AdaptiveLimit::new(params));
         }
-        self.limits.entry(model.to_owned()).or_default()
+        self.limits.get_mut(model)
     }
 }
 
@@ -143,10 +149,10 @@ impl Instances {
                     in_flight: AtomicUsize::new(0),
                     seen: AtomicBool::new(false),
                     inner: Mutex::new(Inner {
-                        per_model: HashMap::new(),
-                        limits: HashMap::new(),
-                        served: HashMap::new(),
-                        answered: HashMap::new(),
+                        per_model: Map::default(),
+                        limits: Map::default(),
+                        served: Map::default(),
+                        answered: Map::default(),
                         health: Health::default(),
                         ttft: Ewma::new(Duration::from_secs(30)),
                         duration: Ewma::new(Duration::from_secs(30)),
@@ -320,7 +326,9 @@ impl Instance {
             return false;
         }
         let mut inner = lock(&self.inner);
-        let limit = inner.limiter(&request.model);
+        let Some(limit) = inner.limiter(&request.model) else {
+            return false;
+        };
         let before = limit.limit();
         let verdict = limit.on_sample(ttft, request.concurrency, now);
         let after = limit.limit();
@@ -333,7 +341,9 @@ impl Instance {
     /// The instance answered `request` that it is busy (503, 429): the model's limit falls.
     pub fn busy(&self, request: &InFlight) {
         let mut inner = lock(&self.inner);
-        let limit = inner.limiter(&request.model);
+        let Some(limit) = inner.limiter(&request.model) else {
+            return;
+        };
         limit.on_busy(request.concurrency);
         tracing::debug!(model = %request.model, after = limit.limit(), "instance busy; adaptive slots fell");
     }
@@ -418,7 +428,7 @@ impl Instance {
 
 /// `map[model] = value`, copying the name only for a model not there yet (a request nearly
 /// always finds its model there).
-fn set<V>(map: &mut HashMap<String, V>, model: &str, value: V) {
+fn set<V>(map: &mut Map<V>, model: &str, value: V) {
     match map.get_mut(model) {
         Some(slot) => *slot = value,
         None => {

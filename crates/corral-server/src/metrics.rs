@@ -18,7 +18,6 @@
 //! [`Metrics::usage_buffer_depth`] (usage records waiting to be written) and
 //! [`Metrics::rate_limited`] (requests refused by a rate limit, by kind).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -215,9 +214,9 @@ type ByKey = Vec<(RequestKey, Arc<RequestHandles>)>;
 #[derive(Default)]
 struct Cache {
     /// By model name (looked up by `&str`, no allocation), then a short list by key.
-    requests: RwLock<HashMap<String, ByKey>>,
+    requests: RwLock<foldhash::HashMap<String, ByKey>>,
     /// Queue waits by model name.
-    queue_wait: RwLock<HashMap<String, Histogram>>,
+    queue_wait: RwLock<foldhash::HashMap<String, Histogram>>,
     /// HTTP requests by route family and status class.
     http: [[OnceLock<Counter>; 5]; FAMILIES.len()],
     /// Outcomes: completed, cancelled, failed.

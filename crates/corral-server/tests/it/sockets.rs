@@ -362,3 +362,61 @@ async fn a_client_that_closes_only_its_sending_side_still_gets_a_quick_answer() 
     assert!(answer.contains("\"done\":true"), "{answer}");
     gw.stop().await;
 }
+
+/// The client the gateway sends requests to instances with shares one codec configuration per
+/// thread (`vendor/awc/PATCHED.md`: each request made its own, spawning a task and arming a
+/// timer every time). A thread that runs one actix system after another, as tests do, must not
+/// keep using the configuration of a system that has ended: its date service no longer runs,
+/// so requests would go on carrying the `date` it last wrote.
+#[test]
+fn requests_sent_from_a_later_runtime_on_the_same_thread_carry_the_current_date() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let mut dates = Vec::new();
+        for _ in 0..2 {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut date = None;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("date") {
+                        date = Some(value.trim().to_owned());
+                    }
+                }
+            }
+            (&stream)
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .unwrap();
+            dates.push(date.expect("the request carries a date"));
+        }
+        dates
+    });
+    for round in 0..2 {
+        let url = url.clone();
+        actix_rt::System::new().block_on(async move {
+            let resp = awc::Client::default().get(url).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+        });
+        if round == 0 {
+            // Past the next whole second and the date service's 500 ms tick.
+            std::thread::sleep(std::time::Duration::from_millis(2100));
+        }
+    }
+    let dates = server.join().unwrap();
+    let parse = |d: &str| chrono::DateTime::parse_from_rfc2822(&d.replace("GMT", "+0000")).unwrap();
+    let apart = parse(&dates[1]) - parse(&dates[0]);
+    assert!(
+        apart >= chrono::Duration::seconds(2),
+        "the second request carried {:?}, the first {:?}",
+        dates[1],
+        dates[0]
+    );
+}

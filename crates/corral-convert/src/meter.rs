@@ -108,6 +108,11 @@ impl Meter {
         // Only the tail of a long line can hold the counts.
         let line = &line[line.len().saturating_sub(TAIL)..];
         let keys = keys();
+        // Nearly every line of a stream holds no count: one pass over it for either kind of
+        // key rules it out, where looking for each key in turn took three.
+        if keys.any.as_ref().is_some_and(|any| any.find(line).is_none()) {
+            return;
+        }
         if let Some(n) = last_number(line, &keys.eval_count) {
             self.counts.output = Some(n);
             self.counts.input = last_number(line, &keys.prompt_eval_count).or(self.counts.input);
@@ -129,6 +134,10 @@ impl Meter {
 /// running it over a line of an answer). Forward searchers: they skip a line without the key
 /// with vector instructions, which memchr's reverse searchers do not use.
 struct Keys {
+    /// The end of both of Ollama's keys (`"eval_count":`, `"prompt_eval_count":`) and OpenAI's
+    /// `"usage":`, found in one pass (a vectorised multi-pattern search). `None` where this CPU
+    /// has no vector instructions for it: every line is then searched key by key.
+    any: Option<aho_corasick::packed::Searcher>,
     eval_count: Finder<'static>,
     prompt_eval_count: Finder<'static>,
     usage: Finder<'static>,
@@ -139,6 +148,11 @@ struct Keys {
 fn keys() -> &'static Keys {
     static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| Keys {
+        any: aho_corasick::packed::Config::new()
+            .builder()
+            .add(b"eval_count\":")
+            .add(b"\"usage\":")
+            .build(),
         eval_count: Finder::new(b"\"eval_count\":"),
         prompt_eval_count: Finder::new(b"\"prompt_eval_count\":"),
         usage: Finder::new(b"\"usage\":"),

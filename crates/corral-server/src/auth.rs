@@ -242,7 +242,7 @@ pub struct Auth {
     /// Sign-in attempts per account and per address.
     pub limiter: Mutex<SigninLimiter>,
     /// Key id → when it was last used, waiting to be written.
-    key_uses: DashMap<String, i64>,
+    key_uses: DashMap<String, i64, foldhash::fast::RandomState>,
     /// The last time keys' use times were written.
     flushed: AtomicI64,
     /// The last time expired revocations were deleted.
@@ -259,7 +259,7 @@ impl Default for Auth {
             secret: ArcSwap::from_pointee(Vec::new()),
             revisions: Mutex::new((-1, -1)),
             limiter: Mutex::new(SigninLimiter::default()),
-            key_uses: DashMap::new(),
+            key_uses: DashMap::default(),
             flushed: AtomicI64::new(0),
             purged: AtomicI64::new(0),
             reloads: std::sync::atomic::AtomicU64::new(0),
@@ -381,7 +381,13 @@ impl Auth {
     }
 
     fn note_key_use(&self, id: &str, now: i64) {
-        self.key_uses.insert(id.to_owned(), now);
+        // A key in use is nearly always there already: its id is copied only the first time.
+        match self.key_uses.get_mut(id) {
+            Some(mut at) => *at = now,
+            None => {
+                self.key_uses.insert(id.to_owned(), now);
+            }
+        }
     }
 }
 

@@ -63,7 +63,7 @@ where
 {
     fn new(config: ConnectorConfig) -> Self {
         let permits = Arc::new(Semaphore::new(config.limit));
-        let available = RefCell::new(HashMap::new());
+        let available = RefCell::new(HashMap::default());
 
         Self(Rc::new(ConnectionPoolInnerPriv {
             config,
@@ -127,7 +127,9 @@ where
     Io: AsyncWrite + Unpin + 'static,
 {
     config: ConnectorConfig,
-    available: RefCell<HashMap<Key, VecDeque<PooledConnection<Io>>>>,
+    // Patched for Corral (see PATCHED.md): SipHash of the authority, byte by byte, on every
+    // acquire and release.
+    available: RefCell<HashMap<Key, VecDeque<PooledConnection<Io>>, foldhash::fast::RandomState>>,
     permits: Arc<Semaphore>,
 }
 

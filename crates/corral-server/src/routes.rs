@@ -32,7 +32,7 @@ type LevelledRoute = (Method, Level, actix_web::Route);
 /// 4,000 instructions for a chat behind the probes, the listings and OpenAI's routes. A path
 /// without parameters is matched by its own resource only (no two resources here match the
 /// same path), so trying it earlier changes no answer.
-const HOT: [&str; 12] = [
+const HOT: [&str; 14] = [
     "/api/chat",
     "/v1/chat/completions",
     "/api/generate",
@@ -45,6 +45,8 @@ const HOT: [&str; 12] = [
     "/v1/completions",
     "/api/embeddings",
     "/ollama/api/embeddings",
+    "/ollama/v1/chat/completions",
+    "/ollama/v1/completions",
 ];
 
 /// Routes being registered: each path's routes are gathered so that one actix resource
@@ -164,12 +166,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, console: Option<&str>) {
     cfg.default_service(web::to(meta::not_found));
 }
 
-/// Every route, in matching order, with the console at its default path.
+/// Every route, in registration order (the order of the table and of `/openapi.json`; actix
+/// tries the [`HOT`] paths first, then the rest in this order), with the console at its default
+/// path.
 pub fn register(r: &mut Routes) {
     register_with(r, Some(crate::console::DEFAULT_PATH));
 }
 
-/// Every route, in matching order, with the console at `console` when it is served.
+/// Every route, in registration order (see [`register`]), with the console at `console` when it
+/// is served.
 pub fn register_with(r: &mut Routes, console: Option<&str>) {
     use Level::{Public, Verified};
     r.add(
@@ -218,11 +223,10 @@ pub fn register_with(r: &mut Routes, console: Option<&str>) {
             meta::owui_status,
         );
     }
-    // actix tries resources in this order, a pattern with parameters by a regular expression:
-    // the model-running routes come first, so a chat does not run the expressions of the
-    // routes with parameters before it (they took a seventh of the gateway's CPU when the
-    // console's and Open WebUI's routes came first). No two routes here match the same path,
-    // so the order changes nothing else.
+    // After the [`HOT`] paths, actix tries resources in this order, a pattern with parameters
+    // by a regular expression: OpenAI's routes come before the console's and Open WebUI's (whose
+    // expressions took a seventh of the gateway's CPU when they came first). No two routes here
+    // match the same path, so the order changes nothing else.
     r.add(
         Method::POST,
         "/v1/chat/completions",

@@ -430,7 +430,7 @@ fn report(rows: &[Row], sides: &[Side], facts: &Facts) -> String {
         let ratio = r.sides[2].rate() / r.sides[1].rate().max(1e-9);
         let _ = writeln!(
             out,
-            "- requests/s at concurrency 32 (native) ≥ 0.9 × nginx's: {ratio:.2} × ({:.0} against {:.0}), {}",
+            "- requests/s at concurrency 32 (native) ≥ 0.9 × nginx's: {ratio:.3} × ({:.0} against {:.0}), {}",
             r.sides[2].rate(),
             r.sides[1].rate(),
             verdict(ratio >= 0.9)
@@ -445,7 +445,7 @@ fn report(rows: &[Row], sides: &[Side], facts: &Facts) -> String {
             .all(|m| m.streams.as_ref().is_some_and(|s| s.errors == 0));
         let _ = writeln!(
             out,
-            "- kept-alive 100-chunk streams at concurrency 8 ≥ 0.95 × nginx's streams/s with p99 < 10 ms, none failed: {ratio:.2} ×, p99 {p99:.3} ms, {}",
+            "- kept-alive 100-chunk streams at concurrency 8 ≥ 0.95 × nginx's streams/s with p99 < 10 ms, none failed: {ratio:.3} ×, p99 {p99:.3} ms, {}",
             verdict(ratio >= 0.95 && p99 < 10.0 && same)
         );
     }

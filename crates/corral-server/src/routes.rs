@@ -167,7 +167,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, console: Option<&str>) {
 }
 
 /// Every route, in registration order (the order of the table and of `/openapi.json`; actix
-/// tries the [`HOT`] paths first, then the rest in this order), with the console at its default
+/// tries the `HOT` paths first, then the rest in this order), with the console at its default
 /// path.
 pub fn register(r: &mut Routes) {
     register_with(r, Some(crate::console::DEFAULT_PATH));
@@ -223,7 +223,7 @@ pub fn register_with(r: &mut Routes, console: Option<&str>) {
             meta::owui_status,
         );
     }
-    // After the [`HOT`] paths, actix tries resources in this order, a pattern with parameters
+    // After the `HOT` paths, actix tries resources in this order, a pattern with parameters
     // by a regular expression: OpenAI's routes come before the console's and Open WebUI's (whose
     // expressions took a seventh of the gateway's CPU when they came first). No two routes here
     // match the same path, so the order changes nothing else.

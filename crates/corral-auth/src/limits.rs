@@ -549,7 +549,11 @@ fn total(cells: &Cells, metric: Metric, bucket: i64) -> u64 {
 
 /// The tokens counted against `budget` in its current period.
 fn budget_used(cells: &Cells, budget: &Budget, now_ms: i64) -> u64 {
-    let first = budget.first_bucket(now_ms);
+    budget_since(cells, budget.first_bucket(now_ms))
+}
+
+/// The tokens counted in budget hours from `first` on.
+fn budget_since(cells: &Cells, first: i64) -> u64 {
     cells
         .range((Metric::Budget, first)..=(Metric::Budget, i64::MAX))
         .map(|(_, c)| c.total())
@@ -645,9 +649,32 @@ pub type Applicable<L> = [(Subject, L)];
 pub struct Counters {
     /// Hashed with `foldhash`: looked up several times per request; ids from the database.
     subjects: foldhash::HashMap<Subject, Cells>,
+    /// Each subject's budget use from an hour on, `(first hour, tokens)`, so that a request
+    /// does not add up its period's hourly cells again (about 700 near the end of a monthly
+    /// budget): made when a request first reads it for that hour, grown by each charge,
+    /// forgotten when other replicas' counts are replaced or windows pruned.
+    budget_sums: std::cell::RefCell<foldhash::HashMap<Subject, (i64, u64)>>,
 }
 
 impl Counters {
+    /// [`budget_used`] of `subject`'s `cells`, from the kept sum when it starts at the same hour.
+    fn budget_sum(&self, subject: &Subject, cells: &Cells, budget: &Budget, now_ms: i64) -> u64 {
+        let first = budget.first_bucket(now_ms);
+        let mut sums = self.budget_sums.borrow_mut();
+        match sums.get_mut(subject) {
+            Some((from, sum)) if *from == first => *sum,
+            Some(kept) => {
+                *kept = (first, budget_since(cells, first));
+                kept.1
+            }
+            None => {
+                let sum = budget_since(cells, first);
+                sums.insert(subject.clone(), (first, sum));
+                sum
+            }
+        }
+    }
+
     fn cell(&self, subject: &Subject, metric: Metric, bucket: i64) -> u64 {
         self.subjects
             .get(subject)
@@ -743,7 +770,7 @@ impl Counters {
                 head.tokens = Allowance::tighter(head.tokens, Allowance::new(tpm, used, reset));
             }
             if let Some(budget) = limits.budget.as_ref().filter(|b| b.applies_to(model.0, model.1)) {
-                let used = budget_used(cells, budget, now_ms);
+                let used = self.budget_sum(subject, cells, budget, now_ms);
                 let reset_in = budget.reset_in_ms(now_ms);
                 if used >= budget.tokens && budget_refusal.is_none() {
                     budget_refusal = Some((Refused::Budget, i, budget.tokens, used, reset_in));
@@ -823,6 +850,11 @@ impl Counters {
             bump(cells, Metric::Tokens, minute, by);
             if limits.budget.as_ref().is_some_and(|b| b.applies_to(model.0, model.1)) {
                 bump(cells, Metric::Budget, hour, by);
+                if let Some((first, sum)) = self.budget_sums.get_mut().get_mut(subject) {
+                    if hour >= *first {
+                        *sum = sum.saturating_add(by.unsigned_abs());
+                    }
+                }
             }
         }
     }
@@ -866,6 +898,7 @@ impl Counters {
     /// Replaces what the other replicas counted with `totals` (the sum of their rows per
     /// counter); a counter not named has nothing from them.
     pub fn set_others(&mut self, totals: impl IntoIterator<Item = (CounterKey, u64)>) {
+        self.budget_sums.get_mut().clear();
         for cells in self.subjects.values_mut() {
             for cell in cells.values_mut() {
                 cell.others = 0;
@@ -880,6 +913,7 @@ impl Counters {
     /// Forgets windows that no limit reads any more: minutes before the last, budget hours
     /// older than 32 days, and subjects left with nothing.
     pub fn prune(&mut self, now_ms: i64) {
+        self.budget_sums.get_mut().clear();
         let minute = minute_bucket(now_ms);
         let hour = hour_bucket(now_ms);
         self.subjects.retain(|_, cells| {

@@ -290,3 +290,39 @@ fn pruning_keeps_what_limits_still_read() {
     counters.prune(NOW + 40 * 24 * HOUR_MS);
     assert!(counters.subjects.is_empty());
 }
+
+/// A budget's use is kept between requests rather than summed over its hours each time: it
+/// must stay what summing them says through charges, hours and periods turning, other
+/// replicas' counts replaced, and old windows pruned.
+#[test]
+fn a_budget_kept_between_requests_is_its_hours_summed() {
+    let key = subject("k");
+    for reset in ["rolling", "calendar"] {
+        let l = limits(json!({"budget": {"tokens": 1_000_000_000u64, "period": "week", "reset": reset}}));
+        let budget = l.budget.clone().unwrap();
+        let applicable = [(key.clone(), l)];
+        let mut counters = Counters::default();
+        let mut now = NOW - 20 * 24 * HOUR_MS;
+        for step in 0..3000u64 {
+            counters.charge(&applicable, ("m", "m"), 7 + step % 5, now);
+            if step % 97 == 0 {
+                let bucket = hour_bucket(now) - (step % 7) as i64;
+                counters.set_others([(
+                    CounterKey {
+                        subject: key.clone(),
+                        metric: Metric::Budget,
+                        bucket,
+                    },
+                    step % 13,
+                )]);
+            }
+            if step % 301 == 0 {
+                counters.prune(now);
+            }
+            let kept = counters.headroom(&applicable, ("m", "m"), now).tokens.unwrap();
+            let summed = counters.budget_used(&key, &budget, now);
+            assert_eq!(kept.limit - kept.remaining, summed, "{reset} budget, step {step}");
+            now += 17 * 60 * 1000;
+        }
+    }
+}

@@ -128,36 +128,41 @@ enum Drops {
     Nth(&'static str, usize, std::time::Duration),
 }
 
+/// Reads one request (head and a `Content-Length` body) off a raw connection: its path and
+/// headers, or none at the end.
+fn read_request(reader: &mut std::io::BufReader<std::net::TcpStream>) -> Option<(String, Vec<(String, String)>)> {
+    use std::io::{BufRead, Read};
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let path = line.split_whitespace().nth(1)?.to_owned();
+    let mut headers = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        reader.read_line(&mut header).ok()?;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+            if name == "content-length" {
+                length = value.parse().ok()?;
+            }
+            headers.push((name, value));
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some((path, headers))
+}
+
 /// An Ollama-shaped instance holding `m:latest` that answers every request at once, but those
 /// `drops` names. Returns its URL and the paths of the requests it dropped.
 fn flaky_instance(drops: Drops) -> (String, Dropped) {
-    use std::io::{BufRead, BufReader, Read, Write};
-
-    /// Reads one request (head and a `Content-Length` body); its path, or none at the end.
-    fn read_request(reader: &mut BufReader<std::net::TcpStream>) -> Option<String> {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let path = line.split_whitespace().nth(1)?.to_owned();
-        let mut length = 0;
-        loop {
-            let mut header = String::new();
-            reader.read_line(&mut header).ok()?;
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().ok()?;
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).ok()?;
-        Some(path)
-    }
+    use std::io::{BufReader, Write};
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -172,7 +177,7 @@ fn flaky_instance(drops: Drops) -> (String, Dropped) {
                 let mut writer = conn.try_clone().unwrap();
                 let mut reader = BufReader::new(conn);
                 let mut on_this_connection = 0;
-                while let Some(path) = read_request(&mut reader) {
+                while let Some((path, _)) = read_request(&mut reader) {
                     on_this_connection += 1;
                     let nth = {
                         let mut seen = seen.lock().unwrap();
@@ -370,7 +375,7 @@ async fn a_client_that_closes_only_its_sending_side_still_gets_a_quick_answer() 
 /// so requests would go on carrying the `date` it last wrote.
 #[test]
 fn requests_sent_from_a_later_runtime_on_the_same_thread_carry_the_current_date() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufReader, Write};
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
@@ -379,19 +384,11 @@ fn requests_sent_from_a_later_runtime_on_the_same_thread_carry_the_current_date(
         for _ in 0..2 {
             let (stream, _) = listener.accept().unwrap();
             let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut date = None;
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if line == "\r\n" || line.is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':') {
-                    if name.eq_ignore_ascii_case("date") {
-                        date = Some(value.trim().to_owned());
-                    }
-                }
-            }
+            let (_, headers) = read_request(&mut reader).unwrap();
+            let date = headers
+                .into_iter()
+                .find(|(name, _)| name == "date")
+                .map(|(_, value)| value);
             (&stream)
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                 .unwrap();

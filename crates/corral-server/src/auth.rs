@@ -20,6 +20,8 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use arc_swap::ArcSwap;
 use corral_auth::{messages, AccessControl, Presented, Role, SigninLimiter, UserInfo};
 use corral_store::Store;
+
+use crate::limits::Limited;
 use dashmap::DashMap;
 use serde_json::Value;
 
@@ -82,6 +84,9 @@ struct KeyEntry {
     id: Arc<str>,
     user_id: String,
     expires_at: Option<i64>,
+    /// The limited subjects a request with this key counts against (the key, its user, the
+    /// user's groups), made once per directory; `None` when none is limited.
+    limited: Option<Limited>,
 }
 
 /// Everything authentication and access control read, as one immutable snapshot.
@@ -97,12 +102,15 @@ pub struct Directory {
     /// Limits per key, user and group (only of subjects that exist).
     /// Limits by scope (key, user, group: [`scope_slot`]), then id.
     limits: [FastMap<String, Arc<corral_auth::limits::Limits>>; 3],
+    /// The limited subjects of each user signed in without a key (the user and its groups),
+    /// for users with any.
+    user_limited: FastMap<String, Limited>,
 }
 
 type FastMap<K, V> = foldhash::HashMap<K, V>;
 
 /// Where a scope's limits sit in [`Directory`]'s table.
-fn scope_slot(scope: corral_auth::limits::Scope) -> usize {
+pub(crate) fn scope_slot(scope: corral_auth::limits::Scope) -> usize {
     use corral_auth::limits::Scope;
     match scope {
         Scope::Key => 0,
@@ -119,7 +127,7 @@ impl Directory {
         for (group, user) in store.group_memberships()? {
             groups.entry(user).or_default().push(group);
         }
-        let users = store
+        let users: FastMap<String, Arc<Member>> = store
             .list_users()?
             .into_iter()
             .map(|u| {
@@ -134,18 +142,6 @@ impl Directory {
                     profile_image_url: u.profile_image_url,
                 };
                 (u.id, Arc::new(member))
-            })
-            .collect();
-        let keys = store
-            .active_api_keys(now)?
-            .into_iter()
-            .map(|k| {
-                let entry = KeyEntry {
-                    id: Arc::from(k.key.id),
-                    user_id: k.key.user_id,
-                    expires_at: k.key.expires_at,
-                };
-                (k.hash.as_str().to_owned(), entry)
             })
             .collect();
         let revoked = store.revoked_tokens(now)?.into_iter().map(|t| t.jti).collect();
@@ -184,12 +180,34 @@ impl Directory {
         for l in store.list_limits()?.into_iter().filter(|l| !l.limits.is_empty()) {
             limits[scope_slot(l.scope)].insert(l.subject_id, Arc::new(l.limits));
         }
+        let subjects = |key: Option<&str>, user: Option<&Arc<Member>>| {
+            let user = user.map(|u| (u.id.as_str(), &u.groups[..]));
+            crate::limits::subjects_of(&limits, key, user)
+        };
+        let keys = store
+            .active_api_keys(now)?
+            .into_iter()
+            .map(|k| {
+                let entry = KeyEntry {
+                    limited: subjects(Some(&k.key.id), users.get(&k.key.user_id)),
+                    id: Arc::from(k.key.id),
+                    user_id: k.key.user_id,
+                    expires_at: k.key.expires_at,
+                };
+                (k.hash.as_str().to_owned(), entry)
+            })
+            .collect();
+        let user_limited = users
+            .iter()
+            .filter_map(|(id, user)| Some((id.clone(), subjects(None, Some(user))?)))
+            .collect();
         Ok(Directory {
             users,
             keys,
             revoked,
             models,
             limits,
+            user_limited,
         })
     }
 
@@ -225,6 +243,11 @@ impl Directory {
     /// Whether any limit is set at all (most gateways have none: nothing to count).
     pub fn has_limits(&self) -> bool {
         self.limits.iter().any(|m| !m.is_empty())
+    }
+
+    /// The limited subjects a request of `user` signed in without a key counts against.
+    pub fn user_limited(&self, user: &str) -> Option<&Limited> {
+        self.user_limited.get(user)
     }
 
     /// How many users there are.
@@ -409,6 +432,9 @@ pub struct Caller {
     pub directory: Arc<Directory>,
     /// The API key's id, when the credential was an API key.
     pub key_id: Option<Arc<str>>,
+    /// The limited subjects the caller's requests count against (its key, its user, the
+    /// user's groups), from the directory; `None` when none is limited.
+    pub limited: Option<Limited>,
 }
 
 /// The caller of an admin route.
@@ -583,11 +609,12 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
             session: None,
             directory,
             key_id: None,
+            limited: None,
         });
     }
     let settings = shared.settings();
     let now = unix_now();
-    let (user, session, key_id) = match presented(req)? {
+    let (user, session, key_id, limited) = match presented(req)? {
         Presented::Missing | Presented::Malformed => return Err(unauthorized(messages::NOT_AUTHENTICATED)),
         Presented::ApiKey { key, .. } => {
             if !settings.auth.enable_api_keys {
@@ -600,7 +627,8 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
                 .filter(|k| k.expires_at.is_none_or(|at| at > now))
                 .ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
             auth.note_key_use(&entry.id, now);
-            (directory.user(&entry.user_id), None, Some(entry.id.clone()))
+            let limited = entry.limited.clone();
+            (directory.user(&entry.user_id), None, Some(entry.id.clone()), limited)
         }
         Presented::Jwt { token, .. } => {
             let claims = corral_auth::verify_token(&auth.secret(), &token, chrono::Utc::now())
@@ -608,7 +636,13 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
             if directory.revoked.contains(&claims.jti) {
                 return Err(unauthorized(messages::TOKEN_REVOKED));
             }
-            (directory.user(&claims.id), Some((claims.jti, claims.exp)), None)
+            let limited = directory.user_limited(&claims.id).cloned();
+            (
+                directory.user(&claims.id),
+                Some((claims.jti, claims.exp)),
+                None,
+                limited,
+            )
         }
     };
     let user = user.cloned().ok_or_else(|| unauthorized(messages::INVALID_TOKEN))?;
@@ -617,6 +651,7 @@ pub fn identify(req: &HttpRequest) -> Result<Caller, AppError> {
         session,
         directory,
         key_id,
+        limited,
     })
 }
 

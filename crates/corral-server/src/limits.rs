@@ -24,7 +24,7 @@ use corral_auth::limits::{
     go_duration, write_go_duration, Counters, Denied, Headroom, Limits, Refused, Scope, Subject,
 };
 
-use crate::auth::{Caller, Directory};
+use crate::auth::{scope_slot, Caller};
 use crate::error::AppError;
 use crate::state::Shared;
 
@@ -74,43 +74,30 @@ impl Default for Limiter {
     }
 }
 
-/// The limited subjects a caller counts against: its key, its user, its groups.
-pub fn applicable(caller: &Caller) -> Vec<(Subject, Arc<Limits>)> {
-    let user = caller.user.as_ref();
-    subjects_of(
-        &caller.directory,
-        caller.key_id.as_deref(),
-        user.map(|u| u.id.as_str()),
-        user.map_or(&[][..], |u| &u.groups[..]),
-    )
-}
-
-/// The limited subjects among a key, a user and groups.
-fn subjects_of(
-    directory: &Directory,
+/// The limited subjects among a key and a user with its groups, by the limits set per scope
+/// (key, user, group) and id; `None` when none of them is limited. The directory makes these
+/// once per load, so a request only clones an `Arc`.
+pub(crate) fn subjects_of(
+    limits: &[foldhash::HashMap<String, Arc<Limits>>; 3],
     key: Option<&str>,
-    user: Option<&str>,
-    groups: &[String],
-) -> Vec<(Subject, Arc<Limits>)> {
-    if !directory.has_limits() {
-        return Vec::new();
-    }
+    user: Option<(&str, &[String])>,
+) -> Option<Limited> {
     let mut out = Vec::new();
     let mut push = |scope: Scope, id: &str| {
-        if let Some(limits) = directory.limits(scope, id) {
+        if let Some(limits) = limits[scope_slot(scope)].get(id) {
             out.push(((scope, id.to_owned()), limits.clone()));
         }
     };
     if let Some(key) = key {
         push(Scope::Key, key);
     }
-    if let Some(user) = user {
+    if let Some((user, groups)) = user {
         push(Scope::User, user);
+        for group in groups {
+            push(Scope::Group, group);
+        }
     }
-    for group in groups {
-        push(Scope::Group, group);
-    }
-    out
+    (!out.is_empty()).then(|| out.into())
 }
 
 /// Charges the tokens of every finished model-running request to the limits it counts
@@ -191,23 +178,21 @@ impl Limiter {
         announce: Announce,
         exchange: &mut crate::exchange::Exchange,
     ) -> Result<Option<Permit>, AppError> {
-        let subjects = applicable(caller);
-        if subjects.is_empty() {
+        let Some(subjects) = caller.limited.as_ref() else {
             return Ok(None);
-        }
+        };
         let now = self.clock.now_ms();
         let result = match self.counters.lock() {
-            Ok(mut counters) => counters.admit(&subjects, (asked, run), now),
+            Ok(mut counters) => counters.admit(subjects, (asked, run), now),
             Err(_) => return Err(AppError::Internal("the limit counters are poisoned".to_owned())),
         };
         match result {
             Ok(headroom) => {
-                let subjects: Limited = subjects.into();
                 // The record charges the request's tokens to the subjects that admitted it.
                 exchange.limited(subjects.clone());
                 Ok(Some(Permit {
                     shared: shared.clone(),
-                    subjects,
+                    subjects: subjects.clone(),
                     headers: match announce {
                         Announce::Always => headers(&headroom),
                         Announce::OnRefusal => Vec::new(),
@@ -228,7 +213,7 @@ impl Limiter {
 
     /// What is left of each limit of `caller` for `model` (or any model), for `GET /api/v1/limits/me`.
     pub fn remaining(&self, caller: &Caller, model: Option<&str>) -> serde_json::Value {
-        let subjects = applicable(caller);
+        let subjects = caller.limited.as_deref().unwrap_or_default();
         let now = self.clock.now_ms();
         let model = model.unwrap_or("");
         let Ok(counters) = self.counters.lock() else {

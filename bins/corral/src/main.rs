@@ -15,6 +15,9 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command, ConfigAction, ServeArgs};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {

@@ -417,3 +417,144 @@ fn requests_sent_from_a_later_runtime_on_the_same_thread_carry_the_current_date(
         dates[0]
     );
 }
+
+/// An instance holding `m:latest` whose chat answers stream one chunk per line, the lines
+/// `lines` (chunked transfer encoding, each chunk written and flushed on its own).
+fn chunked_instance(lines: Vec<String>) -> String {
+    use std::io::{BufReader, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                let mut writer = conn.try_clone().unwrap();
+                let mut reader = BufReader::new(conn);
+                while let Some((path, _)) = read_request(&mut reader) {
+                    let mut out = Vec::new();
+                    if path == "/api/chat" {
+                        out.extend_from_slice(
+                            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n",
+                        );
+                        for line in &lines {
+                            out.extend_from_slice(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes());
+                        }
+                        out.extend_from_slice(b"0\r\n\r\n");
+                    } else {
+                        let body = match path.as_str() {
+                            "/api/tags" => {
+                                r#"{"models":[{"name":"m:latest","model":"m:latest","modified_at":"2026-01-01T00:00:00Z","size":1,"digest":"d","details":{"format":"gguf","family":"llama"}}]}"#
+                            }
+                            "/api/ps" => r#"{"models":[]}"#,
+                            _ => r#"{"version":"0.12.0"}"#,
+                        };
+                        out.extend_from_slice(
+                            format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        );
+                    }
+                    if writer.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Reads one chunked answer off `reader` after its head, checking every chunk-size line is
+/// upper-case hexadecimal without leading zeros, as the gateway writes them; returns the body.
+fn read_chunked_strictly(reader: &mut std::io::BufReader<std::net::TcpStream>) -> Vec<u8> {
+    use std::io::{BufRead, Read};
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the answer ended in its head: {head}"
+        );
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).unwrap();
+        let size = size.strip_suffix("\r\n").expect("a chunk size line ends with CRLF");
+        assert!(
+            !size.is_empty()
+                && size.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+                && (size == "0" || !size.starts_with('0')),
+            "chunk size line {size:?}"
+        );
+        let len = usize::from_str_radix(size, 16).unwrap();
+        let mut data = vec![0; len + 2];
+        reader.read_exact(&mut data).unwrap();
+        assert_eq!(&data[len..], b"\r\n", "chunk of {len} bytes not followed by CRLF");
+        if len == 0 {
+            return body;
+        }
+        body.extend_from_slice(&data[..len]);
+    }
+}
+
+#[actix_web::test]
+async fn streamed_chunks_of_every_size_keep_their_framing() {
+    // Chunk sizes across each number of hex digits, the last line ending the answer.
+    let mut lines: Vec<String> = [100, 255, 256, 4095, 4096, 65535, 65536, 100_000]
+        .iter()
+        .map(|&len| {
+            let frame = r#"{"model":"m:latest","message":{"role":"assistant","content":""},"done":false}"#;
+            let pad = "x".repeat(len - frame.len() - 1);
+            format!(r#"{{"model":"m:latest","message":{{"role":"assistant","content":"{pad}"}},"done":false}}"#) + "\n"
+        })
+        .collect();
+    lines.push(
+        r#"{"model":"m:latest","message":{"role":"assistant","content":""},"done":true,"prompt_eval_count":3,"eval_count":8}"#
+            .to_owned()
+            + "\n",
+    );
+    assert!(lines.iter().zip([100, 255, 256]).all(|(l, n)| l.len() == n));
+    let url = chunked_instance(lines.clone());
+    let mut settings = crate::support::settings_for(&[&url]);
+    settings.balance.health_interval = 0.0;
+    let gw = Gateway::start(settings).await;
+    let addr = gw.at("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let body = actix_web::rt::task::spawn_blocking(move || {
+        use std::io::Write;
+        let request = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        // Twice on one connection: the second answer's framing follows the first's end.
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            write!(
+                conn,
+                "POST /api/chat HTTP/1.1\r\nhost: corral\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{request}",
+                request.len()
+            )
+            .unwrap();
+            bodies.push(read_chunked_strictly(&mut reader));
+        }
+        bodies
+    })
+    .await
+    .unwrap();
+    for got in body {
+        assert_eq!(String::from_utf8(got).unwrap(), lines.concat());
+    }
+    gw.stop().await;
+}

@@ -112,6 +112,8 @@ fn the_containerfile_builds_in_one_stage_and_runs_unprivileged_in_another() {
         "the data directory belongs to the user"
     );
     assert_eq!(env["HOST"], "0.0.0.0");
+    // The allocator takes no transparent huge pages, whatever the host's THP mode.
+    assert_eq!(env["MIMALLOC_ALLOW_THP"], "0");
     let port: u16 = env["PORT"].parse().unwrap();
     assert_eq!(get("EXPOSE").next().unwrap(), port.to_string());
 
@@ -178,6 +180,7 @@ fn the_systemd_unit_runs_the_binary_sandboxed_and_lets_it_drain() {
     assert_eq!(env["DATA_DIR"], format!("/var/lib/{}", one("StateDirectory")));
     assert_eq!(one("WorkingDirectory"), env["DATA_DIR"]);
     let _: u16 = env["PORT"].parse().unwrap();
+    assert_eq!(env["MIMALLOC_ALLOW_THP"], "0");
 
     // Stopped with SIGTERM, and waited for longer than the default drain.
     assert_eq!(one("KillSignal"), "SIGTERM");

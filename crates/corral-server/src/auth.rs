@@ -20,12 +20,11 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use arc_swap::ArcSwap;
 use corral_auth::{messages, AccessControl, Presented, Role, SigninLimiter, UserInfo};
 use corral_store::Store;
-
-use crate::limits::Limited;
 use dashmap::DashMap;
 use serde_json::Value;
 
 use crate::error::AppError;
+use crate::limits::Limited;
 use crate::state::Shared;
 
 /// The store key of the generated JWT secret.
@@ -99,9 +98,6 @@ pub struct Directory {
     keys: FastMap<String, KeyEntry>,
     revoked: foldhash::HashSet<String>,
     models: FastMap<String, Arc<ModelRule>>,
-    /// Limits per key, user and group (only of subjects that exist).
-    /// Limits by scope (key, user, group: [`scope_slot`]), then id.
-    limits: [FastMap<String, Arc<corral_auth::limits::Limits>>; 3],
     /// The limited subjects of each user signed in without a key (the user and its groups),
     /// for users with any.
     user_limited: FastMap<String, Limited>,
@@ -109,7 +105,8 @@ pub struct Directory {
 
 type FastMap<K, V> = foldhash::HashMap<K, V>;
 
-/// Where a scope's limits sit in [`Directory`]'s table.
+/// Where a scope's limits sit in the table of limits by scope and id that [`Directory::load`]
+/// reads and [`crate::limits::subjects_of`] looks subjects up in.
 pub(crate) fn scope_slot(scope: corral_auth::limits::Scope) -> usize {
     use corral_auth::limits::Scope;
     match scope {
@@ -206,7 +203,6 @@ impl Directory {
             keys,
             revoked,
             models,
-            limits,
             user_limited,
         })
     }
@@ -233,16 +229,6 @@ impl Directory {
     /// Every preset (records with a base model).
     pub fn presets(&self) -> impl Iterator<Item = &Arc<ModelRule>> {
         self.models.values().filter(|r| r.base_model_id.is_some())
-    }
-
-    /// The limits set on a key, user or group.
-    pub fn limits(&self, scope: corral_auth::limits::Scope, id: &str) -> Option<&Arc<corral_auth::limits::Limits>> {
-        self.limits[scope_slot(scope)].get(id)
-    }
-
-    /// Whether any limit is set at all (most gateways have none: nothing to count).
-    pub fn has_limits(&self) -> bool {
-        self.limits.iter().any(|m| !m.is_empty())
     }
 
     /// The limited subjects a request of `user` signed in without a key counts against.

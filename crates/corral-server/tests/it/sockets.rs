@@ -418,9 +418,10 @@ fn requests_sent_from_a_later_runtime_on_the_same_thread_carry_the_current_date(
     );
 }
 
-/// An instance holding `m:latest` whose chat answers stream one chunk per line, the lines
-/// `lines` (chunked transfer encoding, each chunk written and flushed on its own).
-fn chunked_instance(lines: Vec<String>) -> String {
+/// An instance holding `m:latest` whose chat answers are `body` in chunks of `sizes` (then the
+/// rest in one), each written on its own, Nagle off, a moment apart, so that each reaches the
+/// gateway in a read of its own.
+fn chunked_instance(body: String, sizes: &'static [usize]) -> String {
     use std::io::{BufReader, Write};
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -428,20 +429,28 @@ fn chunked_instance(lines: Vec<String>) -> String {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            let lines = lines.clone();
+            conn.set_nodelay(true).unwrap();
+            let body = body.clone();
             std::thread::spawn(move || {
                 let mut writer = conn.try_clone().unwrap();
                 let mut reader = BufReader::new(conn);
                 while let Some((path, _)) = read_request(&mut reader) {
-                    let mut out = Vec::new();
+                    let mut pieces = Vec::new();
                     if path == "/api/chat" {
-                        out.extend_from_slice(
-                            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n",
+                        pieces.push(
+                            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n"
+                                .to_vec(),
                         );
-                        for line in &lines {
-                            out.extend_from_slice(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes());
+                        let mut rest = body.as_bytes();
+                        for &size in sizes.iter().chain([&usize::MAX]) {
+                            let (chunk, after) = rest.split_at(size.min(rest.len()));
+                            let mut piece = format!("{:x}\r\n", chunk.len()).into_bytes();
+                            piece.extend_from_slice(chunk);
+                            piece.extend_from_slice(b"\r\n");
+                            pieces.push(piece);
+                            rest = after;
                         }
-                        out.extend_from_slice(b"0\r\n\r\n");
+                        pieces.push(b"0\r\n\r\n".to_vec());
                     } else {
                         let body = match path.as_str() {
                             "/api/tags" => {
@@ -450,16 +459,19 @@ fn chunked_instance(lines: Vec<String>) -> String {
                             "/api/ps" => r#"{"models":[]}"#,
                             _ => r#"{"version":"0.12.0"}"#,
                         };
-                        out.extend_from_slice(
+                        pieces.push(
                             format!(
                                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                                 body.len()
                             )
-                            .as_bytes(),
+                            .into_bytes(),
                         );
                     }
-                    if writer.write_all(&out).is_err() {
-                        return;
+                    for piece in pieces {
+                        if writer.write_all(&piece).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(2));
                     }
                 }
             });
@@ -469,8 +481,9 @@ fn chunked_instance(lines: Vec<String>) -> String {
 }
 
 /// Reads one chunked answer off `reader` after its head, checking every chunk-size line is
-/// upper-case hexadecimal without leading zeros, as the gateway writes them; returns the body.
-fn read_chunked_strictly(reader: &mut std::io::BufReader<std::net::TcpStream>) -> Vec<u8> {
+/// upper-case hexadecimal without leading zeros, as the gateway writes them; returns the body
+/// and the number of digits of each size line but the last.
+fn read_chunked_strictly(reader: &mut std::io::BufReader<std::net::TcpStream>) -> (Vec<u8>, Vec<usize>) {
     use std::io::{BufRead, Read};
     let mut head = String::new();
     loop {
@@ -489,7 +502,7 @@ fn read_chunked_strictly(reader: &mut std::io::BufReader<std::net::TcpStream>) -
         head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
         "{head}"
     );
-    let mut body = Vec::new();
+    let (mut body, mut digits) = (Vec::new(), Vec::new());
     loop {
         let mut size = String::new();
         reader.read_line(&mut size).unwrap();
@@ -505,41 +518,42 @@ fn read_chunked_strictly(reader: &mut std::io::BufReader<std::net::TcpStream>) -
         reader.read_exact(&mut data).unwrap();
         assert_eq!(&data[len..], b"\r\n", "chunk of {len} bytes not followed by CRLF");
         if len == 0 {
-            return body;
+            return (body, digits);
         }
+        digits.push(size.len());
         body.extend_from_slice(&data[..len]);
     }
 }
 
 #[actix_web::test]
 async fn streamed_chunks_of_every_size_keep_their_framing() {
-    // Chunk sizes across each number of hex digits, the last line ending the answer.
-    let mut lines: Vec<String> = [100, 255, 256, 4095, 4096, 65535, 65536, 100_000]
-        .iter()
-        .map(|&len| {
-            let frame = r#"{"model":"m:latest","message":{"role":"assistant","content":""},"done":false}"#;
-            let pad = "x".repeat(len - frame.len() - 1);
-            format!(r#"{{"model":"m:latest","message":{{"role":"assistant","content":"{pad}"}},"done":false}}"#) + "\n"
-        })
-        .collect();
-    lines.push(
-        r#"{"model":"m:latest","message":{"role":"assistant","content":""},"done":true,"prompt_eval_count":3,"eval_count":8}"#
-            .to_owned()
-            + "\n",
-    );
-    assert!(lines.iter().zip([100, 255, 256]).all(|(l, n)| l.len() == n));
-    let url = chunked_instance(lines.clone());
+    // Three long lines and the last one, cut into chunks across each number of hex digits the
+    // gateway relays whole (it reads an instance's answer in pieces of less than 4 KB and relays
+    // each as it comes, so a larger chunk leaves it as several); the hex writer's loop is the
+    // same for every digit.
+    const SIZES: &[usize] = &[1, 15, 16, 255, 256, 2000, 4000];
+    let line = |pad: usize| {
+        format!(
+            r#"{{"model":"m:latest","message":{{"role":"assistant","content":"{}"}},"done":false}}"#,
+            "x".repeat(pad)
+        ) + "\n"
+    };
+    let body = [line(3000), line(3000), line(3000)].concat()
+        + r#"{"model":"m:latest","message":{"role":"assistant","content":""},"done":true,"prompt_eval_count":3,"eval_count":8}"#
+        + "\n";
+    assert!(body.len() > SIZES.iter().sum::<usize>());
+    let url = chunked_instance(body.clone(), SIZES);
     let mut settings = crate::support::settings_for(&[&url]);
     settings.balance.health_interval = 0.0;
     let gw = Gateway::start(settings).await;
     let addr = gw.at("").trim_start_matches("http://").trim_end_matches('/').to_owned();
-    let body = actix_web::rt::task::spawn_blocking(move || {
+    let answers = actix_web::rt::task::spawn_blocking(move || {
         use std::io::Write;
         let request = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
         let mut conn = std::net::TcpStream::connect(&addr).unwrap();
         // Twice on one connection: the second answer's framing follows the first's end.
         let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
-        let mut bodies = Vec::new();
+        let mut answers = Vec::new();
         for _ in 0..2 {
             write!(
                 conn,
@@ -547,14 +561,17 @@ async fn streamed_chunks_of_every_size_keep_their_framing() {
                 request.len()
             )
             .unwrap();
-            bodies.push(read_chunked_strictly(&mut reader));
+            answers.push(read_chunked_strictly(&mut reader));
         }
-        bodies
+        answers
     })
     .await
     .unwrap();
-    for got in body {
-        assert_eq!(String::from_utf8(got).unwrap(), lines.concat());
+    for (got, digits) in answers {
+        assert_eq!(String::from_utf8(got).unwrap(), body);
+        for n in 1..=3 {
+            assert!(digits.contains(&n), "no chunk size of {n} digits among {digits:?}");
+        }
     }
     gw.stop().await;
 }

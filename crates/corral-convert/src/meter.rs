@@ -105,6 +105,12 @@ impl Meter {
             return;
         }
         self.lines += 1;
+        // Every object of an Ollama stream but the last ends with `"done":false}` (the counts
+        // come with `"done":true`, after it): nothing to search for, in about ten instructions
+        // where the search below takes about two hundred.
+        if line.trim_ascii_end().ends_with(b"\"done\":false}") {
+            return;
+        }
         // Only the tail of a long line can hold the counts.
         let line = &line[line.len().saturating_sub(TAIL)..];
         let keys = keys();
@@ -199,6 +205,31 @@ mod tests {
             );
             assert_eq!(lines, 3);
         }
+    }
+
+    #[test]
+    fn objects_that_are_not_done_are_passed_over_and_the_last_ones_counts_kept() {
+        // A generate stream, one object with a counts-shaped key before `"done":false` (no
+        // Ollama sends one; the last object's counts win whatever the earlier ones said).
+        let body = b"{\"response\":\"a\",\"done\":false}\n{\"eval_count\":40,\"done\":false} \r\n{\"response\":\"\",\"done\":true,\"prompt_eval_count\":7,\"eval_count\":2}\n";
+        for step in 1..body.len() {
+            let (counts, lines) = metered(body, step);
+            assert_eq!(
+                counts,
+                Counts {
+                    input: Some(7),
+                    output: Some(2)
+                },
+                "split every {step}"
+            );
+            assert_eq!(lines, 3);
+        }
+        // A stream cut before its last object has no counts.
+        let (counts, _) = metered(
+            b"{\"response\":\"a\",\"done\":false}\n{\"response\":\"b\",\"done\":false}\n",
+            7,
+        );
+        assert!(!counts.any());
     }
 
     #[test]

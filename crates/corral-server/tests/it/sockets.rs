@@ -418,10 +418,27 @@ fn requests_sent_from_a_later_runtime_on_the_same_thread_carry_the_current_date(
     );
 }
 
-/// An instance holding `m:latest` whose chat answers are `body` in chunks of `sizes` (then the
-/// rest in one), each written on its own, Nagle off, a moment apart, so that each reaches the
-/// gateway in a read of its own.
-fn chunked_instance(body: String, sizes: &'static [usize]) -> String {
+/// `body` in chunks of `sizes` (then the rest in one), chunked transfer encoding, one piece
+/// per chunk and the last chunk.
+fn chunks_of(body: &str, sizes: &[usize]) -> Vec<Vec<u8>> {
+    let mut pieces = Vec::new();
+    let mut rest = body.as_bytes();
+    for &size in sizes.iter().chain([&usize::MAX]) {
+        let (chunk, after) = rest.split_at(size.min(rest.len()));
+        let mut piece = format!("{:x}\r\n", chunk.len()).into_bytes();
+        piece.extend_from_slice(chunk);
+        piece.extend_from_slice(b"\r\n");
+        pieces.push(piece);
+        rest = after;
+    }
+    pieces.push(b"0\r\n\r\n".to_vec());
+    pieces
+}
+
+/// An instance holding `m:latest` whose chat answers are the chunked body `pieces`, each
+/// written on its own, Nagle off, a moment apart, so that each reaches the gateway in a read
+/// of its own.
+fn chunked_instance(pieces: Vec<Vec<u8>>) -> String {
     use std::io::{BufReader, Write};
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -430,27 +447,18 @@ fn chunked_instance(body: String, sizes: &'static [usize]) -> String {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
             conn.set_nodelay(true).unwrap();
-            let body = body.clone();
+            let pieces = pieces.clone();
             std::thread::spawn(move || {
                 let mut writer = conn.try_clone().unwrap();
                 let mut reader = BufReader::new(conn);
                 while let Some((path, _)) = read_request(&mut reader) {
-                    let mut pieces = Vec::new();
+                    let mut out = Vec::new();
                     if path == "/api/chat" {
-                        pieces.push(
+                        out.push(
                             b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n"
                                 .to_vec(),
                         );
-                        let mut rest = body.as_bytes();
-                        for &size in sizes.iter().chain([&usize::MAX]) {
-                            let (chunk, after) = rest.split_at(size.min(rest.len()));
-                            let mut piece = format!("{:x}\r\n", chunk.len()).into_bytes();
-                            piece.extend_from_slice(chunk);
-                            piece.extend_from_slice(b"\r\n");
-                            pieces.push(piece);
-                            rest = after;
-                        }
-                        pieces.push(b"0\r\n\r\n".to_vec());
+                        out.extend(pieces.iter().cloned());
                     } else {
                         let body = match path.as_str() {
                             "/api/tags" => {
@@ -459,7 +467,7 @@ fn chunked_instance(body: String, sizes: &'static [usize]) -> String {
                             "/api/ps" => r#"{"models":[]}"#,
                             _ => r#"{"version":"0.12.0"}"#,
                         };
-                        pieces.push(
+                        out.push(
                             format!(
                                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                                 body.len()
@@ -467,7 +475,7 @@ fn chunked_instance(body: String, sizes: &'static [usize]) -> String {
                             .into_bytes(),
                         );
                     }
-                    for piece in pieces {
+                    for piece in out {
                         if writer.write_all(&piece).is_err() {
                             return;
                         }
@@ -478,6 +486,50 @@ fn chunked_instance(body: String, sizes: &'static [usize]) -> String {
         }
     });
     url
+}
+
+/// Two streamed chats on one raw connection to a gateway in front of `url`: each answer's body
+/// and the digits of its chunk sizes (read strictly).
+async fn two_streamed_chats(url: &str) -> Vec<(Vec<u8>, Vec<usize>)> {
+    let mut settings = crate::support::settings_for(&[url]);
+    settings.balance.health_interval = 0.0;
+    let gw = Gateway::start(settings).await;
+    let addr = gw.at("").trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let answers = actix_web::rt::task::spawn_blocking(move || {
+        use std::io::Write;
+        let request = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        // Twice on one connection: the second answer's framing follows the first's end.
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            write!(
+                conn,
+                "POST /api/chat HTTP/1.1\r\nhost: corral\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{request}",
+                request.len()
+            )
+            .unwrap();
+            answers.push(read_chunked_strictly(&mut reader));
+        }
+        answers
+    })
+    .await
+    .unwrap();
+    gw.stop().await;
+    answers
+}
+
+/// Three long lines of a chat stream and its last one.
+fn long_chat_stream() -> String {
+    let line = |pad: usize| {
+        format!(
+            r#"{{"model":"m:latest","message":{{"role":"assistant","content":"{}"}},"done":false}}"#,
+            "x".repeat(pad)
+        ) + "\n"
+    };
+    [line(3000), line(3000), line(3000)].concat()
+        + r#"{"model":"m:latest","message":{"role":"assistant","content":""},"done":true,"prompt_eval_count":3,"eval_count":8}"#
+        + "\n"
 }
 
 /// Reads one chunked answer off `reader` after its head, checking every chunk-size line is
@@ -527,51 +579,61 @@ fn read_chunked_strictly(reader: &mut std::io::BufReader<std::net::TcpStream>) -
 
 #[actix_web::test]
 async fn streamed_chunks_of_every_size_keep_their_framing() {
-    // Three long lines and the last one, cut into chunks across each number of hex digits the
-    // gateway relays whole (it reads an instance's answer in pieces of less than 4 KB and relays
-    // each as it comes, so a larger chunk leaves it as several); the hex writer's loop is the
-    // same for every digit.
+    // Chunks across each number of hex digits the gateway relays whole (it reads an instance's
+    // answer in pieces of less than 4 KB and relays each as it comes, so a larger chunk leaves
+    // it as several); the hex writer's loop is the same for every digit.
     const SIZES: &[usize] = &[1, 15, 16, 255, 256, 2000, 4000];
-    let line = |pad: usize| {
-        format!(
-            r#"{{"model":"m:latest","message":{{"role":"assistant","content":"{}"}},"done":false}}"#,
-            "x".repeat(pad)
-        ) + "\n"
-    };
-    let body = [line(3000), line(3000), line(3000)].concat()
-        + r#"{"model":"m:latest","message":{"role":"assistant","content":""},"done":true,"prompt_eval_count":3,"eval_count":8}"#
-        + "\n";
+    let body = long_chat_stream();
     assert!(body.len() > SIZES.iter().sum::<usize>());
-    let url = chunked_instance(body.clone(), SIZES);
-    let mut settings = crate::support::settings_for(&[&url]);
-    settings.balance.health_interval = 0.0;
-    let gw = Gateway::start(settings).await;
-    let addr = gw.at("").trim_start_matches("http://").trim_end_matches('/').to_owned();
-    let answers = actix_web::rt::task::spawn_blocking(move || {
-        use std::io::Write;
-        let request = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
-        // Twice on one connection: the second answer's framing follows the first's end.
-        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
-        let mut answers = Vec::new();
-        for _ in 0..2 {
-            write!(
-                conn,
-                "POST /api/chat HTTP/1.1\r\nhost: corral\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{request}",
-                request.len()
-            )
-            .unwrap();
-            answers.push(read_chunked_strictly(&mut reader));
-        }
-        answers
-    })
-    .await
-    .unwrap();
-    for (got, digits) in answers {
+    let url = chunked_instance(chunks_of(&body, SIZES));
+    for (got, digits) in two_streamed_chats(&url).await {
         assert_eq!(String::from_utf8(got).unwrap(), body);
         for n in 1..=3 {
             assert!(digits.contains(&n), "no chunk size of {n} digits among {digits:?}");
         }
     }
-    gw.stop().await;
+}
+
+#[actix_web::test]
+async fn an_instance_s_chunk_size_lines_are_read_in_every_form_and_split_anywhere() {
+    // Upper and lower case, leading zeros, an extension, white space before the CRLF, and size
+    // lines and CRLFs cut across the instance's writes.
+    let body = long_chat_stream();
+    let b = body.as_bytes();
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut at = 0;
+    let mut chunk = |size_line: &str, len: usize, pieces: &mut Vec<Vec<u8>>| {
+        let mut piece = size_line.as_bytes().to_vec();
+        piece.extend_from_slice(&b[at..at + len]);
+        piece.extend_from_slice(b"\r\n");
+        at += len;
+        pieces.push(piece);
+    };
+    chunk("1F\r\n", 0x1f, &mut pieces);
+    chunk("1f\r\n", 0x1f, &mut pieces);
+    chunk("0000a\r\n", 0xa, &mut pieces);
+    chunk("10;name=value\r\n", 0x10, &mut pieces);
+    chunk("20 \t\r\n", 0x20, &mut pieces);
+    // A size line, its CRLF and the one after the data, each cut in two.
+    let cut = |piece: Vec<u8>, at: usize, pieces: &mut Vec<Vec<u8>>| {
+        pieces.push(piece[..at].to_vec());
+        pieces.push(piece[at..].to_vec());
+    };
+    let mut one = Vec::new();
+    chunk("7D0\r\n", 2000, &mut one);
+    cut(one.pop().unwrap(), 1, &mut pieces);
+    chunk("7d0\r\n", 2000, &mut one);
+    cut(one.pop().unwrap(), 4, &mut pieces);
+    chunk("100\r\n", 0x100, &mut one);
+    let last = one.pop().unwrap();
+    let len = last.len();
+    cut(last, len - 1, &mut pieces);
+    // The chunks above took 0x1f + 0x1f + 0xa + 0x10 + 0x20 + 2000 + 2000 + 0x100 bytes.
+    let rest = b.len() - 4376;
+    chunk(&format!("{rest:X}\r\n"), rest, &mut pieces);
+    pieces.push(b"0\r\n\r\n".to_vec());
+    let url = chunked_instance(pieces);
+    for (got, _) in two_streamed_chats(&url).await {
+        assert_eq!(String::from_utf8(got).unwrap(), body);
+    }
 }

@@ -224,12 +224,15 @@ mod tests {
             );
             assert_eq!(lines, 3);
         }
-        // A stream cut before its last object has no counts.
-        let (counts, _) = metered(
-            b"{\"response\":\"a\",\"done\":false}\n{\"response\":\"b\",\"done\":false}\n",
-            7,
-        );
-        assert!(!counts.any());
+        // A stream cut before its last object has no counts, even where an object that is not
+        // done looked like it had some (searched, it gave 40).
+        for body in [
+            &b"{\"response\":\"a\",\"done\":false}\n{\"response\":\"b\",\"done\":false}\n"[..],
+            &b"{\"response\":\"a\",\"done\":false}\n{\"eval_count\":40,\"done\":false} \r\n"[..],
+        ] {
+            let (counts, _) = metered(body, 7);
+            assert!(!counts.any(), "{counts:?}");
+        }
     }
 
     #[test]

@@ -499,6 +499,8 @@ async fn two_streamed_chats(url: &str) -> Vec<(Vec<u8>, Vec<usize>)> {
         use std::io::Write;
         let request = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
         let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        // A framing the gateway got wrong fails the test rather than hanging it.
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
         // Twice on one connection: the second answer's framing follows the first's end.
         let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
         let mut answers = Vec::new();
@@ -635,5 +637,42 @@ async fn an_instance_s_chunk_size_lines_are_read_in_every_form_and_split_anywher
     let url = chunked_instance(pieces);
     for (got, _) in two_streamed_chats(&url).await {
         assert_eq!(String::from_utf8(got).unwrap(), body);
+    }
+}
+
+#[actix_web::test]
+async fn an_instance_s_broken_chunk_size_line_ends_the_stream_with_an_error_line() {
+    // After a first good chunk: an empty size line, a size of seventeen hex digits (past
+    // 64 bits), a CR not followed by LF. Each must end the client's stream with an error line,
+    // never pass as data or as a clean end.
+    let body = long_chat_stream();
+    let first = &body[..100];
+    for bad in ["\r\n", "10000000000000000\r\n", "1a\rX"] {
+        let pieces = vec![
+            format!("{:x}\r\n{first}\r\n", first.len()).into_bytes(),
+            bad.as_bytes().to_vec(),
+            b"0123456789abcdef\r\n0\r\n\r\n".to_vec(),
+        ];
+        let url = chunked_instance(pieces);
+        let mut settings = crate::support::settings_for(&[&url]);
+        settings.balance.health_interval = 0.0;
+        // A size misread as larger than what follows would wait for the rest: not for long.
+        settings.upstream.idle_timeout = 2.0;
+        let gw = Gateway::start(settings).await;
+        let mut resp = client()
+            .post(gw.at("/api/chat"))
+            .send_json(
+                &serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true}),
+            )
+            .await
+            .unwrap();
+        let got = String::from_utf8(crate::support::body_of(&mut resp).await.to_vec()).unwrap();
+        assert!(got.starts_with(first), "{bad:?}: {got}");
+        let last = got.trim_end().lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("{\"error\":") && last.contains("broke off"),
+            "{bad:?}: the stream ended with {last:?}"
+        );
+        gw.stop().await;
     }
 }

@@ -128,6 +128,28 @@ enum Drops {
     Nth(&'static str, usize, std::time::Duration),
 }
 
+/// What a raw instance holding `m:latest` answers to the gateway's discovery and health
+/// requests, if `path` is one of them.
+fn discovery_answer(path: &str) -> Option<&'static str> {
+    match path {
+        "/api/tags" => Some(
+            r#"{"models":[{"name":"m:latest","model":"m:latest","modified_at":"2026-01-01T00:00:00Z","size":1,"digest":"d","details":{"format":"gguf","family":"llama"}}]}"#,
+        ),
+        "/api/ps" => Some(r#"{"models":[]}"#),
+        "/api/version" => Some(r#"{"version":"0.12.0"}"#),
+        _ => None,
+    }
+}
+
+/// A whole `200 OK` answer with the JSON `body`, head included.
+fn json_answer(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Reads one request (head and a `Content-Length` body) off a raw connection: its path and
 /// headers, or none at the end.
 fn read_request(reader: &mut std::io::BufReader<std::net::TcpStream>) -> Option<(String, Vec<(String, String)>)> {
@@ -196,26 +218,13 @@ fn flaky_instance(drops: Drops) -> (String, Dropped) {
                         // Dropping both halves closes the connection, the request unanswered.
                         return;
                     }
-                    let body = match path.as_str() {
-                        "/api/tags" => {
-                            r#"{"models":[{"name":"m:latest","model":"m:latest","modified_at":"2026-01-01T00:00:00Z","size":1,"digest":"d","details":{"format":"gguf","family":"llama"}}]}"#
-                        }
-                        "/api/ps" => r#"{"models":[]}"#,
-                        "/api/version" => r#"{"version":"0.12.0"}"#,
+                    let body = discovery_answer(&path).unwrap_or(match path.as_str() {
                         "/api/pull" => r#"{"status":"success"}"#,
                         _ => {
                             r#"{"model":"m:latest","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":"hi"},"done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":1}"#
                         }
-                    };
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    if writer
-                        .write_all(head.as_bytes())
-                        .and_then(|()| writer.write_all(body.as_bytes()))
-                        .is_err()
-                    {
+                    });
+                    if writer.write_all(&json_answer(body)).is_err() {
                         return;
                     }
                 }
@@ -460,20 +469,9 @@ fn chunked_instance(pieces: Vec<Vec<u8>>) -> String {
                         );
                         out.extend(pieces.iter().cloned());
                     } else {
-                        let body = match path.as_str() {
-                            "/api/tags" => {
-                                r#"{"models":[{"name":"m:latest","model":"m:latest","modified_at":"2026-01-01T00:00:00Z","size":1,"digest":"d","details":{"format":"gguf","family":"llama"}}]}"#
-                            }
-                            "/api/ps" => r#"{"models":[]}"#,
-                            _ => r#"{"version":"0.12.0"}"#,
-                        };
-                        out.push(
-                            format!(
-                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                                body.len()
-                            )
-                            .into_bytes(),
-                        );
+                        out.push(json_answer(
+                            discovery_answer(&path).unwrap_or(r#"{"version":"0.12.0"}"#),
+                        ));
                     }
                     for piece in out {
                         if writer.write_all(&piece).is_err() {

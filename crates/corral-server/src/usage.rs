@@ -43,8 +43,10 @@ pub struct UsageBuffer {
     in_flight: AtomicUsize,
     capacity: AtomicUsize,
     enabled: AtomicBool,
-    /// Held by whoever writes, so the periodic writer and the drain take turns.
-    writing: Mutex<()>,
+    /// Held by whoever writes, so the periodic writer and the drain take turns; holds the size
+    /// of the batch whose write failed (0: none), which is at the queue's front and goes again
+    /// whole, so that one the database stored without acknowledging it is stored once.
+    writing: Mutex<usize>,
     written: AtomicU64,
     dropped: AtomicU64,
     /// Whether the last write failed (so the outage and the recovery are logged once each).
@@ -82,7 +84,7 @@ impl Default for UsageBuffer {
             in_flight: AtomicUsize::new(0),
             capacity: AtomicUsize::new(corral_config::UsageSettings::default().buffer_size),
             enabled: AtomicBool::new(false),
-            writing: Mutex::new(()),
+            writing: Mutex::new(0),
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             failing: AtomicBool::new(false),
@@ -137,15 +139,19 @@ impl UsageBuffer {
     }
 
     /// Writes every buffered record, batch by batch, and returns how many were written; stops at
-    /// the first failure, leaving the rest (the failed batch included, in order) buffered.
+    /// the first failure, leaving the rest (the failed batch included, in order, to go again
+    /// whole) buffered.
     /// Blocking: call it off the executor.
     pub fn write_to(&self, store: &Store) -> Result<usize, StoreError> {
-        let _writing = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut failed = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut total = 0;
         loop {
             let batch: Vec<UsageRecord> = {
                 let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let n = queue.len().min(BATCH);
+                let n = match std::mem::take(&mut *failed) {
+                    0 => queue.len().min(BATCH),
+                    again => again.min(queue.len()),
+                };
                 self.in_flight.store(n, Ordering::Release);
                 queue.drain(..n).collect()
             };
@@ -161,6 +167,7 @@ impl UsageBuffer {
                 }
                 Err(err) => {
                     // Back at the front, in order: only this writer takes from the front.
+                    *failed = n;
                     let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     for record in batch.into_iter().rev() {
                         queue.push_front(record);

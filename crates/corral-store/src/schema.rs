@@ -110,6 +110,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_batches (last_ms, batch_id) {
+        last_ms -> BigInt,
+        batch_id -> BigInt,
+        first_ms -> BigInt,
+        records -> Binary,
+    }
+}
+
+diesel::table! {
     usage_context_groups (context_id, group_id) {
         context_id -> BigInt,
         group_id -> Text,
@@ -175,6 +184,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     revoked_tokens,
     settings,
     state_revisions,
+    usage_batches,
     usage_context_groups,
     usage_contexts,
     usage_records,

@@ -1,26 +1,21 @@
-//! Usage records: one row per model-running request, written in batches, summed per user, key,
-//! group, model, instance or day, and pruned after the retention period.
+//! Usage records: one per model-running request, written in batches (one row a batch, its
+//! records packed), summed per user, key, group, model, instance or day, and pruned after the
+//! retention period.
 
+mod batch;
 mod report;
+mod tally;
 
 use std::sync::Arc;
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use diesel::sql_types::{BigInt, Binary, Integer, Nullable, Text};
 
 use crate::conn::{on_backend, snapshot_tx, write_tx};
-use crate::schema::{usage_context_groups, usage_contexts, usage_records};
+use crate::schema::{usage_batches, usage_context_groups, usage_contexts, usage_records};
 use crate::{Backend, Store, StoreError};
 
 pub use report::{usage_columns, usage_csv, usage_table, UsageParamError};
-
-/// Records per PostgreSQL insert statement (one JSON text each).
-const BATCH: usize = 1000;
-
-/// Records per SQLite insert statement: one execution of a prepared statement takes this many
-/// rows (SQLite's per-statement work, paid once for all of them); the rest of a batch goes one
-/// by one.
-const ROWS_PER_INSERT: usize = 32;
 
 /// One model-running request, as metered: when, what it cost, and its context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,35 +132,9 @@ model_run, instance, route, streamed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 const INSERT_CONTEXT_GROUP_SQLITE: &str =
     "INSERT OR IGNORE INTO usage_context_groups (context_id, group_id) VALUES (?1, ?2)";
 
-/// SQLite: the columns of one record, `?`-numbered from 1 per statement.
-const RECORD_COLUMNS: &str =
-    "at_ms, seq, context_id, status, cancelled, estimated, input_tokens, output_tokens, ttft_ms, duration_ms";
-
-/// How many values a record binds.
-const RECORD_VALUES: usize = 10;
-
-/// SQLite: `rows` records in one statement.
-fn insert_records_sqlite(rows: usize) -> String {
-    let one = format!("({})", ["?"; RECORD_VALUES].join(", "));
-    format!(
-        "INSERT OR IGNORE INTO usage_records ({RECORD_COLUMNS}) VALUES {}",
-        vec![one; rows].join(", ")
-    )
-}
-
-/// Binds record `r` to `stmt` from parameter `first` on.
-fn bind_record(stmt: &mut rusqlite::Statement<'_>, first: usize, r: &UsageRecord) -> rusqlite::Result<()> {
-    stmt.raw_bind_parameter(first, r.at_ms)?;
-    stmt.raw_bind_parameter(first + 1, r.seq)?;
-    stmt.raw_bind_parameter(first + 2, r.context.id)?;
-    stmt.raw_bind_parameter(first + 3, r.status)?;
-    stmt.raw_bind_parameter(first + 4, r.cancelled)?;
-    stmt.raw_bind_parameter(first + 5, r.estimated)?;
-    stmt.raw_bind_parameter(first + 6, r.input_tokens)?;
-    stmt.raw_bind_parameter(first + 7, r.output_tokens)?;
-    stmt.raw_bind_parameter(first + 8, r.ttft_ms)?;
-    stmt.raw_bind_parameter(first + 9, r.duration_ms)
-}
+/// SQLite: a batch, unless stored already (retried after its acknowledgement was lost).
+const INSERT_BATCH_SQLITE: &str =
+    "INSERT OR IGNORE INTO usage_batches (last_ms, batch_id, first_ms, records) VALUES (?1, ?2, ?3, ?4)";
 
 const INSERT_CONTEXTS_PG: &str = "INSERT INTO usage_contexts (id, user_id, key_id, model_asked, model_run, \
 instance, route, streamed) SELECT (v->>0)::bigint, v->>1, v->>2, v->>3, v->>4, (v->>5)::integer, v->>6, \
@@ -174,10 +143,8 @@ instance, route, streamed) SELECT (v->>0)::bigint, v->>1, v->>2, v->>3, v->>4, (
 const INSERT_CONTEXT_GROUPS_PG: &str = "INSERT INTO usage_context_groups (context_id, group_id) \
 SELECT (v->>0)::bigint, v->>1 FROM json_array_elements($1::json) AS v ORDER BY 1, 2 ON CONFLICT DO NOTHING";
 
-const INSERT_RECORDS_PG: &str = "INSERT INTO usage_records (at_ms, seq, context_id, status, cancelled, \
-estimated, input_tokens, output_tokens, ttft_ms, duration_ms) SELECT (v->>0)::bigint, (v->>1)::bigint, \
-(v->>2)::bigint, (v->>3)::integer, (v->>4)::boolean, (v->>5)::boolean, (v->>6)::bigint, (v->>7)::bigint, \
-(v->>8)::bigint, (v->>9)::bigint FROM json_array_elements($1::json) AS v ON CONFLICT DO NOTHING";
+const INSERT_BATCH_PG: &str = "INSERT INTO usage_batches (last_ms, batch_id, first_ms, records) \
+VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
 
 /// What a usage report may be grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -312,23 +279,22 @@ pub struct UsageRow {
 }
 
 impl Store {
-    /// Writes `records` in one transaction; returns how many were new. A record already stored
-    /// (same time and seq: a batch retried after its acknowledgement was lost) is skipped, so
-    /// retrying a batch never counts a request twice.
+    /// Writes `records` in one transaction; returns how many were new. The same records written
+    /// again (a batch retried whole after its acknowledgement was lost) are skipped, so retrying
+    /// a batch never counts a request twice.
     ///
-    /// A record is one narrow row of numbers keyed by `(at_ms, seq)`, with no other index (in
-    /// SQLite a table without rowid, kept in time order; every report reads a time range), and
-    /// points at its context (caller, key, groups, models, instance, route, streaming), written
-    /// once per batch that has it and stored once (`usage_contexts`, `usage_context_groups`).
+    /// Records are packed into batches (`usage_batches`, one row per [`batch::batches`] of
+    /// them, keyed by the time of the newest record and the `seq` of the first), each record
+    /// pointing at its context (caller, key, groups, models, instance, route, streaming),
+    /// written once per batch that has it and stored once (`usage_contexts`,
+    /// `usage_context_groups`). A row per record cost SQLite about 4,200 instructions a request
+    /// at best (a table without rowid keyed by time, thirty-two records a statement), 5 % of a
+    /// request to an upstream that answers at once; a batch costs a few bytes a record. Reports
+    /// unpack the batches of the time range they read.
     ///
-    /// SQLite does the work on the gateway's own cores, so its writer takes the cheapest way in:
-    /// a connection of its own (`rusqlite`) with prepared statements, thirty-two records per
-    /// execution. Through diesel each execution cost about five times SQLite's insert (the
-    /// statement and its binds built anew), and a batch bound as one JSON text that SQLite
-    /// unpacks itself (`json_each`) twice a prepared statement's cost
-    /// (`cargo bench -p corral-store --bench usage`). PostgreSQL does the work in its own
-    /// process: each chunk goes as one JSON text bound to one statement it unpacks itself
-    /// (`json_array_elements`), one round trip per thousand records.
+    /// SQLite's writer has a connection of its own (`rusqlite`) with prepared statements;
+    /// PostgreSQL gets the contexts as one JSON text it unpacks itself and each batch as a
+    /// `bytea`.
     pub fn insert_usage(&self, records: &[UsageRecord]) -> Result<usize, StoreError> {
         if records.is_empty() {
             return Ok(0);
@@ -337,6 +303,7 @@ impl Store {
             return self.insert_usage_sqlite(records);
         }
         let distinct = distinct_contexts(records);
+        let batches = batch::batches(records);
         let mut conn = self.conn()?;
         write_tx(&mut conn, |c| {
             let contexts: Vec<_> = distinct
@@ -367,27 +334,16 @@ impl Store {
                     .execute(c)?;
             }
             let mut inserted = 0;
-            for chunk in records.chunks(BATCH) {
-                let rows: Vec<_> = chunk
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.at_ms,
-                            r.seq,
-                            r.context.id,
-                            r.status,
-                            r.cancelled,
-                            r.estimated,
-                            r.input_tokens,
-                            r.output_tokens,
-                            r.ttft_ms,
-                            r.duration_ms,
-                        )
-                    })
-                    .collect();
-                inserted += diesel::sql_query(INSERT_RECORDS_PG)
-                    .bind::<Text, _>(to_json(&rows)?)
+            for b in &batches {
+                let new = diesel::sql_query(INSERT_BATCH_PG)
+                    .bind::<BigInt, _>(b.last_ms)
+                    .bind::<BigInt, _>(b.batch_id)
+                    .bind::<BigInt, _>(b.first_ms)
+                    .bind::<Binary, _>(&b.records)
                     .execute(c)?;
+                if new > 0 {
+                    inserted += b.len;
+                }
             }
             Ok(inserted)
         })
@@ -419,106 +375,109 @@ impl Store {
     }
 
     /// The usage `query` asks for: one row per combination of its dimensions' values that has
-    /// records (ordered by them), or one total row when it groups by nothing.
+    /// records (ordered by them, a missing value first), or one total row when it groups by
+    /// nothing. Records of the shape before batches are summed by SQL, those in batches as they
+    /// are unpacked, both read in one snapshot.
     pub fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
         let sql = report_sql(query, self.backend);
         let mut conn = self.conn()?;
-        let q = diesel::sql_query(sql)
-            .bind::<BigInt, _>(query.from_ms)
-            .bind::<BigInt, _>(query.to_ms)
-            .bind::<Nullable<Text>, _>(query.user.as_deref())
-            .bind::<Nullable<Text>, _>(query.key.as_deref())
-            .bind::<Nullable<Text>, _>(query.model.as_deref())
-            .bind::<Nullable<Integer>, _>(query.instance)
-            .bind::<Nullable<Text>, _>(query.group.as_deref());
-        Ok(on_backend!(&mut *conn, c => q.load::<UsageRow>(c))?)
+        let (rows, batches, contexts) = snapshot_tx(&mut conn, |c| {
+            let q = diesel::sql_query(sql)
+                .bind::<BigInt, _>(query.from_ms)
+                .bind::<BigInt, _>(query.to_ms)
+                .bind::<Nullable<Text>, _>(query.user.as_deref())
+                .bind::<Nullable<Text>, _>(query.key.as_deref())
+                .bind::<Nullable<Text>, _>(query.model.as_deref())
+                .bind::<Nullable<Integer>, _>(query.instance)
+                .bind::<Nullable<Text>, _>(query.group.as_deref());
+            let rows = on_backend!(&mut *c, c => q.load::<UsageRow>(c))?;
+            let batches: Vec<Vec<u8>> = usage_batches::table
+                .filter(usage_batches::last_ms.ge(query.from_ms))
+                .filter(usage_batches::last_ms.lt(query.to_ms.saturating_add(batch::SPAN_MS)))
+                .filter(usage_batches::first_ms.lt(query.to_ms))
+                .select(usage_batches::records)
+                .load(c)?;
+            let contexts = if batches.is_empty() {
+                foldhash::HashMap::default()
+            } else {
+                load_contexts(c)?
+            };
+            Ok::<_, StoreError>((rows, batches, contexts))
+        })?;
+        let mut tally = tally::Tally::new(query);
+        for row in rows {
+            tally.add_row(row);
+        }
+        for bytes in &batches {
+            for p in batch::decode(bytes).map_err(StoreError::Corrupt)? {
+                tally.add(&p, contexts.get(&p.context_id).map(|c| &**c));
+            }
+        }
+        Ok(tally.rows())
     }
 
     /// Every record stored (oldest first), for tests and exports.
     pub fn usage_records(&self) -> Result<Vec<UsageRecord>, StoreError> {
-        type Context = (
-            i64,
-            Option<String>,
-            Option<String>,
-            String,
-            String,
-            Option<i32>,
-            String,
-            bool,
-        );
         type Row = (i64, i64, i64, i32, bool, bool, i64, i64, Option<i64>, i64);
         let mut conn = self.conn()?;
         // One snapshot: a prune between the reads would leave records without their context.
-        let (rows, contexts, groups) = snapshot_tx(&mut conn, |c| {
+        let (rows, batches, contexts) = snapshot_tx(&mut conn, |c| {
             let rows: Vec<Row> = usage_records::table
                 .order((usage_records::at_ms.asc(), usage_records::seq.asc()))
                 .load(c)?;
-            let contexts: Vec<Context> = usage_contexts::table.load(c)?;
-            let groups: Vec<(i64, String)> = usage_context_groups::table
-                .order((usage_context_groups::context_id, usage_context_groups::group_id))
-                .load(c)?;
-            Ok::<_, StoreError>((rows, contexts, groups))
+            let batches: Vec<Vec<u8>> = usage_batches::table.select(usage_batches::records).load(c)?;
+            Ok::<_, StoreError>((rows, batches, load_contexts(c)?))
         })?;
-        let mut groups_of: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
-        for (context, group) in groups {
-            groups_of.entry(context).or_default().push(group);
-        }
-        let contexts: std::collections::HashMap<i64, Arc<UsageContext>> = contexts
+        let mut packed: Vec<batch::Packed> = rows
             .into_iter()
-            .map(
-                |(id, user_id, key_id, model_asked, model_run, instance, route, streamed)| {
-                    let context = UsageContext {
-                        id,
-                        user_id,
-                        key_id,
-                        groups: groups_of.remove(&id).unwrap_or_default(),
-                        model_asked,
-                        model_run,
-                        instance,
-                        route,
-                        streamed,
-                    };
-                    (id, Arc::new(context))
-                },
-            )
+            .map(|r| batch::Packed {
+                at_ms: r.0,
+                seq: r.1,
+                context_id: r.2,
+                status: r.3,
+                cancelled: r.4,
+                estimated: r.5,
+                input_tokens: r.6,
+                output_tokens: r.7,
+                ttft_ms: r.8,
+                duration_ms: r.9,
+            })
             .collect();
-        rows.into_iter()
-            .map(|r| {
-                let (
-                    at_ms,
-                    seq,
-                    context_id,
-                    status,
-                    cancelled,
-                    estimated,
-                    input_tokens,
-                    output_tokens,
-                    ttft_ms,
-                    duration_ms,
-                ) = r;
-                let context = contexts.get(&context_id).cloned().ok_or_else(|| {
-                    StoreError::Corrupt(format!("usage record ({at_ms}, {seq}) has no context {context_id}"))
+        for bytes in &batches {
+            packed.extend(batch::decode(bytes).map_err(StoreError::Corrupt)?);
+        }
+        packed.sort_unstable_by_key(|p| (p.at_ms, p.seq));
+        packed
+            .into_iter()
+            .map(|p| {
+                let context = contexts.get(&p.context_id).cloned().ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "usage record ({}, {}) has no context {}",
+                        p.at_ms, p.seq, p.context_id
+                    ))
                 })?;
                 Ok(UsageRecord {
-                    at_ms,
-                    seq,
+                    at_ms: p.at_ms,
+                    seq: p.seq,
                     context,
-                    status,
-                    cancelled,
-                    estimated,
-                    input_tokens,
-                    output_tokens,
-                    ttft_ms,
-                    duration_ms,
+                    status: p.status,
+                    cancelled: p.cancelled,
+                    estimated: p.estimated,
+                    input_tokens: p.input_tokens,
+                    output_tokens: p.output_tokens,
+                    ttft_ms: p.ttft_ms,
+                    duration_ms: p.duration_ms,
                 })
             })
             .collect()
     }
 
     /// Deletes the records of requests that arrived before `before_ms` (Unix milliseconds); returns
-    /// how many went. Contexts stay (one row per combination of caller, key, model, instance and
-    /// route ever seen), except those carried over from the previous storage shape, one per old
-    /// record (negative ids), which go with their record.
+    /// how many went. A batch whose records are all older goes whole; one holding records from
+    /// both sides of `before_ms` is written again with the newer ones. Contexts stay (one row per
+    /// combination of caller, key, model, instance and route ever seen), except those carried
+    /// over from the storage shape before contexts, one per old record (negative ids), which go
+    /// with their record.
     pub fn prune_usage(&self, before_ms: i64) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
         write_tx(&mut conn, |c| {
@@ -529,15 +488,84 @@ impl Store {
                 .filter(usage_records::context_id.lt(0))
                 .select(usage_records::context_id)
                 .load(c)?;
-            let n = diesel::delete(usage_records::table.filter(usage_records::at_ms.lt(before_ms))).execute(c)?;
+            let mut n = diesel::delete(usage_records::table.filter(usage_records::at_ms.lt(before_ms))).execute(c)?;
             for ids in carried.chunks(1000) {
                 diesel::delete(usage_context_groups::table.filter(usage_context_groups::context_id.eq_any(ids)))
                     .execute(c)?;
                 diesel::delete(usage_contexts::table.filter(usage_contexts::id.eq_any(ids))).execute(c)?;
             }
+            let sizes: Vec<i64> = usage_batches::table
+                .filter(usage_batches::last_ms.lt(before_ms))
+                .select(diesel::dsl::sql::<BigInt>("CAST(length(records) AS BIGINT)"))
+                .load(c)?;
+            n += sizes.into_iter().map(batch::count).sum::<usize>();
+            diesel::delete(usage_batches::table.filter(usage_batches::last_ms.lt(before_ms))).execute(c)?;
+            let straddling: Vec<(i64, i64, Vec<u8>)> = usage_batches::table
+                .filter(usage_batches::last_ms.ge(before_ms))
+                .filter(usage_batches::last_ms.lt(before_ms.saturating_add(batch::SPAN_MS)))
+                .filter(usage_batches::first_ms.lt(before_ms))
+                .select((usage_batches::last_ms, usage_batches::batch_id, usage_batches::records))
+                .load(c)?;
+            for (last_ms, batch_id, bytes) in straddling {
+                let all: Vec<batch::Packed> = batch::decode(&bytes).map_err(StoreError::Corrupt)?.collect();
+                let kept: Vec<batch::Packed> = all.iter().copied().filter(|p| p.at_ms >= before_ms).collect();
+                n += all.len() - kept.len();
+                let first_ms = kept.iter().map(|p| p.at_ms).min().unwrap_or(last_ms);
+                diesel::update(
+                    usage_batches::table
+                        .filter(usage_batches::last_ms.eq(last_ms))
+                        .filter(usage_batches::batch_id.eq(batch_id)),
+                )
+                .set((
+                    usage_batches::first_ms.eq(first_ms),
+                    usage_batches::records.eq(batch::encode(kept.into_iter())),
+                ))
+                .execute(c)?;
+            }
             Ok(n)
         })
     }
+}
+
+/// Every usage context stored, with its groups, by id.
+fn load_contexts(c: &mut crate::conn::AnyConnection) -> Result<foldhash::HashMap<i64, Arc<UsageContext>>, StoreError> {
+    type Context = (
+        i64,
+        Option<String>,
+        Option<String>,
+        String,
+        String,
+        Option<i32>,
+        String,
+        bool,
+    );
+    let contexts: Vec<Context> = usage_contexts::table.load(c)?;
+    let groups: Vec<(i64, String)> = usage_context_groups::table
+        .order((usage_context_groups::context_id, usage_context_groups::group_id))
+        .load(c)?;
+    let mut groups_of: foldhash::HashMap<i64, Vec<String>> = foldhash::HashMap::default();
+    for (context, group) in groups {
+        groups_of.entry(context).or_default().push(group);
+    }
+    Ok(contexts
+        .into_iter()
+        .map(
+            |(id, user_id, key_id, model_asked, model_run, instance, route, streamed)| {
+                let context = UsageContext {
+                    id,
+                    user_id,
+                    key_id,
+                    groups: groups_of.remove(&id).unwrap_or_default(),
+                    model_asked,
+                    model_run,
+                    instance,
+                    route,
+                    streamed,
+                };
+                (id, Arc::new(context))
+            },
+        )
+        .collect())
 }
 
 /// The report's SQL. Only fixed column names from [`UsageDimension::columns`] are spliced in; every
@@ -624,10 +652,8 @@ fn to_json(rows: &impl serde::Serialize) -> Result<String, StoreError> {
 }
 
 /// Writes `records` in one `BEGIN IMMEDIATE` transaction (rolled back when dropped unfinished):
-/// their contexts first (each once), then the records, thirty-two per statement.
+/// their contexts first (each once), then their batches.
 fn write_records_sqlite(conn: &mut rusqlite::Connection, records: &[UsageRecord]) -> rusqlite::Result<usize> {
-    static MANY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_records_sqlite(ROWS_PER_INSERT));
-    static ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| insert_records_sqlite(1));
     let distinct = distinct_contexts(records);
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut inserted = 0;
@@ -651,18 +677,11 @@ fn write_records_sqlite(conn: &mut rusqlite::Connection, records: &[UsageRecord]
                 }
             }
         }
-        let mut many = tx.prepare_cached(&MANY)?;
-        let mut chunks = records.chunks_exact(ROWS_PER_INSERT);
-        for chunk in chunks.by_ref() {
-            for (i, r) in chunk.iter().enumerate() {
-                bind_record(&mut many, 1 + i * RECORD_VALUES, r)?;
+        let mut insert = tx.prepare_cached(INSERT_BATCH_SQLITE)?;
+        for b in batch::batches(records) {
+            if insert.execute(rusqlite::params![b.last_ms, b.batch_id, b.first_ms, b.records])? > 0 {
+                inserted += b.len;
             }
-            inserted += many.raw_execute()?;
-        }
-        let mut one = tx.prepare_cached(&ONE)?;
-        for r in chunks.remainder() {
-            bind_record(&mut one, 1, r)?;
-            inserted += one.raw_execute()?;
         }
     }
     tx.commit()?;

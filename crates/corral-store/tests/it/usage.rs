@@ -49,8 +49,8 @@ fn usage_is_written_once_grouped_filtered_and_pruned(store: &Store) {
         record(4, "bob", Some("k2"), &[], "llama3.2", T0 + DAY + 5),
     ];
     assert_eq!(store.insert_usage(&records).unwrap(), 4);
-    // A retried batch (its acknowledgement lost) adds nothing.
-    assert_eq!(store.insert_usage(&records[1..]).unwrap(), 0);
+    // A batch retried whole (its acknowledgement lost) adds nothing.
+    assert_eq!(store.insert_usage(&records).unwrap(), 0);
     assert_eq!(store.usage_records().unwrap(), records);
 
     let total = store.usage_report(&all()).unwrap();
@@ -204,6 +204,8 @@ fn a_large_batch_is_written(store: &Store) {
 /// Records written before usage was split into records and contexts are carried over whole:
 /// read back as they were, counted with new records of the same caller, and pruned.
 fn records_of_the_previous_shape_are_carried_over(store: &Store) {
+    // Back before batches and before contexts.
+    store.revert_last_migration();
     store.revert_last_migration();
     store.execute_sql(
         "INSERT INTO usage_records (id, at_ms, user_id, key_id, model_asked, model_run, instance, route, \
@@ -214,7 +216,7 @@ fn records_of_the_previous_shape_are_carried_over(store: &Store) {
          INSERT INTO usage_groups (record_id, group_id, at_ms) VALUES ('0193-a', 'red', 1000), \
          ('0193-a', 'blue', 1000), ('gone', 'blue', 1500);",
     );
-    assert_eq!(store.migrate().unwrap(), 1);
+    assert_eq!(store.migrate().unwrap(), 2);
     // The carried contexts have ids of their own, one per old record.
     let mut alice = record(1, "alice", Some("k1"), &["red", "blue"], "llama3.2", 1000);
     alice.context = Arc::new(UsageContext {
@@ -273,8 +275,198 @@ fn records_of_the_previous_shape_are_carried_over(store: &Store) {
     assert_eq!(store.usage_report(&all()).unwrap()[0].requests, 1);
 }
 
+/// SQL text for `t` (test values only).
+fn lit(t: Option<&str>) -> String {
+    t.map_or_else(|| "NULL".to_owned(), |t| format!("'{}'", t.replace('\'', "''")))
+}
+
+/// Writes `records` as rows of the shape before batches (one row each, with their contexts),
+/// as a release before batches left them.
+fn insert_as_rows(store: &Store, records: &[UsageRecord]) {
+    let mut sql = String::new();
+    for r in records {
+        let c = &r.context;
+        sql.push_str(&format!(
+            "INSERT INTO usage_contexts (id, user_id, key_id, model_asked, model_run, instance, route, streamed) \
+             VALUES ({}, {}, {}, {}, {}, {}, {}, {}) ON CONFLICT DO NOTHING;",
+            c.id,
+            lit(c.user_id.as_deref()),
+            lit(c.key_id.as_deref()),
+            lit(Some(&c.model_asked)),
+            lit(Some(&c.model_run)),
+            c.instance.map_or_else(|| "NULL".to_owned(), |i| i.to_string()),
+            lit(Some(&c.route)),
+            c.streamed,
+        ));
+        for g in &c.groups {
+            sql.push_str(&format!(
+                "INSERT INTO usage_context_groups (context_id, group_id) VALUES ({}, {}) ON CONFLICT DO NOTHING;",
+                c.id,
+                lit(Some(g))
+            ));
+        }
+        sql.push_str(&format!(
+            "INSERT INTO usage_records (at_ms, seq, context_id, status, cancelled, estimated, input_tokens, \
+             output_tokens, ttft_ms, duration_ms) VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {});",
+            r.at_ms,
+            r.seq,
+            c.id,
+            r.status,
+            r.cancelled,
+            r.estimated,
+            r.input_tokens,
+            r.output_tokens,
+            r.ttft_ms.map_or_else(|| "NULL".to_owned(), |t| t.to_string()),
+            r.duration_ms
+        ));
+    }
+    store.execute_sql(&sql);
+}
+
+/// Reports summed from batches as they are unpacked equal the same reports summed by SQL from
+/// rows of the shape before batches, for every grouping by one or two dimensions, each filter
+/// and several time ranges; and with half of the records in each shape, the sums of both.
+fn batches_are_reported_as_sql_reports_rows(store: &Store) {
+    // A small deterministic generator: the same records on every run.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let users = ["alice", "bob", "carol"];
+    let groups: [&[&str]; 4] = [&[], &["blue"], &["blue", "red"], &["red"]];
+    let records: Vec<UsageRecord> = (0..600)
+        .map(|n| {
+            let context = UsageContext {
+                id: 0,
+                user_id: (next(5) != 0).then(|| users[next(3) as usize].to_owned()),
+                key_id: (next(2) == 0).then(|| format!("k{}", next(3))),
+                groups: groups[next(4) as usize].iter().map(|g| (*g).to_owned()).collect(),
+                model_asked: ["llama3.2", "qwen"][next(2) as usize].to_owned(),
+                model_run: ["llama3.2:latest", "qwen:7b"][next(2) as usize].to_owned(),
+                instance: (next(4) != 0).then(|| next(3) as i32),
+                route: "chat".to_owned(),
+                streamed: next(2) == 0,
+            };
+            UsageRecord {
+                // Three days, out of order within a few minutes, as requests end out of order.
+                at_ms: T0 + (n as i64) * 430_000 + next(300_000) as i64,
+                seq: 1_000 + n as i64,
+                context: Arc::new(context.identified()),
+                status: [200, 200, 200, 404, 500][next(5) as usize],
+                cancelled: next(7) == 0,
+                estimated: next(9) == 0,
+                input_tokens: next(4000) as i64,
+                output_tokens: next(900) as i64,
+                ttft_ms: (next(3) != 0).then(|| next(2000) as i64),
+                duration_ms: next(60_000) as i64,
+            }
+        })
+        .collect();
+    let mut queries = Vec::new();
+    for a in UsageDimension::ALL {
+        for b in UsageDimension::ALL {
+            queries.push(UsageQuery {
+                group_by: if a == b { vec![a] } else { vec![a, b] },
+                ..all()
+            });
+        }
+    }
+    queries.push(all());
+    for (from, to) in [(T0 + DAY / 3, T0 + DAY + 7), (T0 + 2 * DAY, i64::MAX), (0, T0)] {
+        for group_by in [vec![], vec![UsageDimension::Day, UsageDimension::User]] {
+            queries.push(UsageQuery {
+                from_ms: from,
+                to_ms: to,
+                group_by,
+                ..UsageQuery::default()
+            });
+        }
+    }
+    let filters = [
+        UsageQuery {
+            user: Some("bob".to_owned()),
+            ..all()
+        },
+        UsageQuery {
+            key: Some("k1".to_owned()),
+            ..all()
+        },
+        UsageQuery {
+            model: Some("qwen".to_owned()),
+            ..all()
+        },
+        UsageQuery {
+            model: Some("llama3.2:latest".to_owned()),
+            ..all()
+        },
+        UsageQuery {
+            instance: Some(2),
+            ..all()
+        },
+        UsageQuery {
+            group: Some("red".to_owned()),
+            ..all()
+        },
+    ];
+    for f in filters {
+        queries.push(f.clone());
+        queries.push(UsageQuery {
+            group_by: vec![UsageDimension::Group, UsageDimension::Model],
+            ..f
+        });
+    }
+    let reports = |store: &Store| -> Vec<Vec<corral_store::UsageRow>> {
+        queries.iter().map(|q| store.usage_report(q).unwrap()).collect()
+    };
+
+    insert_as_rows(store, &records);
+    let by_sql = reports(store);
+    let total = queries.iter().position(|q| *q == all()).unwrap_or_default();
+    assert_eq!(by_sql[total].len(), 1);
+    assert_eq!(by_sql[total][0].requests as usize, records.len());
+    assert_eq!(store.prune_usage(i64::MAX).unwrap(), records.len());
+    assert_eq!(store.usage_records().unwrap(), []);
+
+    // In batches of several sizes, as the gateway's writer sends them.
+    let mut start = 0;
+    while start < records.len() {
+        let end = (start + 1 + next(250) as usize).min(records.len());
+        assert_eq!(store.insert_usage(&records[start..end]).unwrap(), end - start);
+        start = end;
+    }
+    let by_batches = reports(store);
+    for ((q, sql), batches) in queries.iter().zip(&by_sql).zip(&by_batches) {
+        assert_eq!(sql, batches, "{q:?}");
+    }
+    let mut sorted = records.clone();
+    sorted.sort_by_key(|r| (r.at_ms, r.seq));
+    assert_eq!(store.usage_records().unwrap(), sorted);
+
+    // Half in each shape: every report the same again.
+    assert_eq!(store.prune_usage(i64::MAX).unwrap(), records.len());
+    let (older, newer) = records.split_at(records.len() / 2);
+    insert_as_rows(store, older);
+    assert_eq!(store.insert_usage(newer).unwrap(), newer.len());
+    assert_eq!(reports(store), by_sql);
+
+    // Pruned at any time, even inside a batch: exactly the records before it go.
+    let cut = T0 + DAY + DAY / 2 + 1;
+    let before = records.iter().filter(|r| r.at_ms < cut).count();
+    assert_eq!(store.prune_usage(cut).unwrap(), before);
+    let mut left: Vec<_> = sorted.iter().filter(|r| r.at_ms >= cut).cloned().collect();
+    left.sort_by_key(|r| (r.at_ms, r.seq));
+    assert_eq!(store.usage_records().unwrap(), left);
+    let total = &store.usage_report(&all()).unwrap()[0];
+    assert_eq!(total.requests as usize, left.len());
+    assert_eq!(total.input_tokens, left.iter().map(|r| r.input_tokens).sum::<i64>());
+}
+
 on_both!(
     usage_is_written_once_grouped_filtered_and_pruned,
     a_large_batch_is_written,
-    records_of_the_previous_shape_are_carried_over
+    records_of_the_previous_shape_are_carried_over,
+    batches_are_reported_as_sql_reports_rows
 );

@@ -1,0 +1,173 @@
+//! A usage report summed in memory: the records of the batches a report reads, each with its
+//! context, and the rows SQL summed from the records of the shape before batches, added into
+//! one row per combination of the dimensions' values, as the report's SQL would group them.
+
+use std::collections::BTreeMap;
+
+use super::batch::Packed;
+use super::{UsageContext, UsageDimension, UsageQuery, UsageRow};
+
+/// One dimension's value in a row's key: a text or a number, missing ones first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Cell {
+    Text(Option<String>),
+    Number(Option<i64>),
+}
+
+/// The rows of a report being summed, by their dimensions' values in the order asked for.
+pub(crate) struct Tally<'q> {
+    query: &'q UsageQuery,
+    dims: Vec<UsageDimension>,
+    rows: BTreeMap<Vec<Cell>, UsageRow>,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+impl<'q> Tally<'q> {
+    pub fn new(query: &'q UsageQuery) -> Tally<'q> {
+        let mut dims: Vec<UsageDimension> = Vec::new();
+        for dim in &query.group_by {
+            if !dims.contains(dim) {
+                dims.push(*dim);
+            }
+        }
+        Tally {
+            query,
+            dims,
+            rows: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a row summed elsewhere (by SQL), with the dimensions not grouped by left empty.
+    pub fn add_row(&mut self, row: UsageRow) {
+        let key = self.key_of(&row);
+        match self.rows.get_mut(&key) {
+            Some(sum) => add_sums(sum, &row),
+            None => {
+                self.rows.insert(key, row);
+            }
+        }
+    }
+
+    /// Adds one record with its context (none: a record whose context is gone, which the SQL's
+    /// outer join also counts, with empty values), if the query's time range and filters take it.
+    pub fn add(&mut self, p: &Packed, context: Option<&UsageContext>) {
+        let q = self.query;
+        if p.at_ms < q.from_ms || p.at_ms >= q.to_ms {
+            return;
+        }
+        let user = context.and_then(|c| c.user_id.as_deref());
+        let key = context.and_then(|c| c.key_id.as_deref());
+        let groups: &[String] = context.map_or(&[], |c| &c.groups);
+        let matches = |filter: &Option<String>, value: Option<&str>| filter.as_deref().is_none_or(|f| value == Some(f));
+        if !matches(&q.user, user)
+            || !matches(&q.key, key)
+            || q.model
+                .as_deref()
+                .is_some_and(|m| context.is_none_or(|c| c.model_run != m && c.model_asked != m))
+            || q.instance.is_some_and(|i| context.and_then(|c| c.instance) != Some(i))
+            || q.group.as_deref().is_some_and(|g| !groups.iter().any(|x| x == g))
+        {
+            return;
+        }
+        let failed = p.status >= 400 && !p.cancelled;
+        let row = |group: Option<&str>| UsageRow {
+            user_id: self
+                .grouped(UsageDimension::User)
+                .then(|| user.map(str::to_owned))
+                .flatten(),
+            key_id: self
+                .grouped(UsageDimension::Key)
+                .then(|| key.map(str::to_owned))
+                .flatten(),
+            group_id: group.map(str::to_owned),
+            model: self
+                .grouped(UsageDimension::Model)
+                .then(|| context.map(|c| c.model_run.clone()))
+                .flatten(),
+            instance: self
+                .grouped(UsageDimension::Instance)
+                .then(|| context.and_then(|c| c.instance))
+                .flatten(),
+            day: self.grouped(UsageDimension::Day).then(|| p.at_ms.div_euclid(DAY_MS)),
+            requests: 1,
+            input_tokens: p.input_tokens,
+            output_tokens: p.output_tokens,
+            cancelled: i64::from(p.cancelled),
+            failed: i64::from(failed),
+            estimated: i64::from(p.estimated),
+            streamed: i64::from(context.is_some_and(|c| c.streamed)),
+            ttft_ms_sum: p.ttft_ms.unwrap_or(0),
+            ttft_count: i64::from(p.ttft_ms.is_some()),
+            duration_ms_sum: p.duration_ms,
+        };
+        // Grouped by group, a record counts once under each of its groups (once, with no group,
+        // when it has none), as the SQL's outer join with the groups counts it.
+        let rows: Vec<UsageRow> = if !self.grouped(UsageDimension::Group) || groups.is_empty() {
+            vec![row(None)]
+        } else {
+            groups.iter().map(|g| row(Some(g))).collect()
+        };
+        for r in rows {
+            self.add_row(r);
+        }
+    }
+
+    /// The rows, in the order of their dimensions' values; one row of zeros when the report
+    /// groups by nothing and nothing was added.
+    pub fn rows(self) -> Vec<UsageRow> {
+        if self.rows.is_empty() && self.dims.is_empty() {
+            return vec![UsageRow {
+                user_id: None,
+                key_id: None,
+                group_id: None,
+                model: None,
+                instance: None,
+                day: None,
+                requests: 0,
+                input_tokens: 0,
+                output_tokens: 0,
+                cancelled: 0,
+                failed: 0,
+                estimated: 0,
+                streamed: 0,
+                ttft_ms_sum: 0,
+                ttft_count: 0,
+                duration_ms_sum: 0,
+            }];
+        }
+        self.rows.into_values().collect()
+    }
+
+    fn grouped(&self, dim: UsageDimension) -> bool {
+        self.dims.contains(&dim)
+    }
+
+    fn key_of(&self, row: &UsageRow) -> Vec<Cell> {
+        self.dims
+            .iter()
+            .map(|dim| match dim {
+                UsageDimension::User => Cell::Text(row.user_id.clone()),
+                UsageDimension::Key => Cell::Text(row.key_id.clone()),
+                UsageDimension::Group => Cell::Text(row.group_id.clone()),
+                UsageDimension::Model => Cell::Text(row.model.clone()),
+                UsageDimension::Instance => Cell::Number(row.instance.map(i64::from)),
+                UsageDimension::Day => Cell::Number(row.day),
+            })
+            .collect()
+    }
+}
+
+/// Adds `row`'s sums into `sum` (saturating: a report never panics on absurd counts).
+fn add_sums(sum: &mut UsageRow, row: &UsageRow) {
+    sum.requests = sum.requests.saturating_add(row.requests);
+    sum.input_tokens = sum.input_tokens.saturating_add(row.input_tokens);
+    sum.output_tokens = sum.output_tokens.saturating_add(row.output_tokens);
+    sum.cancelled = sum.cancelled.saturating_add(row.cancelled);
+    sum.failed = sum.failed.saturating_add(row.failed);
+    sum.estimated = sum.estimated.saturating_add(row.estimated);
+    sum.streamed = sum.streamed.saturating_add(row.streamed);
+    sum.ttft_ms_sum = sum.ttft_ms_sum.saturating_add(row.ttft_ms_sum);
+    sum.ttft_count = sum.ttft_count.saturating_add(row.ttft_count);
+    sum.duration_ms_sum = sum.duration_ms_sum.saturating_add(row.duration_ms_sum);
+}

@@ -377,11 +377,17 @@ impl Store {
     /// The usage `query` asks for: one row per combination of its dimensions' values that has
     /// records (ordered by them, a missing value first), or one total row when it groups by
     /// nothing. Records of the shape before batches are summed by SQL, those in batches as they
-    /// are unpacked, both read in one snapshot.
+    /// are unpacked, a page of batches at a time (a report holds one page, not its whole
+    /// range), all read in one snapshot. A batch that cannot be unpacked (another format
+    /// version, written by a newer release, or one cut short) is left out and logged.
     pub fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
+        /// Batches read at once: at most about 4 MB.
+        const PAGE: i64 = 64;
         let sql = report_sql(query, self.backend);
         let mut conn = self.conn()?;
-        let (rows, batches, contexts) = snapshot_tx(&mut conn, |c| {
+        let mut tally = tally::Tally::new(query);
+        let mut skipped = 0usize;
+        snapshot_tx(&mut conn, |c| {
             let q = diesel::sql_query(sql)
                 .bind::<BigInt, _>(query.from_ms)
                 .bind::<BigInt, _>(query.to_ms)
@@ -390,28 +396,56 @@ impl Store {
                 .bind::<Nullable<Text>, _>(query.model.as_deref())
                 .bind::<Nullable<Integer>, _>(query.instance)
                 .bind::<Nullable<Text>, _>(query.group.as_deref());
-            let rows = on_backend!(&mut *c, c => q.load::<UsageRow>(c))?;
-            let batches: Vec<Vec<u8>> = usage_batches::table
+            for row in on_backend!(&mut *c, c => q.load::<UsageRow>(c))? {
+                tally.add_row(row);
+            }
+            let in_range = usage_batches::table
                 .filter(usage_batches::last_ms.ge(query.from_ms))
                 .filter(usage_batches::last_ms.lt(query.to_ms.saturating_add(batch::SPAN_MS)))
                 .filter(usage_batches::first_ms.lt(query.to_ms))
-                .select(usage_batches::records)
-                .load(c)?;
-            let contexts = if batches.is_empty() {
-                foldhash::HashMap::default()
-            } else {
-                load_contexts(c)?
-            };
-            Ok::<_, StoreError>((rows, batches, contexts))
-        })?;
-        let mut tally = tally::Tally::new(query);
-        for row in rows {
-            tally.add_row(row);
-        }
-        for bytes in &batches {
-            for p in batch::decode(bytes).map_err(StoreError::Corrupt)? {
-                tally.add(&p, contexts.get(&p.context_id).map(|c| &**c));
+                .order((usage_batches::last_ms.asc(), usage_batches::batch_id.asc()))
+                .select((usage_batches::last_ms, usage_batches::batch_id, usage_batches::records))
+                .limit(PAGE);
+            let mut contexts = None;
+            let mut after: Option<(i64, i64)> = None;
+            loop {
+                let page: Vec<(i64, i64, Vec<u8>)> = match after {
+                    None => in_range.load(c)?,
+                    Some((l, b)) => in_range
+                        .filter(
+                            usage_batches::last_ms
+                                .gt(l)
+                                .or(usage_batches::last_ms.eq(l).and(usage_batches::batch_id.gt(b))),
+                        )
+                        .load(c)?,
+                };
+                let Some(&(l, b, _)) = page.last() else { break };
+                after = Some((l, b));
+                let contexts = match &mut contexts {
+                    Some(contexts) => contexts,
+                    none => none.insert(load_contexts(c)?),
+                };
+                for (_, _, bytes) in &page {
+                    match batch::decode(bytes) {
+                        Ok(records) => {
+                            for p in records {
+                                tally.add(&p, contexts.get(&p.context_id).map(|c| &**c));
+                            }
+                        }
+                        Err(_) => skipped += 1,
+                    }
+                }
+                if page.len() < PAGE as usize {
+                    break;
+                }
             }
+            Ok::<_, StoreError>(())
+        })?;
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "usage batches that cannot be unpacked (another format version, or cut short) were left out of a report"
+            );
         }
         Ok(tally.rows())
     }
@@ -507,7 +541,15 @@ impl Store {
                 .select((usage_batches::last_ms, usage_batches::batch_id, usage_batches::records))
                 .load(c)?;
             for (last_ms, batch_id, bytes) in straddling {
-                let all: Vec<batch::Packed> = batch::decode(&bytes).map_err(StoreError::Corrupt)?.collect();
+                // One that cannot be unpacked stays whole (a newer release may read it).
+                let Ok(all) = batch::decode(&bytes).map(Iterator::collect::<Vec<_>>) else {
+                    tracing::warn!(
+                        last_ms,
+                        batch_id,
+                        "a usage batch that cannot be unpacked was left unpruned"
+                    );
+                    continue;
+                };
                 let kept: Vec<batch::Packed> = all.iter().copied().filter(|p| p.at_ms >= before_ms).collect();
                 n += all.len() - kept.len();
                 let first_ms = kept.iter().map(|p| p.at_ms).min().unwrap_or(last_ms);

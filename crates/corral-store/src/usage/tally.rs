@@ -89,7 +89,8 @@ impl<'q> Tally<'q> {
                 .grouped(UsageDimension::Instance)
                 .then(|| context.and_then(|c| c.instance))
                 .flatten(),
-            day: self.grouped(UsageDimension::Day).then(|| p.at_ms.div_euclid(DAY_MS)),
+            // Truncated toward zero, as the SQL divides.
+            day: self.grouped(UsageDimension::Day).then_some(p.at_ms / DAY_MS),
             requests: 1,
             input_tokens: p.input_tokens,
             output_tokens: p.output_tokens,

@@ -283,7 +283,7 @@ impl Store {
     /// again (a batch retried whole after its acknowledgement was lost) are skipped, so retrying
     /// a batch never counts a request twice.
     ///
-    /// Records are packed into batches (`usage_batches`, one row per [`batch::batches`] of
+    /// Records are packed into batches (`usage_batches`, one row per `usage::batch::batches` of
     /// them, keyed by the time of the newest record and the `seq` of the first), each record
     /// pointing at its context (caller, key, groups, models, instance, route, streaming),
     /// written once per batch that has it and stored once (`usage_contexts`,

@@ -216,9 +216,7 @@ impl Exchanges {
         let at = SystemTime::now()
             .checked_sub(since_arrival)
             .unwrap_or_else(SystemTime::now);
-        let at_ms = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let at_ms = unix_ms(at);
         // The gateway asked an `/ollama/v1` stream for its usage event on the client's behalf.
         let strip_usage_event = req.extensions().contains::<crate::usage::StripUsageEvent>();
         let scope = req.extensions().get::<std::rc::Rc<crate::observe::Scope>>().cloned();
@@ -409,6 +407,12 @@ impl Drop for Exchange {
             observer.finished(&r.finished);
         }
     }
+}
+
+/// `at` in Unix milliseconds (0 before the epoch): the clock usage records and limits count by.
+pub(crate) fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -47,14 +47,7 @@ impl LimitClock {
         match self.fixed_ms.load(Ordering::Acquire) {
             // The system clock read as milliseconds directly: chrono's `Utc::now` builds a
             // calendar date to be taken apart again (twice a limited request).
-            0 => std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| {
-                    i64::try_from(d.as_secs())
-                        .unwrap_or(i64::MAX / 1000)
-                        .saturating_mul(1000)
-                        .saturating_add(i64::from(d.subsec_millis()))
-                }),
+            0 => crate::exchange::unix_ms(std::time::SystemTime::now()),
             fixed => fixed,
         }
     }

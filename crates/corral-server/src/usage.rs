@@ -338,7 +338,7 @@ fn seq_base() -> i64 {
 }
 
 fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    crate::exchange::unix_ms(std::time::SystemTime::now())
 }
 
 #[cfg(test)]

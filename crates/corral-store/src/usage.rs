@@ -429,7 +429,7 @@ impl Store {
                     match batch::decode(bytes) {
                         Ok(records) => {
                             for p in records {
-                                tally.add(&p, contexts.get(&p.context_id).map(|c| &**c));
+                                tally.add(&p, contexts.get(&p.context_id));
                             }
                         }
                         Err(_) => skipped += 1,

@@ -3,6 +3,7 @@
 //! one row per combination of the dimensions' values, as the report's SQL would group them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::batch::Packed;
 use super::{UsageContext, UsageDimension, UsageQuery, UsageRow};
@@ -19,7 +20,14 @@ pub(crate) struct Tally<'q> {
     query: &'q UsageQuery,
     dims: Vec<UsageDimension>,
     rows: BTreeMap<Vec<Cell>, UsageRow>,
+    /// Unpacked records summed by context (and day, when grouped by day): numbers only, so a
+    /// record costs a lookup and a few additions; the context's filters, groups and names are
+    /// applied once per context when the rows are made.
+    by_context: foldhash::HashMap<(i64, Option<i64>), ContextSums>,
 }
+
+/// A context (none: gone) and the sums of its records.
+type ContextSums = (Option<Arc<UsageContext>>, UsageRow);
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -35,6 +43,7 @@ impl<'q> Tally<'q> {
             query,
             dims,
             rows: BTreeMap::new(),
+            by_context: foldhash::HashMap::default(),
         }
     }
 
@@ -50,12 +59,51 @@ impl<'q> Tally<'q> {
     }
 
     /// Adds one record with its context (none: a record whose context is gone, which the SQL's
-    /// outer join also counts, with empty values), if the query's time range and filters take it.
-    pub fn add(&mut self, p: &Packed, context: Option<&UsageContext>) {
-        let q = self.query;
-        if p.at_ms < q.from_ms || p.at_ms >= q.to_ms {
+    /// outer join also counts, with empty values), if it is in the query's time range; the
+    /// filters on the context are applied when the rows are made.
+    pub fn add(&mut self, p: &Packed, context: Option<&Arc<UsageContext>>) {
+        if p.at_ms < self.query.from_ms || p.at_ms >= self.query.to_ms {
             return;
         }
+        // Truncated toward zero, as the SQL divides.
+        let day = self.grouped(UsageDimension::Day).then_some(p.at_ms / DAY_MS);
+        let (_, sum) = self
+            .by_context
+            .entry((p.context_id, day))
+            .or_insert_with(|| (context.cloned(), zero_row()));
+        let record = UsageRow {
+            requests: 1,
+            input_tokens: p.input_tokens,
+            output_tokens: p.output_tokens,
+            cancelled: i64::from(p.cancelled),
+            failed: i64::from(p.status >= 400 && !p.cancelled),
+            estimated: i64::from(p.estimated),
+            streamed: i64::from(context.is_some_and(|c| c.streamed)),
+            ttft_ms_sum: p.ttft_ms.unwrap_or(0),
+            ttft_count: i64::from(p.ttft_ms.is_some()),
+            duration_ms_sum: p.duration_ms,
+            ..zero_row()
+        };
+        add_sums(sum, &record);
+    }
+
+    /// The rows, in the order of their dimensions' values; one row of zeros when the report
+    /// groups by nothing and nothing was added.
+    pub fn rows(mut self) -> Vec<UsageRow> {
+        for ((_, day), (context, sums)) in std::mem::take(&mut self.by_context) {
+            self.add_context(context.as_deref(), day, &sums);
+        }
+        if self.rows.is_empty() && self.dims.is_empty() {
+            return vec![zero_row()];
+        }
+        self.rows.into_values().collect()
+    }
+
+    /// Adds the `sums` of one context's records (of `day`, when grouped by day), if the query's
+    /// filters take the context: once under each of its groups when grouped by group (once,
+    /// with no group, when it has none), as the SQL's outer join with the groups counts them.
+    fn add_context(&mut self, context: Option<&UsageContext>, day: Option<i64>, sums: &UsageRow) {
+        let q = self.query;
         let user = context.and_then(|c| c.user_id.as_deref());
         let key = context.and_then(|c| c.key_id.as_deref());
         let groups: &[String] = context.map_or(&[], |c| &c.groups);
@@ -70,8 +118,7 @@ impl<'q> Tally<'q> {
         {
             return;
         }
-        let failed = p.status >= 400 && !p.cancelled;
-        let row = |group: Option<&str>| UsageRow {
+        let row = UsageRow {
             user_id: self
                 .grouped(UsageDimension::User)
                 .then(|| user.map(str::to_owned))
@@ -80,7 +127,6 @@ impl<'q> Tally<'q> {
                 .grouped(UsageDimension::Key)
                 .then(|| key.map(str::to_owned))
                 .flatten(),
-            group_id: group.map(str::to_owned),
             model: self
                 .grouped(UsageDimension::Model)
                 .then(|| context.map(|c| c.model_run.clone()))
@@ -89,55 +135,19 @@ impl<'q> Tally<'q> {
                 .grouped(UsageDimension::Instance)
                 .then(|| context.and_then(|c| c.instance))
                 .flatten(),
-            // Truncated toward zero, as the SQL divides.
-            day: self.grouped(UsageDimension::Day).then_some(p.at_ms / DAY_MS),
-            requests: 1,
-            input_tokens: p.input_tokens,
-            output_tokens: p.output_tokens,
-            cancelled: i64::from(p.cancelled),
-            failed: i64::from(failed),
-            estimated: i64::from(p.estimated),
-            streamed: i64::from(context.is_some_and(|c| c.streamed)),
-            ttft_ms_sum: p.ttft_ms.unwrap_or(0),
-            ttft_count: i64::from(p.ttft_ms.is_some()),
-            duration_ms_sum: p.duration_ms,
+            day,
+            ..sums.clone()
         };
-        // Grouped by group, a record counts once under each of its groups (once, with no group,
-        // when it has none), as the SQL's outer join with the groups counts it.
-        let rows: Vec<UsageRow> = if !self.grouped(UsageDimension::Group) || groups.is_empty() {
-            vec![row(None)]
+        if !self.grouped(UsageDimension::Group) || groups.is_empty() {
+            self.add_row(row);
         } else {
-            groups.iter().map(|g| row(Some(g))).collect()
-        };
-        for r in rows {
-            self.add_row(r);
+            for group in groups {
+                self.add_row(UsageRow {
+                    group_id: Some(group.clone()),
+                    ..row.clone()
+                });
+            }
         }
-    }
-
-    /// The rows, in the order of their dimensions' values; one row of zeros when the report
-    /// groups by nothing and nothing was added.
-    pub fn rows(self) -> Vec<UsageRow> {
-        if self.rows.is_empty() && self.dims.is_empty() {
-            return vec![UsageRow {
-                user_id: None,
-                key_id: None,
-                group_id: None,
-                model: None,
-                instance: None,
-                day: None,
-                requests: 0,
-                input_tokens: 0,
-                output_tokens: 0,
-                cancelled: 0,
-                failed: 0,
-                estimated: 0,
-                streamed: 0,
-                ttft_ms_sum: 0,
-                ttft_count: 0,
-                duration_ms_sum: 0,
-            }];
-        }
-        self.rows.into_values().collect()
     }
 
     fn grouped(&self, dim: UsageDimension) -> bool {
@@ -156,6 +166,28 @@ impl<'q> Tally<'q> {
                 UsageDimension::Day => Cell::Number(row.day),
             })
             .collect()
+    }
+}
+
+/// A row with no dimension's value and every sum zero.
+fn zero_row() -> UsageRow {
+    UsageRow {
+        user_id: None,
+        key_id: None,
+        group_id: None,
+        model: None,
+        instance: None,
+        day: None,
+        requests: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cancelled: 0,
+        failed: 0,
+        estimated: 0,
+        streamed: 0,
+        ttft_ms_sum: 0,
+        ttft_count: 0,
+        duration_ms_sum: 0,
     }
 }
 

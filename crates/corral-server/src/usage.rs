@@ -297,15 +297,19 @@ pub fn spawn(shared: Arc<Shared>) {
     shared.exchanges.observe(shared.usage.clone());
     actix_rt::spawn(async move {
         let mut last_prune: Option<tokio::time::Instant> = None;
+        let folding = Arc::new(AtomicBool::new(true));
         loop {
             let settings = shared.settings();
             let interval = Duration::from_secs_f64(settings.usage.flush_interval);
             tokio::time::sleep(interval).await;
             let retention = settings.usage.retention_days;
             let prune = retention > 0 && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
-            let (writer, store) = (shared.clone(), store.clone());
+            let (writer, store, folding) = (shared.clone(), store.clone(), folding.clone());
             let done = actix_rt::task::spawn_blocking(move || {
                 let wrote = writer.usage.write_to(&store).is_ok();
+                if wrote {
+                    fold(&store, &folding);
+                }
                 if wrote && prune {
                     let cutoff = now_ms() - i64::from(retention) * 86_400_000;
                     match store.prune_usage(cutoff) {
@@ -326,6 +330,30 @@ pub fn spawn(shared: Arc<Shared>) {
             }
         }
     });
+}
+
+/// Batches folded into the day sums at most after each write: more than a gateway writes between
+/// two writes (one batch of up to a thousand records per write), so a backlog (what a release
+/// before the day sums stored, or what piled up while folding failed) shrinks by about 60
+/// batches a write.
+const FOLD_MAX: usize = 64;
+
+/// Folds the batches written since the last time (and some of any backlog) into the day sums
+/// that reports of whole days read ([`corral_store::Store::fold_usage`]). A failure only leaves
+/// reports to unpack those batches until the next try; it is logged when it starts and ends.
+fn fold(store: &Store, folding: &AtomicBool) {
+    match store.fold_usage(FOLD_MAX) {
+        Ok(_) => {
+            if !folding.swap(true, Ordering::AcqRel) {
+                tracing::info!("usage batches are folded into the day sums again");
+            }
+        }
+        Err(e) => {
+            if folding.swap(false, Ordering::AcqRel) {
+                tracing::warn!(error = %e, "cannot fold usage batches into the day sums; reports unpack them meanwhile");
+            }
+        }
+    }
 }
 
 /// The first `seq` of this process: 31 random bits above a 32-bit count. A process never repeats

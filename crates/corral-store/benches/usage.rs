@@ -6,6 +6,9 @@
 //! Two figures per batch size: the wall time (with the WAL's writes and checkpoints) and the
 //! CPU time of the writing thread, which is what the gateway's own cores pay.
 //!
+//! And what a report of all time costs over a month of usage (a million records), its records
+//! unpacked from their batches against read from the day sums they are folded into.
+//!
 //! `cargo bench -p corral-store --bench usage`
 
 // A benchmark whose database cannot be set up has nothing to measure: it stops there.
@@ -13,7 +16,7 @@
 
 use std::time::Duration;
 
-use corral_store::{Store, UsageContext, UsageRecord};
+use corral_store::{Store, UsageContext, UsageQuery, UsageRecord};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn record(i: u64) -> UsageRecord {
@@ -103,5 +106,37 @@ fn usage(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, usage);
+fn report(c: &mut Criterion) {
+    const RECORDS: u64 = 1_000_000;
+    const MONTH_MS: u64 = 30 * 86_400_000;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = Store::open(&dir.path().join("report.db").to_string_lossy(), 1).expect("SQLite store");
+    // A month of usage, evenly spread: a thousand batches of a thousand records.
+    for first in (0..RECORDS).step_by(1000) {
+        let batch: Vec<UsageRecord> = (first..first + 1000)
+            .map(|i| UsageRecord {
+                at_ms: 1_764_547_200_000 + i64::try_from(i * (MONTH_MS / RECORDS)).unwrap_or(0),
+                ..record(i)
+            })
+            .collect();
+        store.insert_usage(&batch).expect("insert");
+    }
+    let all = UsageQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        ..UsageQuery::default()
+    };
+    let mut group = c.benchmark_group("usage report of all time, a month of a million records");
+    group.sample_size(10);
+    group.bench_function("records unpacked from their batches", |b| {
+        b.iter(|| store.usage_report(&all).expect("report"));
+    });
+    while store.fold_usage(1000).expect("fold") > 0 {}
+    group.bench_function("day sums", |b| {
+        b.iter(|| store.usage_report(&all).expect("report"));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, usage, report);
 criterion_main!(benches);

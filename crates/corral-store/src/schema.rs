@@ -115,6 +115,7 @@ diesel::table! {
         batch_id -> BigInt,
         first_ms -> BigInt,
         records -> Binary,
+        rolled_up -> Bool,
     }
 }
 
@@ -135,6 +136,22 @@ diesel::table! {
         instance -> Nullable<Integer>,
         route -> Text,
         streamed -> Bool,
+    }
+}
+
+diesel::table! {
+    usage_days (day, context_id) {
+        day -> BigInt,
+        context_id -> BigInt,
+        requests -> BigInt,
+        input_tokens -> BigInt,
+        output_tokens -> BigInt,
+        cancelled -> BigInt,
+        failed -> BigInt,
+        estimated -> BigInt,
+        ttft_ms_sum -> BigInt,
+        ttft_count -> BigInt,
+        duration_ms_sum -> BigInt,
     }
 }
 
@@ -187,6 +204,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_batches,
     usage_context_groups,
     usage_contexts,
+    usage_days,
     usage_records,
     users,
 );

@@ -191,6 +191,20 @@ impl Store {
         reverted.unwrap_or_else(|e| panic!("cannot revert the last migration: {e}"));
     }
 
+    /// The number of rows in `table` (a name written in a test), for tests.
+    pub fn count_rows(&self, table: &str) -> usize {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.conn().unwrap_or_else(|e| panic!("{e}"));
+        let query = diesel::sql_query(format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {table}"));
+        let counted: Count = crate::conn::on_backend!(&mut *conn, c => query.get_result(c))
+            .unwrap_or_else(|e| panic!("cannot count the rows of {table}: {e}"));
+        usize::try_from(counted.n).unwrap_or_default()
+    }
+
     /// Runs `sql` (statements separated by semicolons) as it is, for tests.
     pub fn execute_sql(&self, sql: &str) {
         use diesel::connection::SimpleConnection;

@@ -3,6 +3,7 @@
 //! retention period.
 
 mod batch;
+mod days;
 mod report;
 mod tally;
 
@@ -12,7 +13,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Binary, Integer, Nullable, Text};
 
 use crate::conn::{on_backend, snapshot_tx, write_tx};
-use crate::schema::{usage_batches, usage_context_groups, usage_contexts, usage_records};
+use crate::schema::{usage_batches, usage_context_groups, usage_contexts, usage_days, usage_records};
 use crate::{Backend, Store, StoreError};
 
 pub use report::{usage_columns, usage_csv, usage_table, UsageParamError};
@@ -376,10 +377,14 @@ impl Store {
 
     /// The usage `query` asks for: one row per combination of its dimensions' values that has
     /// records (ordered by them, a missing value first), or one total row when it groups by
-    /// nothing. Records of the shape before batches are summed by SQL, those in batches as they
-    /// are unpacked, a page of batches at a time (a report holds one page, not its whole
-    /// range), all read in one snapshot. A batch that cannot be unpacked (another format
-    /// version, written by a newer release, or one cut short) is left out and logged.
+    /// nothing. Records of the shape before batches are summed by SQL; the whole UTC days of
+    /// the range are read as day sums per context for the batches folded into them
+    /// ([`Store::fold_usage`]), and the other records in batches (of batches not folded yet, or
+    /// at the partial days at the range's ends) as they are unpacked, a page of batches at a
+    /// time (a report holds one page, not its whole range); all read in one snapshot. So a
+    /// month's or all time's report costs a row per day and context, not a record per request.
+    /// A batch that cannot be unpacked (another format version, written by a newer release, or
+    /// one cut short) is left out and logged.
     pub fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
         /// Batches read at once: at most about 4 MB.
         const PAGE: i64 = 64;
@@ -387,6 +392,12 @@ impl Store {
         let mut conn = self.conn()?;
         let mut tally = tally::Tally::new(query);
         let mut skipped = 0usize;
+        // The whole days of the range come summed (`usage_days`) for the batches folded into
+        // them; every other record in the range is unpacked: those of batches not folded yet,
+        // and those at the partial days at the range's ends. Without whole days, every record.
+        let whole = days::whole_days(query.from_ms, query.to_ms);
+        let (whole_from, whole_to) = whole.unwrap_or((i64::MAX, i64::MIN));
+        let unpacked = |rolled_up: bool, at_ms: i64| !rolled_up || at_ms < whole_from || at_ms >= whole_to;
         snapshot_tx(&mut conn, |c| {
             let q = diesel::sql_query(sql)
                 .bind::<BigInt, _>(query.from_ms)
@@ -399,17 +410,40 @@ impl Store {
             for row in on_backend!(&mut *c, c => q.load::<UsageRow>(c))? {
                 tally.add_row(row);
             }
+            let mut contexts = None;
+            if let Some((first, end)) = whole {
+                let rows = days::load(c, days::day_of(first), days::day_of(end))?;
+                if !rows.is_empty() {
+                    let contexts = match &mut contexts {
+                        Some(contexts) => contexts,
+                        none => none.insert(load_contexts(c)?),
+                    };
+                    for row in &rows {
+                        tally.add_day(row.0, row.1, &days::Sums::from(row), contexts.get(&row.1));
+                    }
+                }
+            }
             let in_range = usage_batches::table
                 .filter(usage_batches::last_ms.ge(query.from_ms))
                 .filter(usage_batches::last_ms.lt(query.to_ms.saturating_add(batch::SPAN_MS)))
                 .filter(usage_batches::first_ms.lt(query.to_ms))
+                .filter(
+                    usage_batches::rolled_up
+                        .eq(false)
+                        .or(usage_batches::first_ms.lt(whole_from))
+                        .or(usage_batches::last_ms.ge(whole_to)),
+                )
                 .order((usage_batches::last_ms.asc(), usage_batches::batch_id.asc()))
-                .select((usage_batches::last_ms, usage_batches::batch_id, usage_batches::records))
+                .select((
+                    usage_batches::last_ms,
+                    usage_batches::batch_id,
+                    usage_batches::records,
+                    usage_batches::rolled_up,
+                ))
                 .limit(PAGE);
-            let mut contexts = None;
             let mut after: Option<(i64, i64)> = None;
             loop {
-                let page: Vec<(i64, i64, Vec<u8>)> = match after {
+                let page: Vec<(i64, i64, Vec<u8>, bool)> = match after {
                     None => in_range.load(c)?,
                     Some((l, b)) => in_range
                         .filter(
@@ -419,16 +453,16 @@ impl Store {
                         )
                         .load(c)?,
                 };
-                let Some(&(l, b, _)) = page.last() else { break };
+                let Some(&(l, b, _, _)) = page.last() else { break };
                 after = Some((l, b));
                 let contexts = match &mut contexts {
                     Some(contexts) => contexts,
                     none => none.insert(load_contexts(c)?),
                 };
-                for (_, _, bytes) in &page {
+                for (_, _, bytes, rolled_up) in &page {
                     match batch::decode(bytes) {
                         Ok(records) => {
-                            for p in records {
+                            for p in records.filter(|p| unpacked(*rolled_up, p.at_ms)) {
                                 tally.add(&p, contexts.get(&p.context_id));
                             }
                         }
@@ -448,6 +482,75 @@ impl Store {
             );
         }
         Ok(tally.rows())
+    }
+
+    /// Folds up to `max` batches not folded yet (oldest first) into the day sums that reports of
+    /// whole days read; returns how many it folded. Each batch is marked and its records added
+    /// in one transaction, and only when the mark changed its row, so a batch is counted once
+    /// however many replicas fold at once. A batch that cannot be unpacked, or that holds a
+    /// record from before 1970, stays as it is (reports unpack it). Called by the usage writer
+    /// after each write, which also folds what a release before this one stored.
+    pub fn fold_usage(&self, max: usize) -> Result<usize, StoreError> {
+        const PAGE: i64 = 64;
+        let backend = self.backend;
+        let mut conn = self.conn()?;
+        write_tx(&mut conn, |c| {
+            let mut sums = days::DaySums::new();
+            let mut folded = 0;
+            let mut after: Option<(i64, i64)> = None;
+            while folded < max {
+                // Spelled as the partial index's condition, which SQLite needs to use it (a
+                // bound `false` would scan every batch).
+                let unrolled = usage_batches::table
+                    .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("NOT rolled_up"))
+                    .order((usage_batches::last_ms.asc(), usage_batches::batch_id.asc()))
+                    .select((usage_batches::last_ms, usage_batches::batch_id, usage_batches::records))
+                    .limit(PAGE);
+                let page: Vec<(i64, i64, Vec<u8>)> = match after {
+                    None => unrolled.load(c)?,
+                    Some((l, b)) => unrolled
+                        .filter(
+                            usage_batches::last_ms
+                                .gt(l)
+                                .or(usage_batches::last_ms.eq(l).and(usage_batches::batch_id.gt(b))),
+                        )
+                        .load(c)?,
+                };
+                let Some(&(l, b, _)) = page.last() else { break };
+                after = Some((l, b));
+                for (last_ms, batch_id, bytes) in &page {
+                    if folded >= max {
+                        break;
+                    }
+                    let Ok(records) = batch::decode(bytes).map(Iterator::collect::<Vec<_>>) else {
+                        continue;
+                    };
+                    if records.iter().any(|p| p.at_ms < 0) {
+                        continue;
+                    }
+                    let marked = diesel::update(
+                        usage_batches::table
+                            .filter(usage_batches::last_ms.eq(last_ms))
+                            .filter(usage_batches::batch_id.eq(batch_id))
+                            .filter(usage_batches::rolled_up.eq(false)),
+                    )
+                    .set(usage_batches::rolled_up.eq(true))
+                    .execute(c)?;
+                    if marked == 0 {
+                        continue;
+                    }
+                    for p in &records {
+                        sums.entry((days::day_of(p.at_ms), p.context_id)).or_default().add(p, 1);
+                    }
+                    folded += 1;
+                }
+                if page.len() < PAGE as usize {
+                    break;
+                }
+            }
+            days::add(c, backend, &sums)?;
+            Ok(folded)
+        })
     }
 
     /// Every record stored (oldest first), for tests and exports.
@@ -513,8 +616,41 @@ impl Store {
     /// over from the storage shape before contexts, one per old record (negative ids), which go
     /// with their record.
     pub fn prune_usage(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let backend = self.backend;
         let mut conn = self.conn()?;
         write_tx(&mut conn, |c| {
+            // The day sums: days before the cut go; the day it cuts through loses the records
+            // of folded batches that go.
+            if before_ms > 0 {
+                let cut_day = days::day_of(before_ms);
+                let day_start = cut_day * days::DAY_MS;
+                if day_start < before_ms {
+                    let folded: Vec<Vec<u8>> = usage_batches::table
+                        .filter(usage_batches::last_ms.ge(day_start))
+                        .filter(usage_batches::last_ms.lt(before_ms.saturating_add(batch::SPAN_MS)))
+                        .filter(usage_batches::first_ms.lt(before_ms))
+                        .filter(usage_batches::rolled_up.eq(true))
+                        .select(usage_batches::records)
+                        .load(c)?;
+                    let mut gone = days::DaySums::new();
+                    for bytes in &folded {
+                        // A folded batch was unpacked when it was folded.
+                        for p in batch::decode(bytes).map_err(StoreError::Corrupt)? {
+                            if p.at_ms >= day_start && p.at_ms < before_ms {
+                                gone.entry((cut_day, p.context_id)).or_default().add(&p, -1);
+                            }
+                        }
+                    }
+                    days::add(c, backend, &gone)?;
+                    diesel::delete(
+                        usage_days::table
+                            .filter(usage_days::day.eq(cut_day))
+                            .filter(usage_days::requests.le(0)),
+                    )
+                    .execute(c)?;
+                }
+                diesel::delete(usage_days::table.filter(usage_days::day.lt(cut_day))).execute(c)?;
+            }
             // Each carried context belongs to one record: found by the records' time range
             // (the primary key's prefix), not by scanning every record for each context.
             let carried: Vec<i64> = usage_records::table

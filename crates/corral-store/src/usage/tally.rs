@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::batch::Packed;
+use super::days::Sums;
 use super::{UsageContext, UsageDimension, UsageQuery, UsageRow};
 
 /// One dimension's value in a row's key: a text or a number, missing ones first.
@@ -28,8 +29,6 @@ pub(crate) struct Tally<'q> {
 
 /// A context (none: gone) and the sums of its records.
 type ContextSums = (Option<Arc<UsageContext>>, UsageRow);
-
-const DAY_MS: i64 = 86_400_000;
 
 impl<'q> Tally<'q> {
     pub fn new(query: &'q UsageQuery) -> Tally<'q> {
@@ -66,7 +65,9 @@ impl<'q> Tally<'q> {
             return;
         }
         // Truncated toward zero, as the SQL divides.
-        let day = self.grouped(UsageDimension::Day).then_some(p.at_ms / DAY_MS);
+        let day = self
+            .grouped(UsageDimension::Day)
+            .then_some(super::days::day_of(p.at_ms));
         let (_, sum) = self
             .by_context
             .entry((p.context_id, day))
@@ -85,6 +86,31 @@ impl<'q> Tally<'q> {
             ..zero_row()
         };
         add_sums(sum, &record);
+    }
+
+    /// Adds one context's sums over one `day` (read from the day sums, for a day the query's
+    /// range holds whole), as [`Tally::add`] adds each of the records they sum.
+    pub fn add_day(&mut self, day: i64, context_id: i64, s: &Sums, context: Option<&Arc<UsageContext>>) {
+        let day = self.grouped(UsageDimension::Day).then_some(day);
+        let (_, sum) = self
+            .by_context
+            .entry((context_id, day))
+            .or_insert_with(|| (context.cloned(), zero_row()));
+        let streamed = context.is_some_and(|c| c.streamed);
+        let sums = UsageRow {
+            requests: s.requests,
+            input_tokens: s.input_tokens,
+            output_tokens: s.output_tokens,
+            cancelled: s.cancelled,
+            failed: s.failed,
+            estimated: s.estimated,
+            streamed: if streamed { s.requests } else { 0 },
+            ttft_ms_sum: s.ttft_ms_sum,
+            ttft_count: s.ttft_count,
+            duration_ms_sum: s.duration_ms_sum,
+            ..zero_row()
+        };
+        add_sums(sum, &sums);
     }
 
     /// The rows, in the order of their dimensions' values; one row of zeros when the report

@@ -204,7 +204,8 @@ fn a_large_batch_is_written(store: &Store) {
 /// Records written before usage was split into records and contexts are carried over whole:
 /// read back as they were, counted with new records of the same caller, and pruned.
 fn records_of_the_previous_shape_are_carried_over(store: &Store) {
-    // Back before batches and before contexts.
+    // Back before the day sums, batches and contexts.
+    store.revert_last_migration();
     store.revert_last_migration();
     store.revert_last_migration();
     store.execute_sql(
@@ -216,7 +217,7 @@ fn records_of_the_previous_shape_are_carried_over(store: &Store) {
          INSERT INTO usage_groups (record_id, group_id, at_ms) VALUES ('0193-a', 'red', 1000), \
          ('0193-a', 'blue', 1000), ('gone', 'blue', 1500);",
     );
-    assert_eq!(store.migrate().unwrap(), 2);
+    assert_eq!(store.migrate().unwrap(), 3);
     // The carried contexts have ids of their own, one per old record.
     let mut alice = record(1, "alice", Some("k1"), &["red", "blue"], "llama3.2", 1000);
     alice.context = Arc::new(UsageContext {
@@ -375,7 +376,17 @@ fn batches_are_reported_as_sql_reports_rows(store: &Store) {
         }
     }
     queries.push(all());
-    for (from, to) in [(T0 + DAY / 3, T0 + DAY + 7), (T0 + 2 * DAY, i64::MAX), (0, T0)] {
+    // Ranges within a day, across days with whole days inside (the day sums and the partial
+    // days at both ends), from a day's start, and to the end of time.
+    let day_start = T0 / DAY * DAY;
+    for (from, to) in [
+        (T0 + DAY / 3, T0 + DAY + 7),
+        (T0 + 2 * DAY, i64::MAX),
+        (0, T0),
+        (T0 + DAY / 3, T0 + 3 * DAY - 5),
+        (day_start + DAY, day_start + 3 * DAY),
+        (day_start + DAY - 1, day_start + 3 * DAY + 1),
+    ] {
         for group_by in [vec![], vec![UsageDimension::Day, UsageDimension::User]] {
             queries.push(UsageQuery {
                 from_ms: from,
@@ -442,18 +453,38 @@ fn batches_are_reported_as_sql_reports_rows(store: &Store) {
     for ((q, sql), batches) in queries.iter().zip(&by_sql).zip(&by_batches) {
         assert_eq!(sql, batches, "{q:?}");
     }
+    // Folded into the day sums a few batches at a time, as the writer folds them: every report
+    // the same at each step, and each batch folded once.
+    let batches = store.count_rows("usage_batches");
+    let mut folded = 0;
+    loop {
+        let n = store.fold_usage(1 + next(40) as usize).unwrap();
+        if n == 0 {
+            break;
+        }
+        folded += n;
+        for ((q, sql), summed) in queries.iter().zip(&by_sql).zip(&reports(store)) {
+            assert_eq!(sql, summed, "{q:?} with {folded} of {batches} batches folded");
+        }
+    }
+    assert_eq!(folded, batches);
+    assert_eq!(store.fold_usage(100).unwrap(), 0);
+    assert!(store.count_rows("usage_days") > 0);
     let mut sorted = records.clone();
     sorted.sort_by_key(|r| (r.at_ms, r.seq));
     assert_eq!(store.usage_records().unwrap(), sorted);
 
     // Half in each shape: every report the same again.
     assert_eq!(store.prune_usage(i64::MAX).unwrap(), records.len());
+    assert_eq!(store.count_rows("usage_days"), 0);
     let (older, newer) = records.split_at(records.len() / 2);
     insert_as_rows(store, older);
     assert_eq!(store.insert_usage(newer).unwrap(), newer.len());
     assert_eq!(reports(store), by_sql);
 
-    // Pruned at any time, even inside a batch: exactly the records before it go.
+    // Pruned at any time, even inside a batch and inside a day summed: exactly the records
+    // before it go, from the batches and from the day sums, as SQL sums the records left.
+    assert!(store.fold_usage(usize::MAX).unwrap() > 0);
     let cut = T0 + DAY + DAY / 2 + 1;
     let before = records.iter().filter(|r| r.at_ms < cut).count();
     assert_eq!(store.prune_usage(cut).unwrap(), before);
@@ -463,10 +494,72 @@ fn batches_are_reported_as_sql_reports_rows(store: &Store) {
     let total = &store.usage_report(&all()).unwrap()[0];
     assert_eq!(total.requests as usize, left.len());
     assert_eq!(total.input_tokens, left.iter().map(|r| r.input_tokens).sum::<i64>());
+    let pruned = reports(store);
+    let newer: Vec<_> = records.iter().filter(|r| r.at_ms >= cut).cloned().collect();
+    store.prune_usage(i64::MAX).unwrap();
+    insert_as_rows(store, &newer);
+    for ((q, sql), summed) in queries.iter().zip(&reports(store)).zip(&pruned) {
+        assert_eq!(sql, summed, "{q:?} after a prune at {cut}");
+    }
+}
+
+/// Replicas folding batches into the day sums at once count each batch once.
+fn batches_folded_at_once_are_counted_once(store: &Store) {
+    let users = ["alice", "bob", "carol"];
+    let records: Vec<UsageRecord> = (0..300)
+        .map(|n| {
+            record(
+                n,
+                users[n % 3],
+                Some("k1"),
+                &["blue"],
+                "llama3.2",
+                T0 + n as i64 * 1_000_000,
+            )
+        })
+        .collect();
+    for chunk in records.chunks(2) {
+        assert_eq!(store.insert_usage(chunk).unwrap(), chunk.len());
+    }
+    let by_user = UsageQuery {
+        group_by: vec![UsageDimension::User, UsageDimension::Day],
+        ..all()
+    };
+    let before = (
+        store.usage_report(&all()).unwrap(),
+        store.usage_report(&by_user).unwrap(),
+    );
+    let batches = store.count_rows("usage_batches");
+    let folded: usize = std::thread::scope(|s| {
+        let folders: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut folded = 0;
+                    loop {
+                        match store.fold_usage(3) {
+                            Ok(0) => break folded,
+                            Ok(n) => folded += n,
+                            Err(e) => panic!("folding failed: {e}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        folders.into_iter().map(|f| f.join().unwrap()).sum()
+    });
+    assert_eq!(folded, batches);
+    assert_eq!(store.fold_usage(usize::MAX).unwrap(), 0);
+    let after = (
+        store.usage_report(&all()).unwrap(),
+        store.usage_report(&by_user).unwrap(),
+    );
+    assert_eq!(after, before);
+    assert_eq!(after.0[0].requests, 300);
 }
 
 on_both!(
     usage_is_written_once_grouped_filtered_and_pruned,
+    batches_folded_at_once_are_counted_once,
     a_large_batch_is_written,
     records_of_the_previous_shape_are_carried_over,
     batches_are_reported_as_sql_reports_rows

@@ -297,7 +297,11 @@ pub fn spawn(shared: Arc<Shared>) {
     shared.exchanges.observe(shared.usage.clone());
     actix_rt::spawn(async move {
         let mut last_prune: Option<tokio::time::Instant> = None;
-        let folding = Arc::new(AtomicBool::new(true));
+        let folding = Arc::new(Folding {
+            ok: AtomicBool::new(true),
+            // At start-up, whatever a release before the day sums stored.
+            behind: AtomicBool::new(true),
+        });
         loop {
             let settings = shared.settings();
             let interval = Duration::from_secs_f64(settings.usage.flush_interval);
@@ -306,8 +310,9 @@ pub fn spawn(shared: Arc<Shared>) {
             let prune = retention > 0 && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY);
             let (writer, store, folding) = (shared.clone(), store.clone(), folding.clone());
             let done = actix_rt::task::spawn_blocking(move || {
-                let wrote = writer.usage.write_to(&store).is_ok();
-                if wrote {
+                let written = writer.usage.write_to(&store);
+                let wrote = written.is_ok();
+                if written.is_ok_and(|n| n > 0) || folding.behind.load(Ordering::Acquire) {
                     fold(&store, &folding);
                 }
                 if wrote && prune {
@@ -332,24 +337,45 @@ pub fn spawn(shared: Arc<Shared>) {
     });
 }
 
-/// Batches folded into the day sums at most after each write: more than a gateway writes between
-/// two writes (one batch of up to a thousand records per write), so a backlog (what a release
-/// before the day sums stored, or what piled up while folding failed) shrinks by about 60
-/// batches a write.
+/// Batches folded into the day sums by one transaction; a write folds up to [`FOLD_ROUNDS`] of
+/// those while each finds a full load.
 const FOLD_MAX: usize = 64;
+
+/// Transactions of [`FOLD_MAX`] batches a write folds at most: about a million records a flush
+/// interval (a batch holds up to a thousand), far more than one gateway writes, so a backlog
+/// (what a release before the day sums stored, what piled up while folding failed, or what
+/// another replica of a release before wrote) shrinks with every write.
+const FOLD_ROUNDS: usize = 16;
+
+/// How folding goes: whether the last fold worked (to log when that changes), and whether it
+/// left batches to fold (to fold again after a write that wrote nothing).
+struct Folding {
+    ok: AtomicBool,
+    behind: AtomicBool,
+}
 
 /// Folds the batches written since the last time (and some of any backlog) into the day sums
 /// that reports of whole days read ([`corral_store::Store::fold_usage`]). A failure only leaves
 /// reports to unpack those batches until the next try; it is logged when it starts and ends.
-fn fold(store: &Store, folding: &AtomicBool) {
-    match store.fold_usage(FOLD_MAX) {
-        Ok(_) => {
-            if !folding.swap(true, Ordering::AcqRel) {
+fn fold(store: &Store, folding: &Folding) {
+    let mut rounds = 0;
+    let outcome = loop {
+        match store.fold_usage(FOLD_MAX) {
+            Ok(n) if n == FOLD_MAX && rounds + 1 < FOLD_ROUNDS => rounds += 1,
+            Ok(n) => break Ok(n == FOLD_MAX),
+            Err(e) => break Err(e),
+        }
+    };
+    match outcome {
+        Ok(behind) => {
+            folding.behind.store(behind, Ordering::Release);
+            if !folding.ok.swap(true, Ordering::AcqRel) {
                 tracing::info!("usage batches are folded into the day sums again");
             }
         }
         Err(e) => {
-            if folding.swap(false, Ordering::AcqRel) {
+            folding.behind.store(true, Ordering::Release);
+            if folding.ok.swap(false, Ordering::AcqRel) {
                 tracing::warn!(error = %e, "cannot fold usage batches into the day sums; reports unpack them meanwhile");
             }
         }

@@ -382,7 +382,8 @@ impl Store {
     /// ([`Store::fold_usage`]), and the other records in batches (of batches not folded yet, or
     /// at the partial days at the range's ends) as they are unpacked, a page of batches at a
     /// time (a report holds one page, not its whole range); all read in one snapshot. So a
-    /// month's or all time's report costs a row per day and context, not a record per request.
+    /// month's or all time's report costs a row per day and context (and the batches not folded
+    /// yet), not a record per request.
     /// A batch that cannot be unpacked (another format version, written by a newer release, or
     /// one cut short) is left out and logged.
     pub fn usage_report(&self, query: &UsageQuery) -> Result<Vec<UsageRow>, StoreError> {
@@ -412,7 +413,7 @@ impl Store {
             }
             let mut contexts = None;
             if let Some((first, end)) = whole {
-                let rows = days::load(c, days::day_of(first), days::day_of(end))?;
+                let rows = days::load(c, days::day_of(first), days::day_of(end), query)?;
                 if !rows.is_empty() {
                     let contexts = match &mut contexts {
                         Some(contexts) => contexts,
@@ -423,54 +424,70 @@ impl Store {
                     }
                 }
             }
-            let in_range = usage_batches::table
-                .filter(usage_batches::last_ms.ge(query.from_ms))
-                .filter(usage_batches::last_ms.lt(query.to_ms.saturating_add(batch::SPAN_MS)))
-                .filter(usage_batches::first_ms.lt(query.to_ms))
-                .filter(
-                    usage_batches::rolled_up
-                        .eq(false)
-                        .or(usage_batches::first_ms.lt(whole_from))
-                        .or(usage_batches::last_ms.ge(whole_to)),
-                )
-                .order((usage_batches::last_ms.asc(), usage_batches::batch_id.asc()))
-                .select((
-                    usage_batches::last_ms,
-                    usage_batches::batch_id,
-                    usage_batches::records,
-                    usage_batches::rolled_up,
-                ))
-                .limit(PAGE);
-            let mut after: Option<(i64, i64)> = None;
-            loop {
-                let page: Vec<(i64, i64, Vec<u8>, bool)> = match after {
-                    None => in_range.load(c)?,
-                    Some((l, b)) => in_range
-                        .filter(
+            // The batches to unpack, in parts that each read one index range: without whole
+            // days, every batch holding a record in the range; with them, the batches not folded
+            // yet (through the partial index on them) and the folded ones holding records in the
+            // partial days at either end (a batch spans under an hour, so none is in two parts).
+            let parts: Vec<(i64, i64, Option<bool>)> = match whole {
+                None => vec![(query.from_ms, query.to_ms, None)],
+                Some((first, end)) => [
+                    (query.from_ms, query.to_ms, Some(false)),
+                    (query.from_ms, first, Some(true)),
+                    (end, query.to_ms, Some(true)),
+                ]
+                .into_iter()
+                .filter(|(lo, hi, _)| lo < hi)
+                .collect(),
+            };
+            for (lo, hi, folded) in parts {
+                let mut after: Option<(i64, i64)> = None;
+                loop {
+                    let mut q = usage_batches::table
+                        .filter(usage_batches::last_ms.ge(lo))
+                        .filter(usage_batches::last_ms.lt(hi.saturating_add(batch::SPAN_MS)))
+                        .filter(usage_batches::first_ms.lt(hi))
+                        .order((usage_batches::last_ms.asc(), usage_batches::batch_id.asc()))
+                        .select((
+                            usage_batches::last_ms,
+                            usage_batches::batch_id,
+                            usage_batches::records,
+                            usage_batches::rolled_up,
+                        ))
+                        .limit(PAGE)
+                        .into_boxed();
+                    match folded {
+                        // Spelled as the partial index's condition, which SQLite needs to use it.
+                        Some(false) => q = q.filter(diesel::dsl::sql::<diesel::sql_types::Bool>("NOT rolled_up")),
+                        Some(true) => q = q.filter(usage_batches::rolled_up.eq(true)),
+                        None => {}
+                    }
+                    if let Some((l, b)) = after {
+                        q = q.filter(
                             usage_batches::last_ms
                                 .gt(l)
                                 .or(usage_batches::last_ms.eq(l).and(usage_batches::batch_id.gt(b))),
-                        )
-                        .load(c)?,
-                };
-                let Some(&(l, b, _, _)) = page.last() else { break };
-                after = Some((l, b));
-                let contexts = match &mut contexts {
-                    Some(contexts) => contexts,
-                    none => none.insert(load_contexts(c)?),
-                };
-                for (_, _, bytes, rolled_up) in &page {
-                    match batch::decode(bytes) {
-                        Ok(records) => {
-                            for p in records.filter(|p| unpacked(*rolled_up, p.at_ms)) {
-                                tally.add(&p, contexts.get(&p.context_id));
-                            }
-                        }
-                        Err(_) => skipped += 1,
+                        );
                     }
-                }
-                if page.len() < PAGE as usize {
-                    break;
+                    let page: Vec<(i64, i64, Vec<u8>, bool)> = q.load(c)?;
+                    let Some(&(l, b, _, _)) = page.last() else { break };
+                    after = Some((l, b));
+                    let contexts = match &mut contexts {
+                        Some(contexts) => contexts,
+                        none => none.insert(load_contexts(c)?),
+                    };
+                    for (_, _, bytes, rolled_up) in &page {
+                        match batch::decode(bytes) {
+                            Ok(records) => {
+                                for p in records.filter(|p| unpacked(*rolled_up, p.at_ms)) {
+                                    tally.add(&p, contexts.get(&p.context_id));
+                                }
+                            }
+                            Err(_) => skipped += 1,
+                        }
+                    }
+                    if page.len() < PAGE as usize {
+                        break;
+                    }
                 }
             }
             Ok::<_, StoreError>(())
@@ -487,14 +504,16 @@ impl Store {
     /// Folds up to `max` batches not folded yet (oldest first) into the day sums that reports of
     /// whole days read; returns how many it folded. Each batch is marked and its records added
     /// in one transaction, and only when the mark changed its row, so a batch is counted once
-    /// however many replicas fold at once. A batch that cannot be unpacked, or that holds a
-    /// record from before 1970, stays as it is (reports unpack it). Called by the usage writer
-    /// after each write, which also folds what a release before this one stored.
+    /// however many replicas fold. Records from before 1970 are left out of the sums (reports
+    /// always unpack those). A batch that cannot be unpacked (another format version) is left
+    /// as it is, and read again by every fold. Called by the usage writer after each write,
+    /// which also folds what a release before this one stored.
     pub fn fold_usage(&self, max: usize) -> Result<usize, StoreError> {
         const PAGE: i64 = 64;
         let backend = self.backend;
         let mut conn = self.conn()?;
         write_tx(&mut conn, |c| {
+            days::lock(c)?;
             let mut sums = days::DaySums::new();
             let mut folded = 0;
             let mut after: Option<(i64, i64)> = None;
@@ -525,9 +544,6 @@ impl Store {
                     let Ok(records) = batch::decode(bytes).map(Iterator::collect::<Vec<_>>) else {
                         continue;
                     };
-                    if records.iter().any(|p| p.at_ms < 0) {
-                        continue;
-                    }
                     let marked = diesel::update(
                         usage_batches::table
                             .filter(usage_batches::last_ms.eq(last_ms))
@@ -539,7 +555,7 @@ impl Store {
                     if marked == 0 {
                         continue;
                     }
-                    for p in &records {
+                    for p in records.iter().filter(|p| p.at_ms >= 0) {
                         sums.entry((days::day_of(p.at_ms), p.context_id)).or_default().add(p, 1);
                     }
                     folded += 1;
@@ -614,11 +630,13 @@ impl Store {
     /// both sides of `before_ms` is written again with the newer ones. Contexts stay (one row per
     /// combination of caller, key, model, instance and route ever seen), except those carried
     /// over from the storage shape before contexts, one per old record (negative ids), which go
-    /// with their record.
+    /// with their record. The day sums of the days before go, and the day `before_ms` falls in
+    /// loses the records of folded batches that go.
     pub fn prune_usage(&self, before_ms: i64) -> Result<usize, StoreError> {
         let backend = self.backend;
         let mut conn = self.conn()?;
         write_tx(&mut conn, |c| {
+            days::lock(c)?;
             // The day sums: days before the cut go; the day it cuts through loses the records
             // of folded batches that go.
             if before_ms > 0 {
@@ -634,20 +652,19 @@ impl Store {
                         .load(c)?;
                     let mut gone = days::DaySums::new();
                     for bytes in &folded {
-                        // A folded batch was unpacked when it was folded.
-                        for p in batch::decode(bytes).map_err(StoreError::Corrupt)? {
+                        // Folded by a release that can unpack it, and rewritten since by a newer
+                        // one: its records stay in the day's sums.
+                        let Ok(records) = batch::decode(bytes) else {
+                            tracing::warn!("a folded usage batch that cannot be unpacked stays in its day's sums");
+                            continue;
+                        };
+                        for p in records {
                             if p.at_ms >= day_start && p.at_ms < before_ms {
                                 gone.entry((cut_day, p.context_id)).or_default().add(&p, -1);
                             }
                         }
                     }
                     days::add(c, backend, &gone)?;
-                    diesel::delete(
-                        usage_days::table
-                            .filter(usage_days::day.eq(cut_day))
-                            .filter(usage_days::requests.le(0)),
-                    )
-                    .execute(c)?;
                 }
                 diesel::delete(usage_days::table.filter(usage_days::day.lt(cut_day))).execute(c)?;
             }

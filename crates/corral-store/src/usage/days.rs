@@ -2,11 +2,11 @@
 //! instead of unpacking every record of its range.
 //!
 //! Each batch is folded into the sums once: [`crate::Store::fold_usage`] marks it `rolled_up`
-//! and adds its records in one transaction, and only when the mark changed the row, so replicas
-//! folding the same batch at once count it once (PostgreSQL makes the second wait for the
-//! first's row lock, then finds the mark set). A report takes the sums of the whole days of its
-//! range and unpacks only the batches not folded yet and the records of the partial days at its
-//! ends; pruning takes the records it deletes from the day it cuts through.
+//! and adds its records in one transaction, and only when the mark changed its row. Folds and
+//! prunes hold one lock for their transaction ([`lock`]), so neither sees the other's work half
+//! done. A report takes the sums of the whole days of its range and unpacks only the batches not
+//! folded yet and the records of the partial days at its ends; pruning takes the records it
+//! deletes out of the day it cuts through.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +14,9 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
 use super::batch::Packed;
+use super::UsageQuery;
 use crate::conn::AnyConnection;
-use crate::schema::usage_days;
+use crate::schema::{usage_contexts, usage_days};
 use crate::{Backend, StoreError};
 
 /// Milliseconds in a day.
@@ -52,6 +53,23 @@ pub(crate) struct Sums {
 }
 
 impl Sums {
+    /// These sums with `more` added (negative ones taken away), each saturating at the largest
+    /// count and never below zero.
+    fn plus(self, more: &Sums) -> Sums {
+        let add = |a: i64, b: i64| a.saturating_add(b).max(0);
+        Sums {
+            requests: add(self.requests, more.requests),
+            input_tokens: add(self.input_tokens, more.input_tokens),
+            output_tokens: add(self.output_tokens, more.output_tokens),
+            cancelled: add(self.cancelled, more.cancelled),
+            failed: add(self.failed, more.failed),
+            estimated: add(self.estimated, more.estimated),
+            ttft_ms_sum: add(self.ttft_ms_sum, more.ttft_ms_sum),
+            ttft_count: add(self.ttft_count, more.ttft_count),
+            duration_ms_sum: add(self.duration_ms_sum, more.duration_ms_sum),
+        }
+    }
+
     /// Adds record `p` (`sign` 1), or takes it away (`sign` -1).
     pub fn add(&mut self, p: &Packed, sign: i64) {
         let add = |sum: &mut i64, n: i64| *sum = sum.saturating_add(n.saturating_mul(sign));
@@ -90,44 +108,102 @@ impl From<&Row> for Sums {
     }
 }
 
-/// The rows of the days from `first` to before `end` (day numbers).
-pub(crate) fn load(c: &mut AnyConnection, first: i64, end: i64) -> Result<Vec<Row>, StoreError> {
-    Ok(usage_days::table
+/// The rows of the days from `first` to before `end` (day numbers), of the contexts `query`'s
+/// user, key, model and instance filters take (its group filter is applied with the rest, per
+/// context, when the report's rows are made).
+pub(crate) fn load(c: &mut AnyConnection, first: i64, end: i64, query: &UsageQuery) -> Result<Vec<Row>, StoreError> {
+    let mut rows = usage_days::table
         .filter(usage_days::day.ge(first))
         .filter(usage_days::day.lt(end))
-        .load(c)?)
+        .into_boxed();
+    if query.user.is_some() || query.key.is_some() || query.model.is_some() || query.instance.is_some() {
+        let mut contexts = usage_contexts::table
+            .select(usage_contexts::id)
+            .into_boxed::<<AnyConnection as diesel::Connection>::Backend>();
+        if let Some(user) = &query.user {
+            contexts = contexts.filter(usage_contexts::user_id.eq(user.clone()));
+        }
+        if let Some(key) = &query.key {
+            contexts = contexts.filter(usage_contexts::key_id.eq(key.clone()));
+        }
+        if let Some(model) = &query.model {
+            contexts = contexts.filter(
+                usage_contexts::model_run
+                    .eq(model.clone())
+                    .or(usage_contexts::model_asked.eq(model.clone())),
+            );
+        }
+        if let Some(instance) = query.instance {
+            contexts = contexts.filter(usage_contexts::instance.eq(instance));
+        }
+        let ids: Vec<i64> = contexts.load(c)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A list short enough for one statement's parameters; a longer one reads every
+        // context's rows (the report filters them anyway).
+        if ids.len() <= 10_000 {
+            rows = rows.filter(usage_days::context_id.eq_any(ids));
+        }
+    }
+    Ok(rows.load(c)?)
 }
 
-/// Adds `sums` to the stored ones (a row made where there is none), in key order.
+/// A PostgreSQL advisory-lock key held, for its transaction, by every fold and prune: a prune
+/// reads what it takes out of the day sums and deletes it in separate statements, so neither
+/// another prune nor a fold may change the batches or the sums in between. On SQLite their
+/// transactions (`BEGIN IMMEDIATE`) already run one at a time.
+const LOCK: i64 = 0x0063_6f72_7261_6c64; // "corrald"
+
+/// Takes the lock of folds and prunes until the transaction ends (PostgreSQL).
+pub(crate) fn lock(c: &mut AnyConnection) -> Result<(), StoreError> {
+    if let AnyConnection::Postgresql(pg) = c {
+        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({LOCK})")).execute(pg)?;
+    }
+    Ok(())
+}
+
+/// Adds `sums` to the stored ones, saturating at the largest count and never below zero; a
+/// row left with no request goes. The stored rows are read and written back whole, under
+/// [`lock`] (no other fold or prune runs at the same time).
 pub(crate) fn add(c: &mut AnyConnection, backend: Backend, sums: &DaySums) -> Result<(), StoreError> {
     if sums.is_empty() {
         return Ok(());
     }
+    let mut wanted: Vec<i64> = sums.keys().map(|&(day, _)| day).collect();
+    wanted.dedup();
+    let stored: BTreeMap<(i64, i64), Sums> = usage_days::table
+        .filter(usage_days::day.eq_any(&wanted))
+        .load::<Row>(c)?
+        .iter()
+        .filter(|r| sums.contains_key(&(r.0, r.1)))
+        .map(|r| ((r.0, r.1), Sums::from(r)))
+        .collect();
     let p = |n: usize| match backend {
         Backend::Postgres => format!("${n}"),
         Backend::Sqlite => format!("?{n}"),
     };
-    const SUMS: [&str; 9] = [
-        "requests",
-        "input_tokens",
-        "output_tokens",
-        "cancelled",
-        "failed",
-        "estimated",
-        "ttft_ms_sum",
-        "ttft_count",
-        "duration_ms_sum",
-    ];
     let sql = format!(
         "INSERT INTO usage_days (day, context_id, {}) VALUES ({}) ON CONFLICT (day, context_id) DO UPDATE SET {}",
-        SUMS.join(", "),
+        COLUMNS.join(", "),
         (1..=11).map(p).collect::<Vec<_>>().join(", "),
-        SUMS.iter()
-            .map(|s| format!("{s} = usage_days.{s} + excluded.{s}"))
+        COLUMNS
+            .iter()
+            .map(|s| format!("{s} = excluded.{s}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for (&(day, context_id), s) in sums {
+    for (&(day, context_id), more) in sums {
+        let s = stored.get(&(day, context_id)).copied().unwrap_or_default().plus(more);
+        if s.requests <= 0 {
+            diesel::delete(
+                usage_days::table
+                    .filter(usage_days::day.eq(day))
+                    .filter(usage_days::context_id.eq(context_id)),
+            )
+            .execute(c)?;
+            continue;
+        }
         diesel::sql_query(&sql)
             .bind::<BigInt, _>(day)
             .bind::<BigInt, _>(context_id)
@@ -144,6 +220,19 @@ pub(crate) fn add(c: &mut AnyConnection, backend: Backend, sums: &DaySums) -> Re
     }
     Ok(())
 }
+
+/// The sums' columns, in [`Sums`]' order.
+const COLUMNS: [&str; 9] = [
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cancelled",
+    "failed",
+    "estimated",
+    "ttft_ms_sum",
+    "ttft_count",
+    "duration_ms_sum",
+];
 
 #[cfg(test)]
 mod tests {

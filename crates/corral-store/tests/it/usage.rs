@@ -557,8 +557,64 @@ fn batches_folded_at_once_are_counted_once(store: &Store) {
     assert_eq!(after.0[0].requests, 300);
 }
 
+/// Folds and prunes running at once (replicas writing usage, each pruning every hour) leave
+/// exactly the records after the last cut, in the batches and in the day sums alike.
+fn folds_and_prunes_at_once_leave_the_records_after_the_cut(store: &Store) {
+    let users = ["alice", "bob", "carol"];
+    let records: Vec<UsageRecord> = (0..600)
+        .map(|n| {
+            record(
+                n,
+                users[n % 3],
+                Some("k1"),
+                &["blue"],
+                "llama3.2",
+                T0 + n as i64 * 430_000,
+            )
+        })
+        .collect();
+    for chunk in records.chunks(2) {
+        assert_eq!(store.insert_usage(chunk).unwrap(), chunk.len());
+    }
+    let cuts = [T0 + DAY / 2 + 12_345, T0 + DAY + 7, T0 + 2 * DAY - 99_999];
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| while store.fold_usage(3).unwrap() > 0 {});
+        }
+        s.spawn(|| {
+            for cut in cuts {
+                store.prune_usage(cut).unwrap();
+            }
+        });
+    });
+    store.fold_usage(usize::MAX).unwrap();
+    let last = cuts[2];
+    let left: Vec<UsageRecord> = records.iter().filter(|r| r.at_ms >= last).cloned().collect();
+    let queries = [
+        all(),
+        UsageQuery {
+            group_by: vec![UsageDimension::User, UsageDimension::Day],
+            ..all()
+        },
+        UsageQuery {
+            from_ms: last - 5,
+            to_ms: T0 + 3 * DAY + 1,
+            group_by: vec![UsageDimension::Day],
+            ..UsageQuery::default()
+        },
+    ];
+    let summed: Vec<_> = queries.iter().map(|q| store.usage_report(q).unwrap()).collect();
+    assert_eq!(summed[0][0].requests as usize, left.len());
+    store.prune_usage(i64::MAX).unwrap();
+    insert_as_rows(store, &left);
+    for (q, summed) in queries.iter().zip(summed) {
+        assert_eq!(store.usage_report(q).unwrap(), summed, "{q:?}");
+    }
+}
+
 on_both!(
     usage_is_written_once_grouped_filtered_and_pruned,
+    folds_and_prunes_at_once_leave_the_records_after_the_cut,
     batches_folded_at_once_are_counted_once,
     a_large_batch_is_written,
     records_of_the_previous_shape_are_carried_over,

@@ -312,7 +312,8 @@ pub fn spawn(shared: Arc<Shared>) {
             let done = actix_rt::task::spawn_blocking(move || {
                 let written = writer.usage.write_to(&store);
                 let wrote = written.is_ok();
-                if written.is_ok_and(|n| n > 0) || folding.behind.load(Ordering::Acquire) {
+                // Not while the database is away (a second wait for it each tick).
+                if written.is_ok_and(|n| n > 0) || (wrote && folding.behind.load(Ordering::Acquire)) {
                     fold(&store, &folding);
                 }
                 if wrote && prune {

@@ -462,7 +462,9 @@ impl Store {
                         None => {}
                     }
                     if let Some((l, b)) = after {
-                        q = q.filter(
+                        // `last_ms >= l` too: implied by the rest, it bounds the index scan, which
+                        // otherwise starts again at the range's start for every page.
+                        q = q.filter(usage_batches::last_ms.ge(l)).filter(
                             usage_batches::last_ms
                                 .gt(l)
                                 .or(usage_batches::last_ms.eq(l).and(usage_batches::batch_id.gt(b))),
@@ -513,7 +515,7 @@ impl Store {
         let backend = self.backend;
         let mut conn = self.conn()?;
         write_tx(&mut conn, |c| {
-            days::lock(c)?;
+            days::lock(c, days::Wait::Briefly)?;
             let mut sums = days::DaySums::new();
             let mut folded = 0;
             let mut after: Option<(i64, i64)> = None;
@@ -528,6 +530,7 @@ impl Store {
                 let page: Vec<(i64, i64, Vec<u8>)> = match after {
                     None => unrolled.load(c)?,
                     Some((l, b)) => unrolled
+                        .filter(usage_batches::last_ms.ge(l))
                         .filter(
                             usage_batches::last_ms
                                 .gt(l)
@@ -633,36 +636,65 @@ impl Store {
     /// with their record. The day sums of the days before go, and the day `before_ms` falls in
     /// loses the records of folded batches that go.
     pub fn prune_usage(&self, before_ms: i64) -> Result<usize, StoreError> {
+        /// Folded batches of the day the cut falls in read at once.
+        const PAGE: i64 = 64;
         let backend = self.backend;
         let mut conn = self.conn()?;
         write_tx(&mut conn, |c| {
-            days::lock(c)?;
+            days::lock(c, days::Wait::AsLongAsItTakes)?;
             // The day sums: days before the cut go; the day it cuts through loses the records
             // of folded batches that go.
             if before_ms > 0 {
                 let cut_day = days::day_of(before_ms);
                 let day_start = cut_day * days::DAY_MS;
                 if day_start < before_ms {
-                    let folded: Vec<Vec<u8>> = usage_batches::table
-                        .filter(usage_batches::last_ms.ge(day_start))
-                        .filter(usage_batches::last_ms.lt(before_ms.saturating_add(batch::SPAN_MS)))
-                        .filter(usage_batches::first_ms.lt(before_ms))
-                        .filter(usage_batches::rolled_up.eq(true))
-                        .select(usage_batches::records)
-                        .load(c)?;
                     let mut gone = days::DaySums::new();
-                    for bytes in &folded {
-                        // Folded by a release that can unpack it, and rewritten since by a newer
-                        // one: its records stay in the day's sums.
-                        let Ok(records) = batch::decode(bytes) else {
-                            tracing::warn!("a folded usage batch that cannot be unpacked stays in its day's sums");
-                            continue;
+                    let mut unreadable = 0usize;
+                    let mut after: Option<(i64, i64)> = None;
+                    loop {
+                        let folded = usage_batches::table
+                            .filter(usage_batches::last_ms.ge(day_start))
+                            .filter(usage_batches::last_ms.lt(before_ms.saturating_add(batch::SPAN_MS)))
+                            .filter(usage_batches::first_ms.lt(before_ms))
+                            .filter(usage_batches::rolled_up.eq(true))
+                            .order((usage_batches::last_ms.asc(), usage_batches::batch_id.asc()))
+                            .select((usage_batches::last_ms, usage_batches::batch_id, usage_batches::records))
+                            .limit(PAGE);
+                        let page: Vec<(i64, i64, Vec<u8>)> = match after {
+                            None => folded.load(c)?,
+                            Some((l, b)) => folded
+                                .filter(usage_batches::last_ms.ge(l))
+                                .filter(
+                                    usage_batches::last_ms
+                                        .gt(l)
+                                        .or(usage_batches::last_ms.eq(l).and(usage_batches::batch_id.gt(b))),
+                                )
+                                .load(c)?,
                         };
-                        for p in records {
-                            if p.at_ms >= day_start && p.at_ms < before_ms {
-                                gone.entry((cut_day, p.context_id)).or_default().add(&p, -1);
+                        let Some(&(l, b, _)) = page.last() else { break };
+                        after = Some((l, b));
+                        for (_, _, bytes) in &page {
+                            let Ok(records) = batch::decode(bytes) else {
+                                unreadable += 1;
+                                continue;
+                            };
+                            for p in records {
+                                if p.at_ms >= day_start && p.at_ms < before_ms {
+                                    gone.entry((cut_day, p.context_id)).or_default().add(&p, -1);
+                                }
                             }
                         }
+                        if page.len() < PAGE as usize {
+                            break;
+                        }
+                    }
+                    if unreadable > 0 {
+                        // Folded by a release that could unpack them and rewritten since by a
+                        // newer one: what they held before the cut stays counted in that day.
+                        tracing::warn!(
+                            unreadable,
+                            "folded usage batches that cannot be unpacked were pruned; the day's sums still count their records"
+                        );
                     }
                     days::add(c, backend, &gone)?;
                 }

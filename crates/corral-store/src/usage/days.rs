@@ -155,9 +155,24 @@ pub(crate) fn load(c: &mut AnyConnection, first: i64, end: i64, query: &UsageQue
 /// transactions (`BEGIN IMMEDIATE`) already run one at a time.
 const LOCK: i64 = 0x0063_6f72_7261_6c64; // "corrald"
 
-/// Takes the lock of folds and prunes until the transaction ends (PostgreSQL).
-pub(crate) fn lock(c: &mut AnyConnection) -> Result<(), StoreError> {
+/// How long [`lock`] waits for another replica's fold or prune.
+pub(crate) enum Wait {
+    /// A second, then the fold fails and the writer tries again after its next write: the
+    /// writer folds between writes, and a replica's long prune must not stall the others'.
+    Briefly,
+    /// Until the lock is free (a prune, which runs once an hour).
+    AsLongAsItTakes,
+}
+
+/// Takes the lock of folds and prunes until the transaction ends (PostgreSQL), reading at READ
+/// COMMITTED whatever the database's default (under a snapshot taken before the wait, the
+/// previous holder's changes would be invisible).
+pub(crate) fn lock(c: &mut AnyConnection, wait: Wait) -> Result<(), StoreError> {
     if let AnyConnection::Postgresql(pg) = c {
+        diesel::sql_query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(pg)?;
+        if matches!(wait, Wait::Briefly) {
+            diesel::sql_query("SET LOCAL lock_timeout = '1s'").execute(pg)?;
+        }
         diesel::sql_query(format!("SELECT pg_advisory_xact_lock({LOCK})")).execute(pg)?;
     }
     Ok(())
@@ -170,10 +185,17 @@ pub(crate) fn add(c: &mut AnyConnection, backend: Backend, sums: &DaySums) -> Re
     if sums.is_empty() {
         return Ok(());
     }
-    let mut wanted: Vec<i64> = sums.keys().map(|&(day, _)| day).collect();
-    wanted.dedup();
-    let stored: BTreeMap<(i64, i64), Sums> = usage_days::table
-        .filter(usage_days::day.eq_any(&wanted))
+    // The keys are in order, so equal days are next to each other.
+    let mut days: Vec<i64> = sums.keys().map(|&(day, _)| day).collect();
+    days.dedup();
+    let mut contexts: Vec<i64> = sums.keys().map(|&(_, context)| context).collect();
+    contexts.sort_unstable();
+    contexts.dedup();
+    let mut stored = usage_days::table.filter(usage_days::day.eq_any(days)).into_boxed();
+    if contexts.len() <= 10_000 {
+        stored = stored.filter(usage_days::context_id.eq_any(contexts));
+    }
+    let stored: BTreeMap<(i64, i64), Sums> = stored
         .load::<Row>(c)?
         .iter()
         .filter(|r| sums.contains_key(&(r.0, r.1)))

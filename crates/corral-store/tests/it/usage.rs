@@ -612,8 +612,39 @@ fn folds_and_prunes_at_once_leave_the_records_after_the_cut(store: &Store) {
     }
 }
 
+/// A record from before 1970 (a clock set wrong) stays out of the day sums and is still
+/// counted once, by every report that covers it, folded or not.
+fn records_before_1970_are_counted_once(store: &Store) {
+    let records = vec![
+        record(1, "alice", None, &[], "m", -1000),
+        record(2, "alice", None, &[], "m", 1000),
+        record(3, "bob", None, &[], "m", DAY + 5),
+    ];
+    assert_eq!(store.insert_usage(&records).unwrap(), 3);
+    let range = |from_ms, to_ms, group_by| UsageQuery {
+        from_ms,
+        to_ms,
+        group_by,
+        ..UsageQuery::default()
+    };
+    let queries = [
+        range(-DAY, 2 * DAY, vec![UsageDimension::Day]),
+        range(-DAY, i64::MAX, vec![UsageDimension::User]),
+        range(-500, DAY + 6, vec![]),
+        range(0, 2 * DAY, vec![]),
+        range(i64::MIN, i64::MAX, vec![]),
+    ];
+    let unpacked: Vec<_> = queries.iter().map(|q| store.usage_report(q).unwrap()).collect();
+    assert_eq!(store.fold_usage(10).unwrap(), 2, "one batch before the day turns, one after");
+    let summed: Vec<_> = queries.iter().map(|q| store.usage_report(q).unwrap()).collect();
+    assert_eq!(summed, unpacked);
+    let requests = |rows: &[corral_store::UsageRow]| rows.iter().map(|r| r.requests).sum::<i64>();
+    assert_eq!(summed.iter().map(|r| requests(r)).collect::<Vec<_>>(), [3, 3, 2, 2, 3]);
+}
+
 on_both!(
     usage_is_written_once_grouped_filtered_and_pruned,
+    records_before_1970_are_counted_once,
     folds_and_prunes_at_once_leave_the_records_after_the_cut,
     batches_folded_at_once_are_counted_once,
     a_large_batch_is_written,

@@ -503,24 +503,31 @@ fn batches_are_reported_as_sql_reports_rows(store: &Store) {
     }
 }
 
-/// Replicas folding batches into the day sums at once count each batch once.
-fn batches_folded_at_once_are_counted_once(store: &Store) {
+/// `n` records of three users, `step_ms` apart from `T0`, written two at a time (a batch each,
+/// as a gateway at a request a second writes them).
+fn written_two_at_a_time(store: &Store, n: usize, step_ms: i64) -> Vec<UsageRecord> {
     let users = ["alice", "bob", "carol"];
-    let records: Vec<UsageRecord> = (0..300)
-        .map(|n| {
+    let records: Vec<UsageRecord> = (0..n)
+        .map(|i| {
             record(
-                n,
-                users[n % 3],
+                i,
+                users[i % 3],
                 Some("k1"),
                 &["blue"],
                 "llama3.2",
-                T0 + n as i64 * 1_000_000,
+                T0 + i as i64 * step_ms,
             )
         })
         .collect();
     for chunk in records.chunks(2) {
         assert_eq!(store.insert_usage(chunk).unwrap(), chunk.len());
     }
+    records
+}
+
+/// Replicas folding batches into the day sums at once count each batch once.
+fn batches_folded_at_once_are_counted_once(store: &Store) {
+    written_two_at_a_time(store, 300, 1_000_000);
     let by_user = UsageQuery {
         group_by: vec![UsageDimension::User, UsageDimension::Day],
         ..all()
@@ -560,22 +567,7 @@ fn batches_folded_at_once_are_counted_once(store: &Store) {
 /// Folds and prunes running at once (replicas writing usage, each pruning every hour) leave
 /// exactly the records after the last cut, in the batches and in the day sums alike.
 fn folds_and_prunes_at_once_leave_the_records_after_the_cut(store: &Store) {
-    let users = ["alice", "bob", "carol"];
-    let records: Vec<UsageRecord> = (0..600)
-        .map(|n| {
-            record(
-                n,
-                users[n % 3],
-                Some("k1"),
-                &["blue"],
-                "llama3.2",
-                T0 + n as i64 * 430_000,
-            )
-        })
-        .collect();
-    for chunk in records.chunks(2) {
-        assert_eq!(store.insert_usage(chunk).unwrap(), chunk.len());
-    }
+    let records = written_two_at_a_time(store, 600, 430_000);
     let cuts = [T0 + DAY / 2 + 12_345, T0 + DAY + 7, T0 + 2 * DAY - 99_999];
     std::thread::scope(|s| {
         for _ in 0..2 {
@@ -635,7 +627,11 @@ fn records_before_1970_are_counted_once(store: &Store) {
         range(i64::MIN, i64::MAX, vec![]),
     ];
     let unpacked: Vec<_> = queries.iter().map(|q| store.usage_report(q).unwrap()).collect();
-    assert_eq!(store.fold_usage(10).unwrap(), 2, "one batch before the day turns, one after");
+    assert_eq!(
+        store.fold_usage(10).unwrap(),
+        2,
+        "one batch before the day turns, one after"
+    );
     let summed: Vec<_> = queries.iter().map(|q| store.usage_report(q).unwrap()).collect();
     assert_eq!(summed, unpacked);
     let requests = |rows: &[corral_store::UsageRow]| rows.iter().map(|r| r.requests).sum::<i64>();

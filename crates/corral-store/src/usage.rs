@@ -18,6 +18,32 @@ use crate::{Backend, Store, StoreError};
 
 pub use report::{usage_columns, usage_csv, usage_table, UsageParamError};
 
+/// The batches after key `(l, b)` in key order. `last_ms >= l`, implied by the rest, bounds the
+/// index scan, which otherwise starts again at the range's start for every page.
+macro_rules! after_key {
+    ($l:expr, $b:expr) => {
+        usage_batches::last_ms.ge($l).and(
+            usage_batches::last_ms
+                .gt($l)
+                .or(usage_batches::last_ms.eq($l).and(usage_batches::batch_id.gt($b))),
+        )
+    };
+}
+
+/// The batches not folded yet, spelled as the partial index's condition, which SQLite needs to
+/// use it (a bound `false` would scan every batch).
+fn unfolded() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql("NOT rolled_up")
+}
+
+/// Statement parameter `n` as `backend` spells it.
+fn param(backend: Backend, n: usize) -> String {
+    match backend {
+        Backend::Postgres => format!("${n}"),
+        Backend::Sqlite => format!("?{n}"),
+    }
+}
+
 /// One model-running request, as metered: when, what it cost, and its context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
@@ -456,19 +482,12 @@ impl Store {
                         .limit(PAGE)
                         .into_boxed();
                     match folded {
-                        // Spelled as the partial index's condition, which SQLite needs to use it.
-                        Some(false) => q = q.filter(diesel::dsl::sql::<diesel::sql_types::Bool>("NOT rolled_up")),
+                        Some(false) => q = q.filter(unfolded()),
                         Some(true) => q = q.filter(usage_batches::rolled_up.eq(true)),
                         None => {}
                     }
                     if let Some((l, b)) = after {
-                        // `last_ms >= l` too: implied by the rest, it bounds the index scan, which
-                        // otherwise starts again at the range's start for every page.
-                        q = q.filter(usage_batches::last_ms.ge(l)).filter(
-                            usage_batches::last_ms
-                                .gt(l)
-                                .or(usage_batches::last_ms.eq(l).and(usage_batches::batch_id.gt(b))),
-                        );
+                        q = q.filter(after_key!(l, b));
                     }
                     let page: Vec<(i64, i64, Vec<u8>, bool)> = q.load(c)?;
                     let Some(&(l, b, _, _)) = page.last() else { break };
@@ -520,23 +539,14 @@ impl Store {
             let mut folded = 0;
             let mut after: Option<(i64, i64)> = None;
             while folded < max {
-                // Spelled as the partial index's condition, which SQLite needs to use it (a
-                // bound `false` would scan every batch).
                 let unrolled = usage_batches::table
-                    .filter(diesel::dsl::sql::<diesel::sql_types::Bool>("NOT rolled_up"))
+                    .filter(unfolded())
                     .order((usage_batches::last_ms.asc(), usage_batches::batch_id.asc()))
                     .select((usage_batches::last_ms, usage_batches::batch_id, usage_batches::records))
                     .limit(PAGE);
                 let page: Vec<(i64, i64, Vec<u8>)> = match after {
                     None => unrolled.load(c)?,
-                    Some((l, b)) => unrolled
-                        .filter(usage_batches::last_ms.ge(l))
-                        .filter(
-                            usage_batches::last_ms
-                                .gt(l)
-                                .or(usage_batches::last_ms.eq(l).and(usage_batches::batch_id.gt(b))),
-                        )
-                        .load(c)?,
+                    Some((l, b)) => unrolled.filter(after_key!(l, b)).load(c)?,
                 };
                 let Some(&(l, b, _)) = page.last() else { break };
                 after = Some((l, b));
@@ -662,14 +672,7 @@ impl Store {
                             .limit(PAGE);
                         let page: Vec<(i64, i64, Vec<u8>)> = match after {
                             None => folded.load(c)?,
-                            Some((l, b)) => folded
-                                .filter(usage_batches::last_ms.ge(l))
-                                .filter(
-                                    usage_batches::last_ms
-                                        .gt(l)
-                                        .or(usage_batches::last_ms.eq(l).and(usage_batches::batch_id.gt(b))),
-                                )
-                                .load(c)?,
+                            Some((l, b)) => folded.filter(after_key!(l, b)).load(c)?,
                         };
                         let Some(&(l, b, _)) = page.last() else { break };
                         after = Some((l, b));
@@ -798,10 +801,7 @@ fn load_contexts(c: &mut crate::conn::AnyConnection) -> Result<foldhash::HashMap
 /// The report's SQL. Only fixed column names from [`UsageDimension::columns`] are spliced in; every
 /// value is a bound parameter (numbered, so each is bound once, in the order `usage_report` binds them).
 fn report_sql(query: &UsageQuery, backend: Backend) -> String {
-    let p = |n: usize| match backend {
-        Backend::Postgres => format!("${n}"),
-        Backend::Sqlite => format!("?{n}"),
-    };
+    let p = |n: usize| param(backend, n);
     // Rows are ordered by the dimensions in the order asked for.
     let mut dims: Vec<UsageDimension> = Vec::new();
     for dim in &query.group_by {

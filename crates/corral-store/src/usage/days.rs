@@ -108,6 +108,10 @@ impl From<&Row> for Sums {
     }
 }
 
+/// Contexts named in one statement at most (well under either backend's limit on parameters);
+/// past it, the rows of every context of the days are read and the rest filtered in memory.
+const MAX_LISTED: usize = 10_000;
+
 /// The rows of the days from `first` to before `end` (day numbers), of the contexts `query`'s
 /// user, key, model and instance filters take (its group filter is applied with the rest, per
 /// context, when the report's rows are made).
@@ -140,9 +144,7 @@ pub(crate) fn load(c: &mut AnyConnection, first: i64, end: i64, query: &UsageQue
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        // A list short enough for one statement's parameters; a longer one reads every
-        // context's rows (the report filters them anyway).
-        if ids.len() <= 10_000 {
+        if ids.len() <= MAX_LISTED {
             rows = rows.filter(usage_days::context_id.eq_any(ids));
         }
     }
@@ -192,7 +194,7 @@ pub(crate) fn add(c: &mut AnyConnection, backend: Backend, sums: &DaySums) -> Re
     contexts.sort_unstable();
     contexts.dedup();
     let mut stored = usage_days::table.filter(usage_days::day.eq_any(days)).into_boxed();
-    if contexts.len() <= 10_000 {
+    if contexts.len() <= MAX_LISTED {
         stored = stored.filter(usage_days::context_id.eq_any(contexts));
     }
     let stored: BTreeMap<(i64, i64), Sums> = stored
@@ -201,10 +203,7 @@ pub(crate) fn add(c: &mut AnyConnection, backend: Backend, sums: &DaySums) -> Re
         .filter(|r| sums.contains_key(&(r.0, r.1)))
         .map(|r| ((r.0, r.1), Sums::from(r)))
         .collect();
-    let p = |n: usize| match backend {
-        Backend::Postgres => format!("${n}"),
-        Backend::Sqlite => format!("?{n}"),
-    };
+    let p = |n: usize| super::param(backend, n);
     let sql = format!(
         "INSERT INTO usage_days (day, context_id, {}) VALUES ({}) ON CONFLICT (day, context_id) DO UPDATE SET {}",
         COLUMNS.join(", "),

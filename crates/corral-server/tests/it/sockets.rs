@@ -448,6 +448,14 @@ fn chunks_of(body: &str, sizes: &[usize]) -> Vec<Vec<u8>> {
 /// written on its own, Nagle off, a moment apart, so that each reaches the gateway in a read
 /// of its own.
 fn chunked_instance(pieces: Vec<Vec<u8>>) -> String {
+    chunked_instance_with_head(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n",
+        pieces,
+    )
+}
+
+/// [`chunked_instance`] whose chat answers start with `head`.
+fn chunked_instance_with_head(head: &'static [u8], pieces: Vec<Vec<u8>>) -> String {
     use std::io::{BufReader, Write};
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -463,10 +471,7 @@ fn chunked_instance(pieces: Vec<Vec<u8>>) -> String {
                 while let Some((path, _)) = read_request(&mut reader) {
                     let mut out = Vec::new();
                     if path == "/api/chat" {
-                        out.push(
-                            b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n"
-                                .to_vec(),
-                        );
+                        out.push(head.to_vec());
                         out.extend(pieces.iter().cloned());
                     } else {
                         out.push(json_answer(
@@ -484,6 +489,40 @@ fn chunked_instance(pieces: Vec<Vec<u8>>) -> String {
         }
     });
     url
+}
+
+/// A header an instance sends several times reaches the client with every value, in order
+/// (the header maps on both of the gateway's sides keep one value of a name inline and the
+/// rest beside it: `vendor/actix-http/PATCHED.md`).
+#[actix_rt::test]
+async fn every_value_of_a_repeated_header_is_relayed_in_order() {
+    let url = chunked_instance_with_head(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\nset-cookie: a=1\r\nx-multi: one\r\n\
+          set-cookie: b=2\r\nx-multi: two\r\nx-multi: three\r\nx-multi: four\r\nx-multi: five\r\n\
+          x-single: only\r\ntransfer-encoding: chunked\r\n\r\n",
+        chunks_of(&long_chat_stream(), &[10]),
+    );
+    let mut settings = crate::support::settings_for(&[&url]);
+    settings.balance.health_interval = 0.0;
+    let gw = Gateway::start(settings).await;
+    let mut resp = client()
+        .post(gw.at("/api/chat"))
+        .send_json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let values = |name: &str| -> Vec<String> {
+        resp.headers()
+            .get_all(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(values("set-cookie"), ["a=1", "b=2"]);
+    assert_eq!(values("x-multi"), ["one", "two", "three", "four", "five"]);
+    assert_eq!(values("x-single"), ["only"]);
+    let body = crate::support::body_of(&mut resp).await;
+    assert_eq!(body, long_chat_stream().as_bytes());
+    gw.stop().await;
 }
 
 /// Two streamed chats on one raw connection to a gateway in front of `url`: each answer's body

@@ -253,35 +253,34 @@ pub fn minute_reset_ms(now_ms: i64) -> i64 {
 /// `1.5s`, `6m0s`, `1h2m3s`.
 pub fn go_duration(ms: i64) -> String {
     let mut out = String::with_capacity(16);
-    write_go_duration(&mut out, ms);
+    // Writing to a string cannot fail.
+    let _ = write_go_duration(&mut out, ms);
     out
 }
 
-/// [`go_duration`], written at the end of `out` (the headers of an answer share one buffer).
-pub fn write_go_duration(out: &mut String, ms: i64) {
+/// [`go_duration`], written at the end of `out` (a header value is written on the stack).
+pub fn write_go_duration(out: &mut impl std::fmt::Write, ms: i64) -> std::fmt::Result {
     let ms = ms.max(0);
     let mut int = itoa::Buffer::new();
     if ms == 0 {
-        out.push_str("0s");
-        return;
+        return out.write_str("0s");
     }
     if ms < 1000 {
-        out.push_str(int.format(ms));
-        out.push_str("ms");
-        return;
+        out.write_str(int.format(ms))?;
+        return out.write_str("ms");
     }
     let (h, rest) = (ms / HOUR_MS, ms % HOUR_MS);
     let (m, rest) = (rest / MINUTE_MS, rest % MINUTE_MS);
     let (s, frac) = (rest / 1000, rest % 1000);
     if h > 0 {
-        out.push_str(int.format(h));
-        out.push('h');
+        out.write_str(int.format(h))?;
+        out.write_char('h')?;
     }
     if h > 0 || m > 0 {
-        out.push_str(int.format(m));
-        out.push('m');
+        out.write_str(int.format(m))?;
+        out.write_char('m')?;
     }
-    out.push_str(int.format(s));
+    out.write_str(int.format(s))?;
     if frac != 0 {
         // Milliseconds as a decimal fraction without trailing zeros: 500 is `.5`, 50 `.05`.
         let (mut digits, mut frac) = (3, frac);
@@ -290,13 +289,13 @@ pub fn write_go_duration(out: &mut String, ms: i64) {
             digits -= 1;
         }
         let text = int.format(frac);
-        out.push('.');
+        out.write_char('.')?;
         for _ in text.len()..digits {
-            out.push('0');
+            out.write_char('0')?;
         }
-        out.push_str(text);
+        out.write_str(text)?;
     }
-    out.push('s');
+    out.write_char('s')
 }
 
 /// What may be set on a key, a user or a group; `None` is no limit.
@@ -644,66 +643,144 @@ pub struct Denied {
 /// The subjects a request counts against, with their limits (`&Limits`, `Arc<Limits>`, …).
 pub type Applicable<L> = [(Subject, L)];
 
+/// One subject's counts, by metric and bucket, with its budget's use kept between requests.
+#[derive(Debug, Default)]
+struct Counted {
+    cells: Cells,
+    /// The budget's use from an hour on, `(first hour, tokens)`, so that a request does not add
+    /// up its period's hourly cells again (about 700 near the end of a monthly budget): made
+    /// when a request first reads it for that hour, grown by each charge, forgotten when other
+    /// replicas' counts are replaced or windows pruned. Kept beside the cells, so a request
+    /// finds both with one lookup of its subject.
+    budget_sum: std::cell::Cell<Option<(i64, u64)>>,
+}
+
+impl Counted {
+    /// [`budget_used`] of these cells, from the kept sum when it starts at the same hour.
+    fn budget_sum(&self, budget: &Budget, now_ms: i64) -> u64 {
+        let first = budget.first_bucket(now_ms);
+        match self.budget_sum.get() {
+            Some((from, sum)) if from == first => sum,
+            _ => {
+                let sum = budget_since(&self.cells, first);
+                self.budget_sum.set(Some((first, sum)));
+                sum
+            }
+        }
+    }
+}
+
+/// What a request's subjects allow, gathered one subject at a time: the headroom, and the
+/// first refusal of each kind as (reason, index of the subject, limit, used, retry in ms).
+struct Assessment {
+    now_ms: i64,
+    minute: i64,
+    reset: i64,
+    head: Headroom,
+    budget_refusal: Option<(Refused, usize, u64, u64, i64)>,
+    other_refusal: Option<(Refused, usize, u64, u64, i64)>,
+}
+
+impl Assessment {
+    fn new(now_ms: i64) -> Assessment {
+        Assessment {
+            now_ms,
+            minute: minute_bucket(now_ms),
+            reset: minute_reset_ms(now_ms),
+            head: Headroom::default(),
+            budget_refusal: None,
+            other_refusal: None,
+        }
+    }
+
+    /// Adds subject `i`'s `limits` over its counts to the assessment of a request of `model`.
+    fn subject(&mut self, i: usize, counted: &Counted, limits: &Limits, model: (&str, &str)) {
+        let (minute, reset) = (self.minute, self.reset);
+        let cells = &counted.cells;
+        let head = &mut self.head;
+        if let Some(rpm) = limits.requests_per_minute {
+            let used = total(cells, Metric::Requests, minute);
+            if used >= rpm && self.other_refusal.is_none() {
+                self.other_refusal = Some((Refused::Requests, i, rpm, used, reset));
+            }
+            head.requests = Allowance::tighter(head.requests, Allowance::new(rpm, used, reset));
+        }
+        if let Some(tpm) = limits.tokens_per_minute {
+            let used = total(cells, Metric::Tokens, minute);
+            if used >= tpm && self.other_refusal.is_none() {
+                self.other_refusal = Some((Refused::Tokens, i, tpm, used, reset));
+            }
+            head.tokens = Allowance::tighter(head.tokens, Allowance::new(tpm, used, reset));
+        }
+        if let Some(budget) = limits.budget.as_ref().filter(|b| b.applies_to(model.0, model.1)) {
+            let used = counted.budget_sum(budget, self.now_ms);
+            let reset_in = budget.reset_in_ms(self.now_ms);
+            if used >= budget.tokens && self.budget_refusal.is_none() {
+                self.budget_refusal = Some((Refused::Budget, i, budget.tokens, used, reset_in));
+            }
+            head.tokens = Allowance::tighter(head.tokens, Allowance::new(budget.tokens, used, reset_in));
+        }
+        if let Some(max) = limits.concurrent_requests {
+            if self.other_refusal.is_none() {
+                let used = total(cells, Metric::InFlight, 0);
+                if used >= max {
+                    self.other_refusal = Some((Refused::Concurrency, i, max, used, 1000));
+                }
+            }
+        }
+    }
+
+    /// The headroom, or the refusal: a budget first, since waiting a minute does not help it;
+    /// then the first subject's requests, tokens or concurrency found spent.
+    fn verdict<L>(self, applicable: &Applicable<L>) -> Result<Headroom, Box<Denied>> {
+        match self.budget_refusal.or(self.other_refusal) {
+            None => Ok(self.head),
+            Some((reason, i, limit, used, retry_in_ms)) => Err(Box::new(Denied {
+                reason,
+                subject: applicable[i].0.clone(),
+                limit,
+                used,
+                retry_in_ms,
+                headroom: self.head,
+            })),
+        }
+    }
+}
+
 /// One replica's counters of every limited subject.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Hashed with `foldhash`: looked up several times per request; ids from the database.
     /// `hashbrown`'s map, whose raw entry finds a subject counted before with one lookup (the
     /// standard map takes two, or a copy of the id, for "find, or insert a copy").
-    subjects: hashbrown::HashMap<Subject, Cells, foldhash::fast::RandomState>,
-    /// Each subject's budget use from an hour on, `(first hour, tokens)`, so that a request
-    /// does not add up its period's hourly cells again (about 700 near the end of a monthly
-    /// budget): made when a request first reads it for that hour, grown by each charge,
-    /// forgotten when other replicas' counts are replaced or windows pruned.
-    budget_sums: std::cell::RefCell<foldhash::HashMap<Subject, (i64, u64)>>,
+    subjects: hashbrown::HashMap<Subject, Counted, foldhash::fast::RandomState>,
 }
 
 impl Counters {
-    /// [`budget_used`] of `subject`'s `cells`, from the kept sum when it starts at the same hour.
-    fn budget_sum(&self, subject: &Subject, cells: &Cells, budget: &Budget, now_ms: i64) -> u64 {
-        let first = budget.first_bucket(now_ms);
-        let mut sums = self.budget_sums.borrow_mut();
-        match sums.get_mut(subject) {
-            Some((from, sum)) if *from == first => *sum,
-            Some(kept) => {
-                *kept = (first, budget_since(cells, first));
-                kept.1
-            }
-            None => {
-                let sum = budget_since(cells, first);
-                sums.insert(subject.clone(), (first, sum));
-                sum
-            }
-        }
-    }
-
     fn cell(&self, subject: &Subject, metric: Metric, bucket: i64) -> u64 {
         self.subjects
             .get(subject)
-            .map_or(0, |cells| total(cells, metric, bucket))
+            .map_or(0, |counted| total(&counted.cells, metric, bucket))
     }
 
-    /// The cells of `subject`, made empty the first time it is counted (its id copied then
+    /// The counts of `subject`, made empty the first time it is counted (its id copied then
     /// only): one lookup for every count a request changes.
-    fn cells_mut(&mut self, subject: &Subject) -> Option<&mut Cells> {
-        let cells = match self.subjects.raw_entry_mut().from_key(subject) {
+    fn counted_mut(&mut self, subject: &Subject) -> &mut Counted {
+        match self.subjects.raw_entry_mut().from_key(subject) {
             hashbrown::hash_map::RawEntryMut::Occupied(found) => found.into_mut(),
-            hashbrown::hash_map::RawEntryMut::Vacant(new) => new.insert(subject.clone(), BTreeMap::new()).1,
-        };
-        Some(cells)
+            hashbrown::hash_map::RawEntryMut::Vacant(new) => new.insert(subject.clone(), Counted::default()).1,
+        }
     }
 
     fn bump(&mut self, subject: &Subject, metric: Metric, bucket: i64, by: i64) {
-        if let Some(cells) = self.cells_mut(subject) {
-            bump(cells, metric, bucket, by);
-        }
+        bump(&mut self.counted_mut(subject).cells, metric, bucket, by);
     }
 
     /// The tokens counted against `budget` in its current period.
     pub fn budget_used(&self, subject: &Subject, budget: &Budget, now_ms: i64) -> u64 {
         self.subjects
             .get(subject)
-            .map_or(0, |cells| budget_used(cells, budget, now_ms))
+            .map_or(0, |counted| budget_used(&counted.cells, budget, now_ms))
     }
 
     /// Requests in flight for `subject`, on every replica.
@@ -739,67 +816,20 @@ impl Counters {
         self.evaluate(applicable, model, now_ms).err().map(|d| *d)
     }
 
-    /// [`Counters::check`] and [`Counters::headroom`] in one pass over the counters: the
-    /// headroom, or the refusal (a budget first, since waiting a minute does not help it; then
-    /// each subject's requests, tokens and concurrency in turn).
+    /// [`Counters::check`] and [`Counters::headroom`] in one pass over the counters.
     fn evaluate<L: Borrow<Limits>>(
         &self,
         applicable: &Applicable<L>,
         model: (&str, &str),
         now_ms: i64,
     ) -> Result<Headroom, Box<Denied>> {
-        let minute = minute_bucket(now_ms);
-        let reset = minute_reset_ms(now_ms);
-        let mut head = Headroom::default();
-        // (reason, index of the subject, limit, used, retry in ms)
-        let mut budget_refusal = None;
-        let mut other_refusal = None;
-        let empty = Cells::new();
+        let mut assessment = Assessment::new(now_ms);
+        let empty = Counted::default();
         for (i, (subject, limits)) in applicable.iter().enumerate() {
-            let limits: &Limits = limits.borrow();
-            let cells = self.subjects.get(subject).unwrap_or(&empty);
-            if let Some(rpm) = limits.requests_per_minute {
-                let used = total(cells, Metric::Requests, minute);
-                if used >= rpm && other_refusal.is_none() {
-                    other_refusal = Some((Refused::Requests, i, rpm, used, reset));
-                }
-                head.requests = Allowance::tighter(head.requests, Allowance::new(rpm, used, reset));
-            }
-            if let Some(tpm) = limits.tokens_per_minute {
-                let used = total(cells, Metric::Tokens, minute);
-                if used >= tpm && other_refusal.is_none() {
-                    other_refusal = Some((Refused::Tokens, i, tpm, used, reset));
-                }
-                head.tokens = Allowance::tighter(head.tokens, Allowance::new(tpm, used, reset));
-            }
-            if let Some(budget) = limits.budget.as_ref().filter(|b| b.applies_to(model.0, model.1)) {
-                let used = self.budget_sum(subject, cells, budget, now_ms);
-                let reset_in = budget.reset_in_ms(now_ms);
-                if used >= budget.tokens && budget_refusal.is_none() {
-                    budget_refusal = Some((Refused::Budget, i, budget.tokens, used, reset_in));
-                }
-                head.tokens = Allowance::tighter(head.tokens, Allowance::new(budget.tokens, used, reset_in));
-            }
-            if let Some(max) = limits.concurrent_requests {
-                if other_refusal.is_none() {
-                    let used = total(cells, Metric::InFlight, 0);
-                    if used >= max {
-                        other_refusal = Some((Refused::Concurrency, i, max, used, 1000));
-                    }
-                }
-            }
+            let counted = self.subjects.get(subject).unwrap_or(&empty);
+            assessment.subject(i, counted, limits.borrow(), model);
         }
-        match budget_refusal.or(other_refusal) {
-            None => Ok(head),
-            Some((reason, i, limit, used, retry_in_ms)) => Err(Box::new(Denied {
-                reason,
-                subject: applicable[i].0.clone(),
-                limit,
-                used,
-                retry_in_ms,
-                headroom: head,
-            })),
-        }
+        assessment.verdict(applicable)
     }
 
     /// Checks a request and, if it passes, counts it: one request this minute and one in
@@ -811,14 +841,26 @@ impl Counters {
         model: (&str, &str),
         now_ms: i64,
     ) -> Result<Headroom, Box<Denied>> {
-        let mut head = self.evaluate(applicable, model, now_ms)?;
         let minute = minute_bucket(now_ms);
-        for (subject, _) in applicable {
-            if let Some(cells) = self.cells_mut(subject) {
+        let mut head = if let [(subject, limits)] = applicable {
+            // One limited subject (a key, or a user, limited alone): checked and counted
+            // with one lookup.
+            let counted = self.counted_mut(subject);
+            let mut assessment = Assessment::new(now_ms);
+            assessment.subject(0, counted, limits.borrow(), model);
+            let head = assessment.verdict(applicable)?;
+            bump(&mut counted.cells, Metric::Requests, minute, 1);
+            bump(&mut counted.cells, Metric::InFlight, 0, 1);
+            head
+        } else {
+            let head = self.evaluate(applicable, model, now_ms)?;
+            for (subject, _) in applicable {
+                let cells = &mut self.counted_mut(subject).cells;
                 bump(cells, Metric::Requests, minute, 1);
                 bump(cells, Metric::InFlight, 0, 1);
             }
-        }
+            head
+        };
         // Each subject counted one more request: the tightest allowance has one less left.
         if let Some(a) = head.requests.as_mut() {
             a.remaining = a.remaining.saturating_sub(1);
@@ -849,13 +891,15 @@ impl Counters {
         let (minute, hour) = (minute_bucket(now_ms), hour_bucket(now_ms));
         for (subject, limits) in applicable {
             let limits: &Limits = limits.borrow();
-            let Some(cells) = self.cells_mut(subject) else { continue };
-            bump(cells, Metric::Tokens, minute, by);
+            let counted = self.counted_mut(subject);
+            bump(&mut counted.cells, Metric::Tokens, minute, by);
             if limits.budget.as_ref().is_some_and(|b| b.applies_to(model.0, model.1)) {
-                bump(cells, Metric::Budget, hour, by);
-                if let Some((first, sum)) = self.budget_sums.get_mut().get_mut(subject) {
-                    if hour >= *first {
-                        *sum = sum.saturating_add(by.unsigned_abs());
+                bump(&mut counted.cells, Metric::Budget, hour, by);
+                if let Some((first, sum)) = counted.budget_sum.get() {
+                    if hour >= first {
+                        counted
+                            .budget_sum
+                            .set(Some((first, sum.saturating_add(by.unsigned_abs()))));
                     }
                 }
             }
@@ -866,8 +910,8 @@ impl Counters {
     /// that its row stays fresh), to write; marks them written.
     pub fn pending(&mut self) -> Vec<(CounterKey, u64)> {
         let mut out = Vec::new();
-        for (subject, cells) in &mut self.subjects {
-            for (&(metric, bucket), cell) in cells.iter_mut() {
+        for (subject, counted) in &mut self.subjects {
+            for (&(metric, bucket), cell) in counted.cells.iter_mut() {
                 if cell.dirty || (metric == Metric::InFlight && cell.local > 0) {
                     cell.dirty = false;
                     out.push((
@@ -891,7 +935,7 @@ impl Counters {
             if let Some(cell) = self
                 .subjects
                 .get_mut(&key.subject)
-                .and_then(|cells| cells.get_mut(&(key.metric, key.bucket)))
+                .and_then(|counted| counted.cells.get_mut(&(key.metric, key.bucket)))
             {
                 cell.dirty = true;
             }
@@ -901,25 +945,26 @@ impl Counters {
     /// Replaces what the other replicas counted with `totals` (the sum of their rows per
     /// counter); a counter not named has nothing from them.
     pub fn set_others(&mut self, totals: impl IntoIterator<Item = (CounterKey, u64)>) {
-        self.budget_sums.get_mut().clear();
-        for cells in self.subjects.values_mut() {
-            for cell in cells.values_mut() {
+        for counted in self.subjects.values_mut() {
+            counted.budget_sum.set(None);
+            for cell in counted.cells.values_mut() {
                 cell.others = 0;
             }
         }
         for (key, total) in totals {
-            let cells = self.subjects.entry(key.subject).or_default();
-            cells.entry((key.metric, key.bucket)).or_default().others = total;
+            let counted = self.subjects.entry(key.subject).or_default();
+            counted.cells.entry((key.metric, key.bucket)).or_default().others = total;
         }
     }
 
     /// Forgets windows that no limit reads any more: minutes before the last, budget hours
     /// older than 32 days, and subjects left with nothing.
     pub fn prune(&mut self, now_ms: i64) {
-        self.budget_sums.get_mut().clear();
         let minute = minute_bucket(now_ms);
         let hour = hour_bucket(now_ms);
-        self.subjects.retain(|_, cells| {
+        self.subjects.retain(|_, counted| {
+            counted.budget_sum.set(None);
+            let cells = &mut counted.cells;
             cells.retain(|&(metric, bucket), cell| match metric {
                 Metric::Requests | Metric::Tokens => bucket >= minute - 1,
                 Metric::Budget => bucket >= hour - 32 * 24,

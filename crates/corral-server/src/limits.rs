@@ -299,7 +299,7 @@ fn allowance_json(a: corral_auth::limits::Allowance) -> serde_json::Value {
 
 /// OpenAI's `x-ratelimit-*` header names: limit, remaining and reset, of requests then tokens
 /// (made once, at compile time).
-const NAMES: [[HeaderName; 3]; 2] = [
+static NAMES: [[HeaderName; 3]; 2] = [
     [
         HeaderName::from_static("x-ratelimit-limit-requests"),
         HeaderName::from_static("x-ratelimit-remaining-requests"),
@@ -312,35 +312,89 @@ const NAMES: [[HeaderName; 3]; 2] = [
     ],
 ];
 
-/// OpenAI's `x-ratelimit-*` headers for `headroom`. Every limited answer carries them, so their
-/// values are written into one buffer and each is a slice of it (two allocations, not nine).
+thread_local! {
+    /// The last `x-ratelimit-limit-*` values this worker wrote (requests, tokens): a limit
+    /// changes only when an admin sets it, so the next answer reuses the value (a reference
+    /// count) instead of writing it again.
+    static LIMIT_VALUES: std::cell::RefCell<[Option<(u64, HeaderValue)>; 2]> =
+        const { std::cell::RefCell::new([None, None]) };
+}
+
+/// OpenAI's `x-ratelimit-*` headers for `headroom`. Every limited OpenAI-shaped answer carries
+/// them, so each value is written on the stack and copied once into its own allocation, and
+/// the limits, which change only when an admin sets them, are reused from the answer before.
 pub fn headers(headroom: &Headroom) -> Vec<(HeaderName, HeaderValue)> {
-    let mut text = String::with_capacity(96);
-    let mut int = itoa::Buffer::new();
-    // Where each value ends in `text`: limit, remaining, reset; of requests, then tokens.
-    let mut ends: [Option<[usize; 3]>; 2] = [None; 2];
-    for (slot, allowance) in ends.iter_mut().zip([headroom.requests, headroom.tokens]) {
+    // Six at most, and room for the queue's wait the balancer adds.
+    let mut out = Vec::with_capacity(7);
+    for (slot, (names, allowance)) in NAMES.iter().zip([headroom.requests, headroom.tokens]).enumerate() {
         let Some(a) = allowance else { continue };
-        text.push_str(int.format(a.limit));
-        let limit = text.len();
-        text.push_str(int.format(a.remaining));
-        let remaining = text.len();
-        write_go_duration(&mut text, a.reset_ms);
-        *slot = Some([limit, remaining, text.len()]);
-    }
-    let text = bytes::Bytes::from(text);
-    let mut out = Vec::with_capacity(6);
-    let mut start = 0;
-    for (names, ends) in NAMES.into_iter().zip(ends) {
-        let Some(ends) = ends else { continue };
-        for (name, end) in names.into_iter().zip(ends) {
-            if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(start..end)) {
-                out.push((name, value));
+        let mut text = Text::default();
+        let values = [
+            limit_value(slot, a.limit),
+            text.count(a.remaining),
+            text.duration(a.reset_ms),
+        ];
+        for (name, value) in names.iter().zip(values) {
+            if let Some(value) = value {
+                out.push((name.clone(), value));
             }
-            start = end;
         }
     }
     out
+}
+
+/// `limit` as a header value, kept per worker for `slot` (0 requests, 1 tokens).
+fn limit_value(slot: usize, limit: u64) -> Option<HeaderValue> {
+    LIMIT_VALUES.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        match &kept[slot] {
+            Some((value, header)) if *value == limit => Some(header.clone()),
+            _ => {
+                let header = Text::default().count(limit)?;
+                kept[slot] = Some((limit, header.clone()));
+                Some(header)
+            }
+        }
+    })
+}
+
+/// A header value's text, written on the stack: a count or a Go duration (at most 20 bytes).
+#[derive(Default)]
+struct Text {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl std::fmt::Write for Text {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(std::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl Text {
+    /// The value written so far, and an empty text for the next.
+    fn take(&mut self) -> Option<HeaderValue> {
+        let value = HeaderValue::from_bytes(&self.buf[..self.len]).ok();
+        self.len = 0;
+        value
+    }
+
+    fn count(&mut self, n: u64) -> Option<HeaderValue> {
+        use std::fmt::Write as _;
+        self.write_str(itoa::Buffer::new().format(n)).ok()?;
+        self.take()
+    }
+
+    fn duration(&mut self, ms: i64) -> Option<HeaderValue> {
+        write_go_duration(self, ms).ok()?;
+        self.take()
+    }
 }
 
 /// A request refused by a limit, ready to answer in either API's shape.
@@ -434,4 +488,76 @@ pub fn spawn(shared: Arc<Shared>) {
 /// The caller behind a request, if it was identified.
 pub fn caller_of(req: &actix_web::HttpRequest) -> Option<Caller> {
     crate::auth::require(req, crate::auth::Level::Any).ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use corral_auth::limits::{Allowance, Headroom};
+
+    use super::headers;
+
+    fn allowance(limit: u64, remaining: u64, reset_ms: i64) -> Option<Allowance> {
+        Some(Allowance {
+            limit,
+            remaining,
+            reset_ms,
+        })
+    }
+
+    fn written(headroom: &Headroom) -> Vec<(String, String)> {
+        headers(headroom)
+            .into_iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    /// Each answer's values are its own, the limits reused from the answer before included:
+    /// a limit set anew, another subject's, or requests' and tokens' swapped.
+    #[test]
+    fn every_answer_carries_its_own_figures() {
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+        };
+        let both = Headroom {
+            requests: allowance(60, 59, 12_345),
+            tokens: allowance(u64::MAX, 0, 6 * 60_000),
+        };
+        let expected = pairs(&[
+            ("x-ratelimit-limit-requests", "60"),
+            ("x-ratelimit-remaining-requests", "59"),
+            ("x-ratelimit-reset-requests", "12.345s"),
+            ("x-ratelimit-limit-tokens", "18446744073709551615"),
+            ("x-ratelimit-remaining-tokens", "0"),
+            ("x-ratelimit-reset-tokens", "6m0s"),
+        ]);
+        assert_eq!(written(&both), expected);
+        // The same limits again (reused), then others, then the first again.
+        assert_eq!(written(&both), expected);
+        let other = Headroom {
+            requests: allowance(61, 61, 0),
+            tokens: None,
+        };
+        assert_eq!(
+            written(&other),
+            pairs(&[
+                ("x-ratelimit-limit-requests", "61"),
+                ("x-ratelimit-remaining-requests", "61"),
+                ("x-ratelimit-reset-requests", "0s"),
+            ])
+        );
+        let swapped = Headroom {
+            requests: None,
+            tokens: allowance(60, 1, 999),
+        };
+        assert_eq!(
+            written(&swapped),
+            pairs(&[
+                ("x-ratelimit-limit-tokens", "60"),
+                ("x-ratelimit-remaining-tokens", "1"),
+                ("x-ratelimit-reset-tokens", "999ms"),
+            ])
+        );
+        assert_eq!(written(&both), expected);
+        assert!(written(&Headroom::default()).is_empty());
+    }
 }

@@ -285,7 +285,7 @@ fn pruning_keeps_what_limits_still_read() {
     counters.release(&[subject("k")]);
     let _ = counters.pending();
     counters.prune(NOW + 3 * MINUTE_MS);
-    let cells = &counters.subjects[&subject("k")];
+    let cells = &counters.subjects[&subject("k")].cells;
     assert_eq!(cells.keys().map(|(m, _)| *m).collect::<Vec<_>>(), vec![Metric::Budget]);
     counters.prune(NOW + 40 * 24 * HOUR_MS);
     assert!(counters.subjects.is_empty());

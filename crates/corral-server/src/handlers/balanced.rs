@@ -155,7 +155,7 @@ async fn attempt(
     let samples = fields.stream != Some(false);
     // The caller's limits, after authentication and model resolution and before the queue: a
     // refused request never waits for a slot.
-    let permit = if light {
+    let mut permit = if light {
         None
     } else {
         match (
@@ -288,16 +288,16 @@ async fn attempt(
                 } else {
                     instance.succeeded(&id, now - started, fields.unloads(), now);
                 }
-                let mut headers = Vec::new();
+                // The permit's headers, made with room for the queue's.
+                let mut headers = match permit.as_mut() {
+                    Some(permit) => std::mem::take(&mut permit.headers),
+                    None => Vec::new(),
+                };
                 if let Some(waited) = waited {
                     let ms = HeaderValue::from(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
                     headers.push((HeaderName::from_static(QUEUE_WAIT_HEADER), ms));
                 }
                 exchange.status(resp.status().as_u16());
-                let permit = permit.map(|mut permit| {
-                    headers.append(&mut permit.headers);
-                    permit
-                });
                 let on_end: Box<dyn FnOnce()> = Box::new(move || {
                     drop(in_flight);
                     drop(permit);

@@ -178,7 +178,10 @@ pub async fn chat(
     }
     let waited = std::mem::take(&mut answer.headers);
     let resp: ollama::ChatResponse = read_answer(answer).await?;
-    Ok(answered(waited).json(corral_convert::chat_completion(resp, &meta)))
+    Ok(answered(
+        HttpResponse::Ok().json(corral_convert::chat_completion(resp, &meta)),
+        waited,
+    ))
 }
 
 /// `POST /v1/completions`: to `/api/generate`.
@@ -218,7 +221,10 @@ pub async fn completions(
     }
     let waited = std::mem::take(&mut answer.headers);
     let resp: ollama::GenerateResponse = read_answer(answer).await?;
-    Ok(answered(waited).json(corral_convert::completion(resp, &meta)))
+    Ok(answered(
+        HttpResponse::Ok().json(corral_convert::completion(resp, &meta)),
+        waited,
+    ))
 }
 
 /// `POST /v1/embeddings`: to `/api/embed`, one text or a batch.
@@ -251,7 +257,10 @@ pub async fn embeddings(
     }
     let waited = std::mem::take(&mut answer.headers);
     let resp: ollama::EmbedResponse = read_answer(answer).await?;
-    Ok(answered(waited).json(corral_convert::embedding_response(resp, &model, format)))
+    Ok(answered(
+        HttpResponse::Ok().json(corral_convert::embedding_response(resp, &model, format)),
+        waited,
+    ))
 }
 
 /// `GET /v1/models` (and `/api/models`): the merged catalogue as the caller may see it.
@@ -465,14 +474,14 @@ impl Converter for corral_convert::CompletionStream {
     }
 }
 
-/// A 200 answer, carrying how long the request waited in the queue if it did, and the
-/// caller's limits.
-fn answered(waited: Vec<(HeaderName, HeaderValue)>) -> actix_web::HttpResponseBuilder {
-    let mut builder = HttpResponse::Ok();
-    for header in waited {
-        builder.insert_header(header);
+/// `resp` (a 200 answer) carrying how long the request waited in the queue if it did, and the
+/// caller's limits: inserted into its head directly, not through a builder's conversions.
+fn answered(mut resp: HttpResponse, waited: Vec<(HeaderName, HeaderValue)>) -> HttpResponse {
+    let headers = resp.headers_mut();
+    for (name, value) in waited {
+        headers.insert(name, value);
     }
-    builder
+    resp
 }
 
 /// The SSE answer: each upstream chunk is converted and sent as soon as it arrives.
@@ -486,7 +495,7 @@ fn sse<C: Converter>(answer: Answer, converter: C) -> HttpResponse {
         headers: waited,
     } = answer;
     let body = proxy::ndjson_body(resp, &settings.upstream, &target, on_end, exchange);
-    answered(waited)
+    let resp = HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((HeaderName::from_static("x-accel-buffering"), "no"))
@@ -494,7 +503,8 @@ fn sse<C: Converter>(answer: Answer, converter: C) -> HttpResponse {
             inner: Box::pin(body),
             converter,
             ended: false,
-        })
+        });
+    answered(resp, waited)
 }
 
 /// Converts a native stream as it is polled.

@@ -33,17 +33,72 @@ pub struct Load<'a> {
     pub auth: &'a str,
 }
 
-/// How many requests each measurement sends, over how many seconds, how many at a time: a few
-/// in smoke mode (it only has to work), fewer with `--quick`. Smoke runs send one at a time, so
-/// no connection idles past the simulator's keep-alive between paced requests.
-pub fn sizes(smoke: bool, quick: bool) -> (u64, u64, usize) {
+/// How many requests each measurement sends, over how many seconds, how many at a time, and
+/// how many times each comparison is measured: a few requests once in smoke mode (it only has
+/// to work), fewer with `--quick`. Smoke runs send one at a time, so no connection idles past
+/// the simulator's keep-alive between paced requests.
+pub fn sizes(smoke: bool, quick: bool) -> (u64, u64, usize, usize) {
     if smoke {
         // Smoke runs use a debug build, tens of times slower again under callgrind.
-        (6, 4, 1)
+        (6, 4, 1, 1)
     } else if quick {
-        (400, 5, 4)
+        (400, 5, 4, 1)
     } else {
-        (800, 10, 4)
+        (800, 10, 4, 3)
+    }
+}
+
+/// Two sides' marginal counts, measured several times in turn (A, B, then B, A, …).
+///
+/// One marginal count moves by up to a few thousand instructions between runs of the same
+/// gateway (the database's own work, such as a write-ahead-log checkpoint, lands in one run
+/// or the other), as much as the features these benches weigh: a comparison takes the median
+/// of several pairs and shows their spread.
+pub struct Paired {
+    /// Side A's counts, one per repeat.
+    pub a: Vec<f64>,
+    /// Side B's.
+    pub b: Vec<f64>,
+}
+
+impl Paired {
+    /// Measures `repeats` pairs with `measure(side)` (0 for A, 1 for B), in turn.
+    pub fn measure(repeats: usize, mut measure: impl FnMut(usize) -> Result<f64>) -> Result<Paired> {
+        let mut counts = [Vec::new(), Vec::new()];
+        for round in 0..repeats.max(1) {
+            for side in super::in_turn(round, [0, 1]) {
+                let count = measure(side)?;
+                eprintln!("bench: marginal count, side {}: {count:.0}", ["A", "B"][side]);
+                counts[side].push(count);
+            }
+        }
+        let [a, b] = counts;
+        Ok(Paired { a, b })
+    }
+
+    /// The median of side A's counts.
+    pub fn a(&self) -> f64 {
+        median(&self.a)
+    }
+
+    /// The median of side B's counts.
+    pub fn b(&self) -> f64 {
+        median(&self.b)
+    }
+
+    /// B over A, pair by pair, as percentages off 100: the median, the lowest, the highest.
+    pub fn increase(&self) -> (f64, f64, f64) {
+        super::paired_ratios(&self.b, &self.a)
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
 

@@ -123,16 +123,15 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
     drop(corral);
     // Instructions per request (`bench/instructions.rs`): the gateway under callgrind, once
     // per key and scenario.
-    let (n, secs, concurrency) = super::instructions::sizes(smoke, quick);
+    let (n, secs, concurrency, repeats) = super::instructions::sizes(smoke, quick);
     let mut counted = Vec::new();
     for (label, path, body) in [
         ("native `/api/chat`", "/api/chat", CHAT),
         ("OpenAI `/v1/chat/completions`", "/v1/chat/completions", OPENAI),
     ] {
         eprintln!("bench limits: instructions per request under callgrind, {label}");
-        let mut per = [0.0; 2];
-        for ((_, key), side) in keys.iter().zip(&mut per) {
-            let auth = format!("authorization: Bearer {key}");
+        let pair = super::instructions::Paired::measure(repeats, |side| {
+            let auth = format!("authorization: Bearer {}", keys[side].1);
             let load = super::instructions::Load {
                 path,
                 body,
@@ -148,9 +147,9 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
                 env: &[("CORRAL_SERVER__WORKERS", "1")],
                 oha: &oha,
             };
-            *side = super::instructions::per_request(&gw, &load)?;
-        }
-        counted.push((label, per));
+            super::instructions::per_request(&gw, &load)
+        })?;
+        counted.push((label, pair));
     }
     drop(sim);
     let failed: Vec<String> = rows
@@ -212,22 +211,28 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
     }
     writeln!(
         out,
-        "\nInstructions per request, counted by valgrind's callgrind (every thread, the counters' writes to the database included): the marginal cost of one more request, from two runs of the same gateway and key for the same wall time, one with {n} requests and one with {}, 4 at a time, evenly paced, after a warm-up, to the end of the graceful stop; the counters' write every 250 ms, whatever the rate, then weighs on no request, as at full speed it weighs next to nothing. The count repeats to a fraction of a per cent between runs; it weighs no cache miss and no kernel work.\n",
+        "\nInstructions per request, counted by valgrind's callgrind (every thread, the counters' writes to the database included): the marginal cost of one more request, from two runs of the same gateway and key for the same wall time, one with {n} requests and one with {}, 4 at a time, evenly paced, after a warm-up, to the end of the graceful stop; the counters' write every 250 ms, whatever the rate, then weighs on no request, as at full speed it weighs next to nothing. It weighs no cache miss and no kernel work. A marginal count moves by up to a few thousand instructions between runs (the database's own work lands in one run or the other), so each key is counted {repeats} time(s), the keys in turn; the counts are the medians, \"per pair\" the median of each pair's own increase with the lowest and highest.\n",
         2 * n
     )?;
     writeln!(
         out,
-        "| Scenario | no limits | every kind of limit | limits / none |\n| --- | ---: | ---: | ---: |"
+        "| Scenario | no limits | every kind of limit | limits / none | per pair: median (lowest … highest) |\n| --- | ---: | ---: | ---: | ---: |"
     )?;
     let mut worst_ir = f64::MIN;
-    for (label, [none, every]) in &counted {
-        let ratio = every / none.max(1.0);
-        worst_ir = worst_ir.max(100.0 * (ratio - 1.0));
-        writeln!(out, "| {label} | {none:.0} | {every:.0} | {:.1}% |", 100.0 * ratio)?;
+    for (label, pair) in &counted {
+        let (median, low, high) = pair.increase();
+        worst_ir = worst_ir.max(median);
+        writeln!(
+            out,
+            "| {label} | {:.0} | {:.0} | {:.1}% | {median:+.1}% ({low:+.1} … {high:+.1}) |",
+            pair.a(),
+            pair.b(),
+            100.0 * pair.b() / pair.a().max(1.0)
+        )?;
     }
     writeln!(
         out,
-        "\nTarget: limits within 5 % of the run without them. Requests per second: the largest median loss per pair above is {:.1}%, {}. Instructions per request: the largest increase is {worst_ir:.1}%, {}.",
+        "\nTarget: limits within 5 % of the run without them. Requests per second: the largest median loss per pair above is {:.1}%, {}. Instructions per request: the largest median increase per pair is {worst_ir:.1}%, {}.",
         -worst,
         super::gateway::verdict(worst >= -5.0),
         super::gateway::verdict(worst_ir <= 5.0)

@@ -189,8 +189,11 @@ impl Store {
                     ))
                     .execute(c))?;
             }
+            // `metric = … OR metric = …`, not `IN (…)`: diesel prepares a statement with a list
+            // anew each time, this one once per connection (the sync runs four times a second).
             let windows = limit_counters::metric
-                .eq_any(["requests", "tokens"])
+                .eq("requests")
+                .or(limit_counters::metric.eq("tokens"))
                 .and(limit_counters::bucket.ge(minute))
                 .or(limit_counters::metric.eq("budget").and(limit_counters::bucket.ge(hour)))
                 .or(limit_counters::metric

@@ -51,9 +51,11 @@ pub fn sizes(smoke: bool, quick: bool) -> (u64, u64, usize, usize) {
 /// Two sides' marginal counts, measured several times in turn (A, B, then B, A, …).
 ///
 /// One marginal count moves by up to a few thousand instructions between runs of the same
-/// gateway (the database's own work, such as a write-ahead-log checkpoint, lands in one run
-/// or the other), as much as the features these benches weigh: a comparison takes the median
-/// of several pairs and shows their spread.
+/// gateway, as much as the features these benches weigh: the work done on a clock (the limit
+/// counters' sync four times a second, the usage writer every second) runs once more or once
+/// less in one of the two runs, and at `n` = 800 one sync of the limit counters (about 460,000
+/// instructions under callgrind) is 575 a request. A comparison takes the median of several
+/// pairs and shows their spread.
 pub struct Paired {
     /// Side A's counts, one per repeat.
     pub a: Vec<f64>,

@@ -358,7 +358,8 @@ fn limit_value(slot: usize, limit: u64) -> Option<HeaderValue> {
     })
 }
 
-/// A header value's text, written on the stack: a count or a Go duration (at most 20 bytes).
+/// A header value's text, written on the stack: a count (at most 20 bytes) or a Go duration
+/// (at most 24: `2562047788015h12m55.807s`).
 #[derive(Default)]
 struct Text {
     buf: [u8; 32],

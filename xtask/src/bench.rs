@@ -155,14 +155,19 @@ pub fn paired_ratios(side: &[f64], base: &[f64]) -> (f64, f64, f64) {
         .map(|(s, b)| (s / b.max(1e-9) - 1.0) * 100.0)
         .collect();
     ratios.sort_by(f64::total_cmp);
-    let n = ratios.len();
-    if n == 0 {
-        return (0.0, 0.0, 0.0);
+    match (ratios.first(), ratios.last()) {
+        (Some(&low), Some(&high)) => (median(&ratios), low, high),
+        _ => (0.0, 0.0, 0.0),
     }
-    let median = if n % 2 == 1 {
-        ratios[n / 2]
-    } else {
-        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
-    };
-    (median, ratios[0], ratios[n - 1])
+}
+
+/// The median of `values` (0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }

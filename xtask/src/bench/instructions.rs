@@ -80,27 +80,17 @@ impl Paired {
 
     /// The median of side A's counts.
     pub fn a(&self) -> f64 {
-        median(&self.a)
+        super::median(&self.a)
     }
 
     /// The median of side B's counts.
     pub fn b(&self) -> f64 {
-        median(&self.b)
+        super::median(&self.b)
     }
 
     /// B over A, pair by pair, as percentages off 100: the median, the lowest, the highest.
     pub fn increase(&self) -> (f64, f64, f64) {
         super::paired_ratios(&self.b, &self.a)
-    }
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
 

@@ -874,7 +874,7 @@ fn report_sql(query: &UsageQuery, backend: Backend) -> String {
 }
 
 /// Rows as one JSON text, for PostgreSQL to unpack.
-fn to_json(rows: &impl serde::Serialize) -> Result<String, StoreError> {
+pub(crate) fn to_json(rows: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 

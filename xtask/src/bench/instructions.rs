@@ -53,9 +53,9 @@ pub fn sizes(smoke: bool, quick: bool) -> (u64, u64, usize, usize) {
 /// One marginal count moves by up to a few thousand instructions between runs of the same
 /// gateway, as much as the features these benches weigh: the work done on a clock (the limit
 /// counters' sync four times a second, the usage writer every second) runs once more or once
-/// less in one of the two runs, and at `n` = 800 one sync of the limit counters (about 460,000
-/// instructions under callgrind) is 575 a request. A comparison takes the median of several
-/// pairs and shows their spread.
+/// less in one of the two runs (at `n` = 800, one sync of the limit counters, about 155,000
+/// instructions under callgrind, is 190 a request; 575 before its statements were kept
+/// prepared). A comparison takes the median of several pairs and shows their spread.
 pub struct Paired {
     /// Side A's counts, one per repeat.
     pub a: Vec<f64>,

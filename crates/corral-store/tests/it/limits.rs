@@ -79,6 +79,66 @@ fn replicas_read_each_others_counts(store: &Store) {
     assert_eq!(store.prune_limit_counters((101, 10), NOW + 1).unwrap(), 4);
 }
 
+/// Every counter of one sync is written by one statement that carries them as JSON: ids with
+/// quotes, backslashes, control characters and non-ASCII text, every metric, bucket and value
+/// (a count past `i64::MAX` kept at its largest) come back as written.
+fn counts_of_any_subject_come_back_as_written(store: &Store) {
+    let ids = [
+        "plain",
+        "quote \" and 'single'",
+        "back\\slash",
+        "tab\tline\nnul\u{1}",
+        "ünïcödé 🦙",
+        "",
+    ];
+    let mut rows = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        for (metric, bucket) in [
+            (Metric::Requests, 100),
+            (Metric::Tokens, 101),
+            (Metric::Budget, 10),
+            (Metric::InFlight, 0),
+        ] {
+            let subject = (Scope::ALL[n % Scope::ALL.len()], (*id).to_owned());
+            rows.push((
+                CounterKey {
+                    subject,
+                    metric,
+                    bucket,
+                },
+                n as u64 + 1,
+            ));
+        }
+    }
+    let biggest = CounterKey {
+        subject: (Scope::Group, "big".to_owned()),
+        metric: Metric::Budget,
+        bucket: 11,
+    };
+    rows.push((biggest.clone(), u64::MAX));
+    rows.sort();
+    store.sync_limit_counters("a", &rows, (100, 10), NOW - 10, NOW).unwrap();
+    let mut expected = rows.clone();
+    for (key, value) in &mut expected {
+        if *key == biggest {
+            *value = i64::MAX as u64;
+        }
+    }
+    let seen = store.sync_limit_counters("b", &[], (100, 10), NOW - 10, NOW).unwrap();
+    assert_eq!(seen, expected);
+    // Written again with other values: replaced, one row each.
+    let doubled: Vec<_> = rows.iter().map(|(k, v)| (k.clone(), v.saturating_mul(2))).collect();
+    store
+        .sync_limit_counters("a", &doubled, (100, 10), NOW - 10, NOW)
+        .unwrap();
+    let seen = store.sync_limit_counters("b", &[], (100, 10), NOW - 10, NOW).unwrap();
+    let expected: Vec<_> = doubled
+        .iter()
+        .map(|(k, v)| (k.clone(), (*v).min(i64::MAX as u64)))
+        .collect();
+    assert_eq!(seen, expected);
+}
+
 fn limits_go_with_their_key_user_or_group(store: &Store) {
     let key_of = |user_id: &str, name: &str| {
         let (_, hash, prefix) = corral_auth::generate_api_key();
@@ -149,5 +209,6 @@ fn limits_go_with_their_key_user_or_group(store: &Store) {
 on_both!(
     put_get_delete_and_unknown_subjects,
     replicas_read_each_others_counts,
+    counts_of_any_subject_come_back_as_written,
     limits_go_with_their_key_user_or_group
 );

@@ -137,6 +137,28 @@ fn counts_of_any_subject_come_back_as_written(store: &Store) {
         .map(|(k, v)| (k.clone(), (*v).min(i64::MAX as u64)))
         .collect();
     assert_eq!(seen, expected);
+    // A third replica: the reader gets each counter once, summed, a sum past `i64::MAX` kept at
+    // its largest.
+    let first = doubled[0].0.clone();
+    store
+        .sync_limit_counters(
+            "c",
+            &[(first.clone(), 5), (biggest.clone(), u64::MAX)],
+            (100, 10),
+            NOW - 10,
+            NOW,
+        )
+        .unwrap();
+    let seen = store.sync_limit_counters("b", &[], (100, 10), NOW - 10, NOW).unwrap();
+    let expected: Vec<_> = expected
+        .into_iter()
+        .map(|(k, v)| match k {
+            k if k == first => (k, v + 5),
+            k if k == biggest => (k, i64::MAX as u64),
+            k => (k, v),
+        })
+        .collect();
+    assert_eq!(seen, expected);
 }
 
 fn limits_go_with_their_key_user_or_group(store: &Store) {

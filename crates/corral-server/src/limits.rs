@@ -313,26 +313,53 @@ static NAMES: [[HeaderName; 3]; 2] = [
 ];
 
 thread_local! {
-    /// The last `x-ratelimit-limit-*` values this worker wrote (requests, tokens): a limit
-    /// changes only when an admin sets it, so the next answer reuses the value (a reference
-    /// count) instead of writing it again.
-    static LIMIT_VALUES: std::cell::RefCell<[Option<(u64, HeaderValue)>; 2]> =
-        const { std::cell::RefCell::new([None, None]) };
+    /// The last values this worker wrote, by kind: the limits of requests and tokens, then their
+    /// resets. A limit changes only when an admin sets it, a budget's reset once a second (see
+    /// [`shown_reset_ms`]) and the minute's at most once a millisecond, so the next answer most
+    /// often reuses the value (a reference count) instead of writing it again.
+    static KEPT: std::cell::RefCell<[Option<(u64, HeaderValue)>; 4]> =
+        const { std::cell::RefCell::new([None, None, None, None]) };
+}
+
+/// The value kept in slot `slot` for `key`, or `make`'s, kept for the next answer.
+fn kept(slot: usize, key: u64, make: impl FnOnce() -> Option<HeaderValue>) -> Option<HeaderValue> {
+    KEPT.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        match &kept[slot] {
+            Some((at, value)) if *at == key => Some(value.clone()),
+            _ => {
+                let value = make()?;
+                kept[slot] = Some((key, value.clone()));
+                Some(value)
+            }
+        }
+    })
+}
+
+/// The reset shown for `ms`: a reset past a minute is a budget's period ending in hours or
+/// days, shown to the second, rounded up (a client that waits that long finds it full again);
+/// the minute window's to the millisecond.
+fn shown_reset_ms(ms: i64) -> i64 {
+    if ms > 60_000 {
+        ms.saturating_add(999) / 1000 * 1000
+    } else {
+        ms.max(0)
+    }
 }
 
 /// OpenAI's `x-ratelimit-*` headers for `headroom`. Every limited OpenAI-shaped answer carries
 /// them, so each value is written on the stack and copied once into its own allocation, and
-/// the limits, which change only when an admin sets them, are reused from the answer before.
+/// the limits and resets are reused from the answer before when they are the same.
 pub fn headers(headroom: &Headroom) -> Vec<(HeaderName, HeaderValue)> {
     // Six at most, and room for the queue's wait the balancer adds.
     let mut out = Vec::with_capacity(7);
     for (slot, (names, allowance)) in NAMES.iter().zip([headroom.requests, headroom.tokens]).enumerate() {
         let Some(a) = allowance else { continue };
-        let mut text = Text::default();
+        let reset = shown_reset_ms(a.reset_ms);
         let values = [
-            limit_value(slot, a.limit),
-            text.count(a.remaining),
-            text.duration(a.reset_ms),
+            kept(slot, a.limit, || Text::default().count(a.limit)),
+            Text::default().count(a.remaining),
+            kept(2 + slot, reset.unsigned_abs(), || Text::default().duration(reset)),
         ];
         for (name, value) in names.iter().zip(values) {
             if let Some(value) = value {
@@ -341,21 +368,6 @@ pub fn headers(headroom: &Headroom) -> Vec<(HeaderName, HeaderValue)> {
         }
     }
     out
-}
-
-/// `limit` as a header value, kept per worker for `slot` (0 requests, 1 tokens).
-fn limit_value(slot: usize, limit: u64) -> Option<HeaderValue> {
-    LIMIT_VALUES.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        match &kept[slot] {
-            Some((value, header)) if *value == limit => Some(header.clone()),
-            _ => {
-                let header = Text::default().count(limit)?;
-                kept[slot] = Some((limit, header.clone()));
-                Some(header)
-            }
-        }
-    })
 }
 
 /// A header value's text, written on the stack: a count (at most 20 bytes) or a Go duration
@@ -512,8 +524,9 @@ mod tests {
             .collect()
     }
 
-    /// Each answer's values are its own, the limits reused from the answer before included:
-    /// a limit set anew, another subject's, or requests' and tokens' swapped.
+    /// Each answer's values are its own, the limits and resets reused from the answer before
+    /// included: a limit set anew, another subject's, requests' and tokens' swapped, a reset
+    /// a millisecond later.
     #[test]
     fn every_answer_carries_its_own_figures() {
         let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
@@ -559,6 +572,34 @@ mod tests {
             ])
         );
         assert_eq!(written(&both), expected);
+        // The minute's reset to the millisecond, a budget's to the second, rounded up.
+        let later = Headroom {
+            requests: allowance(60, 58, 12_344),
+            tokens: allowance(u64::MAX, 0, 3 * 3_600_000 + 1),
+        };
+        assert_eq!(
+            written(&later),
+            pairs(&[
+                ("x-ratelimit-limit-requests", "60"),
+                ("x-ratelimit-remaining-requests", "58"),
+                ("x-ratelimit-reset-requests", "12.344s"),
+                ("x-ratelimit-limit-tokens", "18446744073709551615"),
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "3h0m1s"),
+            ])
+        );
+        let budget = |reset_ms| Headroom {
+            requests: None,
+            tokens: allowance(1000, 10, reset_ms),
+        };
+        for (ms, shown) in [
+            (60_001, "1m1s"),
+            (61_000, "1m1s"),
+            (60_000, "1m0s"),
+            (59_999, "59.999s"),
+        ] {
+            assert_eq!(written(&budget(ms))[2].1, shown, "{ms} ms");
+        }
         assert!(written(&Headroom::default()).is_empty());
     }
 }

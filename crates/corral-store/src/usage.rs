@@ -873,7 +873,8 @@ fn report_sql(query: &UsageQuery, backend: Backend) -> String {
     sql
 }
 
-/// Rows as one JSON text, for PostgreSQL to unpack.
+/// Rows as one JSON text, for the database to unpack (the usage contexts on PostgreSQL, the
+/// limit counters on both).
 pub(crate) fn to_json(rows: &impl serde::Serialize) -> Result<String, StoreError> {
     serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(e.to_string()))
 }

@@ -323,20 +323,21 @@ impl Store {
                 fresh_since,
             };
             let found: Vec<(String, String, String, i64, i64)> = on_backend!(c, c => read.load(c))?;
-            let mut sums: std::collections::BTreeMap<CounterKey, u64> = std::collections::BTreeMap::new();
-            for (scope, subject, metric, bucket, value) in found {
-                let (Some(scope), Some(metric)) = (Scope::parse(&scope), Metric::parse(&metric)) else {
-                    continue;
-                };
-                let key = CounterKey {
-                    subject: (scope, subject),
-                    metric,
-                    bucket,
-                };
-                let sum = sums.entry(key).or_default();
-                *sum = sum.saturating_add(u64::try_from(value).unwrap_or(0));
-            }
-            Ok(sums.into_iter().collect())
+            // One row per counter, summed by the database; a scope or metric this release does
+            // not know (a newer replica's) is left out.
+            let mut sums: Vec<(CounterKey, u64)> = found
+                .into_iter()
+                .filter_map(|(scope, subject, metric, bucket, value)| {
+                    let key = CounterKey {
+                        subject: (Scope::parse(&scope)?, subject),
+                        metric: Metric::parse(&metric)?,
+                        bucket,
+                    };
+                    Some((key, u64::try_from(value).unwrap_or(0)))
+                })
+                .collect();
+            sums.sort_unstable();
+            Ok(sums)
         })
     }
 

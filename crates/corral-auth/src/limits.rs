@@ -252,50 +252,89 @@ pub fn minute_reset_ms(now_ms: i64) -> i64 {
 /// A duration as Go prints one, which OpenAI's `x-ratelimit-reset-*` headers use: `12ms`,
 /// `1.5s`, `6m0s`, `1h2m3s`.
 pub fn go_duration(ms: i64) -> String {
-    let mut out = String::with_capacity(16);
-    // Writing to a string cannot fail.
-    let _ = write_go_duration(&mut out, ms);
-    out
+    GoDuration::of(ms).as_str().to_owned()
 }
 
-/// [`go_duration`], written at the end of `out` (a header value is written on the stack).
-pub fn write_go_duration(out: &mut impl std::fmt::Write, ms: i64) -> std::fmt::Result {
-    let ms = ms.max(0);
-    let mut int = itoa::Buffer::new();
-    if ms == 0 {
-        return out.write_str("0s");
-    }
-    if ms < 1000 {
-        out.write_str(int.format(ms))?;
-        return out.write_str("ms");
-    }
-    let (h, rest) = (ms / HOUR_MS, ms % HOUR_MS);
-    let (m, rest) = (rest / MINUTE_MS, rest % MINUTE_MS);
-    let (s, frac) = (rest / 1000, rest % 1000);
-    if h > 0 {
-        out.write_str(int.format(h))?;
-        out.write_char('h')?;
-    }
-    if h > 0 || m > 0 {
-        out.write_str(int.format(m))?;
-        out.write_char('m')?;
-    }
-    out.write_str(int.format(s))?;
-    if frac != 0 {
-        // Milliseconds as a decimal fraction without trailing zeros: 500 is `.5`, 50 `.05`.
-        let (mut digits, mut frac) = (3, frac);
-        while frac % 10 == 0 {
-            frac /= 10;
-            digits -= 1;
+/// A duration's Go text, written on the stack: at most 24 bytes (`2562047788015h12m55.807s`).
+/// Every limited answer in OpenAI's shape carries the minute window's, new each millisecond.
+#[derive(Clone, Copy)]
+pub struct GoDuration {
+    buf: [u8; 32],
+    len: usize,
+}
+
+impl GoDuration {
+    /// `ms` (0 when negative) as Go prints it.
+    pub fn of(ms: i64) -> GoDuration {
+        let mut text = GoDuration { buf: [0; 32], len: 0 };
+        let ms = ms.max(0);
+        if ms == 0 {
+            text.push(b"0s");
+            return text;
         }
-        let text = int.format(frac);
-        out.write_char('.')?;
-        for _ in text.len()..digits {
-            out.write_char('0')?;
+        if ms < 1000 {
+            text.number(ms);
+            text.push(b"ms");
+            return text;
         }
-        out.write_str(text)?;
+        let (h, rest) = (ms / HOUR_MS, ms % HOUR_MS);
+        let (m, rest) = (rest / MINUTE_MS, rest % MINUTE_MS);
+        let (s, frac) = (rest / 1000, rest % 1000);
+        if h > 0 {
+            text.number(h);
+            text.push(b"h");
+        }
+        if h > 0 || m > 0 {
+            text.number(m);
+            text.push(b"m");
+        }
+        text.number(s);
+        if frac != 0 {
+            // Milliseconds as a decimal fraction without trailing zeros: 500 is `.5`, 50 `.05`.
+            let digits = [frac / 100, frac / 10 % 10, frac % 10];
+            let shown = if digits[2] != 0 {
+                3
+            } else if digits[1] != 0 {
+                2
+            } else {
+                1
+            };
+            // Each a digit, 0 to 9.
+            let digits = digits.map(|d| b'0' + u8::try_from(d).unwrap_or(0));
+            text.push(b".");
+            text.push(&digits[..shown]);
+        }
+        text.push(b"s");
+        text
     }
-    out.write_char('s')
+
+    /// The text, as bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and letters are ever written.
+        std::str::from_utf8(self.as_bytes()).unwrap_or("0s")
+    }
+
+    fn number(&mut self, n: i64) {
+        // Minutes and seconds (below 60) most often: their digits directly.
+        match u8::try_from(n) {
+            Ok(n @ 0..=9) => self.push(&[b'0' + n]),
+            Ok(n @ 10..=99) => self.push(&[b'0' + n / 10, b'0' + n % 10]),
+            _ => self.push(itoa::Buffer::new().format(n).as_bytes()),
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        // 24 bytes at most are written; a longer text would be cut, never overflow.
+        if let Some(room) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+    }
 }
 
 /// What may be set on a key, a user or a group; `None` is no limit.
@@ -568,6 +607,24 @@ fn bump(cells: &mut Cells, metric: Metric, bucket: i64, by: i64) {
         cell.local.saturating_sub(by.unsigned_abs())
     };
     cell.dirty = true;
+}
+
+/// Counts `tokens` of a finished request of `model` (asked, run) in one subject's cells:
+/// against its tokens per minute, and its budget if the budget counts the model.
+fn charge(counted: &mut Counted, limits: &Limits, model: (&str, &str), tokens: u64, now_ms: i64) {
+    let by = i64::try_from(tokens).unwrap_or(i64::MAX);
+    bump(&mut counted.cells, Metric::Tokens, minute_bucket(now_ms), by);
+    if limits.budget.as_ref().is_some_and(|b| b.applies_to(model.0, model.1)) {
+        let hour = hour_bucket(now_ms);
+        bump(&mut counted.cells, Metric::Budget, hour, by);
+        if let Some((first, sum)) = counted.budget_sum.get() {
+            if hour >= first {
+                counted
+                    .budget_sum
+                    .set(Some((first, sum.saturating_add(by.unsigned_abs()))));
+            }
+        }
+    }
 }
 
 /// Why a request was refused.
@@ -887,22 +944,27 @@ impl Counters {
         if tokens == 0 {
             return;
         }
-        let by = i64::try_from(tokens).unwrap_or(i64::MAX);
-        let (minute, hour) = (minute_bucket(now_ms), hour_bucket(now_ms));
         for (subject, limits) in applicable {
-            let limits: &Limits = limits.borrow();
+            charge(self.counted_mut(subject), limits.borrow(), model, tokens, now_ms);
+        }
+    }
+
+    /// A request admitted for `applicable` has finished, having used `tokens` of `model`
+    /// (asked, run): [`Counters::charge`] and [`Counters::release`] in one pass, one lookup
+    /// of each subject.
+    pub fn finish<L: Borrow<Limits>>(
+        &mut self,
+        applicable: &Applicable<L>,
+        model: (&str, &str),
+        tokens: u64,
+        now_ms: i64,
+    ) {
+        for (subject, limits) in applicable {
             let counted = self.counted_mut(subject);
-            bump(&mut counted.cells, Metric::Tokens, minute, by);
-            if limits.budget.as_ref().is_some_and(|b| b.applies_to(model.0, model.1)) {
-                bump(&mut counted.cells, Metric::Budget, hour, by);
-                if let Some((first, sum)) = counted.budget_sum.get() {
-                    if hour >= first {
-                        counted
-                            .budget_sum
-                            .set(Some((first, sum.saturating_add(by.unsigned_abs()))));
-                    }
-                }
+            if tokens > 0 {
+                charge(counted, limits.borrow(), model, tokens, now_ms);
             }
+            bump(&mut counted.cells, Metric::InFlight, 0, -1);
         }
     }
 

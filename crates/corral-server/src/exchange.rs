@@ -172,14 +172,15 @@ pub struct Finished {
     pub attempts: u32,
     /// How it ended.
     pub outcome: Outcome,
-    /// The limited subjects that admitted it, charged its tokens (none: no limit applied).
-    pub limited: Option<crate::limits::Limited>,
 }
 
 /// The observers of finished requests; read lock-free on every request.
 #[derive(Default)]
 pub struct Exchanges {
     observers: ArcSwap<Vec<Arc<dyn Observer>>>,
+    /// Whether requests are recorded with nobody observing: a limited request's record holds
+    /// its permit, and charges its tokens and releases it when the request ends.
+    for_limits: std::sync::atomic::AtomicBool,
 }
 
 impl Exchanges {
@@ -192,15 +193,20 @@ impl Exchanges {
         });
     }
 
-    /// Whether anything watches.
+    /// Records every request from now on, observed or not: limits are counted through them.
+    pub fn record_for_limits(&self) {
+        self.for_limits.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether requests are recorded.
     pub fn watched(&self) -> bool {
-        !self.observers.load().is_empty()
+        self.for_limits.load(std::sync::atomic::Ordering::Acquire) || !self.observers.load().is_empty()
     }
 
     /// Starts the record of a request to `route` for `model` (as the client named it).
     pub fn start(&self, req: &HttpRequest, route: Route, model: &str, streamed: bool) -> Exchange {
         let observers = self.observers.load_full();
-        if observers.is_empty() {
+        if observers.is_empty() && !self.for_limits.load(std::sync::atomic::Ordering::Acquire) {
             return Exchange { record: None };
         }
         let arrived = req.extensions().get::<Arrived>().map_or_else(Instant::now, |a| a.0);
@@ -230,6 +236,7 @@ impl Exchanges {
                 first_byte: None,
                 meter: Meter::new(),
                 outcome: None,
+                permit: None,
                 finished: Finished {
                     at_ms,
                     route,
@@ -253,7 +260,6 @@ impl Exchanges {
                     overhead: None,
                     attempts: 0,
                     outcome: Outcome::Failed,
-                    limited: None,
                 },
             })),
         }
@@ -275,6 +281,8 @@ struct Record {
     first_byte: Option<Instant>,
     meter: Meter,
     outcome: Option<Outcome>,
+    /// The request's place under its limits, if it was admitted under some.
+    permit: Option<crate::limits::Permit>,
     finished: Finished,
 }
 
@@ -313,10 +321,16 @@ impl Exchange {
         }
     }
 
-    /// The request was admitted under these limits: its tokens are charged to them.
-    pub fn limited(&mut self, subjects: crate::limits::Limited) {
-        if let Some(r) = self.record.as_mut() {
-            r.finished.limited = Some(subjects);
+    /// The request was admitted under limits: the record holds its permit until it ends,
+    /// then charges the tokens it used and releases it. Without a record, the permit comes
+    /// back, for the caller to hold until the answer ends.
+    pub fn hold(&mut self, permit: crate::limits::Permit) -> Option<crate::limits::Permit> {
+        match self.record.as_mut() {
+            Some(r) => {
+                r.permit = Some(permit);
+                None
+            }
+            None => Some(permit),
         }
     }
 
@@ -405,6 +419,13 @@ impl Drop for Exchange {
         }
         for observer in r.observers.iter() {
             observer.finished(&r.finished);
+        }
+        if let Some(permit) = r.permit.take() {
+            let f = &r.finished;
+            permit.finish(
+                (&f.model_asked, &f.model_run),
+                f.input_tokens.saturating_add(f.output_tokens),
+            );
         }
     }
 }

@@ -19,10 +19,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderName, HeaderValue};
-use corral_auth::limits::{
-    go_duration, write_go_duration, Counters, Denied, Headroom, Limits, Refused, Scope, Subject,
-};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use corral_auth::limits::{go_duration, Counters, Denied, GoDuration, Headroom, Limits, Refused, Scope, Subject};
 
 use crate::auth::{scope_slot, Caller};
 use crate::error::AppError;
@@ -102,37 +100,40 @@ pub(crate) fn subjects_of(
     (!out.is_empty()).then(|| out.into())
 }
 
-/// Charges the tokens of every finished model-running request to the limits it counts
-/// against (registered at start-up when there is a store).
-pub struct Charger(pub std::sync::Weak<Shared>);
-
-impl crate::exchange::Observer for Charger {
-    fn finished(&self, record: &crate::exchange::Finished) {
-        let tokens = record.input_tokens.saturating_add(record.output_tokens);
-        // The subjects that admitted the request (none: it ran under no limit).
-        let Some(subjects) = record.limited.as_deref() else {
-            return;
-        };
-        if tokens == 0 {
-            return;
-        }
-        let Some(shared) = self.0.upgrade() else { return };
-        shared
-            .limiter
-            .charge(subjects, &record.model_asked, &record.model_run, tokens);
-    }
-}
-
-/// The limited subjects a request was admitted under, with their limits: shared by its permit
-/// and its exchange record, which charges them its tokens when it ends.
+/// The limited subjects of a caller, with their limits (made once per directory load).
 pub type Limited = Arc<[(Subject, Arc<Limits>)]>;
 
-/// A request let in under its limits: counted in flight until dropped.
+/// A request let in under its limits: counted in flight until it finishes (its exchange
+/// record charges its tokens and releases it) or is dropped.
 pub struct Permit {
     shared: Arc<Shared>,
     subjects: Limited,
-    /// The headers to send with the answer (none when it is not in OpenAI's shape).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Charged and released already.
+    finished: bool,
+}
+
+impl Permit {
+    /// The request ended having used `tokens` of `model` (asked, run): charged to its subjects
+    /// and released, under one lock.
+    pub(crate) fn finish(mut self, model: (&str, &str), tokens: u64) {
+        let limiter = &self.shared.limiter;
+        let now = limiter.clock.now_ms();
+        if let Ok(mut counters) = limiter.counters.lock() {
+            counters.finish(&self.subjects, model, tokens, now);
+        }
+        self.finished = true;
+    }
+}
+
+/// What admission gives a request its limits let in.
+#[derive(Default)]
+pub struct Admitted {
+    /// The figures of the `x-ratelimit-*` headers for its answer (none when the answer is
+    /// not in OpenAI's shape, or no limit applies).
+    pub headroom: Option<Headroom>,
+    /// Its permit when its exchange record does not hold it (nothing records the request):
+    /// to hold until the answer ends.
+    pub permit: Option<Permit>,
 }
 
 /// Whether an admitted request's answer carries the `x-ratelimit-*` headers.
@@ -163,6 +164,9 @@ impl Announce {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
         if let Ok(mut counters) = self.shared.limiter.counters.lock() {
             counters.release(self.subjects.iter().map(|(subject, _)| subject));
         }
@@ -171,7 +175,8 @@ impl Drop for Permit {
 
 impl Limiter {
     /// Admits a request of `caller` for model `asked` (run as `run`), or refuses it with a 429.
-    /// `None` when no limit applies.
+    /// The request's `exchange` record holds its permit, to charge its tokens and release it
+    /// when the request ends.
     pub fn admit(
         &self,
         shared: &Arc<Shared>,
@@ -179,9 +184,9 @@ impl Limiter {
         (asked, run): (&str, &str),
         announce: Announce,
         exchange: &mut crate::exchange::Exchange,
-    ) -> Result<Option<Permit>, AppError> {
+    ) -> Result<Admitted, AppError> {
         let Some(subjects) = caller.limited.as_ref() else {
-            return Ok(None);
+            return Ok(Admitted::default());
         };
         let now = self.clock.now_ms();
         let result = match self.counters.lock() {
@@ -189,18 +194,14 @@ impl Limiter {
             Err(_) => return Err(AppError::Internal("the limit counters are poisoned".to_owned())),
         };
         match result {
-            Ok(headroom) => {
-                // The record charges the request's tokens to the subjects that admitted it.
-                exchange.limited(subjects.clone());
-                Ok(Some(Permit {
+            Ok(headroom) => Ok(Admitted {
+                headroom: (announce == Announce::Always).then_some(headroom),
+                permit: exchange.hold(Permit {
                     shared: shared.clone(),
                     subjects: subjects.clone(),
-                    headers: match announce {
-                        Announce::Always => headers(&headroom),
-                        Announce::OnRefusal => Vec::new(),
-                    },
-                }))
-            }
+                    finished: false,
+                }),
+            }),
             Err(denied) => {
                 shared.metrics.rate_limited(match denied.reason {
                     Refused::Requests => "requests",
@@ -253,17 +254,6 @@ impl Limiter {
         serde_json::json!({ "limits": limits })
     }
 
-    /// Charges the tokens of a finished request to the subjects it counted against.
-    pub fn charge(&self, caller_subjects: &[(Subject, Arc<Limits>)], asked: &str, run: &str, tokens: u64) {
-        if caller_subjects.is_empty() || tokens == 0 {
-            return;
-        }
-        let now = self.clock.now_ms();
-        if let Ok(mut counters) = self.counters.lock() {
-            counters.charge(caller_subjects, (asked, run), tokens, now);
-        }
-    }
-
     /// Writes this replica's changed counts and reads the others' back. Blocking.
     pub fn sync(&self, store: &corral_store::Store) -> Result<(), corral_store::StoreError> {
         let now = self.clock.now_ms();
@@ -312,30 +302,6 @@ static NAMES: [[HeaderName; 3]; 2] = [
     ],
 ];
 
-thread_local! {
-    /// The last values this worker wrote, by kind: the limits of requests and tokens, then their
-    /// resets. A limit changes only when an admin sets it, a budget's reset once a second (see
-    /// [`shown_reset_ms`]) and the minute's at most once a millisecond, so the next answer most
-    /// often reuses the value (a reference count) instead of writing it again.
-    static KEPT: std::cell::RefCell<[Option<(u64, HeaderValue)>; 4]> =
-        const { std::cell::RefCell::new([None, None, None, None]) };
-}
-
-/// The value kept in slot `slot` for `key`, or `make`'s, kept for the next answer.
-fn kept(slot: usize, key: u64, make: impl FnOnce() -> Option<HeaderValue>) -> Option<HeaderValue> {
-    KEPT.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        match &kept[slot] {
-            Some((at, value)) if *at == key => Some(value.clone()),
-            _ => {
-                let value = make()?;
-                kept[slot] = Some((key, value.clone()));
-                Some(value)
-            }
-        }
-    })
-}
-
 /// The reset shown for `ms`: a reset past a minute is a budget's period ending in hours or
 /// days, shown to the second, rounded up (a client that waits that long finds it full again);
 /// the minute window's to the millisecond.
@@ -347,67 +313,77 @@ fn shown_reset_ms(ms: i64) -> i64 {
     }
 }
 
-/// OpenAI's `x-ratelimit-*` headers for `headroom`. Every limited OpenAI-shaped answer carries
-/// them, so each value is written on the stack and copied once into its own allocation, and
-/// the limits and resets are reused from the answer before when they are the same.
-pub fn headers(headroom: &Headroom) -> Vec<(HeaderName, HeaderValue)> {
-    // Six at most, and room for the queue's wait the balancer adds.
-    let mut out = Vec::with_capacity(7);
-    for (slot, (names, allowance)) in NAMES.iter().zip([headroom.requests, headroom.tokens]).enumerate() {
+/// Passes each of OpenAI's `x-ratelimit-*` headers for `headroom` to `put`. Every limited
+/// OpenAI-shaped answer carries them, so their texts are written on the stack and copied into
+/// one allocation, which the values share (a value made on its own costs an allocation and a
+/// validated copy of its own).
+fn each_header(headroom: &Headroom, mut put: impl FnMut(&'static HeaderName, HeaderValue)) {
+    let mut texts = Texts::default();
+    for (names, allowance) in NAMES.iter().zip([headroom.requests, headroom.tokens]) {
         let Some(a) = allowance else { continue };
-        let reset = shown_reset_ms(a.reset_ms);
-        let values = [
-            kept(slot, a.limit, || Text::default().count(a.limit)),
-            Text::default().count(a.remaining),
-            kept(2 + slot, reset.unsigned_abs(), || Text::default().duration(reset)),
-        ];
-        for (name, value) in names.iter().zip(values) {
-            if let Some(value) = value {
-                out.push((name.clone(), value));
-            }
+        texts.push(&names[0], itoa::Buffer::new().format(a.limit).as_bytes());
+        texts.push(&names[1], itoa::Buffer::new().format(a.remaining).as_bytes());
+        texts.push(&names[2], GoDuration::of(shown_reset_ms(a.reset_ms)).as_bytes());
+    }
+    let Texts { buf, spans, count, .. } = texts;
+    if count == 0 {
+        return;
+    }
+    let shared = bytes::Bytes::from_owner(buf);
+    for (name, start, end) in spans.into_iter().take(count).flatten() {
+        // Digits, letters and a dot: always a valid value.
+        if let Ok(value) = HeaderValue::from_maybe_shared(shared.slice(start..end)) {
+            put(name, value);
         }
     }
-    out
 }
 
-/// A header value's text, written on the stack: a count (at most 20 bytes) or a Go duration
-/// (at most 24: `2562047788015h12m55.807s`).
-#[derive(Default)]
-struct Text {
-    buf: [u8; 32],
+/// The six values' texts, one after the other: a count is at most 20 bytes, a Go duration 24.
+struct Texts {
+    buf: [u8; 6 * 24],
     len: usize,
+    /// Each value's name and where its text is.
+    spans: [Option<(&'static HeaderName, usize, usize)>; 6],
+    count: usize,
 }
 
-impl std::fmt::Write for Text {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        self.buf
-            .get_mut(self.len..end)
-            .ok_or(std::fmt::Error)?
-            .copy_from_slice(s.as_bytes());
+impl Default for Texts {
+    fn default() -> Texts {
+        Texts {
+            buf: [0; 6 * 24],
+            len: 0,
+            spans: [None; 6],
+            count: 0,
+        }
+    }
+}
+
+impl Texts {
+    fn push(&mut self, name: &'static HeaderName, text: &[u8]) {
+        let end = self.len + text.len();
+        let (Some(room), Some(span)) = (self.buf.get_mut(self.len..end), self.spans.get_mut(self.count)) else {
+            return;
+        };
+        room.copy_from_slice(text);
+        *span = Some((name, self.len, end));
         self.len = end;
-        Ok(())
+        self.count += 1;
     }
 }
 
-impl Text {
-    /// The value written so far, and an empty text for the next.
-    fn take(&mut self) -> Option<HeaderValue> {
-        let value = HeaderValue::from_bytes(&self.buf[..self.len]).ok();
-        self.len = 0;
-        value
-    }
+/// Writes OpenAI's `x-ratelimit-*` headers for `headroom` into an answer's `headers`, in place
+/// of any by those names.
+pub fn insert_headers(headers: &mut HeaderMap, headroom: &Headroom) {
+    each_header(headroom, |name, value| {
+        headers.insert(name.clone(), value);
+    });
+}
 
-    fn count(&mut self, n: u64) -> Option<HeaderValue> {
-        use std::fmt::Write as _;
-        self.write_str(itoa::Buffer::new().format(n)).ok()?;
-        self.take()
-    }
-
-    fn duration(&mut self, ms: i64) -> Option<HeaderValue> {
-        write_go_duration(self, ms).ok()?;
-        self.take()
-    }
+/// OpenAI's `x-ratelimit-*` headers for `headroom`, as a list (for a refusal).
+pub fn headers(headroom: &Headroom) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(6);
+    each_header(headroom, |name, value| out.push((name.clone(), value)));
+    out
 }
 
 /// A request refused by a limit, ready to answer in either API's shape.
@@ -467,7 +443,8 @@ impl Refusal {
 /// Starts the counter sync on the current actix system, if there is a store.
 pub fn spawn(shared: Arc<Shared>) {
     let Some(store) = shared.store() else { return };
-    shared.exchanges.observe(Arc::new(Charger(Arc::downgrade(&shared))));
+    // Every model-running request is recorded: its record charges its tokens.
+    shared.exchanges.record_for_limits();
     actix_rt::spawn(async move {
         let mut failing = false;
         loop {
@@ -524,9 +501,9 @@ mod tests {
             .collect()
     }
 
-    /// Each answer's values are its own, the limits and resets reused from the answer before
-    /// included: a limit set anew, another subject's, requests' and tokens' swapped, a reset
-    /// a millisecond later.
+    /// Each answer's values are its own, though they share one allocation: a limit set anew,
+    /// another subject's, requests' and tokens' swapped, a reset a millisecond later, the
+    /// longest texts.
     #[test]
     fn every_answer_carries_its_own_figures() {
         let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
@@ -600,6 +577,14 @@ mod tests {
         ] {
             assert_eq!(written(&budget(ms))[2].1, shown, "{ms} ms");
         }
+        let longest = Headroom {
+            requests: allowance(u64::MAX, u64::MAX, i64::MAX),
+            tokens: allowance(u64::MAX, u64::MAX, i64::MAX),
+        };
+        let texts: Vec<String> = written(&longest).into_iter().map(|(_, v)| v).collect();
+        // The longest reset, rounded to the second (down, where rounding up would overflow).
+        let (max, reset) = ("18446744073709551615", "2562047788015h12m55s");
+        assert_eq!(texts, [max, max, reset, max, max, reset]);
         assert!(written(&Headroom::default()).is_empty());
     }
 }

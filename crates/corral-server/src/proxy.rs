@@ -260,7 +260,7 @@ pub fn relay(
         method,
         None,
         Exchange::unwatched(),
-        Vec::new(),
+        Added::default(),
     )
 }
 
@@ -274,7 +274,7 @@ pub fn relay_with(
     method: &Method,
     on_end: Option<Box<dyn FnOnce()>>,
     exchange: Exchange,
-    added: Vec<(HeaderName, HeaderValue)>,
+    added: Added,
 ) -> HttpResponse {
     let status = resp.status();
     let mut builder = HttpResponse::build(resp.status());
@@ -288,9 +288,6 @@ pub fn relay_with(
             continue;
         }
         builder.append_header((name.clone(), value.clone()));
-    }
-    for header in added {
-        builder.insert_header(header);
     }
     let framing = Framing::of(resp.headers().get(header::CONTENT_TYPE));
     // A HEAD answer, a 204 or a 304 declares a length it does not send.
@@ -308,9 +305,39 @@ pub fn relay_with(
     if let Some(hook) = on_end {
         body = body.on_drop(hook);
     }
-    match length {
+    let mut answer = match length {
         Some(len) => builder.body(actix_web::body::SizedStream::new(len, body)),
         None => builder.streaming(body),
+    };
+    added.write(answer.headers_mut());
+    answer
+}
+
+/// The response header that says how long a request waited in its model's queue, in
+/// milliseconds; sent only on answers that waited.
+pub const QUEUE_WAIT_HEADER: &str = "x-corral-queue-wait-ms";
+
+/// The headers the gateway adds to an instance's answer, in place of any the instance sent
+/// by those names: the caller's `x-ratelimit-*` and how long the request queued. Kept as
+/// figures beside the instance's response until the answer's head is made, then written
+/// straight into it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Added {
+    /// The figures of the `x-ratelimit-*` headers (answers in OpenAI's shape only).
+    pub limits: Option<corral_auth::limits::Headroom>,
+    /// Milliseconds the request waited for a slot, if it queued.
+    pub queue_wait_ms: Option<u64>,
+}
+
+impl Added {
+    /// Writes the headers into an answer's `headers`.
+    pub fn write(&self, headers: &mut HeaderMap) {
+        if let Some(headroom) = &self.limits {
+            crate::limits::insert_headers(headers, headroom);
+        }
+        if let Some(ms) = self.queue_wait_ms {
+            headers.insert(HeaderName::from_static(QUEUE_WAIT_HEADER), HeaderValue::from(ms));
+        }
     }
 }
 

@@ -428,7 +428,6 @@ mod tests {
             overhead: None,
             attempts: 1,
             outcome: Outcome::Completed,
-            limited: None,
         }
     }
 

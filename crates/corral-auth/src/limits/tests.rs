@@ -135,6 +135,46 @@ fn durations_read_as_go_prints_them() {
     assert_eq!(go_duration(2001), "2.001s");
     assert_eq!(go_duration(HOUR_MS), "1h0m0s");
     assert_eq!(go_duration(-5), "0s");
+    assert_eq!(go_duration(59_999), "59.999s");
+    assert_eq!(go_duration(60_010), "1m0.01s");
+    assert_eq!(go_duration(999), "999ms");
+    assert_eq!(go_duration(i64::MAX), "2562047788015h12m55.807s");
+}
+
+/// Go's own rule, written plainly: hours and minutes only when there are any, seconds with
+/// their fraction's significant digits, under a second in milliseconds.
+fn go_duration_plainly(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s, frac) = (ms / HOUR_MS, ms % HOUR_MS / MINUTE_MS, ms % MINUTE_MS / 1000, ms % 1000);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&s.to_string());
+    if frac > 0 {
+        out.push_str(format!(".{frac:03}").trim_end_matches('0'));
+    }
+    out.push('s');
+    out
+}
+
+#[test]
+fn every_duration_reads_as_go_prints_it() {
+    let some = (0..200_000)
+        .chain((0..40).map(|i| HOUR_MS * i + 59 * MINUTE_MS + 59_999))
+        .chain([i64::MAX, i64::MAX - 999, 99 * HOUR_MS, 100 * HOUR_MS + 1]);
+    for ms in some {
+        assert_eq!(go_duration(ms), go_duration_plainly(ms), "{ms} ms");
+    }
 }
 
 #[test]
@@ -177,6 +217,41 @@ fn tokens_are_charged_when_a_request_ends_and_refuse_once_spent() {
     assert_eq!(denied.reason, Refused::Tokens);
     assert_eq!(denied.headroom.tokens.unwrap().remaining, 0);
     assert!(counters.check(&applicable, ("m", "m"), NOW + MINUTE_MS).is_none());
+}
+
+/// Finishing a request counts what a charge and a release count, for every subject and
+/// every kind of count, a budget's kept sum included.
+#[test]
+fn finishing_is_a_charge_and_a_release() {
+    let key = limits(json!({"tokens_per_minute": 1000, "concurrent_requests": 5,
+        "budget": {"tokens": 10_000, "period": "month"}}));
+    let group = limits(json!({"budget": {"tokens": 10_000, "period": "day", "models": ["other"]}}));
+    let applicable = [(subject("k"), &key), ((Scope::Group, "g".to_owned()), &group)];
+    let (mut apart, mut together) = (Counters::default(), Counters::default());
+    for counters in [&mut apart, &mut together] {
+        for _ in 0..3 {
+            counters.admit(&applicable, ("m", "m"), NOW).unwrap();
+        }
+    }
+    for (tokens, at) in [(120, NOW), (0, NOW + 1), (7, NOW + HOUR_MS)] {
+        apart.charge(&applicable, ("m", "m"), tokens, at);
+        apart.release(applicable.iter().map(|(s, _)| s));
+        together.finish(&applicable, ("m", "m"), tokens, at);
+        let at = at + 1;
+        assert_eq!(
+            apart.headroom(&applicable, ("m", "m"), at),
+            together.headroom(&applicable, ("m", "m"), at)
+        );
+        for (subject, _) in &applicable {
+            assert_eq!(apart.in_flight(subject), together.in_flight(subject));
+        }
+        assert_eq!(apart.pending(), together.pending());
+    }
+    assert_eq!(together.in_flight(&subject("k")), 0);
+    assert_eq!(
+        together.budget_used(&subject("k"), key.budget.as_ref().unwrap(), NOW + HOUR_MS),
+        127
+    );
 }
 
 #[test]

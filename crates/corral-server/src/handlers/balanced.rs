@@ -53,7 +53,7 @@ pub struct Answer {
     pub exchange: Exchange,
     /// Headers the gateway adds to the answer: how long it waited in the queue, the caller's
     /// `x-ratelimit-*` (kept beside the instance's response, not written into its head).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub added: proxy::Added,
 }
 
 /// Forwards a model-bearing request with balancing and failover, and relays the answer.
@@ -86,7 +86,7 @@ pub async fn forward(
         method,
         Some(answer.on_end),
         answer.exchange,
-        answer.headers,
+        answer.added,
     ))
 }
 
@@ -155,8 +155,8 @@ async fn attempt(
     let samples = fields.stream != Some(false);
     // The caller's limits, after authentication and model resolution and before the queue: a
     // refused request never waits for a slot.
-    let mut permit = if light {
-        None
+    let limited = if light {
+        crate::limits::Admitted::default()
     } else {
         match (
             crate::limits::caller_of(req),
@@ -169,9 +169,11 @@ async fn attempt(
                 crate::limits::Announce::for_route(spec.path, converted),
                 exchange,
             )?,
-            _ => None,
+            _ => crate::limits::Admitted::default(),
         }
     };
+    // Held to the answer's end when the record does not hold it.
+    let permit = limited.permit;
     let mut admitted = if light {
         None
     } else {
@@ -288,15 +290,10 @@ async fn attempt(
                 } else {
                     instance.succeeded(&id, now - started, fields.unloads(), now);
                 }
-                // The permit's headers, made with room for the queue's.
-                let mut headers = match permit.as_mut() {
-                    Some(permit) => std::mem::take(&mut permit.headers),
-                    None => Vec::new(),
+                let added = proxy::Added {
+                    limits: limited.headroom,
+                    queue_wait_ms: waited.map(|w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
                 };
-                if let Some(waited) = waited {
-                    let ms = HeaderValue::from(u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
-                    headers.push((HeaderName::from_static(QUEUE_WAIT_HEADER), ms));
-                }
                 exchange.status(resp.status().as_u16());
                 let on_end: Box<dyn FnOnce()> = Box::new(move || {
                     drop(in_flight);
@@ -308,7 +305,7 @@ async fn attempt(
                     settings,
                     on_end,
                     exchange: Exchange::unwatched(),
-                    headers,
+                    added,
                 });
             }
             Err(err @ (AppError::UpstreamUnreachable { .. } | AppError::UpstreamTimeout { .. })) => {
@@ -336,10 +333,6 @@ fn upstream_failed(shared: &Shared, idx: usize, kind: &'static str, ejected: boo
         shared.metrics.ejected(idx);
     }
 }
-
-/// The response header that says how long a request waited in its model's queue, in
-/// milliseconds; sent only on answers that waited.
-pub const QUEUE_WAIT_HEADER: &str = "x-corral-queue-wait-ms";
 
 /// The candidates among `remaining` holders: healthy ones, ones due for their half-open
 /// probe, and all of them.

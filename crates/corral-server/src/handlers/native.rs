@@ -160,7 +160,7 @@ pub async fn forward(
     };
     let mut exchange = Exchange::unwatched();
     // The caller's limits on a model run on an instance the client chose, as on a routed one.
-    let mut permit = None;
+    let mut limited = crate::limits::Admitted::default();
     let mut granted: Option<String> = None;
     let (target, body, extra_headers, patient) = if spec.json_body {
         let bytes = read_body(payload).await?;
@@ -265,14 +265,14 @@ pub async fn forward(
                     let run = granted.as_deref().unwrap_or(model);
                     exchange.routed(run);
                     let announce = crate::limits::Announce::for_route(spec.path, false);
-                    permit = match shared.limiter.admit(
+                    limited = match shared.limiter.admit(
                         &shared.clone().into_inner(),
                         caller,
                         (model, run),
                         announce,
                         &mut exchange,
                     ) {
-                        Ok(permit) => permit,
+                        Ok(admitted) => admitted,
                         Err(err) => {
                             exchange.status(actix_web::ResponseError::status_code(&err).as_u16());
                             exchange.failed();
@@ -313,10 +313,10 @@ pub async fn forward(
         }
     };
     exchange.status(resp.status().as_u16());
-    let added = permit
-        .as_mut()
-        .map(|permit| std::mem::take(&mut permit.headers))
-        .unwrap_or_default();
+    let added = crate::proxy::Added {
+        limits: limited.headroom,
+        queue_wait_ms: None,
+    };
     // A user's view of one instance's listing holds only the models the user may read.
     if let Some(caller) = caller.as_ref().filter(|c| !c.is_admin()) {
         if let Some(key) = listing_key(spec.path) {
@@ -334,7 +334,9 @@ pub async fn forward(
         Some(Box::new(move || shared.fleet.invalidate()))
     } else {
         // A limited request counts as running until its answer has been relayed.
-        permit.map(|permit| Box::new(move || drop(permit)) as Box<dyn FnOnce()>)
+        limited
+            .permit
+            .map(|permit| Box::new(move || drop(permit)) as Box<dyn FnOnce()>)
     };
     if spec.quirk == Quirk::OwuiTrue && resp.status().is_success() {
         return Ok(HttpResponse::Ok().json(true));

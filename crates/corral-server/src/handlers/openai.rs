@@ -160,7 +160,7 @@ pub async fn chat(
     let mut native = to_value(corral_convert::chat_request(request)?)?;
     caller.apply_native_params(&grant, &mut native);
     let meta = meta("chatcmpl", &model);
-    let mut answer = send(
+    let answer = send(
         &req,
         &shared,
         &client,
@@ -176,11 +176,11 @@ pub async fn chat(
     if stream {
         return Ok(sse(answer, corral_convert::ChatStream::new(meta, usage)));
     }
-    let waited = std::mem::take(&mut answer.headers);
+    let added = answer.added;
     let resp: ollama::ChatResponse = read_answer(answer).await?;
     Ok(answered(
         HttpResponse::Ok().json(corral_convert::chat_completion(resp, &meta)),
-        waited,
+        added,
     ))
 }
 
@@ -203,7 +203,7 @@ pub async fn completions(
     let mut native = to_value(corral_convert::completion_request(request)?)?;
     caller.apply_native_params(&grant, &mut native);
     let meta = meta("cmpl", &model);
-    let mut answer = send(
+    let answer = send(
         &req,
         &shared,
         &client,
@@ -219,11 +219,11 @@ pub async fn completions(
     if stream {
         return Ok(sse(answer, corral_convert::CompletionStream::new(meta, usage)));
     }
-    let waited = std::mem::take(&mut answer.headers);
+    let added = answer.added;
     let resp: ollama::GenerateResponse = read_answer(answer).await?;
     Ok(answered(
         HttpResponse::Ok().json(corral_convert::completion(resp, &meta)),
-        waited,
+        added,
     ))
 }
 
@@ -242,7 +242,7 @@ pub async fn embeddings(
     let headers = caller.forwarded_headers(&shared.settings(), None);
     let request: openai::EmbeddingRequest = from_value(value)?;
     let (native, format) = corral_convert::embedding_request(request)?;
-    let mut answer = send(
+    let answer = send(
         &req,
         &shared,
         &client,
@@ -255,11 +255,11 @@ pub async fn embeddings(
     if !answer.resp.status().is_success() {
         return upstream_error(answer).await;
     }
-    let waited = std::mem::take(&mut answer.headers);
+    let added = answer.added;
     let resp: ollama::EmbedResponse = read_answer(answer).await?;
     Ok(answered(
         HttpResponse::Ok().json(corral_convert::embedding_response(resp, &model, format)),
-        waited,
+        added,
     ))
 }
 
@@ -476,11 +476,8 @@ impl Converter for corral_convert::CompletionStream {
 
 /// `resp` (a 200 answer) carrying how long the request waited in the queue if it did, and the
 /// caller's limits: inserted into its head directly, not through a builder's conversions.
-fn answered(mut resp: HttpResponse, waited: Vec<(HeaderName, HeaderValue)>) -> HttpResponse {
-    let headers = resp.headers_mut();
-    for (name, value) in waited {
-        headers.insert(name, value);
-    }
+fn answered(mut resp: HttpResponse, added: proxy::Added) -> HttpResponse {
+    added.write(resp.headers_mut());
     resp
 }
 
@@ -492,7 +489,7 @@ fn sse<C: Converter>(answer: Answer, converter: C) -> HttpResponse {
         settings,
         on_end,
         exchange,
-        headers: waited,
+        added,
     } = answer;
     let body = proxy::ndjson_body(resp, &settings.upstream, &target, on_end, exchange);
     let resp = HttpResponse::Ok()
@@ -504,7 +501,7 @@ fn sse<C: Converter>(answer: Answer, converter: C) -> HttpResponse {
             converter,
             ended: false,
         });
-    answered(resp, waited)
+    answered(resp, added)
 }
 
 /// Converts a native stream as it is polled.

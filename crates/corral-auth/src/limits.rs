@@ -1005,12 +1005,17 @@ impl Counters {
     }
 
     /// Replaces what the other replicas counted with `totals` (the sum of their rows per
-    /// counter); a counter not named has nothing from them.
-    pub fn set_others(&mut self, totals: impl IntoIterator<Item = (CounterKey, u64)>) {
+    /// counter) in every counter that was read back: the minute windows, the requests in
+    /// flight, and the budget hours from `budget_from` on (`i64::MIN`: all of them). A counter
+    /// read back and not named has nothing from them; an older budget hour keeps what the last
+    /// read that covered it said (a closed hour changes only by a late write).
+    pub fn set_others(&mut self, totals: impl IntoIterator<Item = (CounterKey, u64)>, budget_from: i64) {
         for counted in self.subjects.values_mut() {
             counted.budget_sum.set(None);
-            for cell in counted.cells.values_mut() {
-                cell.others = 0;
+            for (&(metric, bucket), cell) in counted.cells.iter_mut() {
+                if metric != Metric::Budget || bucket >= budget_from {
+                    cell.others = 0;
+                }
             }
         }
         for (key, total) in totals {

@@ -7,7 +7,8 @@
 //! [`corral_auth::limits::Counters`] behind a mutex held for a few map operations, never across
 //! an await or a query. Every [`SYNC`] the sync task writes this replica's changed counts (its
 //! own absolute figures, one row per counter) and reads back the sum of every other replica's,
-//! in one transaction off the executor. On SQLite (one process) that keeps the counts across
+//! in one transaction off the executor (the budget hours before the last two only once a
+//! minute: see `WHOLE_READ_EVERY`). On SQLite (one process) that keeps the counts across
 //! restarts; on PostgreSQL it also shares them between replicas.
 //!
 //! Over-admission between replicas: a replica admits while the counts it knows are below the
@@ -56,12 +57,21 @@ impl LimitClock {
     }
 }
 
+/// Every this many syncs (once a minute), the read-back covers every budget hour still
+/// counted; the others read the last two hours only. A closed hour changes only when a replica
+/// writes it late (its last sync of the hour, or its counts kept through a database outage),
+/// while reading every hour of a month, from every replica that ran in it, four times a second
+/// would make each sync's work grow with the rows the period has gathered.
+const WHOLE_READ_EVERY: u32 = 240;
+
 /// This replica's counters and the clock they count by.
 pub struct Limiter {
     counters: Mutex<Counters>,
     /// The clock windows and periods are read from.
     pub clock: LimitClock,
     replica: String,
+    /// Syncs so far (the first reads everything back).
+    syncs: std::sync::atomic::AtomicU32,
 }
 
 impl Default for Limiter {
@@ -70,6 +80,7 @@ impl Default for Limiter {
             counters: Mutex::new(Counters::default()),
             clock: LimitClock::default(),
             replica: format!("{:016x}", rand::random::<u64>()),
+            syncs: std::sync::atomic::AtomicU32::new(0),
         }
     }
 }
@@ -265,11 +276,21 @@ impl Limiter {
             Err(_) => return Ok(()),
         };
         let secs = now.div_euclid(1000);
-        let horizon = Counters::horizon(now);
+        let (minute, oldest_hour) = Counters::horizon(now);
+        let whole = self
+            .syncs
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(WHOLE_READ_EVERY);
+        let budget_from = if whole {
+            oldest_hour
+        } else {
+            corral_auth::limits::hour_bucket(now) - 1
+        };
+        let horizon = (minute, budget_from);
         match store.sync_limit_counters(&self.replica, &rows, horizon, secs - IN_FLIGHT_FRESH_SECS, secs) {
             Ok(others) => {
                 if let Ok(mut counters) = self.counters.lock() {
-                    counters.set_others(others);
+                    counters.set_others(others, if whole { i64::MIN } else { budget_from });
                 }
                 Ok(())
             }

@@ -336,8 +336,8 @@ fn other_replicas_counts_add_to_the_local_ones() {
         a.pending().iter().all(|(k, _)| k.metric == Metric::InFlight),
         "written rows are clean"
     );
-    a.set_others(rows_b.iter().cloned());
-    b.set_others(rows_a.iter().cloned());
+    a.set_others(rows_b.iter().cloned(), i64::MIN);
+    b.set_others(rows_a.iter().cloned(), i64::MIN);
     a.admit(&applicable, ("m", "m"), NOW).unwrap();
     assert_eq!(
         a.admit(&applicable, ("m", "m"), NOW).unwrap_err().reason,
@@ -348,6 +348,53 @@ fn other_replicas_counts_add_to_the_local_ones() {
     let rows = a.pending();
     a.unwritten(&rows);
     assert_eq!(a.pending(), rows);
+}
+
+/// A read back of the last budget hours only replaces those: the closed hours keep what the
+/// last whole read said, until the next whole read replaces them too.
+#[test]
+fn a_read_back_of_the_last_hours_keeps_the_older_ones() {
+    let l = limits(json!({"budget": {"tokens": 1000, "period": "month"}}));
+    let budget = l.budget.clone().unwrap();
+    let applicable = [(subject("k"), &l)];
+    let hour = hour_bucket(NOW);
+    let row = |metric, bucket, value| {
+        (
+            CounterKey {
+                subject: subject("k"),
+                metric,
+                bucket,
+            },
+            value,
+        )
+    };
+    let mut counters = Counters::default();
+    counters.charge(&applicable, ("m", "m"), 5, NOW);
+    let minute = minute_bucket(NOW);
+    counters.set_others(
+        [
+            row(Metric::Budget, hour - 5, 100),
+            row(Metric::Budget, hour, 10),
+            row(Metric::Requests, minute, 3),
+        ],
+        i64::MIN,
+    );
+    assert_eq!(counters.budget_used(&subject("k"), &budget, NOW), 115);
+    // The last two hours read again: the current one grew, the requests window has none now.
+    counters.set_others([row(Metric::Budget, hour, 20)], hour - 1);
+    assert_eq!(counters.budget_used(&subject("k"), &budget, NOW), 125);
+    assert_eq!(
+        counters
+            .headroom(&applicable, ("m", "m"), NOW)
+            .tokens
+            .unwrap()
+            .remaining,
+        875
+    );
+    assert_eq!(counters.cell(&subject("k"), Metric::Requests, minute), 0);
+    // A whole read that names no old hour: it has nothing from the others any more.
+    counters.set_others([row(Metric::Budget, hour, 20)], i64::MIN);
+    assert_eq!(counters.budget_used(&subject("k"), &budget, NOW), 25);
 }
 
 #[test]
@@ -382,14 +429,17 @@ fn a_budget_kept_between_requests_is_its_hours_summed() {
             counters.charge(&applicable, ("m", "m"), 7 + step % 5, now);
             if step % 97 == 0 {
                 let bucket = hour_bucket(now) - (step % 7) as i64;
-                counters.set_others([(
-                    CounterKey {
-                        subject: key.clone(),
-                        metric: Metric::Budget,
-                        bucket,
-                    },
-                    step % 13,
-                )]);
+                counters.set_others(
+                    [(
+                        CounterKey {
+                            subject: key.clone(),
+                            metric: Metric::Budget,
+                            bucket,
+                        },
+                        step % 13,
+                    )],
+                    if step % 2 == 0 { i64::MIN } else { hour_bucket(now) - 1 },
+                );
             }
             if step % 301 == 0 {
                 counters.prune(now);

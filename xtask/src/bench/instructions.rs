@@ -64,12 +64,12 @@ pub struct Paired {
 }
 
 impl Paired {
-    /// Measures `repeats` pairs with `measure(side)` (0 for A, 1 for B), in turn.
-    pub fn measure(repeats: usize, mut measure: impl FnMut(usize) -> Result<f64>) -> Result<Paired> {
+    /// Measures `repeats` pairs with `measure(side, round)` (side 0 for A, 1 for B), in turn.
+    pub fn measure(repeats: usize, mut measure: impl FnMut(usize, usize) -> Result<f64>) -> Result<Paired> {
         let mut counts = [Vec::new(), Vec::new()];
         for round in 0..repeats.max(1) {
             for side in super::in_turn(round, [0, 1]) {
-                let count = measure(side)?;
+                let count = measure(side, round)?;
                 eprintln!("bench: marginal count, side {}: {count:.0}", ["A", "B"][side]);
                 counts[side].push(count);
             }
@@ -106,9 +106,19 @@ pub struct Gateway<'a> {
 
 /// The instructions one more request of `load` costs `gw`: the count of a run of `2n` requests
 /// less that of a run of `n` in the same wall time, over `n`.
-pub fn per_request(gw: &Gateway<'_>, load: &Load<'_>) -> Result<f64> {
-    let once = counted_run(gw, load, load.requests)?;
-    let twice = counted_run(gw, load, 2 * load.requests)?;
+///
+/// Every run starts from the same database ([`same_start`]); in round `round` the longer run
+/// goes first when `round` is odd, so that whatever else one run leaves to the next (the
+/// system's caches, the simulator's state) weighs on neither side of the difference over the
+/// rounds.
+pub fn per_request(gw: &Gateway<'_>, load: &Load<'_>, round: usize) -> Result<f64> {
+    let (once, twice) = if round % 2 == 1 {
+        let twice = counted_run(gw, load, 2 * load.requests)?;
+        (counted_run(gw, load, load.requests)?, twice)
+    } else {
+        let once = counted_run(gw, load, load.requests)?;
+        (once, counted_run(gw, load, 2 * load.requests)?)
+    };
     Ok((twice as f64 - once as f64) / load.requests.max(1) as f64)
 }
 
@@ -124,6 +134,7 @@ fn counted_run(gw: &Gateway<'_>, load: &Load<'_>, n: u64) -> Result<u64> {
         env,
         oha,
     } = *gw;
+    same_start(data)?;
     let valgrind = ensure_valgrind()?;
     let control = valgrind.with_file_name("callgrind_control");
     let out_dir = data.join("callgrind");
@@ -180,6 +191,39 @@ fn counted_run(gw: &Gateway<'_>, load: &Load<'_>, n: u64) -> Result<u64> {
     let file = out_dir.join(format!("callgrind.{pid}"));
     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     total_instructions(&text).with_context(|| format!("no totals in {}", file.display()))
+}
+
+/// Makes every counted run start from the same database: the first copies the files under
+/// `data` aside (into `data/start`), each later one puts that copy back. Otherwise each run
+/// would find the work of the run before it in the database (its usage records; its limit
+/// counters, as another replica's, read back at every sync of the same minute and hour), and
+/// the second run of a pair would do more work per interval than the first.
+fn same_start(data: &Path) -> Result<()> {
+    let kept = data.join("start");
+    let files = |dir: &Path| -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                out.push(entry.path());
+            }
+        }
+        Ok(out)
+    };
+    if !kept.is_dir() {
+        std::fs::create_dir_all(&kept)?;
+        for file in files(data)? {
+            std::fs::copy(&file, kept.join(file.file_name().context("a file name")?))?;
+        }
+        return Ok(());
+    }
+    for file in files(data)? {
+        std::fs::remove_file(&file)?;
+    }
+    for file in files(&kept)? {
+        std::fs::copy(&file, data.join(file.file_name().context("a file name")?))?;
+    }
+    Ok(())
 }
 
 /// The `totals:` (or `summary:`) line of a callgrind output file: instructions executed.

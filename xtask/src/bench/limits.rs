@@ -130,7 +130,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
         ("OpenAI `/v1/chat/completions`", "/v1/chat/completions", OPENAI),
     ] {
         eprintln!("bench limits: instructions per request under callgrind, {label}");
-        let pair = super::instructions::Paired::measure(repeats, |side| {
+        let pair = super::instructions::Paired::measure(repeats, |side, round| {
             let auth = format!("authorization: Bearer {}", keys[side].1);
             let load = super::instructions::Load {
                 path,
@@ -147,7 +147,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
                 env: &[("CORRAL_SERVER__WORKERS", "1")],
                 oha: &oha,
             };
-            super::instructions::per_request(&gw, &load)
+            super::instructions::per_request(&gw, &load, round)
         })?;
         counted.push((label, pair));
     }
@@ -211,7 +211,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
     }
     writeln!(
         out,
-        "\nInstructions per request, counted by valgrind's callgrind (every thread, the counters' writes to the database included): the marginal cost of one more request, from two runs of the same gateway and key for the same wall time, one with {n} requests and one with {}, 4 at a time, evenly paced, after a warm-up, to the end of the graceful stop; the counters' write every 250 ms, whatever the rate, then weighs on no request, as at full speed it weighs next to nothing. It weighs no cache miss and no kernel work. A marginal count moves by up to a few thousand instructions between runs (work done on a clock, such as the counters' sync, runs once more or once less in one of the two), so each key is counted {repeats} time(s), the keys in turn; the counts are the medians, \"per pair\" the median of each pair's own increase with the lowest and highest.\n",
+        "\nInstructions per request, counted by valgrind's callgrind (every thread, the counters' writes to the database included): the marginal cost of one more request, from two runs of the same gateway and key for the same wall time, one with {n} requests and one with {} (each from the same copy of the database; the shorter run first in the first round, the longer first in the next, and so on), 4 at a time, evenly paced, after a warm-up, to the end of the graceful stop; the counters' write every 250 ms, whatever the rate, then weighs on no request, as at full speed it weighs next to nothing. It weighs no cache miss and no kernel work. A marginal count moves by up to a few thousand instructions between runs (work done on a clock, such as the counters' sync, runs once more or once less in one of the two), so each key is counted {repeats} time(s), the keys in turn; the counts are the medians, \"per pair\" the median of each pair's own increase with the lowest and highest.\n",
         2 * n
     )?;
     writeln!(

@@ -232,7 +232,7 @@ fn count_instructions(
             concurrency,
             auth,
         };
-        let pair = instructions::Paired::measure(repeats, |side| {
+        let pair = instructions::Paired::measure(repeats, |side, round| {
             let enable = ["false", "true"][side];
             let env = [("CORRAL_SERVER__WORKERS", "1"), ("CORRAL_USAGE__ENABLE", enable)];
             let gw = instructions::Gateway {
@@ -242,7 +242,7 @@ fn count_instructions(
                 env: &env,
                 oha,
             };
-            instructions::per_request(&gw, &load)
+            instructions::per_request(&gw, &load, round)
         })?;
         out.push(Counted { label, requests, pair });
     }
@@ -298,7 +298,7 @@ fn report_text(
     }
     let _ = writeln!(
         out,
-        "\nInstructions per request, counted by valgrind's callgrind (every thread: the request path, the usage writer and SQLite): the marginal cost of one more request, from two runs of the same gateway for the same wall time, one with the requests below and one with twice as many (4 at a time, evenly paced, after a warm-up, to the end of the graceful stop, which writes the last records), so that the work done once a second, whatever the rate, does not weigh on each request as it would at valgrind's pace, about fifty times slower than the timed runs. One gateway under callgrind at a time, the same simulator and database. It weighs no cache miss and no kernel work. A marginal count moves by up to a few thousand instructions between runs (work done on a clock, such as the counters' sync, runs once more or once less in one of the two), so each side is counted {repeats} time(s), the sides in turn; the counts are the medians, \"per pair\" the median of each pair's own increase with the lowest and highest.\n",
+        "\nInstructions per request, counted by valgrind's callgrind (every thread: the request path, the usage writer and SQLite): the marginal cost of one more request, from two runs of the same gateway for the same wall time, one with the requests below and one with twice as many (each from the same copy of the database; the shorter run first in the first round, the longer first in the next, and so on; 4 at a time, evenly paced, after a warm-up, to the end of the graceful stop, which writes the last records), so that the work done once a second, whatever the rate, does not weigh on each request as it would at valgrind's pace, about fifty times slower than the timed runs. One gateway under callgrind at a time, in front of the same simulator. It weighs no cache miss and no kernel work. A marginal count moves by up to a few thousand instructions between runs (work done on a clock, such as the counters' sync, runs once more or once less in one of the two), so each side is counted {repeats} time(s), the sides in turn; the counts are the medians, \"per pair\" the median of each pair's own increase with the lowest and highest.\n",
         repeats = counted.first().map_or(0, |c| c.pair.a.len())
     );
     let _ = writeln!(

@@ -32,6 +32,15 @@ async fn release(sim: web::Data<Sim>) -> HttpResponse {
     HttpResponse::NoContent().finish()
 }
 
-async fn last_request(sim: web::Data<Sim>) -> HttpResponse {
-    HttpResponse::Ok().json(sim.stats().last_request)
+/// Which request `/_sim/last_request` shows: with `path`, the last one on that path.
+#[derive(serde::Deserialize)]
+struct LastQuery {
+    path: Option<String>,
+}
+
+async fn last_request(sim: web::Data<Sim>, query: web::Query<LastQuery>) -> HttpResponse {
+    match &query.path {
+        Some(path) => HttpResponse::Ok().json(sim.last_request_to(path)),
+        None => HttpResponse::Ok().json(sim.stats().last_request),
+    }
 }

@@ -94,6 +94,12 @@ impl SimHandle {
         self.sim.stats()
     }
 
+    /// The last request received on `path` (control routes excluded), if any: unlike
+    /// `stats().last_request`, not displaced by the gateway's own listings and health checks.
+    pub fn last_request_to(&self, path: &str) -> Option<RecordedRequest> {
+        self.sim.last_request_to(path)
+    }
+
     /// Zeroes the counters.
     pub fn reset_stats(&self) {
         self.sim.reset_stats();

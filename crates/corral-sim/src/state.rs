@@ -72,6 +72,9 @@ struct Inner {
     loaded: Vec<Loaded>,
     stats: Stats,
     faults: Faults,
+    /// The last request received on each path (control routes excluded), so a test can look at
+    /// the one it caused even when the gateway's own listings and health checks came after it.
+    last_by_path: std::collections::HashMap<String, RecordedRequest>,
 }
 
 /// One simulated instance.
@@ -107,6 +110,7 @@ impl Sim {
             loaded,
             stats: Stats::default(),
             faults: config.faults.clone(),
+            last_by_path: Default::default(),
         };
         Sim {
             inner: Mutex::new(inner),
@@ -125,6 +129,11 @@ impl Sim {
         self.inner.lock().stats.clone()
     }
 
+    /// The last request received on `path` (control routes excluded), if any.
+    pub fn last_request_to(&self, path: &str) -> Option<RecordedRequest> {
+        self.inner.lock().last_by_path.get(path).cloned()
+    }
+
     /// Counts the tokens an answer reports, as it is sent whole (its last part produced).
     pub fn served(&self, prompt: usize, completion: usize) {
         let mut inner = self.inner.lock();
@@ -139,6 +148,7 @@ impl Sim {
             in_flight,
             ..Stats::default()
         };
+        inner.last_by_path.clear();
     }
 
     pub fn faults(&self) -> Faults {
@@ -339,6 +349,7 @@ impl Sim {
         }
         inner.stats.in_flight += 1;
         inner.stats.max_in_flight = inner.stats.max_in_flight.max(inner.stats.in_flight);
+        inner.last_by_path.insert(recorded.path.clone(), recorded.clone());
         inner.stats.last_request = Some(recorded);
         Ticket {
             sim: self.clone(),

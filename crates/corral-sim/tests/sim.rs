@@ -211,6 +211,31 @@ async fn load_eviction_and_ps() {
 }
 
 #[actix_web::test]
+async fn the_last_request_on_a_path_outlives_later_requests_elsewhere() {
+    let sim = SimHandle::start(SimConfig::default()).await.unwrap();
+    let (status, _, _) = post(&sim, "/api/chat", &chat("llama3.2", 1, false)).await;
+    assert_eq!(status, 200);
+    // A gateway's listing after the chat: the last request overall, not the last chat.
+    let mut resp = client().get(format!("{}/api/ps", sim.url())).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.body().await.unwrap();
+    assert_eq!(sim.stats().last_request.unwrap().path, "/api/ps");
+    let chat_seen = sim.last_request_to("/api/chat").unwrap();
+    assert_eq!(
+        (chat_seen.method.as_str(), chat_seen.json.unwrap()["model"].as_str()),
+        ("POST", Some("llama3.2"))
+    );
+    let url = format!("{}/_sim/last_request?path=/api/chat", sim.url());
+    let seen: Value = client().get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(seen["path"], "/api/chat");
+    let url = format!("{}/_sim/last_request?path=/api/embed", sim.url());
+    let none: Value = client().get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(none, Value::Null, "nothing was asked on that path");
+    sim.reset_stats();
+    assert!(sim.last_request_to("/api/chat").is_none(), "a reset forgets them too");
+}
+
+#[actix_web::test]
 async fn slots_queue_and_a_full_queue_answers_503() {
     let sim = SimHandle::start(SimConfig {
         tokens_per_sec: 20.0,

@@ -971,6 +971,8 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     let sim = sim_with(&["llama3.2"]).await;
     let mut settings = settings_for(&[&sim.url()]);
     settings.auth.forward_user_info_headers = true;
+    // No background listing within the test: the pinned listing below is the last on its path.
+    settings.ollama.models_cache_ttl = 300;
     let gw = Gateway::with_auth(settings, &db.url).await;
     let admin = first_admin(&gw, "admin@example.com").await;
     let user = signup(&gw, "jose@example.com").await;
@@ -993,8 +995,8 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
         post(&gw, "/api/v1/models/create", Some(&admin), record).await.status,
         StatusCode::OK
     );
-    let last_url = format!("{}/_sim/last_request", sim.url());
-    let last = || get_url(&last_url);
+    // The last request on a path: the gateway's own listings and health checks do not displace it.
+    let last = |path: &str| serde_json::to_value(sim.last_request_to(path)).unwrap();
 
     // Native chat: model params override the client's options; the system prompt leads.
     let mut body = chat("llama3.2");
@@ -1002,7 +1004,7 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     body["metadata"] = json!({"chat_id": "chat-42"});
     let r = post(&gw, "/api/chat", Some(&user), body).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let seen = last().await;
+    let seen = last("/api/chat");
     let sent = seen["json"].clone();
     assert_eq!(sent["options"]["temperature"], 0.25);
     assert_eq!(sent["options"]["num_ctx"], 1024);
@@ -1038,7 +1040,7 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     body["messages"] = json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]);
     let r = post(&gw, "/v1/chat/completions", Some(&user), body).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let seen = last().await;
+    let seen = last("/api/chat");
     assert_eq!(seen["path"], "/api/chat");
     let sent = seen["json"].clone();
     assert_eq!(sent["options"]["temperature"], 0.25);
@@ -1060,7 +1062,7 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     body["metadata"] = json!({"chat_id": "chat-43"});
     let r = post(&gw, "/ollama/v1/chat/completions", Some(&user), body).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let seen = last().await;
+    let seen = last("/v1/chat/completions");
     assert_eq!(seen["path"], "/v1/chat/completions");
     assert_eq!(header(&seen, "x-openwebui-chat-id").as_deref(), Some("chat-43"));
     let sent = seen["json"].clone();
@@ -1079,7 +1081,7 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let sent = last().await["json"].clone();
+    let sent = last("/v1/completions")["json"].clone();
     assert_eq!(sent["temperature"], 0.25, "{sent}");
     assert!(sent.get("messages").is_none() && sent.get("system").is_none(), "{sent}");
 
@@ -1092,7 +1094,7 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let seen = last().await;
+    let seen = last("/api/generate");
     assert_eq!(seen["path"], "/api/generate");
     let sent = seen["json"].clone();
     assert_eq!(sent["options"]["temperature"], 0.25, "{sent}");
@@ -1100,7 +1102,7 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
 
     // A pinned listing carries the user's headers too.
     assert_eq!(get(&gw, "/ollama/api/tags/0", Some(&user)).await.status, StatusCode::OK);
-    let seen = last().await;
+    let seen = last("/api/tags");
     assert_eq!(seen["path"], "/api/tags");
     assert_eq!(header(&seen, "x-openwebui-user-id"), Some(uid.clone()));
 
@@ -1113,7 +1115,7 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
-    let sent = last().await["json"].clone();
+    let sent = last("/api/generate")["json"].clone();
     assert!(sent.get("system").is_none() && sent.get("options").is_none(), "{sent}");
     gw.stop().await;
 
@@ -1123,7 +1125,7 @@ async fn model_params_system_prompt_and_user_headers_reach_the_upstream() {
         post(&gw, "/api/chat", Some(&user), chat("llama3.2")).await.status,
         StatusCode::OK
     );
-    let seen = last().await;
+    let seen = last("/api/chat");
     let leaked: Vec<&Value> = seen["headers"]
         .as_array()
         .unwrap()
@@ -1142,11 +1144,6 @@ fn header(seen: &Value, name: &str) -> Option<String> {
         .iter()
         .find(|pair| pair[0] == name)
         .map(|pair| pair[1].as_str().unwrap().to_owned())
-}
-
-async fn get_url(url: &str) -> Value {
-    let mut resp = client().get(url).send().await.unwrap();
-    serde_json::from_slice(&resp.body().await.unwrap()).unwrap()
 }
 
 /// Keys and users on `db`, through two replicas: what one revokes or deletes, the other
@@ -1311,12 +1308,12 @@ async fn a_preset_runs_on_its_base_model_with_its_own_access_and_settings() {
         let r = post(&gw, "/api/v1/models/create", Some(&admin), record).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     }
-    let last_url = format!("{}/_sim/last_request", sim.url());
+    let last = |path: &str| serde_json::to_value(sim.last_request_to(path)).unwrap();
 
     // Native chat: routed and sent as the base model, with the preset's settings.
     let r = post(&gw, "/api/chat", Some(&user), chat("support-bot")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let seen = get_url(&last_url).await;
+    let seen = last("/api/chat");
     assert_eq!(seen["path"], "/api/chat");
     assert_eq!(seen["json"]["model"], "llama3.2:latest");
     assert_eq!(seen["json"]["options"]["temperature"], 0.1);
@@ -1329,7 +1326,7 @@ async fn a_preset_runs_on_its_base_model_with_its_own_access_and_settings() {
     body["metadata"] = json!({"chat_id": "c1", "variables": {"{{X}}": "y"}});
     let r = post(&gw, "/api/chat", Some(&user), body).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let seen = get_url(&last_url).await;
+    let seen = last("/api/chat");
     assert_eq!(seen["json"]["model"], "qwen3");
     assert!(seen["json"].get("metadata").is_none(), "{}", seen["json"]);
     // A body Ollama would read as another model than the one checked is refused.
@@ -1366,7 +1363,7 @@ async fn a_preset_runs_on_its_base_model_with_its_own_access_and_settings() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let seen = get_url(&last_url).await;
+    let seen = last("/api/generate");
     assert_eq!(seen["json"]["model"], "llama3.2:latest");
     assert!(seen["json"].get("options").is_none(), "{}", seen["json"]);
 
@@ -1374,7 +1371,7 @@ async fn a_preset_runs_on_its_base_model_with_its_own_access_and_settings() {
     let r = post(&gw, "/v1/chat/completions", Some(&user), openai_chat("support-bot")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["model"], "support-bot");
-    let seen = get_url(&last_url).await;
+    let seen = last("/api/chat");
     assert_eq!(seen["json"]["model"], "llama3.2:latest");
     assert_eq!(seen["json"]["messages"][0]["role"], "system");
 

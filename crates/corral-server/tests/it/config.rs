@@ -119,9 +119,9 @@ async fn saved_configuration_survives_a_restart_on_postgres() {
     survives_a_restart(&db).await;
 }
 
-/// The `Authorization` header of the last request the simulator received.
+/// The `Authorization` header of the last chat the simulator received.
 fn last_authorization(sim: &corral_sim::SimHandle) -> Option<String> {
-    let last = sim.stats().last_request?;
+    let last = sim.last_request_to("/api/chat")?;
     last.headers
         .into_iter()
         .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))

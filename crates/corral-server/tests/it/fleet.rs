@@ -198,7 +198,7 @@ async fn chats_land_on_holders_with_prefixes_stripped_and_keys_sent_only_to_thei
         StatusCode::OK,
         "the keyed instance accepted the gateway's key"
     );
-    let last = f.sims[1].stats().last_request.unwrap();
+    let last = f.sims[1].last_request_to("/api/chat").unwrap();
     assert_eq!(
         last.json.unwrap()["model"],
         "llama3.2",

@@ -264,7 +264,7 @@ async fn upstream_sees_its_own_host_and_no_client_credentials() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let last = sim.stats().last_request.unwrap();
+    let last = sim.last_request_to("/api/chat").unwrap();
     let header = |name: &str| {
         last.headers
             .iter()
@@ -496,7 +496,8 @@ async fn long_jobs_are_not_cut_by_the_first_byte_timeout_and_known_blobs_are_not
     let first = client().post(&url).send_body(blob.clone()).await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
     let uploads = || sim.stats().requests.get("/api/blobs").copied().unwrap_or(0);
-    let last_method = || sim.stats().last_request.map(|r| r.method).unwrap_or_default();
+    let blob_path = format!("/api/blobs/{digest}");
+    let last_method = || sim.last_request_to(&blob_path).map(|r| r.method).unwrap_or_default();
     for n in 1..=2 {
         let before = uploads();
         let again = client().post(&url).send_body(blob.clone()).await.unwrap();

@@ -70,7 +70,8 @@ pub struct Limiter {
     /// The clock windows and periods are read from.
     pub clock: LimitClock,
     replica: String,
-    /// Syncs so far (the first reads everything back).
+    /// Syncs since the start or the last failed one (the first reads everything back, so
+    /// hours the other replicas wrote late during an outage arrive at once).
     syncs: std::sync::atomic::AtomicU32,
 }
 
@@ -298,6 +299,7 @@ impl Limiter {
                 if let Ok(mut counters) = self.counters.lock() {
                     counters.unwritten(&rows);
                 }
+                self.syncs.store(0, Ordering::Relaxed);
                 Err(err)
             }
         }

@@ -1,7 +1,8 @@
 //! Limits per key, user and group over real HTTP: requests, tokens, concurrency and budgets
 //! refuse the right request with a 429 in each route's shape and let requests in again when
 //! the window turns (the limit clock is frozen and moved by the test, never waited for);
-//! bad input; three replicas on one PostgreSQL sharing one key's requests per minute.
+//! bad input; three replicas on one PostgreSQL sharing one key's requests per minute, and a
+//! replica cut off from it catching up on what the others spent meanwhile.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use corral_sim::{SimConfig, SimHandle};
 use corral_store::test_support::TestDb;
 use serde_json::{json, Value};
 
-use crate::support::{chat_body, client, read_lines, settings_for, sim, Gateway};
+use crate::support::{chat_body, client, read_lines, settings_for, sim, Gateway, Relay};
 
 /// A minute's start plus one second: 2026-12-02 10:30:01 UTC.
 const T0: i64 = 1_796_207_401_000;
@@ -530,4 +531,53 @@ async fn three_replicas_admit_about_sixty_a_minute_between_them() {
     for (gw, _) in replicas {
         gw.stop().await;
     }
+}
+
+/// A replica cut off from the database while another spends a day's budget, and back hours
+/// later, reads the hours it missed at its first sync (not a minute later, when the once a
+/// minute read of every budget hour comes round).
+#[actix_web::test]
+async fn a_replica_back_from_an_outage_reads_the_budget_spent_meanwhile() {
+    let Some(db) = TestDb::postgres() else { return };
+    let sim = sim().await;
+    let relay = Relay::in_front_of(&db.url);
+    let (b, b_shared) = Gateway::with_auth_state(open_models(&sim), &db.url).await;
+    let (a, a_shared) = Gateway::with_auth_state(open_models(&sim), &relay.route(&db.url)).await;
+    for shared in [&a_shared, &b_shared] {
+        shared.limiter.clock.set_ms(T0);
+    }
+    let admin = admin(&b).await;
+    let (_, token) = user(&b, &admin, "u@example.com").await;
+    let (key, key_id) = new_key(&b, &token).await;
+    let budget = json!({"budget": {"tokens": 10, "period": "day"}});
+    set_limits(&b, &admin, "key", &key_id, budget).await;
+    until_me(&a, &key, "the budget reached the other replica", |me| {
+        me["limits"][0]["budget"]["remaining"] == 10
+    })
+    .await;
+
+    relay.cut();
+    assert_eq!(native_chat(&b, &key).await.status, StatusCode::OK);
+    until_me(&b, &key, "the budget is spent", |me| {
+        me["limits"][0]["budget"]["remaining"] == 0
+    })
+    .await;
+    // Three hours on, the same day: the spent hour is older than a sync's usual read-back.
+    for shared in [&a_shared, &b_shared] {
+        shared.limiter.clock.set_ms(T0 + 3 * 3_600_000);
+    }
+    // The cut-off replica's sync under way fails (a query waits five seconds for a connection)
+    // and the next one starts three hours on.
+    tokio::time::sleep(Duration::from_millis(6000)).await;
+    relay.restore();
+    until_me(
+        &a,
+        &key,
+        "the replica back from the outage saw the spent budget",
+        |me| me["limits"][0]["budget"]["remaining"] == 0,
+    )
+    .await;
+    assert_refused(&native_chat(&a, &key).await, false, "", "");
+    b.stop().await;
+    a.stop().await;
 }

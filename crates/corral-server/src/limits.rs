@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use corral_auth::limits::{go_duration, Counters, Denied, GoDuration, Headroom, Limits, Refused, Scope, Subject};
 
 use crate::auth::{scope_slot, Caller};
@@ -336,76 +336,67 @@ fn shown_reset_ms(ms: i64) -> i64 {
     }
 }
 
-/// Passes each of OpenAI's `x-ratelimit-*` headers for `headroom` to `put`. Every limited
-/// OpenAI-shaped answer carries them, so their texts are written on the stack and copied into
-/// one allocation, which the values share (a value made on its own costs an allocation and a
-/// validated copy of its own).
-fn each_header(headroom: &Headroom, mut put: impl FnMut(&'static HeaderName, HeaderValue)) {
-    let mut texts = Texts::default();
-    for (names, allowance) in NAMES.iter().zip([headroom.requests, headroom.tokens]) {
+/// What every one of OpenAI's limit headers' names starts with.
+pub const HEADER_PREFIX: &str = "x-ratelimit-";
+
+/// The start of each `x-ratelimit-*` header's line, in [`NAMES`]' order.
+const LINE_STARTS: [[&[u8]; 3]; 2] = [
+    [
+        b"x-ratelimit-limit-requests: ",
+        b"x-ratelimit-remaining-requests: ",
+        b"x-ratelimit-reset-requests: ",
+    ],
+    [
+        b"x-ratelimit-limit-tokens: ",
+        b"x-ratelimit-remaining-tokens: ",
+        b"x-ratelimit-reset-tokens: ",
+    ],
+];
+
+/// The longest of the six lines: the longest start, a Go duration of at most 24 bytes (a
+/// count is at most 20), CRLF.
+const LINE_MAX: usize = 32 + 24 + 2;
+
+/// Passes each of OpenAI's `x-ratelimit-*` values for `headroom` to `put`, with where its
+/// name is in [`NAMES`]: texts made on the stack (digits, letters and a dot).
+fn each_value(headroom: &Headroom, mut put: impl FnMut((usize, usize), &[u8])) {
+    for (i, allowance) in [headroom.requests, headroom.tokens].into_iter().enumerate() {
         let Some(a) = allowance else { continue };
-        texts.push(&names[0], itoa::Buffer::new().format(a.limit).as_bytes());
-        texts.push(&names[1], itoa::Buffer::new().format(a.remaining).as_bytes());
-        texts.push(&names[2], GoDuration::of(shown_reset_ms(a.reset_ms)).as_bytes());
+        put((i, 0), itoa::Buffer::new().format(a.limit).as_bytes());
+        put((i, 1), itoa::Buffer::new().format(a.remaining).as_bytes());
+        put((i, 2), GoDuration::of(shown_reset_ms(a.reset_ms)).as_bytes());
     }
-    let Texts { buf, spans, count, .. } = texts;
-    if count == 0 {
-        return;
-    }
-    let shared = bytes::Bytes::from_owner(buf);
-    for (name, start, end) in spans.into_iter().take(count).flatten() {
-        // Digits, letters and a dot: always a valid value.
-        if let Ok(value) = HeaderValue::from_maybe_shared(shared.slice(start..end)) {
-            put(name, value);
+}
+
+/// OpenAI's `x-ratelimit-*` headers for `headroom`, as encoded header lines (`name: value`
+/// and CRLF each) for the answer's head to carry as they are; `None` when it has none. Every
+/// limited OpenAI-shaped answer carries them: written on the stack and copied into one
+/// allocation, they cost neither a header map's six insertions (a hash of each name, a
+/// validated value each) nor its clearing, and are encoded with one copy.
+pub fn encoded_headers(headroom: &Headroom) -> Option<bytes::Bytes> {
+    let mut buf = [0u8; 6 * LINE_MAX];
+    let mut len = 0;
+    each_value(headroom, |(i, j), value| {
+        for part in [LINE_STARTS[i][j], value, b"\r\n"] {
+            let end = len + part.len();
+            if let Some(room) = buf.get_mut(len..end) {
+                room.copy_from_slice(part);
+                len = end;
+            }
         }
-    }
-}
-
-/// The six values' texts, one after the other: a count is at most 20 bytes, a Go duration 24.
-struct Texts {
-    buf: [u8; 6 * 24],
-    len: usize,
-    /// Each value's name and where its text is.
-    spans: [Option<(&'static HeaderName, usize, usize)>; 6],
-    count: usize,
-}
-
-impl Default for Texts {
-    fn default() -> Texts {
-        Texts {
-            buf: [0; 6 * 24],
-            len: 0,
-            spans: [None; 6],
-            count: 0,
-        }
-    }
-}
-
-impl Texts {
-    fn push(&mut self, name: &'static HeaderName, text: &[u8]) {
-        let end = self.len + text.len();
-        let (Some(room), Some(span)) = (self.buf.get_mut(self.len..end), self.spans.get_mut(self.count)) else {
-            return;
-        };
-        room.copy_from_slice(text);
-        *span = Some((name, self.len, end));
-        self.len = end;
-        self.count += 1;
-    }
-}
-
-/// Writes OpenAI's `x-ratelimit-*` headers for `headroom` into an answer's `headers`, in place
-/// of any by those names.
-pub fn insert_headers(headers: &mut HeaderMap, headroom: &Headroom) {
-    each_header(headroom, |name, value| {
-        headers.insert(name.clone(), value);
     });
+    (len > 0).then(|| bytes::Bytes::copy_from_slice(&buf[..len]))
 }
 
 /// OpenAI's `x-ratelimit-*` headers for `headroom`, as a list (for a refusal).
 pub fn headers(headroom: &Headroom) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(6);
-    each_header(headroom, |name, value| out.push((name.clone(), value)));
+    each_value(headroom, |(i, j), value| {
+        // Digits, letters and a dot: always a valid value.
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            out.push((NAMES[i][j].clone(), value));
+        }
+    });
     out
 }
 
@@ -507,7 +498,7 @@ pub fn caller_of(req: &actix_web::HttpRequest) -> Option<Caller> {
 mod tests {
     use corral_auth::limits::{Allowance, Headroom};
 
-    use super::headers;
+    use super::{encoded_headers, headers, LINE_MAX, LINE_STARTS, NAMES};
 
     fn allowance(limit: u64, remaining: u64, reset_ms: i64) -> Option<Allowance> {
         Some(Allowance {
@@ -517,11 +508,38 @@ mod tests {
         })
     }
 
+    /// The headers for `headroom`, as a refusal lists them, after checking that the lines an
+    /// answer's head carries say the same.
     fn written(headroom: &Headroom) -> Vec<(String, String)> {
-        headers(headroom)
+        let listed: Vec<(String, String)> = headers(headroom)
             .into_iter()
             .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap().to_owned()))
-            .collect()
+            .collect();
+        let lines = encoded_headers(headroom).map(|b| String::from_utf8(b.to_vec()).unwrap());
+        assert_eq!(lines.is_none(), listed.is_empty());
+        let lines = lines.unwrap_or_default();
+        assert!(lines.is_empty() || lines.ends_with("\r\n"), "{lines:?}");
+        let encoded: Vec<(String, String)> = lines
+            .split_terminator("\r\n")
+            .map(|line| {
+                let (name, value) = line.split_once(": ").unwrap();
+                (name.to_owned(), value.to_owned())
+            })
+            .collect();
+        assert_eq!(encoded, listed, "the lines say what the list says");
+        listed
+    }
+
+    #[test]
+    fn each_line_starts_with_its_header_s_name() {
+        for (starts, names) in LINE_STARTS.iter().zip(&NAMES) {
+            for (start, name) in starts.iter().zip(names) {
+                assert_eq!(*start, format!("{}: ", name.as_str()).as_bytes());
+                assert!(start.len() + 24 + 2 <= LINE_MAX);
+            }
+        }
+        let none = Headroom::default();
+        assert_eq!(written(&none), Vec::new());
     }
 
     /// Each answer's values are its own, though they share one allocation: a limit set anew,

@@ -287,6 +287,10 @@ pub fn relay_with(
         if is_hop_by_hop(name) || name == header::DATE || name == header::SERVER {
             continue;
         }
+        // The caller's own limits stand in place of any the instance sent.
+        if added.limits.is_some() && name.as_str().starts_with(crate::limits::HEADER_PREFIX) {
+            continue;
+        }
         builder.append_header((name.clone(), value.clone()));
     }
     let framing = Framing::of(resp.headers().get(header::CONTENT_TYPE));
@@ -309,7 +313,7 @@ pub fn relay_with(
         Some(len) => builder.body(actix_web::body::SizedStream::new(len, body)),
         None => builder.streaming(body),
     };
-    added.write(answer.headers_mut());
+    added.write(&mut answer);
     answer
 }
 
@@ -320,7 +324,7 @@ pub const QUEUE_WAIT_HEADER: &str = "x-corral-queue-wait-ms";
 /// The headers the gateway adds to an instance's answer, in place of any the instance sent
 /// by those names: the caller's `x-ratelimit-*` and how long the request queued. Kept as
 /// figures beside the instance's response until the answer's head is made, then written
-/// straight into it.
+/// straight into it (the `x-ratelimit-*` as encoded lines the head carries).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Added {
     /// The figures of the `x-ratelimit-*` headers (answers in OpenAI's shape only).
@@ -330,13 +334,16 @@ pub struct Added {
 }
 
 impl Added {
-    /// Writes the headers into an answer's `headers`.
-    pub fn write(&self, headers: &mut HeaderMap) {
-        if let Some(headroom) = &self.limits {
-            crate::limits::insert_headers(headers, headroom);
+    /// Writes the headers into `answer`'s head. Its header map must hold no `x-ratelimit-*`
+    /// when limits are added (the instance's are left out when its answer is copied).
+    pub fn write(&self, answer: &mut HttpResponse) {
+        if let Some(lines) = self.limits.as_ref().and_then(crate::limits::encoded_headers) {
+            answer.head_mut().set_encoded_headers(lines);
         }
         if let Some(ms) = self.queue_wait_ms {
-            headers.insert(HeaderName::from_static(QUEUE_WAIT_HEADER), HeaderValue::from(ms));
+            answer
+                .headers_mut()
+                .insert(HeaderName::from_static(QUEUE_WAIT_HEADER), HeaderValue::from(ms));
         }
     }
 }

@@ -477,7 +477,7 @@ impl Converter for corral_convert::CompletionStream {
 /// `resp` (a 200 answer) carrying how long the request waited in the queue if it did, and the
 /// caller's limits: inserted into its head directly, not through a builder's conversions.
 fn answered(mut resp: HttpResponse, added: proxy::Added) -> HttpResponse {
-    added.write(resp.headers_mut());
+    added.write(&mut resp);
     resp
 }
 

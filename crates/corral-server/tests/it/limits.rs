@@ -241,6 +241,50 @@ async fn requests_per_minute_refuse_the_one_over_on_both_apis_and_reset_with_the
     gw.stop().await;
 }
 
+/// An instance's own `x-ratelimit-*` headers (another gateway's behind it, say) do not reach a
+/// limited caller beside Corral's: the caller's limits stand in their place, every other header
+/// of the instance passes.
+#[actix_web::test]
+async fn an_instance_s_own_limit_headers_give_way_to_the_caller_s() {
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+        x-ratelimit-limit-requests: 999\r\nx-ratelimit-remaining-requests: 998\r\n\
+        x-ratelimit-limit-tokens: 77\r\nx-instance: kept\r\ntransfer-encoding: chunked\r\n\r\n";
+    const BODY: &str = r#"{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+    let db = TestDb::sqlite();
+    let url = crate::sockets::chunked_instance_with_head(HEAD, crate::sockets::chunks_of(BODY, &[40]));
+    let mut settings = settings_for(&[&url]);
+    settings.auth.bypass_model_access_control = true;
+    settings.balance.health_interval = 0.0;
+    let (gw, _shared) = Gateway::with_auth_state(settings, &db.url).await;
+    let admin = admin(&gw).await;
+    let (_, token) = user(&gw, &admin, "u@example.com").await;
+    let (key, key_id) = new_key(&gw, &token).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let url = gw.at("/ollama/v1/chat/completions");
+
+    // Not limited: the instance's answer as it came.
+    let r = call(Method::POST, &url, Some(&key), Some(&body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.header("x-ratelimit-limit-requests"), Some("999"));
+    assert_eq!(r.header("x-instance"), Some("kept"));
+
+    set_limits(&gw, &admin, "key", &key_id, json!({"requests_per_minute": 5})).await;
+    let r = call(Method::POST, &url, Some(&key), Some(&body)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let all = |name: &str| -> Vec<&str> { r.headers.get_all(name).map(|v| v.to_str().unwrap()).collect() };
+    assert_eq!(all("x-ratelimit-limit-requests"), ["5"]);
+    assert_eq!(all("x-ratelimit-remaining-requests"), ["4"]);
+    assert_eq!(all("x-ratelimit-reset-requests").len(), 1);
+    assert_eq!(
+        all("x-ratelimit-limit-tokens"),
+        Vec::<&str>::new(),
+        "no tokens limit, none shown"
+    );
+    assert_eq!(all("x-instance"), ["kept"]);
+    assert_eq!(r.body["choices"][0]["message"]["content"], "hi");
+    gw.stop().await;
+}
+
 #[actix_web::test]
 async fn tokens_per_minute_count_what_the_instance_reported() {
     let db = TestDb::sqlite();

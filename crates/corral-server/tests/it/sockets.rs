@@ -429,7 +429,7 @@ fn requests_sent_from_a_later_runtime_on_the_same_thread_carry_the_current_date(
 
 /// `body` in chunks of `sizes` (then the rest in one), chunked transfer encoding, one piece
 /// per chunk and the last chunk.
-fn chunks_of(body: &str, sizes: &[usize]) -> Vec<Vec<u8>> {
+pub(crate) fn chunks_of(body: &str, sizes: &[usize]) -> Vec<Vec<u8>> {
     let mut pieces = Vec::new();
     let mut rest = body.as_bytes();
     for &size in sizes.iter().chain([&usize::MAX]) {
@@ -454,8 +454,9 @@ fn chunked_instance(pieces: Vec<Vec<u8>>) -> String {
     )
 }
 
-/// [`chunked_instance`] whose chat answers start with `head`.
-fn chunked_instance_with_head(head: &'static [u8], pieces: Vec<Vec<u8>>) -> String {
+/// [`chunked_instance`] whose chat answers (native, or its own OpenAI layer's) start with
+/// `head`.
+pub(crate) fn chunked_instance_with_head(head: &'static [u8], pieces: Vec<Vec<u8>>) -> String {
     use std::io::{BufReader, Write};
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -470,7 +471,7 @@ fn chunked_instance_with_head(head: &'static [u8], pieces: Vec<Vec<u8>>) -> Stri
                 let mut reader = BufReader::new(conn);
                 while let Some((path, _)) = read_request(&mut reader) {
                     let mut out = Vec::new();
-                    if path == "/api/chat" {
+                    if path == "/api/chat" || path == "/v1/chat/completions" {
                         out.push(head.to_vec());
                         out.extend(pieces.iter().cloned());
                     } else {

@@ -49,6 +49,11 @@ pub(crate) trait MessageType: Sized {
 
     fn extra_headers(&self) -> Option<&HeaderMap>;
 
+    /// Corral: header lines already encoded, written after the map's (responses only).
+    fn encoded_headers(&self) -> Option<&[u8]> {
+        None
+    }
+
     fn camel_case(&self) -> bool {
         false
     }
@@ -239,6 +244,11 @@ pub(crate) trait MessageType: Sized {
             dst.advance_mut(pos);
         }
 
+        // Corral: lines set with `ResponseHead::set_encoded_headers`, as they are.
+        if let Some(lines) = self.encoded_headers() {
+            dst.extend_from_slice(lines);
+        }
+
         if !has_date {
             // optimized date header, write_date_header writes its own \r\n
             config.write_date_header(dst, camel_case);
@@ -284,6 +294,10 @@ impl MessageType for Response<()> {
 
     fn extra_headers(&self) -> Option<&HeaderMap> {
         None
+    }
+
+    fn encoded_headers(&self) -> Option<&[u8]> {
+        self.head().encoded_headers()
     }
 
     fn camel_case(&self) -> bool {

@@ -15,6 +15,8 @@ pub struct ResponseHead {
     pub headers: HeaderMap,
     pub reason: Option<&'static str>,
     pub(crate) flags: Flags,
+    /// Corral: header lines already encoded, written by the HTTP/1 encoder after the map's.
+    pub(crate) encoded_headers: Option<bytes::Bytes>,
 }
 
 impl ResponseHead {
@@ -27,7 +29,28 @@ impl ResponseHead {
             headers: HeaderMap::with_capacity(12),
             reason: None,
             flags: Flags::empty(),
+            encoded_headers: None,
         }
+    }
+
+    /// Corral: header lines already encoded, `name: value\r\n` each, that the HTTP/1 encoder
+    /// writes as they are after the headers of the map (in place of any lines set before).
+    /// For headers made afresh on every answer: a map entry costs a hash of its name, an
+    /// insertion, a value's validation, and a clear when the head returns to its pool.
+    ///
+    /// The caller vouches for the lines' form (lower-case token names; visible characters and
+    /// spaces in values; each line ending in CRLF and no other CR or LF): they are not parsed,
+    /// only checked to end with CRLF (and, in debug builds, checked whole). Lines of the wrong
+    /// form are dropped.
+    pub fn set_encoded_headers(&mut self, lines: bytes::Bytes) {
+        let framed = lines.ends_with(b"\r\n") && !lines.starts_with(b"\r\n");
+        debug_assert!(framed && well_formed(&lines), "badly formed header lines");
+        self.encoded_headers = framed.then_some(lines);
+    }
+
+    /// Corral: the header lines set by [`ResponseHead::set_encoded_headers`].
+    pub fn encoded_headers(&self) -> Option<&[u8]> {
+        self.encoded_headers.as_deref()
     }
 
     /// Read the message headers.
@@ -164,6 +187,32 @@ impl Drop for BoxedResponseHead {
     }
 }
 
+/// Corral: whether `lines` are whole header lines, `name: value\r\n` each (token names,
+/// values of visible characters, spaces and tabs).
+fn well_formed(lines: &[u8]) -> bool {
+    let Some(body) = lines.strip_suffix(b"\r\n") else {
+        return false;
+    };
+    let count = body.split(|&b| b == b'\n').count();
+    body.split(|&b| b == b'\n').enumerate().all(|(i, line)| {
+        // Every line but the last ends in the CR of its CRLF.
+        let line = match line.strip_suffix(b"\r") {
+            Some(line) if i + 1 < count => line,
+            _ if i + 1 < count => return false,
+            _ => line,
+        };
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let (name, value) = (&line[..colon], &line[colon + 1..]);
+        !name.is_empty()
+            && name
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            && value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    })
+}
+
 /// Response head object pool.
 #[doc(hidden)]
 pub struct BoxedResponsePool(#[allow(clippy::vec_box)] RefCell<Vec<Box<ResponseHead>>>);
@@ -181,6 +230,8 @@ impl BoxedResponsePool {
             head.status = status;
             head.headers.clear();
             head.flags = Flags::empty();
+            // Corral: the lines of the answer this head carried before.
+            head.encoded_headers = None;
             BoxedResponseHead { head: Some(head) }
         } else {
             BoxedResponseHead {

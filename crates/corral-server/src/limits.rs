@@ -291,7 +291,8 @@ impl Limiter {
         match store.sync_limit_counters(&self.replica, &rows, horizon, secs - IN_FLIGHT_FRESH_SECS, secs) {
             Ok(others) => {
                 if let Ok(mut counters) = self.counters.lock() {
-                    counters.set_others(others, if whole { i64::MIN } else { budget_from });
+                    // A whole read covers every hour `prune` left.
+                    counters.set_others(others, budget_from);
                 }
                 Ok(())
             }

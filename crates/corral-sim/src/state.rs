@@ -75,6 +75,8 @@ struct Inner {
     /// The last request received on each path (control routes excluded), so a test can look at
     /// the one it caused even when the gateway's own listings and health checks came after it.
     last_by_path: std::collections::HashMap<String, RecordedRequest>,
+    /// The path of the last request of all (`Stats::last_request`, filled in when read).
+    last_path: Option<String>,
 }
 
 /// One simulated instance.
@@ -111,6 +113,7 @@ impl Sim {
             stats: Stats::default(),
             faults: config.faults.clone(),
             last_by_path: Default::default(),
+            last_path: None,
         };
         Sim {
             inner: Mutex::new(inner),
@@ -126,7 +129,15 @@ impl Sim {
     }
 
     pub fn stats(&self) -> Stats {
-        self.inner.lock().stats.clone()
+        let inner = self.inner.lock();
+        let last_request = inner
+            .last_path
+            .as_ref()
+            .and_then(|path| inner.last_by_path.get(path).cloned());
+        Stats {
+            last_request,
+            ..inner.stats.clone()
+        }
     }
 
     /// The last request received on `path` (control routes excluded), if any.
@@ -149,6 +160,7 @@ impl Sim {
             ..Stats::default()
         };
         inner.last_by_path.clear();
+        inner.last_path = None;
     }
 
     pub fn faults(&self) -> Faults {
@@ -349,8 +361,17 @@ impl Sim {
         }
         inner.stats.in_flight += 1;
         inner.stats.max_in_flight = inner.stats.max_in_flight.max(inner.stats.in_flight);
-        inner.last_by_path.insert(recorded.path.clone(), recorded.clone());
-        inner.stats.last_request = Some(recorded);
+        // Kept once, by path; the path's copy reuses the last one's room.
+        match &mut inner.last_path {
+            Some(last) => last.clone_from(&recorded.path),
+            none => *none = Some(recorded.path.clone()),
+        }
+        match inner.last_by_path.get_mut(&recorded.path) {
+            Some(slot) => *slot = recorded,
+            None => {
+                inner.last_by_path.insert(recorded.path.clone(), recorded);
+            }
+        }
         Ticket {
             sim: self.clone(),
             finished: false,

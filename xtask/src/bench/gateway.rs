@@ -68,6 +68,8 @@ struct Measure {
     total: u64,
     secs: f64,
     cpu_ticks: u64,
+    /// The user-space part of `cpu_ticks`.
+    user_ticks: u64,
     streams: Option<StreamStats>,
 }
 
@@ -89,6 +91,11 @@ impl Measure {
     /// CPU milliseconds per request.
     fn cpu_ms(&self, tick_ms: f64) -> f64 {
         self.cpu_ticks as f64 * tick_ms / self.requests().max(1) as f64
+    }
+
+    /// User-space CPU milliseconds per request (the rest of [`Measure::cpu_ms`] is the kernel's).
+    fn user_ms(&self, tick_ms: f64) -> f64 {
+        self.user_ticks as f64 * tick_ms / self.requests().max(1) as f64
     }
 
     fn p(&self, q: f64) -> f64 {
@@ -200,7 +207,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
             };
             for _ in 0..plan.rounds {
                 for (side, m) in sides.iter().zip(&mut row.sides) {
-                    let before = cpu_ticks(&side.pids);
+                    let before = cpu_split(&side.pids);
                     let load = oha_run(
                         &oha,
                         &format!("{}{path}", side.base),
@@ -209,7 +216,9 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
                         plan.run,
                         side.auth.as_deref(),
                     )?;
-                    m.cpu_ticks += cpu_ticks(&side.pids) - before;
+                    let after = cpu_split(&side.pids);
+                    m.cpu_ticks += (after.0 + after.1) - (before.0 + before.1);
+                    m.user_ticks += after.0 - before.0;
                     m.p50.push(load.p50_ms);
                     m.p99.push(load.p99_ms);
                     m.ok += load.ok;
@@ -264,9 +273,11 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
                         framing,
                         keep_alive,
                     };
-                    let before = cpu_ticks(&side.pids);
+                    let before = cpu_split(&side.pids);
                     let stats = stream::run(&rt, &req, c, plan.run, None);
-                    m.cpu_ticks += cpu_ticks(&side.pids) - before;
+                    let after = cpu_split(&side.pids);
+                    m.cpu_ticks += (after.0 + after.1) - (before.0 + before.1);
+                    m.user_ticks += after.0 - before.0;
                     m.streams.get_or_insert_with(StreamStats::default).absorb(stats);
                 }
             }
@@ -339,20 +350,23 @@ fn report(rows: &[Row], sides: &[Side], facts: &Facts) -> String {
     );
     let _ = writeln!(
         out,
-        "CPU per request is the user plus system time of the process(es) in front of the client during the run (`/proc/<pid>/stat`), over requests answered: for direct the simulator itself, for nginx its master and worker, for Corral its process; the clock is {:.0} ms.\n",
+        "CPU per request is the user plus system time of the process(es) in front of the client during the run (`/proc/<pid>/stat`), over requests answered: for direct the simulator itself, for nginx its master and worker, for Corral its process; the clock is {:.0} ms. `user` is the part spent in the process's own code (the rest is the kernel's: system calls, loopback TCP, scheduling).\n",
         tick_ms
     );
     let _ = writeln!(
         out,
-        "| requests (not streamed) | concurrency | side | p50 | p99 | requests/s | of direct | of nginx | CPU per request |"
+        "| requests (not streamed) | concurrency | side | p50 | p99 | requests/s | of direct | of nginx | CPU per request | of it user |"
     );
-    let _ = writeln!(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        out,
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for row in rows.iter().filter(|r| !r.streamed) {
         let (d, n) = (&row.sides[0], &row.sides[1]);
         for (side, m) in sides.iter().zip(&row.sides) {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.3} ms | {:.3} ms | {:.0} | {:.0}% | {:.0}% | {:.4} ms |{}",
+                "| {} | {} | {} | {:.3} ms | {:.3} ms | {:.0} | {:.0}% | {:.0}% | {:.4} ms | {:.4} ms |{}",
                 row.label,
                 row.concurrency,
                 side.name,
@@ -362,6 +376,7 @@ fn report(rows: &[Row], sides: &[Side], facts: &Facts) -> String {
                 100.0 * m.rate() / d.rate().max(1e-9),
                 100.0 * m.rate() / n.rate().max(1e-9),
                 m.cpu_ms(tick_ms),
+                m.user_ms(tick_ms),
                 if m.ok == m.total {
                     String::new()
                 } else {
@@ -434,6 +449,17 @@ fn report(rows: &[Row], sides: &[Side], facts: &Facts) -> String {
             r.sides[2].rate(),
             r.sides[1].rate(),
             verdict(ratio >= 0.9)
+        );
+        let (n, g) = (&r.sides[1], &r.sides[2]);
+        let _ = writeln!(
+            out,
+            "  - CPU per request there: Corral {:.4} ms ({:.4} user, {:.4} kernel), nginx {:.4} ms ({:.4} user, {:.4} kernel)",
+            g.cpu_ms(tick_ms),
+            g.user_ms(tick_ms),
+            g.cpu_ms(tick_ms) - g.user_ms(tick_ms),
+            n.cpu_ms(tick_ms),
+            n.user_ms(tick_ms),
+            n.cpu_ms(tick_ms) - n.user_ms(tick_ms),
         );
     }
     if let Some(r) = find("100-chunk native `/api/chat`", 8) {
@@ -874,14 +900,20 @@ fn stat_fields(stat: &str) -> Vec<&str> {
 
 /// User plus system CPU time of `pids`, in clock ticks.
 pub fn cpu_ticks(pids: &[u32]) -> u64 {
+    let (user, system) = cpu_split(pids);
+    user + system
+}
+
+/// User and system CPU time of `pids`, in clock ticks.
+pub fn cpu_split(pids: &[u32]) -> (u64, u64) {
     pids.iter()
         .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
             let f = stat_fields(&stat);
             // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            Some((f.get(11)?.parse::<u64>().ok()?, f.get(12)?.parse::<u64>().ok()?))
         })
-        .sum()
+        .fold((0, 0), |(u, s), (du, ds)| (u + du, s + ds))
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).

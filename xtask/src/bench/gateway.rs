@@ -217,8 +217,8 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
                         side.auth.as_deref(),
                     )?;
                     let after = cpu_split(&side.pids);
-                    m.cpu_ticks += (after.0 + after.1) - (before.0 + before.1);
-                    m.user_ticks += after.0 - before.0;
+                    m.cpu_ticks += (after.0 + after.1).saturating_sub(before.0 + before.1);
+                    m.user_ticks += after.0.saturating_sub(before.0);
                     m.p50.push(load.p50_ms);
                     m.p99.push(load.p99_ms);
                     m.ok += load.ok;
@@ -276,8 +276,8 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
                     let before = cpu_split(&side.pids);
                     let stats = stream::run(&rt, &req, c, plan.run, None);
                     let after = cpu_split(&side.pids);
-                    m.cpu_ticks += (after.0 + after.1) - (before.0 + before.1);
-                    m.user_ticks += after.0 - before.0;
+                    m.cpu_ticks += (after.0 + after.1).saturating_sub(before.0 + before.1);
+                    m.user_ticks += after.0.saturating_sub(before.0);
                     m.streams.get_or_insert_with(StreamStats::default).absorb(stats);
                 }
             }

@@ -93,6 +93,13 @@ impl Measure {
         self.cpu_ticks as f64 * tick_ms / self.requests().max(1) as f64
     }
 
+    /// Adds the CPU time between two [`cpu_split`] readings of this side's processes (a
+    /// process gone in between cannot make it negative).
+    fn charge(&mut self, (user0, system0): (u64, u64), (user1, system1): (u64, u64)) {
+        self.cpu_ticks += (user1 + system1).saturating_sub(user0 + system0);
+        self.user_ticks += user1.saturating_sub(user0);
+    }
+
     /// User-space CPU milliseconds per request (the rest of [`Measure::cpu_ms`] is the kernel's).
     fn user_ms(&self, tick_ms: f64) -> f64 {
         self.user_ticks as f64 * tick_ms / self.requests().max(1) as f64
@@ -216,9 +223,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
                         plan.run,
                         side.auth.as_deref(),
                     )?;
-                    let after = cpu_split(&side.pids);
-                    m.cpu_ticks += (after.0 + after.1).saturating_sub(before.0 + before.1);
-                    m.user_ticks += after.0.saturating_sub(before.0);
+                    m.charge(before, cpu_split(&side.pids));
                     m.p50.push(load.p50_ms);
                     m.p99.push(load.p99_ms);
                     m.ok += load.ok;
@@ -275,9 +280,7 @@ pub fn run(root: &Path, quick: bool, smoke: bool) -> Result<()> {
                     };
                     let before = cpu_split(&side.pids);
                     let stats = stream::run(&rt, &req, c, plan.run, None);
-                    let after = cpu_split(&side.pids);
-                    m.cpu_ticks += (after.0 + after.1).saturating_sub(before.0 + before.1);
-                    m.user_ticks += after.0.saturating_sub(before.0);
+                    m.charge(before, cpu_split(&side.pids));
                     m.streams.get_or_insert_with(StreamStats::default).absorb(stats);
                 }
             }
